@@ -1,0 +1,47 @@
+"""Builds the collector from the environment: the one place that wires real adapters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import boto3
+from aws_lambda_powertools.utilities import parameters
+
+from .api_config import KandjiCredentials, parse_secret
+from .collector import CollectorSettings, SnapshotCollector
+from .errors import ConfigurationError
+from .kandji_client import KandjiClient, RequestStats
+from .rate_limiter import RateLimiter
+from .settings import CollectorEnvironment
+from .storage import S3ObjectStore
+
+SECRET_CACHE_SECONDS = 300
+# Time kept back from the Lambda's limit to write the last parts and the manifest.
+WRITE_MARGIN_SECONDS = 45.0
+
+
+def read_credentials(env: CollectorEnvironment) -> KandjiCredentials:
+    try:
+        secret = parameters.get_secret(env.secret_id, max_age=SECRET_CACHE_SECONDS)
+    except parameters.exceptions.GetParameterError as error:
+        raise ConfigurationError(
+            f"Could not read the Kandji secret {env.secret_id}: {error.__cause__ or error}. Check that it "
+            "exists, has a value (aws secretsmanager put-secret-value) and that the collector may read it."
+        ) from None
+    if isinstance(secret, bytes):
+        secret = secret.decode()
+    return parse_secret(str(secret), fallback_url=env.api_url, allow_insecure_localhost=env.allow_insecure_localhost)
+
+
+def build_collector(remaining_seconds: float, environ: Mapping[str, str] | None = None) -> tuple[SnapshotCollector, RequestStats]:
+    env = CollectorEnvironment.from_env(environ)
+    credentials = read_credentials(env)
+    stats = RequestStats()
+    deadline = time.monotonic() + max(1.0, remaining_seconds - WRITE_MARGIN_SECONDS)
+    client = KandjiClient(credentials, limiter=RateLimiter(env.requests_per_second), deadline=deadline,
+                          stats=stats, pool_size=env.max_workers)
+    store = S3ObjectStore(boto3.client("s3"), env.bucket)
+    collector = SnapshotCollector(client, store, settings=CollectorSettings(max_workers=env.max_workers),
+                                  request_stats=stats.as_dict)
+    return collector, stats

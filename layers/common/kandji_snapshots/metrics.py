@@ -1,0 +1,22 @@
+"""What each run reports to CloudWatch (EMF through Powertools Metrics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+
+def record_requests(metrics: Any, requests: dict[str, Any]) -> None:
+    """Request counters: recorded even when the run fails, which is when they matter most."""
+    metrics.add_metric("KandjiRequests", MetricUnit.Count, requests["total"])
+    metrics.add_metric("KandjiRetries", MetricUnit.Count, requests["retries"])
+    metrics.add_metric("KandjiRateLimited", MetricUnit.Count, requests["rate_limited"])
+
+
+def record_snapshot(metrics: Any, manifest: dict[str, Any]) -> None:
+    metrics.add_metric("Devices", MetricUnit.Count, manifest["device_count"])
+    metrics.add_metric("SkippedDevices", MetricUnit.Count, len(manifest["skipped_devices"]))
+    metrics.add_metric("RefreshedDevices", MetricUnit.Count, manifest["refreshed_devices"])
+    metrics.add_metric("CarriedDevices", MetricUnit.Count, manifest["carried_devices"])
+    metrics.add_metric("RunDuration", MetricUnit.Seconds, manifest["duration_seconds"])

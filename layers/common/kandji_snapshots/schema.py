@@ -1,0 +1,170 @@
+"""The snapshot tables' columns and their types: one declaration that drives
+normalization (what the collector writes), the Glue tables (what Athena reads)
+and the schema guard (the test that keeps the two in step).
+
+Types mirror Hive's. Two logical types are stored as Hive strings:
+`TIMESTAMP` (ISO 8601 UTC text, parsed in SQL with `from_iso8601_timestamp`) and
+`JSON` (a JSON document as text, for sections whose shape differs per platform).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Scalar:
+    name: str  # string | boolean | bigint | double | timestamp | json
+
+    def hive(self) -> str:
+        return "string" if self.name in ("timestamp", "json") else self.name
+
+
+@dataclass(frozen=True)
+class Array:
+    item: "Type"
+
+    def hive(self) -> str:
+        return f"array<{self.item.hive()}>"
+
+
+@dataclass(frozen=True)
+class Struct:
+    fields: dict[str, "Type"] = field(hash=False)
+
+    def hive(self) -> str:
+        return "struct<" + ",".join(f"{name}:{kind.hive()}" for name, kind in self.fields.items()) + ">"
+
+
+Type = Scalar | Array | Struct
+
+STRING = Scalar("string")
+BOOLEAN = Scalar("boolean")
+BIGINT = Scalar("bigint")
+DOUBLE = Scalar("double")
+TIMESTAMP = Scalar("timestamp")
+JSON = Scalar("json")
+
+
+def struct(**fields: Type) -> Struct:
+    return Struct(dict(fields))
+
+
+def strings(*names: str) -> dict[str, Type]:
+    return {name: STRING for name in names}
+
+
+# Every row of every table starts with these, so a query can pick one snapshot.
+KEY_COLUMNS: dict[str, Type] = {"snapshot_id": STRING, "device_id": STRING}
+
+USER = struct(email=STRING, name=STRING, id=STRING, is_archived=BOOLEAN)
+
+DEVICES: dict[str, Type] = {
+    **KEY_COLUMNS,
+    **strings("device_name", "model", "serial_number", "platform", "os_version",
+              "supplemental_build_version", "supplemental_os_version_extra"),
+    "last_check_in": TIMESTAMP,
+    "user": USER,
+    **strings("asset_tag", "blueprint_id", "blueprint_name"),
+    "mdm_enabled": BOOLEAN,
+    "agent_installed": BOOLEAN,
+    "is_missing": BOOLEAN,
+    "is_removed": BOOLEAN,
+    "agent_version": STRING,
+    "first_enrollment": TIMESTAMP,
+    "last_enrollment": TIMESTAMP,
+    "lost_mode_status": STRING,
+    "tags": Array(STRING),
+    # Fields Kandji adds later land here as JSON, so nothing is lost and no type clashes.
+    "extra": JSON,
+}
+
+DEVICE_DETAILS: dict[str, Type] = {
+    **KEY_COLUMNS,
+    "fetched_at": TIMESTAMP,
+    "general": struct(
+        **strings("device_id", "device_name", "model", "platform", "os_version",
+                  "system_version", "boot_volume", "time_since_boot", "last_user",
+                  "asset_tag"),
+        assigned_user=USER,
+        **strings("blueprint_name", "blueprint_uuid"),
+        first_enrollment=TIMESTAMP,
+        last_enrollment=TIMESTAMP,
+    ),
+    "mdm": struct(
+        mdm_enabled=BOOLEAN,
+        supervised=BOOLEAN,
+        install_date=TIMESTAMP,
+        last_check_in=TIMESTAMP,
+    ),
+    "activation_lock": struct(
+        bypass_code_failed=BOOLEAN,
+        user_activation_lock_enabled=BOOLEAN,
+        device_activation_lock_enabled=BOOLEAN,
+        activation_lock_allowed_while_supervised=BOOLEAN,
+        activation_lock_supported=BOOLEAN,
+    ),
+    "filevault": struct(
+        filevault_enabled=BOOLEAN,
+        filevault_recoverykey_type=STRING,
+        filevault_prk_escrowed=BOOLEAN,
+        filevault_next_rotation=TIMESTAMP,
+        filevault_regen_required=BOOLEAN,
+    ),
+    "lost_mode": struct(
+        **strings("status", "enabled_by"),
+        enabled_at=TIMESTAMP,
+        location=struct(latitude=STRING, longitude=STRING, last_located_at=TIMESTAMP),
+    ),
+    "automated_device_enrollment": struct(auto_enroll_eligible=BOOLEAN, auto_enrolled=BOOLEAN),
+    "kandji_agent": struct(
+        agent_installed=BOOLEAN,
+        install_date=TIMESTAMP,
+        last_check_in=TIMESTAMP,
+        agent_version=STRING,
+    ),
+    "hardware_overview": struct(
+        **strings("model_name", "model_identifier", "processor_name", "processor_speed",
+                  "number_of_processors", "total_number_of_cores", "memory", "udid",
+                  "uuid", "serial_number", "battery_health"),
+    ),
+    "volumes": Array(struct(
+        **strings("name", "format", "identifier", "percent_used", "capacity", "available"),
+        encrypted=BOOLEAN,
+    )),
+    "network": struct(**strings("local_hostname", "mac_address", "ip_address", "public_ip")),
+    "recovery_information": struct(recovery_lock_enabled=BOOLEAN, firmware_password_exist=BOOLEAN,
+                                   firmware_password_pending=BOOLEAN),
+    # Shapes that differ by platform and tenant age: kept whole, as JSON text.
+    "users": JSON,
+    "installed_profiles": JSON,
+    "apple_business_manager": JSON,
+    "security_information": JSON,
+    "cellular": JSON,
+    "tags": Array(STRING),
+    "extra": JSON,
+}
+
+DEVICE_APPS: dict[str, Type] = {
+    **KEY_COLUMNS,
+    "fetched_at": TIMESTAMP,
+    **strings("app_id", "app_name", "bundle_id", "bundle_size"),
+    "app_store_vendable": BOOLEAN,
+    "device_based_vpp": BOOLEAN,
+    **strings("source", "process", "signature"),
+    "creation_date": TIMESTAMP,
+    "modification_date": TIMESTAMP,
+    **strings("path", "version"),
+    "extra": JSON,
+}
+
+TABLES: dict[str, dict[str, Type]] = {
+    "devices": DEVICES,
+    "device_details": DEVICE_DETAILS,
+    "device_apps": DEVICE_APPS,
+}
+
+
+def hive_columns(table: str) -> dict[str, str]:
+    """Column name -> Hive type, as the Glue table must declare it."""
+    return {name: kind.hive() for name, kind in TABLES[table].items()}

@@ -1,0 +1,67 @@
+"""Timestamps: Kandji's many formats in, one ISO 8601 UTC form out."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+# `2026-11-23T10:15:00.123456Z`: one fixed width, so strings sort like the instants they name.
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+SNAPSHOT_ID_FORMAT = "%Y%m%dT%H%M%SZ"
+
+# Covers every form in the API notes: `T` or space separator, optional fraction,
+# `Z`, `+00:00`, ` +0000` or no offset (taken as UTC).
+_TIMESTAMP = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
+    r"\s*(Z|[+-]\d{2}:?\d{2})?$",
+    re.IGNORECASE,
+)
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """Parse any timestamp form Kandji sends; None for empty or non-timestamp text."""
+    if not isinstance(value, str):
+        return None
+    match = _TIMESTAMP.match(value.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        parsed = datetime(int(year), int(month), int(day), int(hour), int(minute),
+                          int(second or 0), micros, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    if offset and offset.upper() != "Z":
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:])
+        parsed -= sign * timedelta(minutes=minutes)
+    return parsed
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(ISO_FORMAT)
+
+
+def normalize_timestamp(value: object) -> str | None:
+    parsed = parse_timestamp(value)
+    return format_timestamp(parsed) if parsed else None
+
+
+def snapshot_id_for(moment: datetime) -> str:
+    """`YYYYMMDDTHHMMSSZ` of the run's start: ids sort in time order."""
+    return moment.astimezone(timezone.utc).strftime(SNAPSHOT_ID_FORMAT)
+
+
+def snapshot_time(snapshot_id: str) -> datetime:
+    return datetime.strptime(snapshot_id, SNAPSHOT_ID_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def partition_date(snapshot_id: str) -> str:
+    """The `dt=` partition (UTC day) a snapshot belongs to."""
+    return f"{snapshot_id[0:4]}-{snapshot_id[4:6]}-{snapshot_id[6:8]}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
