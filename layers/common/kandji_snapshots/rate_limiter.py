@@ -23,7 +23,8 @@ class RateLimiter:
         if per_second <= 0:
             raise ValueError("per_second must be positive")
         self.per_second = per_second
-        self._interval = 1.0 / per_second
+        # A hair over 1/rate so float rounding can never fit one extra start into a second.
+        self._interval = 1.000001 / per_second
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()

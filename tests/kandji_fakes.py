@@ -1,0 +1,68 @@
+"""An in-memory Kandji API for unit tests of the collector's domain (no HTTP)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
+
+
+class FakeKandjiApi:
+    host = "acme.api.kandji.io"
+
+    def __init__(self, devices, details=None, apps=None):
+        self.devices = list(devices)
+        self.details = dict(details or {})
+        self.apps = dict(apps or {})
+        self.unenrolled: set[str] = set()
+        self.fail_on: dict[str, Exception] = {}
+        self.calls: list[tuple[str, str | None]] = []
+        self._lock = threading.Lock()
+
+    def _record(self, endpoint, device_id=None):
+        with self._lock:
+            self.calls.append((endpoint, device_id))
+        error = self.fail_on.get(f"{endpoint}:{device_id}") or self.fail_on.get(endpoint)
+        if error:
+            raise error
+        if device_id in self.unenrolled:
+            raise DeviceNotFound("404", status=404, endpoint=endpoint)
+
+    def list_devices(self):
+        self._record("devices")
+        return list(self.devices)
+
+    def device_details(self, device_id):
+        self._record("details", device_id)
+        return self.details.get(device_id, {})
+
+    def device_apps(self, device_id):
+        self._record("apps", device_id)
+        return self.apps.get(device_id, [])
+
+
+class StepClock:
+    """A clock that moves one second per reading, so snapshot ids and timings are predictable."""
+
+    def __init__(self, start=datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)):
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            current = self.now
+            self.now += timedelta(seconds=1)
+            return current
+
+
+def device(device_id, **fields):
+    base = {"device_id": device_id, "device_name": f"Mac {device_id}", "serial_number": f"C02{device_id}",
+            "platform": "Mac", "os_version": "15.1", "last_check_in": "2026-11-23 09:00:00+00:00",
+            "user": "", "mdm_enabled": True, "agent_installed": True, "is_missing": False, "is_removed": False}
+    base.update(fields)
+    return base
+
+
+def auth_error():
+    return KandjiAuthError("401", status=401, endpoint="details")

@@ -1,0 +1,94 @@
+import json
+
+import pytest
+
+from kandji_snapshots import schema
+from kandji_snapshots.normalize import app_rows, coerce, details_row, device_row, encode_row
+from kandji_snapshots.timeutil import normalize_timestamp
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("2024-07-23T14:11:37.150080Z", "2024-07-23T14:11:37.150080Z"),
+    ("2024-01-26 16:15:36.087016+00:00", "2024-01-26T16:15:36.087016Z"),
+    ("2024-06-17 11:32:35+00:00", "2024-06-17T11:32:35.000000Z"),
+    ("2024-05-13 20:09:23 +0000", "2024-05-13T20:09:23.000000Z"),
+    ("2021-05-11T19:45:19Z", "2021-05-11T19:45:19.000000Z"),
+    ("2024-05-13 20:09:23 -0130", "2024-05-13T21:39:23.000000Z"),
+    ("", None), (None, None), ("1 month ago", None), ("2024-02-30 10:00:00", None),
+])
+def test_every_timestamp_form_becomes_iso_utc(raw, expected):
+    assert normalize_timestamp(raw) == expected
+
+
+def test_device_row_types_are_stable_across_quirks():
+    raw = {"device_id": "d1", "device_name": "Ada's Mac", "user": "", "mdm_enabled": True,
+           "last_check_in": "2024-05-13 20:09:23 +0000", "first_enrollment": "", "tags": ["exec"],
+           "asset_tag": "", "brand_new_field": {"x": 1}}
+    row = device_row(raw, "20261123T100000Z")
+    assert row["snapshot_id"] == "20261123T100000Z" and row["device_id"] == "d1"
+    assert row["user"] is None  # `user: ""` is unassigned, not a string
+    assert row["last_check_in"] == "2024-05-13T20:09:23.000000Z"
+    assert row["first_enrollment"] is None and row["asset_tag"] is None
+    assert json.loads(row["extra"]) == {"brand_new_field": {"x": 1}}  # kept, not dropped
+    assert list(row) == list(schema.DEVICES)  # every column, in schema order
+
+
+def test_user_id_is_a_string_whether_integer_or_uuid():
+    old = device_row({"device_id": "d", "user": {"id": 42, "email": "a@b.c", "is_archived": False}}, "S")
+    new = device_row({"device_id": "d", "user": {"id": "5b1c-uuid", "email": "a@b.c"}}, "S")
+    assert old["user"]["id"] == "42" and new["user"]["id"] == "5b1c-uuid"
+    assert old["user"]["is_archived"] is False and new["user"]["is_archived"] is None
+
+
+def test_details_string_booleans_and_missing_sections():
+    raw = {
+        "mdm": {"mdm_enabled": "True", "supervised": "False", "install_date": "2024-06-17 11:32:35+00:00"},
+        "kandji_agent": {"agent_installed": "True", "agent_version": "4.2"},
+        "volumes": [{"name": "Macintosh HD", "encrypted": "Yes", "percent_used": "19%"},
+                    {"name": "Data", "encrypted": ""}],
+        "general": {"assigned_user": "", "time_since_boot": "1 month ago"},
+        "network": {},
+        "lost_mode": {},
+        "users": {"regular_users": [{"username": "ada", "admin": "Yes"}], "system_users": []},
+        "filevault": {"filevault_enabled": None},
+    }
+    row = details_row(raw, "S", "d1", "2026-11-23T10:00:00.000000Z")
+    assert row["mdm"] == {"mdm_enabled": True, "supervised": False,
+                          "install_date": "2024-06-17T11:32:35.000000Z", "last_check_in": None}
+    assert row["kandji_agent"]["agent_installed"] is True
+    assert row["volumes"][0]["encrypted"] is True and row["volumes"][1]["encrypted"] is None
+    assert row["general"]["assigned_user"] is None
+    assert row["general"]["time_since_boot"] == "1 month ago"
+    assert row["network"] is None and row["lost_mode"] is None and row["hardware_overview"] is None
+    assert json.loads(row["users"])["regular_users"][0]["admin"] == "Yes"  # JSON text: shape varies
+    assert row["filevault"]["filevault_enabled"] is None
+    assert row["extra"] is None
+
+
+def test_value_that_does_not_fit_its_type_is_kept_in_extra():
+    extra = {}
+    assert coerce("maybe", schema.BOOLEAN, "mdm.supervised", extra) is None
+    assert extra == {"mdm.supervised": "maybe"}
+
+
+def test_app_rows_are_strings_sorted_by_identity_and_keep_duplicate_copies():
+    apps = [
+        {"app_name": "Chrome", "bundle_id": "com.google.Chrome", "path": "/Users/a/Applications/Chrome.app",
+         "version": "119.0", "app_store_vendable": "False", "creation_date": "2024-05-13 20:09:23 +0000"},
+        {"app_name": "Chrome", "bundle_id": "com.google.Chrome", "path": "/Applications/Chrome.app",
+         "version": "120.0", "bundle_size": 12345},
+        {"app_name": "Tool", "path": "/Applications/Tool.app", "version": ""},
+    ]
+    rows = app_rows(apps, "S", "d1", "2026-11-23T10:00:00.000000Z")
+    assert [row["path"] for row in rows] == ["/Applications/Tool.app", "/Applications/Chrome.app",
+                                             "/Users/a/Applications/Chrome.app"]
+    assert rows[0]["bundle_id"] is None and rows[0]["version"] is None
+    assert rows[1]["bundle_size"] == "12345"
+    assert rows[2]["app_store_vendable"] is False
+    assert rows[2]["creation_date"] == "2024-05-13T20:09:23.000000Z"
+
+
+def test_encoding_starts_with_the_keys_so_rows_compare_as_bytes():
+    line = encode_row(details_row({}, "20261123T100000Z", "d1", "2026-11-23T10:00:00.000000Z"))
+    assert line.startswith(b'{"snapshot_id":"20261123T100000Z","device_id":"d1","fetched_at":')
+    assert line.endswith(b"\n")

@@ -1,0 +1,52 @@
+import gzip
+import json
+
+from kandji_snapshots.layout import table_part_key
+from kandji_snapshots.snapshot_io import TableWriter, iter_rows
+from kandji_snapshots.storage import LocalObjectStore, MemoryObjectStore
+
+SNAPSHOT = "20261123T100000Z"
+
+
+def rows(count):
+    return [{"snapshot_id": SNAPSHOT, "device_id": f"d{index:04d}"} for index in range(count)]
+
+
+def test_small_table_is_one_object_without_part_suffix():
+    store = MemoryObjectStore()
+    writer = TableWriter(store, "devices", SNAPSHOT, rows_per_part=10)
+    for row in rows(7):
+        writer.write(row)
+    result = writer.close()
+    assert result == {"rows": 7, "keys": ["snapshots/devices/dt=2026-11-23/20261123T100000Z.json.gz"]}
+    assert list(iter_rows(store, result["keys"])) == rows(7)
+
+
+def test_large_table_is_split_in_ordered_parts():
+    store = MemoryObjectStore()
+    writer = TableWriter(store, "device_apps", SNAPSHOT, rows_per_part=10)
+    for row in rows(25):
+        writer.write(row)
+    result = writer.close()
+    assert result["keys"] == [table_part_key("device_apps", SNAPSHOT, part) for part in range(3)]
+    assert list(iter_rows(store, result["keys"])) == rows(25)
+    first = gzip.decompress(store.get(result["keys"][0])).splitlines()
+    assert len(first) == 10 and json.loads(first[0])["device_id"] == "d0000"
+
+
+def test_empty_table_still_has_one_readable_object():
+    store = MemoryObjectStore()
+    result = TableWriter(store, "device_apps", SNAPSHOT).close()
+    assert result["rows"] == 0 and len(result["keys"]) == 1
+    assert list(iter_rows(store, result["keys"])) == []
+
+
+def test_local_store_round_trip_and_listing(tmp_path):
+    store = LocalObjectStore(tmp_path)
+    writer = TableWriter(store, "devices", SNAPSHOT)
+    for row in rows(3):
+        writer.write(row)
+    keys = writer.close()["keys"]
+    assert list(store.list_keys("snapshots/devices/")) == keys
+    assert (tmp_path / keys[0]).exists()
+    assert list(iter_rows(store, keys)) == rows(3)
