@@ -1,7 +1,8 @@
 """The collector's domain: one complete snapshot of the fleet, committed by its manifest.
 
-    list devices -> fetch details + apps per device (concurrently, in device_id order)
-    -> normalize -> stream three tables to the store -> write the manifest last
+    list devices -> plan which to refresh (all, unless the request budget or the time
+    says otherwise) -> fetch details + apps concurrently, in device_id order -> normalize
+    -> stream three tables to the store, carrying the rest forward -> write the manifest last
 
 If anything fails before the manifest is written, the parts already written are
 deleted and the error propagates: a snapshot without its manifest does not exist,
@@ -19,11 +20,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from . import __version__
-from .catalog import MANIFEST_SCHEMA_VERSION, Manifest, write_manifest
+from .catalog import MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, previous_snapshot_id, write_manifest
 from .errors import DeviceNotFound
 from .layout import TABLE_NAMES
 from .normalize import app_rows, details_row, device_row
-from .snapshot_io import DEFAULT_ROWS_PER_PART, TableWriter
+from .refresh import BudgetExhausted, PreviousRows, RequestBudget, plan_refresh, previous_fetched_at, with_snapshot_id
+from .snapshot_io import DEFAULT_ROWS_PER_PART, TableWriter, iter_lines
 from .storage import ObjectStore
 from .timeutil import format_timestamp, partition_date, snapshot_id_for, utc_now
 
@@ -60,14 +62,24 @@ class _Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class _NotFetched:
+    """Not refreshed this run (planned, or the budget ran out): carried forward if possible."""
+
+
+REQUESTS_PER_DEVICE = 2  # details + apps
+
+
 class SnapshotCollector:
     def __init__(self, api: KandjiApi, store: ObjectStore, *, settings: CollectorSettings = CollectorSettings(),
-                 clock: Callable[[], datetime] = utc_now, request_stats: Callable[[], dict[str, Any]] | None = None):
+                 clock: Callable[[], datetime] = utc_now, request_stats: Callable[[], dict[str, Any]] | None = None,
+                 budget: RequestBudget | None = None):
         self._api = api
         self._store = store
         self._settings = settings
         self._clock = clock
         self._request_stats = request_stats or (lambda: {})
+        self._budget = budget
 
     def collect(self, correlation_id: str | None = None) -> Manifest:
         started = self._clock()
@@ -77,7 +89,9 @@ class SnapshotCollector:
         try:
             devices = sorted(self._api.list_devices(), key=lambda device: str(device["device_id"]))
             logger.info("device list read", extra={"devices": len(devices), "snapshot_id": snapshot_id})
-            skipped = self._write_tables(devices, snapshot_id, writers)
+            previous = self._previous(snapshot_id)
+            refresh = self._plan(devices, previous)
+            counts = self._write_tables(devices, refresh, previous, snapshot_id, writers)
             tables = {table: writer.close() for table, writer in writers.items()}
             finished = self._clock()
             manifest = Manifest({
@@ -90,12 +104,15 @@ class SnapshotCollector:
                 "duration_seconds": round((finished - started).total_seconds(), 3),
                 "api_host": self._api.host,
                 "collector_version": __version__,
+                "previous_snapshot_id": previous.snapshot_id if previous else None,
                 "device_count": tables["devices"]["rows"],
                 "listed_devices": len(devices),
-                "skipped_devices": skipped,
+                "skipped_devices": counts["skipped"],
                 "apps_source": "per-device",
-                "refreshed_devices": tables["devices"]["rows"],
-                "carried_devices": 0,
+                "refreshed_devices": counts["refreshed"],
+                "carried_devices": counts["carried"],
+                "pending_devices": counts["pending"],
+                "request_budget": self._budget.per_run if self._budget else None,
                 "tables": tables,
                 "requests": self._request_stats(),
             })
@@ -103,14 +120,32 @@ class SnapshotCollector:
         except BaseException:
             self._discard(writers)
             raise
-        logger.info("snapshot committed", extra={"snapshot_id": snapshot_id, "devices": manifest.document["device_count"],
-                                                 "skipped": len(skipped)})
+        logger.info("snapshot committed", extra={"snapshot_id": snapshot_id, **{
+            key: manifest.document[key] for key in ("device_count", "refreshed_devices", "carried_devices")}})
         return manifest
 
-    def _write_tables(self, devices: list[dict[str, Any]], snapshot_id: str,
-                      writers: dict[str, TableWriter]) -> list[dict[str, Any]]:
+    def _previous(self, snapshot_id: str) -> Manifest | None:
+        previous_id = previous_snapshot_id(self._store, snapshot_id)
+        return load_manifest(self._store, previous_id) if previous_id else None
+
+    def _plan(self, devices: list[dict[str, Any]], previous: Manifest | None) -> set[str]:
+        """Every device, unless the budget or the time left cannot cover them all."""
+        affordable = self._budget.affordable() if self._budget else None
+        capacity = None if affordable is None else affordable // REQUESTS_PER_DEVICE
+        if capacity is None or capacity >= len(devices):
+            return {str(device["device_id"]) for device in devices}
+        fetched_at = previous_fetched_at(self._store, previous.table_keys("device_details")) if previous else {}
+        refresh = plan_refresh(devices, fetched_at, capacity)
+        logger.warning("request budget cannot cover every device: rolling refresh",
+                       extra={"devices": len(devices), "refreshing": len(refresh)})
+        return refresh
+
+    def _write_tables(self, devices: list[dict[str, Any]], refresh: set[str], previous: Manifest | None,
+                      snapshot_id: str, writers: dict[str, TableWriter]) -> dict[str, Any]:
         skipped: list[dict[str, Any]] = []
-        for device, outcome in self._fetch_in_order(devices):
+        counts = {"refreshed": 0, "carried": 0, "pending": 0}
+        carried = _CarriedRows(self._store, previous)
+        for device, outcome in self._fetch_in_order(devices, refresh):
             device_id = str(device["device_id"])
             if isinstance(outcome, _Skipped):
                 skipped.append({"device_id": device_id, "serial_number": device.get("serial_number"),
@@ -118,28 +153,50 @@ class SnapshotCollector:
                 logger.warning("device skipped", extra={"device_id": device_id, "reason": outcome.reason})
                 continue
             writers["devices"].write(device_row(device, snapshot_id))
-            writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
-            for row in app_rows(outcome.apps, snapshot_id, device_id, outcome.fetched_at):
-                writers["device_apps"].write(row)
-        return skipped
+            if isinstance(outcome, _Fetched):
+                counts["refreshed"] += 1
+                writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
+                for row in app_rows(outcome.apps, snapshot_id, device_id, outcome.fetched_at):
+                    writers["device_apps"].write(row)
+                continue
+            previous_details, previous_apps = carried.take(device_id)
+            if previous_details:
+                counts["carried"] += 1
+                for line in previous_details:
+                    writers["device_details"].write_line(with_snapshot_id(line, snapshot_id), device_id)
+                for line in previous_apps:
+                    writers["device_apps"].write_line(with_snapshot_id(line, snapshot_id), device_id)
+            else:
+                # Never fetched and nothing to carry: keep the device, with details unknown (fetched_at null).
+                counts["pending"] += 1
+                writers["device_details"].write(details_row({}, snapshot_id, device_id, None))
+        counts["skipped"] = skipped
+        return counts
 
-    def _fetch(self, device_id: str) -> _Fetched | _Skipped:
+    def _fetch(self, device_id: str) -> _Fetched | _Skipped | _NotFetched:
         fetched_at = format_timestamp(self._clock())
         try:
             details = self._api.device_details(device_id)
             apps = self._api.device_apps(device_id)
         except DeviceNotFound as missing:
             return _Skipped(f"{missing.endpoint} answered 404: unenrolled during the run")
+        except BudgetExhausted:
+            return _NotFetched()
         return _Fetched(fetched_at, details, apps)
 
-    def _fetch_in_order(self, devices: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], _Fetched | _Skipped]]:
+    def _fetch_in_order(self, devices: list[dict[str, Any]],
+                        refresh: set[str]) -> Iterator[tuple[dict[str, Any], _Fetched | _Skipped | _NotFetched]]:
         """Fetch concurrently but yield in list order, holding at most a small window in memory."""
         window = self._settings.max_workers * 4
         pending: deque[tuple[dict[str, Any], Future]] = deque()
         with ThreadPoolExecutor(max_workers=self._settings.max_workers, thread_name_prefix="kandji") as pool:
             try:
                 for device in devices:
-                    pending.append((device, pool.submit(self._fetch, str(device["device_id"]))))
+                    device_id = str(device["device_id"])
+                    if device_id in refresh:
+                        pending.append((device, pool.submit(self._fetch, device_id)))
+                    else:
+                        pending.append((device, _done(_NotFetched())))
                     if len(pending) >= window:
                         device_done, future = pending.popleft()
                         yield device_done, future.result()
@@ -159,3 +216,27 @@ class SnapshotCollector:
             self._store.delete(keys)
         except Exception:  # the original error matters more; orphans have no manifest anyway
             logger.warning("could not delete the parts of the failed snapshot", extra={"keys": len(keys)})
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+class _CarriedRows:
+    """The previous snapshot's details and apps lines, walked once in device order, opened on first use."""
+
+    def __init__(self, store: ObjectStore, previous: Manifest | None):
+        self._store = store
+        self._previous = previous
+        self._tables: tuple[PreviousRows, PreviousRows] | None = None
+
+    def take(self, device_id: str) -> tuple[list[bytes], list[bytes]]:
+        if self._previous is None:
+            return [], []
+        if self._tables is None:
+            self._tables = tuple(PreviousRows(iter_lines(self._store, self._previous.table_keys(table)))
+                                 for table in ("device_details", "device_apps"))
+        details, apps = self._tables
+        return details.take(device_id), apps.take(device_id)

@@ -13,6 +13,7 @@ from .collector import CollectorSettings, SnapshotCollector
 from .errors import ConfigurationError
 from .kandji_client import KandjiClient, RequestStats
 from .rate_limiter import RateLimiter
+from .refresh import RequestBudget
 from .settings import CollectorEnvironment
 from .storage import S3ObjectStore
 
@@ -39,9 +40,11 @@ def build_collector(remaining_seconds: float, environ: Mapping[str, str] | None 
     credentials = read_credentials(env)
     stats = RequestStats()
     deadline = time.monotonic() + max(1.0, remaining_seconds - WRITE_MARGIN_SECONDS)
+    budget = RequestBudget(per_run=env.request_budget, hourly_reserve=env.hourly_reserve,
+                           requests_per_second=env.requests_per_second, deadline=deadline)
     client = KandjiClient(credentials, limiter=RateLimiter(env.requests_per_second), deadline=deadline,
-                          stats=stats, pool_size=env.max_workers)
+                          stats=stats, pool_size=env.max_workers, budget=budget)
     store = S3ObjectStore(boto3.client("s3"), env.bucket)
     collector = SnapshotCollector(client, store, settings=CollectorSettings(max_workers=env.max_workers),
-                                  request_stats=stats.as_dict)
+                                  request_stats=stats.as_dict, budget=budget)
     return collector, stats

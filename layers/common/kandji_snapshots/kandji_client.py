@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from .api_config import KandjiCredentials
 from .errors import DeadlineExceeded, DeviceNotFound, KandjiApiError, KandjiAuthError, MalformedResponse
 from .rate_limiter import RateLimiter
+from .refresh import RequestBudget
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +95,12 @@ class KandjiClient:
                  session: requests.Session | None = None, deadline: float | None = None,
                  retry: RetryPolicy = RetryPolicy(), stats: RequestStats | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 pool_size: int = 16):
+                 pool_size: int = 16, budget: RequestBudget | None = None):
         self._root = credentials.endpoint.api_root
         self.host = credentials.endpoint.host
         self._token = credentials.token
         self._limiter = limiter
+        self._budget = budget
         self._deadline = deadline
         self._retry = retry
         self._clock = clock
@@ -219,6 +221,8 @@ class KandjiClient:
 
     def _attempt(self, endpoint: str, path: str, params: dict[str, Any] | None, expect: type,
                  device_id: str | None) -> Any:
+        if self._budget is not None:
+            self._budget.take()  # raises BudgetExhausted rather than overspend
         self._limiter.acquire(self._deadline)
         self.stats.count_request(endpoint)
         try:
@@ -279,6 +283,8 @@ class KandjiClient:
         remaining_hour = _int_header(headers, "x-ratelimit-remaining-hour")
         if remaining_hour is not None:
             self.stats.remaining_hour = remaining_hour
+            if self._budget is not None:
+                self._budget.observe_remaining_hour(remaining_hour)
         # The API tells us its per-second window is spent: wait for it rather than meet a 429.
         if _int_header(headers, "x-ratelimit-remaining-second") == 0:
             self._limiter.pause(1.0)

@@ -10,6 +10,10 @@ from .errors import ConfigurationError
 
 DEFAULT_REQUESTS_PER_SECOND = 45.0  # Kandji enforces 50/s; leave room for clock skew and other clients
 DEFAULT_MAX_WORKERS = 16
+# Of Kandji's 10,000 requests/hour per tenant: what one (hourly) run may spend, and what it
+# must leave for the tenant's other integrations when the API reports what is left.
+DEFAULT_REQUEST_BUDGET = 8_000
+DEFAULT_HOURLY_RESERVE = 1_000
 
 
 def _required(env: Mapping[str, str], name: str, what: str) -> str:
@@ -44,6 +48,8 @@ class CollectorEnvironment:
     allow_insecure_localhost: bool
     requests_per_second: float
     max_workers: int
+    request_budget: int
+    hourly_reserve: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "CollectorEnvironment":
@@ -56,4 +62,8 @@ class CollectorEnvironment:
             requests_per_second=_number(env, "KANDJI_MAX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND,
                                         minimum=0.1, maximum=50),
             max_workers=int(_number(env, "KANDJI_MAX_WORKERS", DEFAULT_MAX_WORKERS, minimum=1, maximum=64)),
+            request_budget=int(_number(env, "KANDJI_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET,
+                                       minimum=10, maximum=1_000_000)),
+            hourly_reserve=int(_number(env, "KANDJI_HOURLY_RESERVE", DEFAULT_HOURLY_RESERVE,
+                                       minimum=0, maximum=10_000)),
         )
