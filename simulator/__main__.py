@@ -1,0 +1,38 @@
+"""Serve a synthetic fleet until Ctrl-C:  python -m simulator --devices 1000 --port 8080 --token T --seed 7"""
+from __future__ import annotations
+
+import argparse
+import threading
+
+from . import Fleet, KandjiSimulator
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    parser.add_argument("--devices", type=int, default=1000, help="fleet size (default 1000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--token", default="sim-token")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--apps", type=int, nargs=2, metavar=("MIN", "MAX"), default=(20, 40),
+                        help="apps per Mac (default 20 40)")
+    parser.add_argument("--rate-limit-per-second", type=int, default=None)
+    parser.add_argument("--rate-limit-per-hour", type=int, default=10000)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    args = parser.parse_args(argv)
+
+    fleet = Fleet.generate(args.devices, seed=args.seed, apps_per_device=tuple(args.apps))
+    sim = KandjiSimulator(fleet, token=args.token, host=args.host, port=args.port,
+                          rate_limit_per_second=args.rate_limit_per_second,
+                          rate_limit_per_hour=args.rate_limit_per_hour, latency=args.latency)
+    with sim:
+        print(f"Kandji simulator: {len(fleet)} devices at {sim.api_url} (token {args.token!r}); Ctrl-C to stop",
+              flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
