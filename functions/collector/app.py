@@ -10,7 +10,7 @@ from kandji_snapshots.metrics import record_requests, record_snapshot
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
-copy_config_to_registered_loggers(source_logger=logger)  # the domain's loggers log JSON too
+copy_config_to_registered_loggers(source_logger=logger, include={"kandji_snapshots"})  # domain logs as JSON too
 
 
 @logger.inject_lambda_context(correlation_id_path="scheduled_time", clear_state=True)

@@ -12,8 +12,8 @@ from .storage import ObjectNotFound, ObjectStore
 from .timeutil import snapshot_time
 
 MANIFEST_SCHEMA_VERSION = 1
-# How far back to look day by day before listing every manifest (a paused schedule).
-DAYS_TO_SCAN = 45
+# Days to look back one by one (today, yesterday) before listing every manifest (a paused schedule).
+DAYS_TO_SCAN = 2
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from contextlib import ExitStack
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,9 +22,10 @@ from typing import Any, Protocol
 
 from . import __version__
 from .catalog import MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, previous_snapshot_id, write_manifest
-from .errors import DeviceNotFound
+from .errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAuthError
 from .layout import TABLE_NAMES
 from .normalize import app_rows, details_row, device_row
+from .prism_apps import PrismAppsIndex
 from .refresh import BudgetExhausted, PreviousRows, RequestBudget, plan_refresh, previous_fetched_at, with_snapshot_id
 from .snapshot_io import DEFAULT_ROWS_PER_PART, TableWriter, iter_lines
 from .storage import ObjectStore
@@ -43,11 +45,23 @@ class KandjiApi(Protocol):
 
     def device_apps(self, device_id: str) -> list[dict[str, Any]]: ...
 
+    def prism_apps(self) -> Iterator[dict[str, Any]]: ...
+
+
+APPS_SOURCES = ("per-device", "prism", "auto")
+
 
 @dataclass(frozen=True)
 class CollectorSettings:
     max_workers: int = 16  # requests in flight; the shared rate limiter sets the pace, not this
     rows_per_part: int = DEFAULT_ROWS_PER_PART
+    apps_source: str = "per-device"  # or "prism" (fleet-wide), or "auto" (prism when the token may)
+    temp_dir: str | None = None  # where Prism's rows are sorted (Lambda: /tmp)
+
+    def __post_init__(self) -> None:
+        if self.apps_source not in APPS_SOURCES:
+            raise ConfigurationError(f"KANDJI_APPS_SOURCE={self.apps_source!r}: expected one of "
+                                     f"{', '.join(APPS_SOURCES)}.")
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,6 @@ class _NotFetched:
     """Not refreshed this run (planned, or the budget ran out): carried forward if possible."""
 
 
-REQUESTS_PER_DEVICE = 2  # details + apps
 
 
 class SnapshotCollector:
@@ -87,11 +100,15 @@ class SnapshotCollector:
         writers = {table: TableWriter(self._store, table, snapshot_id,
                                       rows_per_part=self._settings.rows_per_part) for table in TABLE_NAMES}
         try:
-            devices = sorted(self._api.list_devices(), key=lambda device: str(device["device_id"]))
-            logger.info("device list read", extra={"devices": len(devices), "snapshot_id": snapshot_id})
-            previous = self._previous(snapshot_id)
-            refresh = self._plan(devices, previous)
-            counts = self._write_tables(devices, refresh, previous, snapshot_id, writers)
+            with ExitStack() as cleanup:
+                devices = sorted(self._api.list_devices(), key=lambda device: str(device["device_id"]))
+                logger.info("device list read", extra={"devices": len(devices), "snapshot_id": snapshot_id})
+                prism = self._prism_apps()
+                if prism is not None:
+                    cleanup.enter_context(prism[1])
+                previous = self._previous(snapshot_id)
+                refresh = self._plan(devices, previous, requests_per_device=1 if prism else 2)
+                counts = self._write_tables(devices, refresh, previous, prism, snapshot_id, writers)
             tables = {table: writer.close() for table, writer in writers.items()}
             finished = self._clock()
             manifest = Manifest({
@@ -108,7 +125,7 @@ class SnapshotCollector:
                 "device_count": tables["devices"]["rows"],
                 "listed_devices": len(devices),
                 "skipped_devices": counts["skipped"],
-                "apps_source": "per-device",
+                "apps_source": "prism" if prism else "per-device",
                 "refreshed_devices": counts["refreshed"],
                 "carried_devices": counts["carried"],
                 "pending_devices": counts["pending"],
@@ -128,10 +145,32 @@ class SnapshotCollector:
         previous_id = previous_snapshot_id(self._store, snapshot_id)
         return load_manifest(self._store, previous_id) if previous_id else None
 
-    def _plan(self, devices: list[dict[str, Any]], previous: Manifest | None) -> set[str]:
+    def _prism_apps(self) -> tuple[str, PrismAppsIndex] | None:
+        """Read every app fleet-wide from Prism, if configured (and, for `auto`, allowed)."""
+        if self._settings.apps_source == "per-device":
+            return None
+        fetched_at = format_timestamp(self._clock())
+        index = PrismAppsIndex(self._settings.temp_dir)
+        try:
+            index.load(self._api.prism_apps())
+        except (KandjiAuthError, KandjiApiError) as error:
+            index.close()
+            allowed_to_fall_back = error.status in (403, 404) and self._settings.apps_source == "auto"
+            if not allowed_to_fall_back:
+                raise
+            logger.warning("Prism apps not available to this token: apps are read per device",
+                           extra={"status": error.status})
+            return None
+        except BaseException:
+            index.close()
+            raise
+        logger.info("Prism apps read", extra={"rows": index.rows})
+        return fetched_at, index
+
+    def _plan(self, devices: list[dict[str, Any]], previous: Manifest | None, *, requests_per_device: int) -> set[str]:
         """Every device, unless the budget or the time left cannot cover them all."""
         affordable = self._budget.affordable() if self._budget else None
-        capacity = None if affordable is None else affordable // REQUESTS_PER_DEVICE
+        capacity = None if affordable is None else affordable // requests_per_device
         if capacity is None or capacity >= len(devices):
             return {str(device["device_id"]) for device in devices}
         fetched_at = previous_fetched_at(self._store, previous.table_keys("device_details")) if previous else {}
@@ -141,11 +180,12 @@ class SnapshotCollector:
         return refresh
 
     def _write_tables(self, devices: list[dict[str, Any]], refresh: set[str], previous: Manifest | None,
-                      snapshot_id: str, writers: dict[str, TableWriter]) -> dict[str, Any]:
+                      prism: tuple[str, PrismAppsIndex] | None, snapshot_id: str,
+                      writers: dict[str, TableWriter]) -> dict[str, Any]:
         skipped: list[dict[str, Any]] = []
         counts = {"refreshed": 0, "carried": 0, "pending": 0}
         carried = _CarriedRows(self._store, previous)
-        for device, outcome in self._fetch_in_order(devices, refresh):
+        for device, outcome in self._fetch_in_order(devices, refresh, with_apps=prism is None):
             device_id = str(device["device_id"])
             if isinstance(outcome, _Skipped):
                 skipped.append({"device_id": device_id, "serial_number": device.get("serial_number"),
@@ -156,36 +196,46 @@ class SnapshotCollector:
             if isinstance(outcome, _Fetched):
                 counts["refreshed"] += 1
                 writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
-                for row in app_rows(outcome.apps, snapshot_id, device_id, outcome.fetched_at):
-                    writers["device_apps"].write(row)
-                continue
-            previous_details, previous_apps = carried.take(device_id)
-            if previous_details:
-                counts["carried"] += 1
-                for line in previous_details:
-                    writers["device_details"].write_line(with_snapshot_id(line, snapshot_id), device_id)
+            else:
+                previous_details, previous_apps = carried.take(device_id)
+                if previous_details:
+                    counts["carried"] += 1
+                    for line in previous_details:
+                        writers["device_details"].write_line(with_snapshot_id(line, snapshot_id), device_id)
+                else:
+                    # Never fetched and nothing to carry: keep the device, details unknown (fetched_at null).
+                    counts["pending"] += 1
+                    writers["device_details"].write(details_row({}, snapshot_id, device_id, None))
+            if prism is not None:  # Prism read every device's apps: always fresh
+                fetched_at, index = prism
+                self._write_apps(writers, index.take(device_id), snapshot_id, device_id, fetched_at)
+            elif isinstance(outcome, _Fetched):
+                self._write_apps(writers, outcome.apps, snapshot_id, device_id, outcome.fetched_at)
+            else:
                 for line in previous_apps:
                     writers["device_apps"].write_line(with_snapshot_id(line, snapshot_id), device_id)
-            else:
-                # Never fetched and nothing to carry: keep the device, with details unknown (fetched_at null).
-                counts["pending"] += 1
-                writers["device_details"].write(details_row({}, snapshot_id, device_id, None))
         counts["skipped"] = skipped
         return counts
 
-    def _fetch(self, device_id: str) -> _Fetched | _Skipped | _NotFetched:
+    @staticmethod
+    def _write_apps(writers: dict[str, TableWriter], apps: list[dict[str, Any]], snapshot_id: str,
+                    device_id: str, fetched_at: str) -> None:
+        for row in app_rows(apps, snapshot_id, device_id, fetched_at):
+            writers["device_apps"].write(row)
+
+    def _fetch(self, device_id: str, with_apps: bool) -> _Fetched | _Skipped | _NotFetched:
         fetched_at = format_timestamp(self._clock())
         try:
             details = self._api.device_details(device_id)
-            apps = self._api.device_apps(device_id)
+            apps = self._api.device_apps(device_id) if with_apps else []
         except DeviceNotFound as missing:
             return _Skipped(f"{missing.endpoint} answered 404: unenrolled during the run")
         except BudgetExhausted:
             return _NotFetched()
         return _Fetched(fetched_at, details, apps)
 
-    def _fetch_in_order(self, devices: list[dict[str, Any]],
-                        refresh: set[str]) -> Iterator[tuple[dict[str, Any], _Fetched | _Skipped | _NotFetched]]:
+    def _fetch_in_order(self, devices: list[dict[str, Any]], refresh: set[str], *,
+                        with_apps: bool) -> Iterator[tuple[dict[str, Any], _Fetched | _Skipped | _NotFetched]]:
         """Fetch concurrently but yield in list order, holding at most a small window in memory."""
         window = self._settings.max_workers * 4
         pending: deque[tuple[dict[str, Any], Future]] = deque()
@@ -194,7 +244,7 @@ class SnapshotCollector:
                 for device in devices:
                     device_id = str(device["device_id"])
                     if device_id in refresh:
-                        pending.append((device, pool.submit(self._fetch, device_id)))
+                        pending.append((device, pool.submit(self._fetch, device_id, with_apps)))
                     else:
                         pending.append((device, _done(_NotFetched())))
                     if len(pending) >= window:

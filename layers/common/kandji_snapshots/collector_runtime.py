@@ -45,6 +45,6 @@ def build_collector(remaining_seconds: float, environ: Mapping[str, str] | None 
     client = KandjiClient(credentials, limiter=RateLimiter(env.requests_per_second), deadline=deadline,
                           stats=stats, pool_size=env.max_workers, budget=budget)
     store = S3ObjectStore(boto3.client("s3"), env.bucket)
-    collector = SnapshotCollector(client, store, settings=CollectorSettings(max_workers=env.max_workers),
-                                  request_stats=stats.as_dict, budget=budget)
+    settings = CollectorSettings(max_workers=env.max_workers, apps_source=env.apps_source)
+    collector = SnapshotCollector(client, store, settings=settings, request_stats=stats.as_dict, budget=budget)
     return collector, stats

@@ -50,6 +50,7 @@ class CollectorEnvironment:
     max_workers: int
     request_budget: int
     hourly_reserve: int
+    apps_source: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "CollectorEnvironment":
@@ -60,10 +61,11 @@ class CollectorEnvironment:
             api_url=(env.get("KANDJI_API_URL") or "").strip() or None,
             allow_insecure_localhost=_flag(env, "KANDJI_ALLOW_INSECURE_LOCALHOST"),
             requests_per_second=_number(env, "KANDJI_MAX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND,
-                                        minimum=0.1, maximum=50),
+                                        minimum=0.1, maximum=1000),  # above 50 only for the simulator
             max_workers=int(_number(env, "KANDJI_MAX_WORKERS", DEFAULT_MAX_WORKERS, minimum=1, maximum=64)),
             request_budget=int(_number(env, "KANDJI_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET,
                                        minimum=10, maximum=1_000_000)),
             hourly_reserve=int(_number(env, "KANDJI_HOURLY_RESERVE", DEFAULT_HOURLY_RESERVE,
                                        minimum=0, maximum=10_000)),
+            apps_source=(env.get("KANDJI_APPS_SOURCE") or "per-device").strip().lower(),
         )

@@ -1,0 +1,32 @@
+"""Differ Lambda: a committed snapshot's manifest appeared; publish what changed since the previous one."""
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kandji_snapshots.differ_runtime import DifferEnvironment, build_differ, record_run, snapshot_id_from_trigger
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+copy_config_to_registered_loggers(source_logger=logger)  # the domain's loggers log JSON too
+
+
+@logger.inject_lambda_context(correlation_id_path="detail.object.key", clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@event_source(data_class=EventBridgeEvent)
+def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict:
+    env = DifferEnvironment.from_env()
+    detail = event.detail or {}
+    snapshot_id = snapshot_id_from_trigger(detail.get("bucket", {}).get("name"), detail.get("object", {}).get("key"),
+                                           env.bucket)
+    logger.append_keys(snapshot_id=snapshot_id)
+    tracer.put_annotation(key="snapshot_id", value=snapshot_id)
+    result = build_differ(env).run(snapshot_id)
+    record_run(metrics, result)
+    return {"snapshot_id": result.snapshot_id, "previous_snapshot_id": result.previous_snapshot_id,
+            "events": result.event_count, "published_messages": result.published_messages,
+            "suppressed": result.suppressed, "already_done": result.already_done,
+            "changes_uri": result.changes_uri}

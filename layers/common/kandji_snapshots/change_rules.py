@@ -1,0 +1,143 @@
+"""What counts as a change, and how serious it is: the two tables a reviewer should read.
+
+Field names are the dotted paths the differ reports: devices columns as they are
+(`os_version`, `user.email`), device_details columns by their path inside the
+row (`filevault.filevault_enabled`, `general.os_version`), arrays of objects
+keyed by each element's `name` (`volumes.Macintosh HD.encrypted`) or index.
+
+1. IGNORED_FIELDS: fields that move on every check-in. A change to them alone is
+   no change. Patterns are fnmatch-style (`*` matches anything, dots included);
+   the environment variable DIFF_IGNORE_FIELDS (comma-separated) adds more.
+2. SEVERITY_RULES: which before -> after transitions are security relevant
+   (`high`); every other change is `info`. An event is as severe as its most
+   severe change; `device_removed` is always `high`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+INFO = "info"
+HIGH = "high"
+SEVERITIES = (INFO, HIGH)  # lowest first
+
+# Fields that change on every check-in (or every snapshot) and so say nothing.
+DEFAULT_IGNORED_FIELDS: tuple[str, ...] = (
+    "snapshot_id",                 # per snapshot, not per device
+    "fetched_at",                  # when the collector read the device
+    "last_check_in",               # devices table
+    "mdm.last_check_in",
+    "kandji_agent.last_check_in",
+    "general.time_since_boot",
+    "volumes.*.available",         # disk usage drifts all the time
+    "volumes.*.percent_used",
+)
+
+IGNORE_FIELDS_ENV = "DIFF_IGNORE_FIELDS"
+
+
+# --- transitions -------------------------------------------------------------
+
+def turned_off(before: Any, after: Any) -> bool:
+    return before is True and after is False
+
+
+def turned_on(before: Any, after: Any) -> bool:
+    return before is False and after is True
+
+
+_LOST_MODE_OFF = frozenset({"", "disabled", "disable", "off", "false", "none", "inactive", "not enabled"})
+_LOST_MODE_ON = frozenset({"enabled", "enable", "on", "true", "active", "lost", "pending", "enable pending",
+                           "enabling"})
+
+
+def lost_mode_enabled(before: Any, after: Any) -> bool:
+    """From empty or disabled to an enabled-like status (Kandji/Apple send ENABLED, Enabled, ...)."""
+    was_off = before is None or str(before).strip().lower() in _LOST_MODE_OFF
+    return was_off and after is not None and str(after).strip().lower() in _LOST_MODE_ON
+
+
+_VERSION = re.compile(r"\d+(?:\.\d+)*")
+
+
+def version_key(value: Any) -> tuple[int, ...] | None:
+    """`14.5`, `14.6.1`, `17.5.1 (21F90)` -> (14, 5), ...; None when there is no version number."""
+    match = _VERSION.search(str(value)) if value is not None else None
+    if not match:
+        return None
+    parts = [int(part) for part in match.group().split(".")]
+    while len(parts) > 1 and parts[-1] == 0:  # 14.0 == 14
+        parts.pop()
+    return tuple(parts)
+
+
+def downgraded(before: Any, after: Any) -> bool:
+    old, new = version_key(before), version_key(after)
+    return old is not None and new is not None and new < old
+
+
+@dataclass(frozen=True)
+class SeverityRule:
+    fields: tuple[str, ...]
+    applies: Callable[[Any, Any], bool]
+    reason: str
+
+
+# The security-relevant transitions. Everything not listed here is `info`.
+SEVERITY_RULES: tuple[SeverityRule, ...] = (
+    SeverityRule(("filevault.filevault_enabled",), turned_off, "FileVault turned off"),
+    SeverityRule(("agent_installed", "kandji_agent.agent_installed"), turned_off, "Kandji agent removed"),
+    SeverityRule(("mdm_enabled", "mdm.mdm_enabled"), turned_off, "MDM disabled"),
+    SeverityRule(("is_missing",), turned_on, "device went missing"),
+    SeverityRule(("lost_mode_status", "lost_mode.status"), lost_mode_enabled, "lost mode enabled"),
+    SeverityRule(("os_version", "general.os_version"), downgraded, "OS downgraded"),
+)
+
+# Change types that are high whatever their content.
+CHANGE_TYPE_SEVERITY: dict[str, str] = {"device_removed": HIGH}
+
+_RULES_BY_FIELD: dict[str, list[SeverityRule]] = {}
+for _rule in SEVERITY_RULES:
+    for _field in _rule.fields:
+        _RULES_BY_FIELD.setdefault(_field, []).append(_rule)
+
+
+def highest(severities: Iterable[str]) -> str:
+    return max(severities, key=SEVERITIES.index, default=INFO)
+
+
+def parse_ignore_fields(raw: str | None) -> tuple[str, ...]:
+    return tuple(pattern.strip() for pattern in (raw or "").split(",") if pattern.strip())
+
+
+class ChangeRules:
+    """The ignore list and the severity table, ready to apply."""
+
+    def __init__(self, extra_ignored_fields: Iterable[str] = ()):
+        self.ignored_fields = tuple(dict.fromkeys((*DEFAULT_IGNORED_FIELDS, *extra_ignored_fields)))
+        self._ignored = re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in self.ignored_fields))
+        self._verdicts: dict[str, bool] = {}  # field names repeat across devices
+
+    @classmethod
+    def from_setting(cls, raw: str | None) -> "ChangeRules":
+        return cls(parse_ignore_fields(raw))
+
+    def is_ignored(self, field: str) -> bool:
+        verdict = self._verdicts.get(field)
+        if verdict is None:
+            verdict = self._ignored.match(field) is not None
+            if len(self._verdicts) < 100_000:
+                self._verdicts[field] = verdict
+        return verdict
+
+    @staticmethod
+    def assess(field: str, before: Any, after: Any) -> tuple[str, str | None]:
+        """(severity, reason) of one field's change."""
+        for rule in _RULES_BY_FIELD.get(field, ()):
+            if rule.applies(before, after):
+                return HIGH, rule.reason
+        return INFO, None

@@ -1,0 +1,211 @@
+"""The collector handler end to end: the simulator over HTTP on 127.0.0.1, S3 and Secrets Manager from moto."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, manifests, read_rows
+from conftest import load_handler
+from kandji_snapshots.errors import ConfigurationError, KandjiApiError, KandjiAuthError
+from kandji_snapshots.normalize import app_rows, details_row, device_row
+from simulator import Fleet, KandjiSimulator
+
+TOKEN = "kst-9f8e7d6c5b4a-integration-token"
+EVENT = json.loads((Path(__file__).parent.parent / "events" / "scheduler_event.json").read_text())
+
+
+@pytest.fixture
+def pipeline(aws, monkeypatch):
+    """Returns a function that starts a simulator for a fleet and points the collector at it."""
+    started = []
+
+    def start(fleet: Fleet, *, secret: dict | str | None = None, env: dict | None = None, **simulator_options):
+        sim = KandjiSimulator(fleet, token=TOKEN, **simulator_options).start()
+        started.append(sim)
+        create_bucket()
+        value = secret if secret is not None else {"api_url": sim.api_url, "api_token": TOKEN}
+        arn = create_secret(value if isinstance(value, str) else json.dumps(value))
+        for name, setting in {"KANDJI_SECRET_ID": arn, "SNAPSHOT_BUCKET": BUCKET,
+                              "KANDJI_ALLOW_INSECURE_LOCALHOST": "true",
+                              "KANDJI_MAX_REQUESTS_PER_SECOND": "1000", **(env or {})}.items():
+            monkeypatch.setenv(name, setting)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def run_collector(lambda_context):
+    return load_handler("collector").lambda_handler(EVENT, lambda_context)
+
+
+APP_IDENTITY = ("device_id", "bundle_id", "path", "version", "app_name", "app_id")
+
+
+def app_identities(rows) -> list[tuple]:
+    return sorted(tuple(row[name] or "" for name in APP_IDENTITY) for row in rows)
+
+
+def expected_apps(fleet: Fleet, device_id: str) -> list[tuple]:
+    return app_identities(app_rows(fleet.apps(device_id), "S", device_id, "T"))
+
+
+def test_snapshot_of_a_large_fleet_is_complete_and_faithful(pipeline, lambda_context):
+    fleet = Fleet.generate(1100, seed=11)
+    sim = pipeline(fleet)
+    result = run_collector(lambda_context)
+
+    [manifest] = manifests()
+    assert result["snapshot_id"] == manifest["snapshot_id"] and result["devices"] == 1100
+    assert manifest["correlation_id"] == EVENT["scheduled_time"]
+    assert manifest["api_host"] == sim.api_url.split("//")[1].split("/")[0]
+    assert sim.stats.by_endpoint["devices"] >= 4  # more than three pages of 300
+    devices = read_rows(manifest["tables"]["devices"]["keys"])
+    details = read_rows(manifest["tables"]["device_details"]["keys"])
+    apps = read_rows(manifest["tables"]["device_apps"]["keys"])
+    ids = fleet.device_ids()
+    assert [row["device_id"] for row in devices] == sorted(ids)  # each once, sorted
+    assert [row["device_id"] for row in details] == sorted(ids)
+    assert {row["platform"] for row in devices} == {"Mac", "iPhone", "iPad", "AppleTV"}
+    assert manifest["tables"]["device_apps"]["rows"] == len(apps) == sum(fleet.app_count(i) for i in ids)
+    served = sorted(entry for device_id in ids for entry in expected_apps(fleet, device_id))
+    written = app_identities(apps)
+    assert written == served
+    # Every value is what the simulator served, normalized the same way.
+    by_id = {row["device_id"]: row for row in devices}
+    details_by_id = {row["device_id"]: row for row in details}
+    for device_id in ids[::37]:
+        expected = device_row(fleet.list_item(device_id), manifest["snapshot_id"])
+        assert by_id[device_id] == expected
+        expected_details = details_row(fleet.details(device_id), manifest["snapshot_id"], device_id,
+                                       details_by_id[device_id]["fetched_at"])
+        assert details_by_id[device_id] == expected_details
+    assert manifest["requests"]["total"] == sim.stats.requests
+    assert manifest["skipped_devices"] == []
+
+
+def test_rate_limits_and_server_errors_lose_no_device(pipeline, lambda_context):
+    fleet = Fleet.generate(150, seed=3)
+    sim = pipeline(fleet)
+    sim.faults.rate_limit_burst(times=12, retry_after=1)
+    sim.faults.fail(r"/details$", status=503, times=10)
+    sim.faults.fail(r"/apps$", status=500, times=5)
+    sim.faults.fail(r"/devices$", status=502, times=2)
+    sim.faults.reset_connection(r"/apps$", times=3)
+    run_collector(lambda_context)
+    [manifest] = manifests()
+    assert manifest["device_count"] == 150 and manifest["skipped_devices"] == []
+    assert manifest["requests"]["rate_limited"] >= 12 and manifest["requests"]["retries"] >= 32
+    apps = read_rows(manifest["tables"]["device_apps"]["keys"])
+    assert len(apps) == sum(fleet.app_count(i) for i in fleet.device_ids())
+
+
+def test_device_unenrolled_mid_run_is_skipped_and_recorded(pipeline, lambda_context):
+    fleet = Fleet.generate(40, seed=5)
+    sim = pipeline(fleet)
+    gone = fleet.device_ids()[7]
+    sim.faults.unenroll_during_run(gone)
+    run_collector(lambda_context)
+    [manifest] = manifests()
+    assert [item["device_id"] for item in manifest["skipped_devices"]] == [gone]
+    assert gone not in {row["device_id"] for row in read_rows(manifest["tables"]["devices"]["keys"])}
+
+
+def test_wrong_token_fails_clearly_and_commits_nothing(pipeline, lambda_context):
+    pipeline(Fleet.generate(30, seed=1), secret={"api_url": "", "api_token": "not-the-token"},
+             env={"KANDJI_API_URL": ""})
+    with pytest.raises(ConfigurationError, match="No Kandji API URL"):
+        run_collector(lambda_context)
+
+
+def test_revoked_token_fails_with_401_message_and_no_manifest(pipeline, lambda_context):
+    sim = pipeline(Fleet.generate(200, seed=2))
+    sim.faults.revoke_token_after(120)
+    with pytest.raises(KandjiAuthError, match="401 Unauthorized: the API token is wrong, revoked or expired"):
+        run_collector(lambda_context)
+    assert all_keys(prefix="snapshots/") == []  # no manifest, and the parts written were removed
+
+
+def test_missing_permission_names_the_endpoint(pipeline, lambda_context):
+    pipeline(Fleet.generate(20, seed=2), permissions={"devices", "details"})
+    with pytest.raises(KandjiAuthError, match=r"403 Forbidden: the API token lacks the permission "
+                                              r"GET /devices/\{device_id\}/apps"):
+        run_collector(lambda_context)
+    assert all_keys(prefix="snapshots/") == []
+
+
+@pytest.mark.parametrize("url", ["https://acme.kandji.io", "http://127.0.0.1:1/api/v2/", "https://evil.example"])
+def test_bad_url_fails_before_any_request(pipeline, lambda_context, url):
+    sim = pipeline(Fleet.generate(5, seed=1), secret={"api_url": url, "api_token": TOKEN})
+    with pytest.raises(ConfigurationError, match="Expected https://<tenant>.api.kandji.io"):
+        run_collector(lambda_context)
+    assert sim.stats.requests == 0 and all_keys(prefix="snapshots/") == []
+
+
+def test_url_from_environment_with_a_bare_token(pipeline, lambda_context, monkeypatch):
+    sim = pipeline(Fleet.generate(10, seed=1), secret=f"  {TOKEN}\n")
+    monkeypatch.setenv("KANDJI_API_URL", sim.base_url)  # the root form, no /api/v1/
+    assert run_collector(lambda_context)["devices"] == 10
+
+
+def test_api_outage_beyond_retries_commits_nothing(pipeline, lambda_context):
+    sim = pipeline(Fleet.generate(20, seed=1))
+    sim.faults.fail(r"/details$", status=503, times=None)  # down for good
+    with pytest.raises(KandjiApiError, match="503"):
+        run_collector(lambda_context)
+    assert all_keys(prefix="snapshots/") == []
+
+
+def test_limiter_keeps_under_the_api_limit_so_no_429(pipeline, lambda_context, monkeypatch):
+    sim = pipeline(Fleet.generate(120, seed=4), rate_limit_per_second=50)
+    monkeypatch.setenv("KANDJI_MAX_REQUESTS_PER_SECOND", "45")
+    run_collector(lambda_context)
+    assert sim.stats.rate_limited == 0
+    assert sim.stats.max_requests_in_any_second <= 50
+    assert manifests()[0]["device_count"] == 120
+
+
+def test_prism_apps_give_the_same_rows_as_per_device(pipeline, lambda_context, monkeypatch):
+    fleet = Fleet.generate(120, seed=8)
+    sim = pipeline(fleet, env={"KANDJI_APPS_SOURCE": "prism"})
+    run_collector(lambda_context)
+    [manifest] = manifests()
+    assert manifest["apps_source"] == "prism"
+    assert sim.stats.by_endpoint.get("apps", 0) == 0 and sim.stats.by_endpoint["prism_apps"] >= 1
+    prism_rows = read_rows(manifest["tables"]["device_apps"]["keys"])
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in ("fetched_at", "snapshot_id")} for row in rows]
+    expected = [row for device_id in sorted(fleet.device_ids())
+                for row in app_rows(fleet.apps(device_id), "S", device_id, "T")]
+    assert strip(prism_rows) == strip(expected)
+
+
+def test_auto_falls_back_to_per_device_when_prism_is_not_allowed(pipeline, lambda_context):
+    fleet = Fleet.generate(30, seed=8)
+    sim = pipeline(fleet, env={"KANDJI_APPS_SOURCE": "auto"}, permissions={"devices", "details", "apps"})
+    run_collector(lambda_context)
+    [manifest] = manifests()
+    assert manifest["apps_source"] == "per-device"
+    assert sim.stats.by_endpoint["apps"] == 30
+
+
+def test_the_token_appears_in_no_log_line_error_or_object(pipeline, lambda_context, capsys, caplog):
+    sim = pipeline(Fleet.generate(60, seed=9), env={"POWERTOOLS_LOG_LEVEL": "DEBUG", "LOG_LEVEL": "DEBUG"})
+    sim.faults.rate_limit_burst(times=3, retry_after=1)
+    sim.faults.fail(r"/details$", status=500, times=3)
+    run_collector(lambda_context)
+    sim.faults.revoke_token_after(10)
+    with pytest.raises(KandjiAuthError) as failure:
+        run_collector(lambda_context)
+    output = capsys.readouterr()
+    logged = output.out + output.err + caplog.text
+    assert "snapshot committed" in logged  # the logs were captured
+    assert TOKEN not in logged and TOKEN not in str(failure.value)
+    from aws_helpers import read_object
+    for key in all_keys():
+        assert TOKEN.encode() not in read_object(key)
+    assert sim.stats.tokens_seen == {f"Bearer {TOKEN}"}
