@@ -145,9 +145,13 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     return "\n".join(lines)
 
 
-def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: TextIO = sys.stdout,
+def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: TextIO | None = None,
                  limit: int | None = 20, parameters: Mapping[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Run queries (all by default) and print each as a titled text table; returns the rows."""
+    """Run queries (all by default) and print each as a titled text table; returns the rows.
+
+    `parameters` apply to the queries that take them (bundle_id, serial_number, days).
+    """
+    out = out if out is not None else sys.stdout
     con = connect(root)
     results = {}
     for name in names or [query.name for query in fleet_queries.QUERIES]:

@@ -230,7 +230,7 @@ class SchemaViolation(AssertionError):
         self.problems = problems
         shown = "\n  ".join(str(problem) for problem in problems[:limit])
         more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-        super().__init__(f"{len(problems)} row(s)/value(s) do not match the Athena tables:\n  {shown}{more}")
+        super().__init__(f"{len(problems)} problem(s) with what Athena would read:\n  {shown}{more}")
 
 
 @dataclass
