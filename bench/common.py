@@ -1,0 +1,71 @@
+"""Shared by the benchmarks: a simulator in its own process, the collector wired as in Lambda."""
+
+from __future__ import annotations
+
+import re
+import resource
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
+
+from kandji_snapshots.api_config import parse_secret  # noqa: E402
+from kandji_snapshots.collector import CollectorSettings, SnapshotCollector  # noqa: E402
+from kandji_snapshots.kandji_client import KandjiClient, RequestStats  # noqa: E402
+from kandji_snapshots.rate_limiter import RateLimiter  # noqa: E402
+from kandji_snapshots.refresh import RequestBudget  # noqa: E402
+
+TOKEN = "bench-token"
+
+
+@contextmanager
+def simulator_process(devices: int, *, rate_limit_per_second: int | None = None, latency: float = 0.0,
+                      rate_limit_per_hour: int = 1_000_000, seed: int = 1):
+    """The simulator in a separate process, so it shares neither the GIL nor the memory figure."""
+    command = [sys.executable, "-m", "simulator", "--devices", str(devices), "--token", TOKEN,
+               "--seed", str(seed), "--latency", str(latency), "--rate-limit-per-hour", str(rate_limit_per_hour)]
+    if rate_limit_per_second:
+        command += ["--rate-limit-per-second", str(rate_limit_per_second)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+/api/v1/)", line)
+        if not match:
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        yield match.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def collector(api_url: str, store, *, requests_per_second: float = 45.0, max_workers: int = 16,
+              budget: int | None = None, apps_source: str = "per-device", clock=None):
+    credentials = parse_secret(TOKEN, fallback_url=api_url, allow_insecure_localhost=True)
+    stats = RequestStats()
+    request_budget = RequestBudget(per_run=budget, requests_per_second=requests_per_second) if budget else None
+    client = KandjiClient(credentials, limiter=RateLimiter(requests_per_second), stats=stats,
+                          pool_size=max_workers, budget=request_budget)
+    options = {"clock": clock} if clock else {}
+    return SnapshotCollector(client, store, settings=CollectorSettings(max_workers=max_workers, apps_source=apps_source),
+                             request_stats=stats.as_dict, budget=request_budget, **options), stats, request_budget
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def child_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+class Timer:
+    def __enter__(self):
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.started

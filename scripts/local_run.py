@@ -1,0 +1,229 @@
+"""`make local`: the whole pipeline on this machine, no AWS account, no Kandji tenant.
+
+A Kandji API simulator (a real HTTP server on 127.0.0.1) plays the tenant; moto's
+server plays AWS (S3, Secrets Manager, SNS, SQS) through the standard
+AWS_ENDPOINT_URL. The real Lambda handlers run against them:
+
+  collect -> change the fleet -> collect again -> diff -> print what subscribers got
+  -> copy the bucket to ./local-data and answer fleet questions with DuckDB
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
+
+TOKEN = "local-run-token-not-a-secret"
+BUCKET = "kandji-snapshots-local"
+
+
+@dataclass
+class LocalContext:
+    """The parts of the Lambda context the handlers use."""
+
+    function_name: str
+    remaining_ms: int = 900_000
+    memory_limit_in_mb: int = 1024
+    aws_request_id: str = "local-run"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def load_handler(function: str):
+    spec = importlib.util.spec_from_file_location(f"{function}_app", ROOT / "functions" / function / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lambda_handler
+
+
+def start_local_aws() -> tuple[object, str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def configure_environment(endpoint: str) -> None:
+    os.environ.update({
+        "AWS_ENDPOINT_URL": endpoint,  # every boto3 client goes to moto
+        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "kandji-snapshots", "POWERTOOLS_METRICS_NAMESPACE": "KandjiSnapshots",
+        "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "1",  # no EMF blobs on the terminal
+        "KANDJI_ALLOW_INSECURE_LOCALHOST": "true",  # the simulator speaks plain http on 127.0.0.1
+        "KANDJI_MAX_REQUESTS_PER_SECOND": "500",  # the simulator has no 50/s limit here
+        "SNAPSHOT_BUCKET": BUCKET,
+    })
+    os.environ.pop("AWS_PROFILE", None)
+
+
+def create_resources(api_url: str) -> dict[str, str]:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    secret = boto3.client("secretsmanager").create_secret(
+        Name="kandji-snapshots/api-token", SecretString=json.dumps({"api_url": api_url, "api_token": TOKEN}))
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="kandji-snapshots-changes")["TopicArn"]
+    queues = {}
+    for name, policy in (("all-changes", None), ("high-severity", {"severity": ["high"]})):
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        attributes = {"RawMessageDelivery": "true"}
+        if policy:
+            attributes["FilterPolicy"] = json.dumps(policy)
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes=attributes)
+        queues[name] = url
+    os.environ["KANDJI_SECRET_ID"] = secret["ARN"]
+    os.environ["CHANGES_TOPIC_ARN"] = topic
+    return queues
+
+
+def manifest_event(key: str) -> dict:
+    event = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
+    event["detail"]["bucket"]["name"] = BUCKET
+    event["detail"]["object"]["key"] = key
+    return event
+
+
+def collect(handler, label: str) -> dict:
+    from kandji_snapshots.layout import manifest_key
+
+    started = time.monotonic()
+    event = json.loads((ROOT / "events" / "scheduler_event.json").read_text())
+    result = handler(event, LocalContext("collector"))
+    print(f"  {label}: snapshot {result['snapshot_id']}, {result['devices']} devices, "
+          f"{result['skipped_devices']} skipped, in {time.monotonic() - started:.1f} s")
+    result["manifest_key"] = manifest_key(result["snapshot_id"])
+    return result
+
+
+def wait_for_next_second() -> None:
+    """Snapshot ids have one-second resolution: two runs must start in different seconds."""
+    time.sleep(1.05 - (time.time() % 1))
+
+
+def receive_all(queue_url: str) -> list[dict]:
+    import boto3
+
+    sqs, messages = boto3.client("sqs"), []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                    MessageAttributeNames=["All"]).get("Messages", [])
+        if not batch:
+            return messages
+        messages.extend(json.loads(message["Body"]) for message in batch)
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(batch)])
+
+
+def describe(event: dict) -> str:
+    if event["change_type"] == "snapshot_summary":
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(event.get("counts", {}).items()) if count)
+        return f"snapshot_summary  {event['snapshot_id']}: {counts or 'no changes'}"
+    what = ""
+    if event.get("changes"):
+        what = "; ".join(f"{change['field']}: {change['before']!r} -> {change['after']!r}"
+                         for change in event["changes"][:4])
+    elif event.get("app"):
+        app = event["app"]
+        before = f"{app.get('previous_version')} -> " if app.get("previous_version") else ""
+        what = f"{app.get('app_name')} ({app.get('bundle_id')}) {before}{app.get('version')}"
+    elif event.get("apps") is not None:
+        what = f"{len(event['apps'])} apps"
+    return (f"{event['change_type']:<15} [{event['severity']:<4}] {event.get('platform') or '':<8} "
+            f"{event.get('serial_number') or event['device_id']}  {what}")
+
+
+def download_bucket(target: Path) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for item in page.get("Contents", []):
+            path = target / item["Key"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
+
+
+def answer_fleet_questions(folder: Path) -> None:
+    from kandji_snapshots import local_query
+
+    local_query.print_report(folder)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=int(os.environ.get("DEVICES") or 1200))
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=ROOT / "local-data")
+    args = parser.parse_args()
+
+    from simulator import Fleet, KandjiSimulator
+
+    print(f"kandji-snapshots local run: a simulated fleet of {args.devices} devices, AWS from moto\n")
+    server, endpoint = start_local_aws()
+    configure_environment(endpoint)
+    fleet = Fleet.generate(args.devices, seed=args.seed)
+    with KandjiSimulator(fleet, token=TOKEN) as sim:
+        queues = create_resources(sim.api_url)
+        print(f"Kandji API simulator: {sim.api_url}\nlocal AWS endpoint:   {endpoint}\n")
+        collector, differ = load_handler("collector"), load_handler("differ")
+
+        print("1. Collect")
+        first = collect(collector, "first run ")
+        differ(manifest_event(first["manifest_key"]), LocalContext("differ"))
+
+        print("\n2. The fleet changes")
+        changes = fleet.apply_demo_changes()
+        for name in ("enrolled", "removed", "os_updated", "app_installed", "app_updated", "filevault_disabled"):
+            print(f"  {name:<19} device {changes[name]['device_id']}")
+        print(f"  every device checked in again ({changes['checked_in']} devices)")
+
+        print("\n3. Collect again, then diff")
+        wait_for_next_second()
+        second = collect(collector, "second run")
+        result = differ(manifest_event(second["manifest_key"]), LocalContext("differ"))
+        print(f"  differ: {json.dumps(result)}")
+
+        print("\n4. What the subscribers received")
+        for name, url in queues.items():
+            messages = receive_all(url)
+            label = "no filter" if name == "all-changes" else "filter policy {\"severity\": [\"high\"]}"
+            print(f"  queue {name} ({label}): {len(messages)} messages")
+            for message in sorted(messages, key=lambda m: (m["change_type"] == "snapshot_summary", m["snapshot_id"])):
+                print(f"    {describe(message)}")
+
+        print(f"\n5. Snapshots in s3://{BUCKET} (copied to {args.output})")
+        shutil.rmtree(args.output, ignore_errors=True)  # the bucket is new every run; so is the copy
+        download_bucket(args.output)
+        for path in sorted(args.output.rglob("*")):
+            if path.is_file() and second["snapshot_id"] in str(path):
+                print(f"  {path.relative_to(args.output)}  ({path.stat().st_size:,} bytes)")
+
+        print("\n6. Fleet questions, answered with DuckDB over the local copy")
+        answer_fleet_questions(args.output)
+    server.stop()
+    print("\nDone. Deploy for real with: sam build && sam deploy --guided")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
