@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .change_rules import CHANGE_TYPE_SEVERITY, INFO, SEVERITIES, highest
@@ -126,8 +126,8 @@ def summary_event(*, snapshot_id: str, previous_snapshot_id: str | None, tally: 
         "first_snapshot": previous_snapshot_id is None,
         "device_count": device_count,
         "event_count": tally.total,
-        "counts_by_change_type": dict(tally.by_change_type),
-        "counts_by_severity": dict(tally.by_severity),
+        "counts": dict(tally.by_change_type),  # per change type
+        "severity_counts": dict(tally.by_severity),
         "published_events": published_events,
         "suppressed": suppressed,
         "max_events_per_run": max_events_per_run,
@@ -140,7 +140,7 @@ def summary_event(*, snapshot_id: str, previous_snapshot_id: str | None, tally: 
 LONG_VALUE_BYTES = 1024  # a before/after longer than this is cut first
 
 
-def shrink_event(event: dict[str, Any], changes_uri: str, fits: Any) -> dict[str, Any]:
+def shrink_event(event: dict[str, Any], changes_uri: str, fits: Callable[[str], bool]) -> dict[str, Any]:
     """A smaller copy of `event` for which `fits(encoded)` holds; the full event stays in the changes file.
 
     Steps, each only if still needed: drop the `apps` list (keep its length), blank long

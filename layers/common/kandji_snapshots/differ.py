@@ -55,8 +55,6 @@ class SnapshotNotCommitted(KandjiSnapshotsError):
 
 _ROW_START = b'{"snapshot_id":"'
 _DEVICE_ID_KEY = b'","device_id":"'
-
-
 _FETCHED_AT_TEXT = b'"fetched_at":"'
 _FETCHED_AT_NULL = b'"fetched_at":null,'
 
@@ -167,6 +165,17 @@ class DeviceRows:
         if self._parsed is None:
             self._parsed = json.loads(self.device)
         return self._parsed
+
+    def details_known(self) -> bool:
+        """False for a device the collector listed but never fetched (details written with fetched_at null)."""
+        if not self.details:
+            return False
+        line = self.details[0]
+        return not line.startswith(_FETCHED_AT_NULL, row_head(line, False)[1])
+
+    def apps_known(self) -> bool:
+        """A never-fetched device has no app rows because nobody looked, not because it has no apps."""
+        return bool(self.apps) or self.details_known()
 
     def details_head(self) -> int:
         return len(self.details_prefix) if self.details_prefix is not None else row_head(self.details[0], True)[1]
@@ -288,10 +297,18 @@ def field_changes(rules: ChangeRules, table: str, before: dict[str, Any] | None,
 
 def _change(rules: ChangeRules, name: str, before: Any, after: Any) -> dict[str, Any]:
     severity, reason = rules.assess(name, before, after)
-    change = {"field": name, "before": before, "after": after, "severity": severity}
+    change = {"field": name, "before": _scalar_or_text(before), "after": _scalar_or_text(after),
+              "severity": severity}
     if reason:
         change["reason"] = reason
     return change
+
+
+def _scalar_or_text(value: Any) -> Any:
+    """Objects and lists (an `extra`, a whole profile) as JSON text: Athena reads before/after as strings."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return value
 
 
 class VolatileValues:
@@ -379,42 +396,42 @@ class SnapshotComparison:
     def _device_changes(self, before: DeviceRows, after: DeviceRows) -> Iterator[dict[str, Any]]:
         changes = self._row_changes("devices", before.device, before.device_head, after.device, after.device_head,
                                     lambda: (before.device_row, after.device_row))
-        if before.details or after.details:
-            changes += self._details_changes(before, after)
+        if (before.details or after.details) and not self._same_details(before, after):
+            # Details never fetched (rolling refresh) are unknown, not empty: nothing to compare.
+            if before.details_known() and after.details_known():
+                changes += field_changes(self._rules, "device_details", *_first_rows(before, after))
         if changes:
             severity = highest(change["severity"] for change in changes)
             yield device_event(DEVICE_CHANGED, device=after.device_row, severity=severity, changes=changes,
                                **self._ids)
-        yield from self._app_changes(before, after)
+        if before.apps_known() and after.apps_known():
+            yield from self._app_changes(before, after)
 
-    def _details_changes(self, before: DeviceRows, after: DeviceRows) -> list[dict[str, Any]]:
-        if len(before.details) == 1 and len(after.details) == 1:
-            return self._row_changes("device_details", before.details[0], before.details_head(),
-                                     after.details[0], after.details_head(),
-                                     lambda: (json.loads(before.details[0]), json.loads(after.details[0])))
-        # A device without (or with several) details rows: compare the first, if any.
-        parse = (lambda rows: json.loads(rows[0]) if rows else None)
-        return field_changes(self._rules, "device_details", parse(before.details), parse(after.details))
+    def _same_details(self, before: DeviceRows, after: DeviceRows) -> bool:
+        if len(before.details) != 1 or len(after.details) != 1:
+            return False
+        return self._same_row("device_details", before.details[0], before.details_head(),
+                              after.details[0], after.details_head())
 
     def _row_changes(self, table: str, before: bytes, before_head: int, after: bytes, after_head: int,
                      parse: Callable[[], tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
-        if before[before_head:] == after[after_head:]:
+        if self._same_row(table, before, before_head, after, after_head):
             return []
-        volatile = self._volatile[table]
-        if volatile is not None:
-            if volatile.strip(before, before_head) == volatile.strip(after, after_head):
-                return []
         return field_changes(self._rules, table, *parse())
 
+    def _same_row(self, table: str, before: bytes, before_head: int, after: bytes, after_head: int) -> bool:
+        """True when the rows cannot differ in a field that counts (False may still mean no change)."""
+        if before[before_head:] == after[after_head:]:
+            return True
+        volatile = self._volatile[table]
+        return volatile is not None and volatile.strip(before, before_head) == volatile.strip(after, after_head)
+
     def _app_changes(self, before: DeviceRows, after: DeviceRows) -> list[dict[str, Any]]:
-        if len(before.apps) != len(after.apps):
-            old_bodies, new_bodies = before.app_bodies(), after.app_bodies()
-        elif not before.apps:
+        if not before.apps and not after.apps:
             return []
-        else:
-            old_bodies, new_bodies = before.app_bodies(), after.app_bodies()
-            if old_bodies == new_bodies:
-                return []
+        old_bodies, new_bodies = before.app_bodies(), after.app_bodies()
+        if old_bodies == new_bodies:
+            return []
         # Parse only the rows that differ: an unchanged row is the same app at the same version.
         old_set, new_set = set(old_bodies), set(new_bodies)
         old = _apps_by_identity(line for line, body in zip(before.apps, old_bodies) if body not in new_set)
@@ -432,6 +449,12 @@ class SnapshotComparison:
                            app_event(change_type, device=after.device_row, before=was, after=now, **self._ids)))
         events.sort(key=lambda item: item[:2])
         return [event for _, _, event in events]
+
+
+def _first_rows(before: DeviceRows, after: DeviceRows) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The details rows to compare (a device has one; should there be several, the first counts)."""
+    return (json.loads(before.details[0]) if before.details else None,
+            json.loads(after.details[0]) if after.details else None)
 
 
 def _apps_by_identity(lines: Iterable[bytes]) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -476,8 +499,8 @@ class DifferResult:
     def from_summary(cls, summary: dict[str, Any], **extra: Any) -> "DifferResult":
         return cls(snapshot_id=summary["snapshot_id"], previous_snapshot_id=summary["previous_snapshot_id"],
                    first_snapshot=summary["first_snapshot"], device_count=summary["device_count"],
-                   event_count=summary["event_count"], counts_by_change_type=summary["counts_by_change_type"],
-                   counts_by_severity=summary["counts_by_severity"], highest_severity=summary["severity"],
+                   event_count=summary["event_count"], counts_by_change_type=summary["counts"],
+                   counts_by_severity=summary["severity_counts"], highest_severity=summary["severity"],
                    suppressed=summary["suppressed"], changes_uri=summary["changes_uri"], **extra)
 
     def as_dict(self) -> dict[str, Any]:
@@ -529,7 +552,8 @@ class _ChangesFile:
     def __init__(self, store: ObjectStore, snapshot_id: str):
         self._store = store
         self.key = changes_key(snapshot_id)
-        self.uri = f"{store.location.rstrip('/')}/{self.key}"
+        location = store.location
+        self.uri = f"{location}{'' if location.endswith('/') else '/'}{self.key}"  # s3://bucket/changes/...
 
     def exists(self) -> bool:
         return any(key == self.key for key in self._store.list_keys(self.key))

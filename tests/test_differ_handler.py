@@ -1,0 +1,141 @@
+"""The differ Lambda end to end: moto's S3 and SNS (server mode, reached through AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from differ_fixtures import FakeFleet
+from kandji_snapshots.differ_runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
+from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.layout import changes_key, manifest_key
+from kandji_snapshots.storage import S3ObjectStore
+
+ROOT = Path(__file__).resolve().parent.parent
+BUCKET = "kandji-snapshots-differ-test"
+FIRST, SECOND = "20261123T100000Z", "20261123T110000Z"
+
+
+def load_differ_handler():
+    name = "differ_app_under_test"  # every handler file is app.py: import under a unique name
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / "differ" / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def manifest_event(key: str, bucket: str = BUCKET) -> dict:
+    event = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
+    event = copy.deepcopy(event)
+    event["detail"]["bucket"]["name"] = bucket
+    event["resources"] = [f"arn:aws:s3:::{bucket}"]
+    event["detail"]["object"]["key"] = key
+    return event
+
+
+@pytest.fixture
+def deployed(aws, monkeypatch):
+    """Bucket, topic and a raw-delivery queue in moto, and the differ's environment."""
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic_arn = sns.create_topic(Name="kandji-changes")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="changes")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    environment = {"SNAPSHOT_BUCKET": BUCKET, "CHANGES_TOPIC_ARN": topic_arn, "MAX_EVENTS_PER_RUN": "100",
+                   "POWERTOOLS_SERVICE_NAME": "kandji-snapshots", "POWERTOOLS_METRICS_NAMESPACE": "KandjiSnapshots",
+                   "POWERTOOLS_TRACE_DISABLED": "1"}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
+
+    def received() -> list[dict]:
+        messages = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                        WaitTimeSeconds=0).get("Messages", [])
+            if not batch:
+                return messages
+            messages.extend(batch)
+            for message in batch:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    return received
+
+
+def two_snapshots() -> None:
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(3)
+    fleet.collect(store, hour=10)
+    fleet.check_in()
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
+    fleet.apps["id-002"][0]["version"] = "121.0"
+    fleet.collect(store, hour=11)
+
+
+def test_handler_publishes_the_changes_between_the_two_latest_snapshots(deployed, lambda_context, capsys):
+    two_snapshots()
+    handler = load_differ_handler()
+    result = handler.lambda_handler(manifest_event(manifest_key(SECOND)), lambda_context)
+
+    assert result["snapshot_id"] == SECOND and result["previous_snapshot_id"] == FIRST
+    assert result["events"] == 2 and result["published_messages"] == 3 and not result["already_done"]
+    assert result["changes_uri"] == f"s3://{BUCKET}/{changes_key(SECOND)}"
+    messages = deployed()
+    bodies = [json.loads(message["Body"]) for message in messages]
+    assert [(body["change_type"], body["device_id"] if "device_id" in body else None) for body in bodies] == [
+        ("device_changed", "id-001"), ("app_updated", "id-002"), ("snapshot_summary", None)]
+    attributes = {body["change_type"]: {name: value["StringValue"] for name, value in m["MessageAttributes"].items()}
+                  for body, m in zip(bodies, messages)}
+    assert attributes["device_changed"] == {"change_type": "device_changed", "severity": "high", "platform": "Mac"}
+    assert attributes["snapshot_summary"] == {"change_type": "snapshot_summary", "severity": "high",
+                                              "platform": "all"}
+    assert "HighSeverityEvents" in capsys.readouterr().out  # EMF metrics were flushed
+
+    # EventBridge delivers at least once: the same trigger again publishes nothing.
+    again = handler.lambda_handler(manifest_event(manifest_key(SECOND)), lambda_context)
+    assert again["already_done"] and again["published_messages"] == 0
+    assert deployed() == []
+
+
+def test_first_snapshot_publishes_only_its_summary(deployed, lambda_context):
+    FakeFleet.of(2).collect(S3ObjectStore(boto3.client("s3"), BUCKET), hour=10)
+    result = load_differ_handler().lambda_handler(manifest_event(manifest_key(FIRST)), lambda_context)
+    [summary] = [json.loads(message["Body"]) for message in deployed()]
+    assert summary["first_snapshot"] is True and summary["device_count"] == 2 and result["events"] == 0
+
+
+def test_an_event_for_another_bucket_is_refused_with_a_clear_error(deployed, lambda_context):
+    with pytest.raises(UnexpectedTrigger, match="bucket 'someone-elses-bucket'.*SNAPSHOT_BUCKET"):
+        load_differ_handler().lambda_handler(manifest_event(manifest_key(SECOND), bucket="someone-elses-bucket"),
+                                             lambda_context)
+
+
+def test_an_object_that_is_not_a_manifest_is_refused_with_a_clear_error(deployed, lambda_context):
+    with pytest.raises(UnexpectedTrigger, match="is not a snapshot manifest"):
+        load_differ_handler().lambda_handler(manifest_event("snapshots/devices/dt=2026-11-23/x.json.gz"),
+                                             lambda_context)
+
+
+def test_url_encoded_manifest_keys_are_understood():
+    key = manifest_key(SECOND).replace("=", "%3D")
+    assert snapshot_id_from_trigger(BUCKET, key, BUCKET) == SECOND
+
+
+def test_environment_is_read_and_checked():
+    env = DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b", "CHANGES_TOPIC_ARN": "arn:t",
+                                      "DIFF_IGNORE_FIELDS": " users.* , extra,,"})
+    assert (env.bucket, env.topic_arn, env.max_events_per_run, env.ignore_fields) == (
+        "b", "arn:t", 500, ("users.*", "extra"))
+    with pytest.raises(ConfigurationError, match="CHANGES_TOPIC_ARN is not set"):
+        DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b"})
+    with pytest.raises(ConfigurationError, match="MAX_EVENTS_PER_RUN='many'"):
+        DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b", "CHANGES_TOPIC_ARN": "t", "MAX_EVENTS_PER_RUN": "many"})

@@ -1,0 +1,89 @@
+"""change_rules' tables, and the raw-row shortcuts the differ takes on top of them."""
+
+from __future__ import annotations
+
+import pytest
+
+from kandji_snapshots.change_rules import (DEFAULT_IGNORED_FIELDS, HIGH, INFO, SEVERITY_RULES, ChangeRules, downgraded,
+                                           highest, lost_mode_enabled, parse_ignore_fields, version_key)
+from kandji_snapshots.differ import VolatileValues, field_changes, row_head
+from kandji_snapshots.normalize import details_row, device_row, encode_row
+from differ_fixtures import details_payload, device_item
+
+
+def test_check_in_fields_are_ignored_by_default():
+    rules = ChangeRules()
+    for name in ("last_check_in", "mdm.last_check_in", "kandji_agent.last_check_in", "general.time_since_boot",
+                 "volumes.Macintosh HD.available", "volumes.0.percent_used", "fetched_at", "snapshot_id"):
+        assert rules.is_ignored(name), name
+    for name in ("os_version", "volumes.Macintosh HD.encrypted", "general.os_version", "mdm.mdm_enabled"):
+        assert not rules.is_ignored(name), name
+
+
+def test_ignore_setting_is_comma_separated_patterns_added_to_the_defaults():
+    assert parse_ignore_fields(" users.* ,extra,, ") == ("users.*", "extra")
+    rules = ChangeRules.from_setting("users.*,installed_profiles.*.verified")
+    assert rules.ignored_fields[:len(DEFAULT_IGNORED_FIELDS)] == DEFAULT_IGNORED_FIELDS
+    assert rules.is_ignored("users.regular_users.ann.uid") and rules.is_ignored("installed_profiles.VPN.verified")
+    assert not rules.is_ignored("installed_profiles.VPN.uuid")
+
+
+@pytest.mark.parametrize(("before", "after", "expected"), [
+    ("14.5", "14.4.1", True), ("14.10", "14.9", True), ("17.5.1 (21F90)", "17.5", True),
+    ("14.4", "14.5", False), ("14.0", "14", False), ("14.5", "14.5", False), (None, "14.5", False),
+    ("14.5", "", False), ("beta", "14.5", False),
+])
+def test_os_versions_compare_as_versions(before, after, expected):
+    assert downgraded(before, after) is expected
+
+
+def test_version_key():
+    assert version_key("14.6.1") == (14, 6, 1) and version_key("15.0") == (15,) and version_key("n/a") is None
+
+
+@pytest.mark.parametrize(("before", "after", "expected"), [
+    (None, "ENABLED", True), ("", "Enabled", True), ("DISABLED", "enabled", True), ("Disabled", "Pending", True),
+    ("ENABLED", "ENABLED", False), ("ENABLED", "", False), (None, "DISABLED", False), (None, "ERROR", False),
+])
+def test_lost_mode_becoming_enabled(before, after, expected):
+    assert lost_mode_enabled(before, after) is expected
+
+
+def test_every_rule_names_its_fields_and_reason():
+    assert all(rule.fields and rule.reason for rule in SEVERITY_RULES)
+    assert ChangeRules.assess("filevault.filevault_enabled", True, False) == (HIGH, "FileVault turned off")
+    assert ChangeRules.assess("filevault.filevault_enabled", None, False) == (INFO, None)
+    assert ChangeRules.assess("is_missing", False, True) == (HIGH, "device went missing")
+    assert highest([]) == INFO and highest([INFO, HIGH, INFO]) == HIGH
+
+
+def test_volatile_keys_are_cut_only_where_every_field_with_that_name_is_ignored():
+    assert VolatileValues.for_table("devices", ChangeRules()).keys == ("last_check_in",)
+    assert VolatileValues.for_table("device_details", ChangeRules()).keys == (
+        "available", "last_check_in", "percent_used", "time_since_boot")
+    # mdm.install_date and kandji_agent.install_date share a key name: ignoring one is not enough.
+    assert "install_date" not in VolatileValues.for_table("device_details", ChangeRules(["mdm.install_date"])).keys
+    assert "install_date" in VolatileValues.for_table("device_details", ChangeRules(["*.install_date"])).keys
+
+
+def test_stripping_removes_only_volatile_values():
+    line = encode_row(device_row(device_item("d1"), "20261123T100000Z"))
+    device_id, head = row_head(line, False)
+    assert device_id == b"d1" and line[:head] == b'{"snapshot_id":"20261123T100000Z","device_id":"d1",'
+    stripped = VolatileValues(["last_check_in"]).strip(line, head)
+    assert b'"last_check_in":' not in stripped and b'"device_name":"Mac d1"' in stripped
+
+
+def test_row_head_skips_fetched_at_and_handles_escaped_ids():
+    line = encode_row(details_row(details_payload('we"ird'), "20261123T100000Z", 'we"ird',
+                                  "2026-11-23T10:00:01.000000Z"))
+    device_id, head = row_head(line, True)
+    assert device_id == b'we\\"ird'
+    assert line[head:].startswith(b'"general":')
+
+
+def test_field_changes_of_rows_missing_on_one_side():
+    row = details_row(details_payload("d1"), "s", "d1", "2026-11-23T10:00:01.000000Z")
+    changes = field_changes(ChangeRules(), "device_details", None, row)
+    assert {"filevault.filevault_enabled", "volumes.Macintosh HD", "installed_profiles.FileVault"} <= {
+        change["field"] for change in changes}
