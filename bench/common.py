@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import resource
 import subprocess
@@ -20,6 +21,7 @@ from kandji_snapshots.rate_limiter import RateLimiter  # noqa: E402
 from kandji_snapshots.refresh import RequestBudget  # noqa: E402
 
 TOKEN = "bench-token"
+logging.basicConfig(level=logging.ERROR)  # the figures, not the collector's warnings
 
 
 @contextmanager

@@ -123,3 +123,17 @@ class _BudgetedApi:
     def device_apps(self, device_id):
         self._budget.take()
         return self._api.device_apps(device_id)
+
+
+def test_unknown_details_are_pending_not_carried_and_get_fetched_first_next_run():
+    store, clock = MemoryObjectStore(), StepClock()
+    ids = ["a", "b", "c", "d"]
+    first_budget = RequestBudget(per_run=5)
+    first = SnapshotCollector(_BudgetedApi(_fleet(ids), first_budget), store, clock=clock,
+                              budget=first_budget).collect()
+    assert (first.document["refreshed_devices"], first.document["pending_devices"]) == (1, 3)
+    second_budget = RequestBudget(per_run=9)  # the list call, 2 for retries, three devices
+    second = SnapshotCollector(_BudgetedApi(_fleet(ids), second_budget), store, clock=clock,
+                               budget=second_budget).collect()
+    doc = second.document
+    assert (doc["refreshed_devices"], doc["carried_devices"], doc["pending_devices"]) == (3, 1, 0)

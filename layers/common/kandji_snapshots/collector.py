@@ -26,7 +26,7 @@ from .errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAu
 from .layout import TABLE_NAMES
 from .normalize import app_rows, details_row, device_row
 from .prism_apps import PrismAppsIndex
-from .refresh import BudgetExhausted, PreviousRows, RequestBudget, plan_refresh, previous_fetched_at, with_snapshot_id
+from .refresh import BudgetExhausted, PreviousRows, line_keys, RequestBudget, plan_refresh, previous_fetched_at, with_snapshot_id
 from .snapshot_io import DEFAULT_ROWS_PER_PART, TableWriter, iter_lines
 from .storage import ObjectStore
 from .timeutil import format_timestamp, partition_date, snapshot_id_for, utc_now
@@ -198,12 +198,12 @@ class SnapshotCollector:
                 writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
             else:
                 previous_details, previous_apps = carried.take(device_id)
-                if previous_details:
+                if previous_details and line_keys(previous_details[0])[1] is not None:
                     counts["carried"] += 1
                     for line in previous_details:
                         writers["device_details"].write_line(with_snapshot_id(line, snapshot_id), device_id)
                 else:
-                    # Never fetched and nothing to carry: keep the device, details unknown (fetched_at null).
+                    # Never fetched, so nothing known to carry: keep the device, details unknown (fetched_at null).
                     counts["pending"] += 1
                     writers["device_details"].write(details_row({}, snapshot_id, device_id, None))
             if prism is not None:  # Prism read every device's apps: always fresh
