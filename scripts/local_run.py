@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import sys
@@ -54,6 +55,7 @@ def load_handler(function: str):
 def start_local_aws() -> tuple[object, str]:
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -163,10 +165,10 @@ def download_bucket(target: Path) -> None:
             path.write_bytes(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
 
 
-def answer_fleet_questions(folder: Path) -> None:
+def answer_fleet_questions(folder: Path, serial_number: str) -> None:
     from kandji_snapshots import local_query
 
-    local_query.print_report(folder)
+    local_query.print_report(folder, limit=5, parameters={"serial_number": serial_number})
 
 
 def main() -> int:
@@ -219,7 +221,7 @@ def main() -> int:
                 print(f"  {path.relative_to(args.output)}  ({path.stat().st_size:,} bytes)")
 
         print("\n6. Fleet questions, answered with DuckDB over the local copy")
-        answer_fleet_questions(args.output)
+        answer_fleet_questions(args.output, fleet.list_item(changes["filevault_disabled"]["device_id"])["serial_number"])
     server.stop()
     print("\nDone. Deploy for real with: sam build && sam deploy --guided")
     return 0
