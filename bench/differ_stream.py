@@ -1,0 +1,167 @@
+"""Differ on two large snapshots: is it close to the cost of merely reading them?
+
+Builds two snapshots of `--devices` devices with ~40 apps each (rows cloned from the
+simulator's devices, so their shape is real). Between the two, every device checks in
+again (last_check_in, time_since_boot, volume free space change: not changes) and 1% of
+devices get an OS update and one app update (2 events each). Then, each in a fresh
+process so peak memory is its own:
+
+  read: decompress and iterate every line of both snapshots' objects (the floor)
+  diff: the differ, end to end (changes file written, events published in memory)
+
+    python bench/differ_stream.py [--devices 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import uuid
+
+from common import ROOT, Timer, peak_rss_mb
+
+from kandji_snapshots.catalog import MANIFEST_SCHEMA_VERSION, Manifest, write_manifest
+from kandji_snapshots.layout import TABLE_NAMES
+from kandji_snapshots.normalize import app_rows, details_row, device_row, encode_row
+from kandji_snapshots.snapshot_io import TableWriter, iter_lines
+from kandji_snapshots.storage import LocalObjectStore
+
+BEFORE, AFTER = "20261123T100000Z", "20261123T110000Z"
+FETCHED_BEFORE, FETCHED_AFTER = "2026-11-23T10:00:05.000000Z", "2026-11-23T11:00:05.000000Z"
+
+
+def templates(count: int = 50):
+    """Normalized rows of a few simulated Macs: the shapes every cloned device takes."""
+    from simulator import Fleet
+
+    fleet = Fleet.generate(count, seed=3, platforms="Mac", apps_per_device=(38, 42))
+    return [(fleet.list_item(d), fleet.details(d), fleet.apps(d)) for d in fleet.device_ids()]
+
+
+PLACEHOLDER_ID, PLACEHOLDER_SERIAL = "ffffffff-ffff-4fff-bfff-ffffffffffff", "SNPLACEHOLDER"
+
+
+def encoded_rows(shape, snapshot: str, fetched: str, *, checked_in: bool, changed: bool) -> dict[str, list[bytes]]:
+    """One device's encoded lines per table, with placeholders where its id and serial go."""
+    item, details, apps = shape
+    raw_item = {**item, "device_id": PLACEHOLDER_ID, "serial_number": PLACEHOLDER_SERIAL}
+    raw_details = json.loads(json.dumps(details))
+    raw_apps = [dict(app) for app in apps]
+    if checked_in:  # what every check-in changes, and nothing else
+        raw_item["last_check_in"] = "2026-11-23T10:59:00Z"
+        raw_details.setdefault("mdm", {})["last_check_in"] = "2026-11-23 10:59:00+00:00"
+        raw_details.setdefault("general", {})["time_since_boot"] = "2 days ago"
+        for volume in raw_details.get("volumes") or []:
+            volume["available"] = "42.17 GB"
+    if changed:  # an OS update and one app update: two events
+        raw_item["os_version"] = raw_details["general"]["os_version"] = "15.9"
+        raw_apps[0] = {**raw_apps[0], "version": raw_apps[0]["version"] + ".1"}
+    return {
+        "devices": [encode_row(device_row(raw_item, snapshot))],
+        "device_details": [encode_row(details_row(raw_details, snapshot, PLACEHOLDER_ID, fetched))],
+        "device_apps": [encode_row(row) for row in app_rows(raw_apps, snapshot, PLACEHOLDER_ID, fetched)],
+    }
+
+
+def build(folder: str, devices: int) -> int:
+    """Writes both snapshots; returns the number of change events the differ must find.
+
+    Rows are encoded once per shape and stamped with each device's id and serial, so
+    building 8 million rows takes seconds, not an hour.
+    """
+    store = LocalObjectStore(folder)
+    shapes = templates()
+    rng = random.Random(7)
+    ids = sorted(str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(devices))
+    changed = set(rng.sample(ids, devices // 100))
+    variants = {
+        (BEFORE, False): [encoded_rows(shape, BEFORE, FETCHED_BEFORE, checked_in=False, changed=False)
+                          for shape in shapes],
+        (AFTER, False): [encoded_rows(shape, AFTER, FETCHED_AFTER, checked_in=True, changed=False)
+                         for shape in shapes],
+        (AFTER, True): [encoded_rows(shape, AFTER, FETCHED_AFTER, checked_in=True, changed=True)
+                        for shape in shapes],
+    }
+    writers = {snapshot: {table: TableWriter(store, table, snapshot) for table in TABLE_NAMES}
+               for snapshot in (BEFORE, AFTER)}
+    for index, device_id in enumerate(ids):
+        stamp = {PLACEHOLDER_ID.encode(): device_id.encode(), PLACEHOLDER_SERIAL.encode(): f"SN{index:011d}".encode()}
+        for snapshot in (BEFORE, AFTER):
+            rows = variants[(snapshot, snapshot == AFTER and device_id in changed)][index % len(shapes)]
+            for table, lines in rows.items():
+                for line in lines:
+                    for placeholder, value in stamp.items():
+                        line = line.replace(placeholder, value)
+                    writers[snapshot][table].write_line(line, device_id)
+    for snapshot in (BEFORE, AFTER):
+        tables = {table: writer.close() for table, writer in writers[snapshot].items()}
+        write_manifest(store, Manifest({"schema_version": MANIFEST_SCHEMA_VERSION, "snapshot_id": snapshot,
+                                        "tables": tables, "skipped_devices": [],
+                                        "device_count": devices}))
+    return 2 * len(changed)
+
+
+def phase_read(folder: str) -> dict:
+    store = LocalObjectStore(folder)
+    from kandji_snapshots.catalog import load_manifest
+
+    lines = 0
+    with Timer() as timer:
+        for snapshot in (BEFORE, AFTER):
+            manifest = load_manifest(store, snapshot)
+            for table in TABLE_NAMES:
+                for _ in iter_lines(store, manifest.table_keys(table)):
+                    lines += 1
+    return {"seconds": timer.seconds, "lines": lines, "peak_mb": peak_rss_mb()}
+
+
+def phase_diff(folder: str) -> dict:
+    from kandji_snapshots.differ import DifferSettings, SnapshotDiffer
+    from kandji_snapshots.publisher import MemoryPublisher
+
+    publisher = MemoryPublisher()
+    differ = SnapshotDiffer(LocalObjectStore(folder), publisher, settings=DifferSettings(max_events_per_run=10**9))
+    with Timer() as timer:
+        result = differ.run(AFTER)
+    return {"seconds": timer.seconds, "events": result.event_count, "counts": result.counts_by_change_type,
+            "published": len(publisher.messages), "peak_mb": peak_rss_mb()}
+
+
+def in_child(phase: str, folder: str) -> dict:
+    output = subprocess.run([sys.executable, __file__, "--phase", phase, "--folder", folder], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--phase", choices=("read", "diff"))
+    parser.add_argument("--folder")
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps((phase_read if args.phase == "read" else phase_diff)(args.folder)))
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        with Timer() as built:
+            expected = build(folder, args.devices)
+        read = in_child("read", folder)
+        diff = in_child("diff", folder)
+    print(f"differ: two snapshots of {args.devices} devices (~40 apps each), 1% changed "
+          f"(built in {built.seconds:.0f} s)")
+    print(f"  lines in both snapshots   {read['lines']:,}")
+    print(f"  plain read (decompress)   {read['seconds']:.1f} s")
+    print(f"  differ, end to end        {diff['seconds']:.1f} s")
+    print(f"  differ / plain read       {diff['seconds'] / read['seconds']:.2f}   (target <= 2)")
+    print(f"  events found / expected   {diff['events']} / {expected}   {diff['counts']}")
+    print(f"  messages published        {diff['published']} (events + summary)")
+    print(f"  peak memory (RSS)         differ {diff['peak_mb']:.0f} MB, plain read {read['peak_mb']:.0f} MB "
+          f"(target < 300 MB)")
+
+
+if __name__ == "__main__":
+    main()
