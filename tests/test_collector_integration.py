@@ -10,7 +10,7 @@ import pytest
 
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, manifests, read_rows
 from conftest import load_handler
-from kandji_snapshots.errors import ConfigurationError, KandjiAuthError, KandjiSnapshotsError
+from kandji_snapshots.errors import ConfigurationError, KandjiAuthError, KandjiSnapshotsError, RateLimitExhausted
 from kandji_snapshots.normalize import app_rows, details_row, device_row
 from simulator import Fleet, KandjiSimulator
 
@@ -210,3 +210,33 @@ def test_the_token_appears_in_no_log_line_error_or_object(pipeline, lambda_conte
     for key in all_keys():
         assert TOKEN.encode() not in read_object(key)
     assert sim.stats.tokens_seen == {f"Bearer {TOKEN}"}
+
+
+def emitted_metrics(output: str) -> dict:
+    """The EMF metrics the handler printed: name -> value."""
+    values = {}
+    for line in output.splitlines():
+        if line.startswith('{"_aws"'):
+            document = json.loads(line)
+            for definition in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                values[definition["Name"]] = document[definition["Name"]]
+    return values
+
+
+def test_failures_are_classified_in_metrics_for_the_alarms(pipeline, lambda_context, capsys):
+    sim = pipeline(Fleet.generate(20, seed=1))
+    run_collector(lambda_context)
+    assert emitted_metrics(capsys.readouterr().out)["SnapshotsCommitted"] == [1.0]
+    sim.faults.revoke_token_after(0)
+    with pytest.raises(KandjiAuthError):
+        run_collector(lambda_context)
+    failed = emitted_metrics(capsys.readouterr().out)
+    assert failed["CollectionFailed"] == [1.0] and failed["AuthenticationFailed"] == [1.0]
+    assert "SnapshotsCommitted" not in failed
+    sim.faults.restore_token()
+    sim.faults.rate_limit_burst(times=None, retry_after=10)  # the tenant's budget is gone
+    lambda_context.remaining_ms = 50_000
+    with pytest.raises(RateLimitExhausted, match="429|rate limit"):
+        run_collector(lambda_context)
+    failed = emitted_metrics(capsys.readouterr().out)
+    assert failed["RateLimitExhausted"] == [1.0] and "AuthenticationFailed" not in failed

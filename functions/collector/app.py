@@ -4,8 +4,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kandji_snapshots.collector_runtime import build_collector
-from kandji_snapshots.metrics import record_requests, record_snapshot
+from kandji_snapshots.collector_runtime import run_collection
 
 logger = Logger()
 metrics = Metrics()
@@ -17,11 +16,5 @@ copy_config_to_registered_loggers(source_logger=logger, include={"kandji_snapsho
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    collector, stats = build_collector(context.get_remaining_time_in_millis() / 1000)
-    try:
-        manifest = collector.collect(correlation_id=(event or {}).get("scheduled_time"))
-    finally:
-        record_requests(metrics, stats.as_dict())
-    record_snapshot(metrics, manifest.document)
-    return {"snapshot_id": manifest.snapshot_id, "devices": manifest.document["device_count"],
-            "skipped_devices": len(manifest.document["skipped_devices"])}
+    scheduled_time = (event or {}).get("scheduled_time")
+    return run_collection(scheduled_time, context.get_remaining_time_in_millis() / 1000, metrics)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import boto3
 from aws_lambda_powertools.utilities import parameters
@@ -12,10 +14,13 @@ from .api_config import KandjiCredentials, parse_secret
 from .collector import CollectorSettings, SnapshotCollector
 from .errors import ConfigurationError
 from .kandji_client import KandjiClient, RequestStats
+from .metrics import record_failure, record_requests, record_snapshot
 from .rate_limiter import RateLimiter
 from .refresh import RequestBudget
 from .settings import CollectorEnvironment
 from .storage import S3ObjectStore
+
+logger = logging.getLogger(__name__)
 
 SECRET_CACHE_SECONDS = 300
 # Time kept back from the Lambda's limit to write the last parts and the manifest.
@@ -48,3 +53,21 @@ def build_collector(remaining_seconds: float, environ: Mapping[str, str] | None 
     settings = CollectorSettings(max_workers=env.max_workers, apps_source=env.apps_source)
     collector = SnapshotCollector(client, store, settings=settings, request_stats=stats.as_dict, budget=budget)
     return collector, stats
+
+
+def run_collection(scheduled_time: str | None, remaining_seconds: float, metrics: Any) -> dict[str, Any]:
+    """One scheduled run: build, collect, and report success or the kind of failure as metrics."""
+    try:
+        collector, stats = build_collector(remaining_seconds)
+        try:
+            manifest = collector.collect(correlation_id=scheduled_time)
+        finally:
+            record_requests(metrics, stats.as_dict())
+    except Exception as error:
+        record_failure(metrics, error)
+        logger.error("collection failed: nothing was committed",
+                     extra={"error": str(error), "error_type": type(error).__name__})
+        raise
+    record_snapshot(metrics, manifest.document)
+    return {"snapshot_id": manifest.snapshot_id, "devices": manifest.document["device_count"],
+            "skipped_devices": len(manifest.document["skipped_devices"])}

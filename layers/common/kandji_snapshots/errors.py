@@ -34,6 +34,10 @@ class DeadlineExceeded(KandjiSnapshotsError):
     """The run would not finish before the Lambda's time runs out."""
 
 
+class RateLimitExhausted(DeadlineExceeded):
+    """Kandji's rate limit kept the run from finishing: 429s past every retry, or no time left to wait."""
+
+
 class MalformedResponse(KandjiApiError):
     """A 200 whose body is not the JSON shape the endpoint documents."""
 

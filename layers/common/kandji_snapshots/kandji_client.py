@@ -21,7 +21,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .api_config import KandjiCredentials
-from .errors import DeadlineExceeded, DeviceNotFound, KandjiApiError, KandjiAuthError, MalformedResponse
+from .errors import (DeadlineExceeded, DeviceNotFound, KandjiApiError, KandjiAuthError, MalformedResponse,
+                     RateLimitExhausted)
 from .rate_limiter import RateLimiter
 from .refresh import RequestBudget
 
@@ -206,6 +207,11 @@ class KandjiClient:
                 else:
                     attempts += 1
                     exhausted = attempts >= self._retry.max_attempts
+                if exhausted and retry.rate_limited:
+                    raise RateLimitExhausted(
+                        f"GET /api/v1/{path} kept answering 429 (rate limited) after "
+                        f"{rate_limited_attempts} tries: the tenant's rate limit is spent, possibly by other "
+                        "integrations. Nothing was committed; the next scheduled run will try again.") from None
                 if exhausted:
                     raise KandjiApiError(
                         f"GET /api/v1/{path} failed after retries: {retry.reason}. Nothing "
@@ -214,7 +220,7 @@ class KandjiClient:
                 logger.warning("retrying Kandji request", extra={"endpoint": endpoint, "reason": retry.reason})
                 if retry.rate_limited:
                     wait = retry.wait if retry.wait is not None else self._backoff_delay(rate_limited_attempts)
-                    self._check_deadline(wait, retry.reason)
+                    self._check_deadline(wait, retry.reason, error=RateLimitExhausted)
                     self._limiter.pause(wait)
                 else:
                     self._backoff(attempts, retry.wait, reason=retry.reason)
@@ -303,9 +309,9 @@ class KandjiClient:
         self._check_deadline(delay, reason)
         self._sleep(delay)
 
-    def _check_deadline(self, delay: float, reason: str) -> None:
+    def _check_deadline(self, delay: float, reason: str, error: type[DeadlineExceeded] = DeadlineExceeded) -> None:
         if self._deadline is not None and self._clock() + delay > self._deadline:
-            raise DeadlineExceeded(
+            raise error(
                 f"The run stopped before the Lambda's time ran out while the Kandji API kept failing "
                 f"({reason}). Nothing was committed; the next scheduled run will try again.")
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from .errors import KandjiAuthError, RateLimitExhausted
+
 
 def record_requests(metrics: Any, requests: dict[str, Any]) -> None:
     """Request counters: recorded even when the run fails, which is when they matter most."""
@@ -19,4 +21,15 @@ def record_snapshot(metrics: Any, manifest: dict[str, Any]) -> None:
     metrics.add_metric("SkippedDevices", MetricUnit.Count, len(manifest["skipped_devices"]))
     metrics.add_metric("RefreshedDevices", MetricUnit.Count, manifest["refreshed_devices"])
     metrics.add_metric("CarriedDevices", MetricUnit.Count, manifest["carried_devices"])
+    metrics.add_metric("PendingDevices", MetricUnit.Count, manifest.get("pending_devices", 0))
     metrics.add_metric("RunDuration", MetricUnit.Seconds, manifest["duration_seconds"])
+    metrics.add_metric("SnapshotsCommitted", MetricUnit.Count, 1)
+
+
+def record_failure(metrics: Any, error: BaseException) -> None:
+    """What kind of failure stopped the run: the alarms watch these."""
+    metrics.add_metric("CollectionFailed", MetricUnit.Count, 1)
+    if isinstance(error, KandjiAuthError):
+        metrics.add_metric("AuthenticationFailed", MetricUnit.Count, 1)
+    if isinstance(error, RateLimitExhausted):
+        metrics.add_metric("RateLimitExhausted", MetricUnit.Count, 1)

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .errors import DeadlineExceeded
+from .errors import RateLimitExhausted
 
 
 class RateLimiter:
@@ -38,7 +38,7 @@ class RateLimiter:
                 now = self._clock()
                 start = max(now, self._next_start, self._paused_until)
                 if deadline is not None and start > deadline:
-                    raise DeadlineExceeded(
+                    raise RateLimitExhausted(
                         "The run ran out of time waiting for the Kandji API rate limit; nothing was "
                         "committed. Lower the fleet's load on the API (other integrations share the "
                         "tenant's 10,000 requests/hour) or give the collector a request budget."
