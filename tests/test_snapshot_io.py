@@ -50,3 +50,13 @@ def test_local_store_round_trip_and_listing(tmp_path):
     assert list(store.list_keys("snapshots/devices/")) == keys
     assert (tmp_path / keys[0]).exists()
     assert list(iter_rows(store, keys)) == rows(3)
+
+
+def test_abort_drops_the_buffer_and_returns_what_was_written():
+    store = MemoryObjectStore()
+    writer = TableWriter(store, "device_apps", SNAPSHOT, rows_per_part=10)
+    for row in rows(25):
+        writer.write(row)
+    written = writer.abort()
+    assert written == [table_part_key("device_apps", SNAPSHOT, part) for part in (0, 1)]
+    assert sorted(store.objects) == written  # the third, buffered part never reaches the store

@@ -74,6 +74,13 @@ class TableWriter:
         self._store.put(key, body, content_type="application/x-ndjson", content_encoding="gzip")
         self.keys.append(key)
 
+    def abort(self) -> list[str]:
+        """Drop what is buffered (the run failed); returns the keys already written, to delete."""
+        if self._gzip is not None:
+            self._gzip.close()
+        self._gzip = self._buffer = self._held = None
+        return list(self.keys)
+
     def close(self) -> dict[str, Any]:
         """Flush what is left; an empty table still gets one (empty) object so readers need no special case."""
         if self._gzip is not None or self.rows == 0:
