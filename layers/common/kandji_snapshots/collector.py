@@ -86,13 +86,16 @@ class _NotFetched:
 class SnapshotCollector:
     def __init__(self, api: KandjiApi, store: ObjectStore, *, settings: CollectorSettings = CollectorSettings(),
                  clock: Callable[[], datetime] = utc_now, request_stats: Callable[[], dict[str, Any]] | None = None,
-                 budget: RequestBudget | None = None):
+                 budget: RequestBudget | None = None, progress: Callable[[int, int], None] | None = None):
         self._api = api
         self._store = store
         self._settings = settings
         self._clock = clock
         self._request_stats = request_stats or (lambda: {})
         self._budget = budget
+        # Called with (devices_done, devices_total): (0, total) once the list is read, then after
+        # each device is written or skipped. Runs on the collecting thread; it must not raise.
+        self._progress = progress
 
     def collect(self, correlation_id: str | None = None) -> Manifest:
         started = self._clock()
@@ -185,7 +188,8 @@ class SnapshotCollector:
         skipped: list[dict[str, Any]] = []
         counts = {"refreshed": 0, "carried": 0, "pending": 0}
         carried = _CarriedRows(self._store, previous)
-        for device, outcome in self._fetch_in_order(devices, refresh, with_apps=prism is None):
+        for device, outcome in _reporting_progress(self._fetch_in_order(devices, refresh, with_apps=prism is None),
+                                                   len(devices), self._progress):
             device_id = str(device["device_id"])
             if isinstance(outcome, _Skipped):
                 skipped.append({"device_id": device_id, "serial_number": device.get("serial_number"),
@@ -266,6 +270,18 @@ class SnapshotCollector:
             self._store.delete(keys)
         except Exception:  # the original error matters more; orphans have no manifest anyway
             logger.warning("could not delete the parts of the failed snapshot", extra={"keys": len(keys)})
+
+
+def _reporting_progress(items: Iterator[Any], total: int,
+                        progress: Callable[[int, int], None] | None) -> Iterator[Any]:
+    """Yield `items`, reporting (done, total) once each one has been handled by the loop consuming them."""
+    if progress is None:
+        yield from items
+        return
+    progress(0, total)
+    for done, item in enumerate(items, start=1):
+        yield item
+        progress(done, total)
 
 
 def _done(value: Any) -> Future:

@@ -1,0 +1,340 @@
+"""The operator CLI (`python -m kandji_snapshots check|collect|diff`) against the simulator over HTTP on
+127.0.0.1, and S3 from moto. Most tests call `cli.main(argv)`; one goes through `python -m`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from aws_helpers import create_secret
+from kandji_snapshots import cli
+from kandji_snapshots.api_config import EXPECTED_FORM
+from kandji_snapshots.progress import ProgressBar
+from simulator import Fleet, KandjiSimulator
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "kst-cli-5e4d3c2b1a-operator-token"
+BUCKET = "kandji-snapshots-cli-test"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Nothing from the developer's shell: no token, URL or insecure flag unless a test sets it."""
+    for name in ("KANDJI_API_TOKEN", "KANDJI_API_URL", "KANDJI_ALLOW_INSECURE_LOCALHOST", "DIFF_IGNORE_FIELDS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def simulator():
+    """Returns a function starting a simulator (stopped after the test)."""
+    started = []
+
+    def start(devices: int = 12, **options) -> KandjiSimulator:
+        options.setdefault("token", TOKEN)
+        sim = KandjiSimulator(Fleet.generate(devices, seed=4), **options).start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert TOKEN not in out and TOKEN not in err  # never, whatever the command or its outcome
+    return code, out, err
+
+
+def check(capsys, sim: KandjiSimulator, *extra: str) -> tuple[int, str, str]:
+    return run(capsys, "check", "--url", sim.base_url, "--allow-insecure-localhost", *extra)
+
+
+# --- check ------------------------------------------------------------------------------------------
+
+def test_check_with_every_permission_is_ready(simulator, capsys, monkeypatch):
+    sim = simulator(12)
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, out, err = check(capsys, sim)
+    assert code == 0, err
+    for permission in ("GET /devices (Device list)", "GET /devices/{device_id}/details (Device details)",
+                       "GET /devices/{device_id}/apps (Device apps)", "GET /prism/apps (Prism: apps)"):
+        assert f"present   {permission}" in out
+    assert "devices     12 (from /prism/count?category=devices, 1 request)" in out
+    assert "of 10,000 requests left this hour" in out
+    assert "26 requests per-device (2 x 12 devices for details and apps + 2 list pages)" in out
+    assert "fits in one run" in out and "result      ready" in out
+    assert "from KANDJI_API_TOKEN" in out
+    # One request per endpoint, plus the two Prism counts; a list page of one device only.
+    assert sim.stats.requests == 6 and f"this check  {sim.stats.requests} requests" in out
+    assert sim.stats.by_endpoint["devices"] == 1
+
+
+def test_check_names_a_missing_permission_and_counts_by_paging(simulator, capsys, monkeypatch):
+    sim = simulator(12, permissions={"devices", "details"})
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, out, err = check(capsys, sim)
+    assert code == 1
+    assert "MISSING   GET /devices/{device_id}/apps (Device apps): 403 Forbidden" in out
+    assert "missing   GET /prism/apps (Prism: apps) (optional)" in out
+    assert "present   GET /devices/{device_id}/details (Device details)" in out
+    assert "devices     12 (counted by paging /devices: 2 requests, one per 300 devices)" in out
+    assert "NOT ready: the token lacks Device apps (GET /devices/{device_id}/apps)" in out
+
+
+def test_check_with_prism_as_apps_source_needs_prism_not_device_apps(simulator, capsys, monkeypatch):
+    sim = simulator(12, permissions={"devices", "details", "prism"})
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, out, _ = check(capsys, sim, "--apps-source", "prism")
+    assert code == 0 and "missing   GET /devices/{device_id}/apps (Device apps) (optional)" in out
+    assert "requests with --apps-source prism" in out
+
+
+def test_check_with_a_wrong_token_says_401_and_stops(simulator, capsys, monkeypatch):
+    sim = simulator(12)
+    monkeypatch.setenv("KANDJI_API_TOKEN", "not-the-token")
+    code, out, err = check(capsys, sim)
+    assert code == 1
+    assert "error: GET /api/v1/devices answered 401 Unauthorized: the API token is wrong, revoked or expired" in err
+    assert "Traceback" not in err and "not-the-token" not in out + err
+    assert sim.stats.requests == 1  # stopped after the first answer
+
+
+@pytest.mark.parametrize("url, extra, expected", [
+    ("{base}/api/v2/", ["--allow-insecure-localhost"], "only the root or /api/v1/ is accepted"),
+    ("{base}", [], "must use https://"),
+    ("https://acme.kandji.io", [], "the API URL is probably https://acme.api.kandji.io"),
+    ("https://acme.api.kandji.io.evil.example", [], "is not a Kandji tenant API host"),
+])
+def test_check_refuses_a_bad_url_form_before_any_request(simulator, capsys, monkeypatch, url, extra, expected):
+    sim = simulator(3)
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, out, err = run(capsys, "check", "--url", url.format(base=sim.base_url), *extra)
+    assert code == 1 and expected in err and EXPECTED_FORM in err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert sim.stats.requests == 0
+
+
+def test_check_reads_the_token_from_a_file(simulator, capsys, tmp_path):
+    sim = simulator(5)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    code, out, err = check(capsys, sim, "--token-file", str(token_file))
+    assert code == 0 and f"from file {token_file}" in out and err == ""
+    assert sim.tokens_seen == {f"Bearer {TOKEN}"}
+
+
+def test_check_reads_the_token_from_a_prompt(simulator, capsys, monkeypatch):
+    sim = simulator(5)
+    asked = []
+    monkeypatch.setattr("getpass.getpass", lambda prompt: asked.append(prompt) or TOKEN)
+    monkeypatch.setattr("sys.stdin", type("Terminal", (io.StringIO,), {"isatty": lambda self: True})())
+    code, out, _ = check(capsys, sim)
+    assert code == 0 and asked and "from prompt" in out
+
+
+def test_check_reads_the_secret_like_the_lambda(simulator, capsys, aws):
+    sim = simulator(5)
+    arn = create_secret(json.dumps({"api_url": sim.base_url, "api_token": TOKEN}))
+    code, out, err = run(capsys, "check", "--secret-id", arn, "--allow-insecure-localhost")
+    assert code == 0, err
+    assert f"from secret {arn}" in out and sim.api_url in out
+
+
+def test_a_token_on_the_command_line_is_refused_without_echoing_it(capsys):
+    code, out, err = run(capsys, "check", "--url", "https://acme.api.kandji.io", "--token", TOKEN)
+    assert code == 2 and "never taken on the command line" in err
+
+
+def test_no_token_anywhere_is_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: no prompt
+    code, _, err = run(capsys, "check", "--url", "https://acme.api.kandji.io")
+    assert code == 2 and "No API token" in err and "KANDJI_API_TOKEN" in err
+
+
+def test_check_reports_an_exhausted_rate_limit(simulator, capsys, monkeypatch):
+    sim = simulator(5)
+    sim.hour_used = 10_000  # other integrations spent the hour
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, _, err = check(capsys, sim)
+    assert code == 1 and "answered 429 Too Many Requests (0 requests left this hour" in err
+    assert "rate limit is spent" in err
+
+
+def test_check_says_when_the_api_does_not_report_its_limit(simulator, capsys, monkeypatch):
+    sim = simulator(5, send_rate_limit_headers=False)
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, out, _ = check(capsys, sim)
+    assert code == 0 and "rate limit  not reported by the API" in out
+
+
+def test_check_explains_a_404_as_a_wrong_tenant_or_region(simulator, capsys, monkeypatch):
+    sim = simulator(5)
+    sim.faults.fail(r"/devices$", status=404, body="<h1>Not Found</h1>", times=None)
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, _, err = check(capsys, sim)
+    assert code == 1 and "answered 404 Not Found on 127.0.0.1" in err and "api.eu.kandji.io" in err
+
+
+def test_the_full_run_cost_is_compared_with_the_budget():
+    lines = "\n".join(cli.cost_lines(5_000, None, 10_000, 9_000, 45))
+    assert "10,017 requests per-device (2 x 5,000 devices for details and apps + 17 list pages)" in lines
+    assert "more than one run may spend (8,000" in lines and "about every 2 runs" in lines
+    assert cli.list_pages(40) == 2 and cli.list_pages(600) == 3 and cli.list_pages(1_100) == 4
+
+
+# --- collect and diff ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_snapshots(tmp_path_factory):
+    """Two collects into one folder with the fleet's demo changes in between (the CLI's own output kept)."""
+    folder = tmp_path_factory.mktemp("collected")
+    token_file = tmp_path_factory.mktemp("secrets") / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    fleet = Fleet.generate(30, seed=9)
+    runs = []
+    with KandjiSimulator(fleet, token=TOKEN) as sim:
+        argv = ["collect", "--url", sim.base_url, "--allow-insecure-localhost", "--token-file", str(token_file),
+                "--output", str(folder), "--max-requests-per-second", "1000", "--progress"]
+        for step in range(2):
+            if step:
+                time.sleep(1.02 - time.time() % 1)  # snapshot ids have one-second resolution
+                changes = fleet.apply_demo_changes()
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli.main(argv)
+            runs.append((code, out.getvalue(), err.getvalue()))
+    return folder, runs, changes, fleet
+
+
+def snapshot_ids(folder: Path) -> list[str]:
+    return sorted(path.name for path in (folder / "snapshots" / "manifests").glob("dt=*/*"))
+
+
+def expected_events(changes: dict) -> set[tuple[str, str]]:
+    return {("device_added", changes["enrolled"]["device_id"]),
+            ("device_removed", changes["removed"]["device_id"]),
+            ("device_changed", changes["os_updated"]["device_id"]),
+            ("device_changed", changes["filevault_disabled"]["device_id"]),
+            ("app_installed", changes["app_installed"]["device_id"]),
+            ("app_updated", changes["app_updated"]["device_id"])}
+
+
+def test_collect_writes_a_snapshot_and_prints_where(two_snapshots):
+    folder, runs, _, _ = two_snapshots
+    ids = snapshot_ids(folder)
+    assert len(ids) == 2
+    for (code, out, err), snapshot_id in zip(runs, ids):
+        assert code == 0, err
+        assert f"snapshot    {snapshot_id}" in out and f"folder      {folder}" in out
+        assert "30 refreshed, 0 carried forward, 0 pending, 0 skipped" in out
+        assert "devices [############################] 30/30 100%" in err  # the progress bar, on stderr
+    manifest = json.loads(next((folder / "snapshots" / "manifests").glob(f"dt=*/{ids[0]}/manifest.json")).read_text())
+    assert manifest["device_count"] == 30 and manifest["correlation_id"] == "cli"
+
+
+def test_diff_prints_the_changes_as_a_table(two_snapshots, capsys):
+    folder, _, changes, fleet = two_snapshots
+    first, second = snapshot_ids(folder)
+    code, out, err = run(capsys, "diff", str(folder))
+    assert code == 0, err
+    assert out.splitlines()[0] == f"changes from {first} to {second} in {folder}"
+    assert ("6 changes (2 high): device_added 1, device_removed 1, device_changed 2, app_installed 1, "
+            "app_updated 1") in out
+    assert "filevault.filevault_enabled: true -> false (FileVault turned off)" in out
+    assert "Demo Tool (com.example.demo-tool) 1.0.0" in out
+    updated = changes["app_updated"]
+    assert f"{updated['before']} -> {updated['after']}" in out
+    assert f'os_version: "{changes["os_updated"]["before"]}" -> "{changes["os_updated"]["after"]}"' in out
+    assert changes["removed"]["serial_number"] in out
+
+
+def test_diff_as_json_lines_gives_the_differs_events(two_snapshots, capsys):
+    folder, _, changes, _ = two_snapshots
+    first, second = snapshot_ids(folder)
+    code, out, _ = run(capsys, "diff", str(folder), "--json", "--from", first, "--to", second)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and {(event["change_type"], event["device_id"]) for event in events} == expected_events(changes)
+    assert all(event["snapshot_id"] == second and event["previous_snapshot_id"] == first for event in events)
+    # The same two snapshots the other way round: what was added is now removed.
+    code, out, _ = run(capsys, "diff", str(folder), "--json", "--from", second, "--to", first)
+    backwards = {(event["change_type"], event["device_id"]) for event in map(json.loads, out.splitlines())}
+    assert ("device_removed", changes["enrolled"]["device_id"]) in backwards
+
+
+def test_diff_of_snapshots_in_s3(two_snapshots, capsys, aws):
+    folder, _, changes, _ = two_snapshots
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), BUCKET, path.relative_to(folder).as_posix())
+    code, out, err = run(capsys, "diff", f"s3://{BUCKET}", "--json")
+    assert code == 0, err
+    assert {(event["change_type"], event["device_id"]) for event in map(json.loads, out.splitlines())} == \
+        expected_events(changes)
+    code, out, _ = run(capsys, "diff", f"s3://{BUCKET}")
+    assert code == 0 and f"in s3://{BUCKET}" in out and "6 changes (2 high)" in out
+    assert [key for key in (item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+            if key.startswith("changes/")] == []  # a diff publishes and writes nothing
+
+
+def test_diff_errors_are_one_line_each(two_snapshots, capsys, tmp_path):
+    folder, _, _, _ = two_snapshots
+    first, _ = snapshot_ids(folder)
+    code, _, err = run(capsys, "diff", str(folder), "--to", first)
+    assert code == 1 and err == f"error: {first} is the first snapshot in {folder}: there is nothing before it " \
+                                "to compare it with. Collect again later, or give --from.\n"
+    code, _, err = run(capsys, "diff", str(folder), "--from", "20200101T000000Z")
+    assert code == 1 and "no committed snapshot with that id" in err and first in err
+    code, _, err = run(capsys, "diff", str(folder), "--from", "yesterday")
+    assert code == 2 and "is not a snapshot id" in err
+    code, _, err = run(capsys, "diff", str(tmp_path / "nowhere"))
+    assert code == 1 and "is not a folder" in err and "Traceback" not in err
+
+
+def test_collect_refuses_a_folder_of_another_tenant(two_snapshots, capsys, monkeypatch, simulator):
+    folder, _, _, _ = two_snapshots
+    sim = simulator(3)
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    monkeypatch.setattr(cli, "_comparable_host", lambda host: host)  # the simulator's port makes it another host
+    code, _, err = run(capsys, "collect", "--url", sim.base_url, "--allow-insecure-localhost", "-o", str(folder))
+    assert code == 1 and "one folder holds one tenant" in err and sim.stats.requests == 0
+
+
+def test_progress_bar_redraws_in_place_on_a_terminal():
+    stream, now = io.StringIO(), [0.0]
+    bar = ProgressBar(stream, interactive=True, clock=lambda: now[0])
+    for done in range(0, 101):
+        now[0] = done * 0.05
+        bar(done, 100)
+    bar.finish()
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("100/100 100%  0:05\n")
+    assert text.count("\r") < 60  # throttled: at most ten redraws a second
+
+
+# --- the entry point -----------------------------------------------------------------------------------
+
+def test_python_dash_m_entry_point(simulator):
+    sim = simulator(5)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "common"), "KANDJI_API_TOKEN": TOKEN}
+    result = subprocess.run([sys.executable, "-m", "kandji_snapshots", "check", "--url", sim.base_url,
+                             "--allow-insecure-localhost"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "result      ready" in result.stdout and TOKEN not in result.stdout + result.stderr
+    usage = subprocess.run([sys.executable, "-m", "kandji_snapshots"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert usage.returncode == 2 and "check" in usage.stderr and "collect" in usage.stderr
