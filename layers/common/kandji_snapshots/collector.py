@@ -263,7 +263,7 @@ class SnapshotCollector:
 
     def _discard(self, writers: dict[str, TableWriter]) -> None:
         """Best effort: remove the parts of a snapshot that will never be committed."""
-        keys = [key for writer in writers.values() for key in writer.keys]
+        keys = [key for writer in writers.values() for key in writer.abort()]
         if not keys:
             return
         try:
