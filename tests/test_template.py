@@ -538,7 +538,9 @@ def test_snapshot_bucket_is_private_encrypted_versioned_and_retained(cfn: dict[s
         "IgnorePublicAcls": True,
         "RestrictPublicBuckets": True,
     }
-    (sse,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    # Default parameters (SSE-S3); the optional KMS key is tested in test_template_security.py.
+    (sse,) = resolved_resources(cfn)["SnapshotBucket"]["Properties"]["BucketEncryption"][
+        "ServerSideEncryptionConfiguration"]
     assert sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms", "aws:kms:dsse"}
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
     assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
@@ -603,8 +605,9 @@ def test_changes_topic_uses_customer_managed_key(cfn: dict[str, Any]) -> None:
     ]
     for grant in sns_grants:
         assert "aws:SourceAccount" in json.dumps(grant.get("Condition", {}))
-    # The differ can use exactly that key and publish to exactly that topic.
-    differ = role_statements(cfn["Resources"][function_role(cfn, "DifferFunction")])
+    # The differ can use exactly that key and publish to exactly that topic (default parameters: the
+    # optional snapshot bucket key is tested in test_template_security.py).
+    differ = role_statements(resolved_resources(cfn)[function_role(cfn, "DifferFunction")])
     kms = [s for s in differ if any(a.startswith("kms:") for a in as_list(s["Action"]))]
     assert [(sorted(as_list(s["Action"])), s["Resource"]) for s in kms] == [
         (["kms:Decrypt", "kms:GenerateDataKey"], {"Fn::GetAtt": [key_id, "Arn"]})

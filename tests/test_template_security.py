@@ -1,0 +1,367 @@
+"""Security posture of template.yaml: checkov, the optional bucket KMS key and access logs, exact IAM grants.
+
+checkov (pinned in requirements-dev.txt) runs on the SAM template as written AND on the offline-transformed
+CloudFormation template, so the resources SAM generates (function roles, the scheduler's role, the Lambda
+functions themselves) are checked too. No check may fail; a check is skipped only in the resource's Metadata
+(`checkov: skip: - id: ... comment: ...`) with a written reason, and EXPECTED_SKIPS below lists every one of
+them, so adding a skip is a reviewed change of this file.
+
+checkov never reaches the network here: it runs in a subprocess whose sockets refuse to connect (an attempt
+fails the test), with --skip-download and BC_SKIP_MAPPING=TRUE (no platform policies or guideline mappings).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cfn_yaml import load_template
+from tests.test_template import (
+    ROOT,
+    TEMPLATE_PATH,
+    as_list,
+    resolved_resources,
+    role_statements,
+    transform_template,
+)
+
+# (check id, resource as checkov names it without the type) -> skipped in both scans unless noted.
+# The reasons live next to the resources in template.yaml; this list only pins which skips exist.
+EXPECTED_SKIPS = {
+    ("CKV_AWS_116", "CollectorFunction"),  # OnFailure destination instead of a DLQ
+    ("CKV_AWS_117", "CollectorFunction"),  # needs the internet (Kandji); no VPC
+    ("CKV_AWS_173", "CollectorFunction"),  # no secret in the environment
+    ("CKV_AWS_116", "DifferFunction"),
+    ("CKV_AWS_117", "DifferFunction"),
+    ("CKV_AWS_173", "DifferFunction"),
+    ("CKV_AWS_158", "CollectorLogGroup"),  # CloudWatch Logs' own encryption at rest
+    ("CKV_AWS_158", "DifferLogGroup"),
+    ("CKV_AWS_27", "CollectorFailureQueue"),  # SSE-SQS, which checkov 3.1 does not recognise
+    ("CKV_AWS_27", "CollectorScheduleDLQ"),
+    ("CKV_AWS_27", "DifferFailureQueue"),
+    ("CKV_AWS_27", "DifferRuleDLQ"),
+    ("CKV_AWS_18", "SnapshotBucket"),  # access logs optional (AccessLogBucketName)
+    ("CKV_AWS_19", "SnapshotBucket"),  # encrypted either way; checkov cannot evaluate the Fn::If
+    ("CKV_AWS_149", "KandjiSecret"),  # aws/secretsmanager; bring your own CMK via ExistingSecret*
+    ("CKV_AWS_18", "AthenaResultsBucket"),  # disposable query results
+    ("CKV_AWS_21", "AthenaResultsBucket"),
+}
+MIN_REASON_LENGTH = 120  # a sentence saying why, not "not needed"
+
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+LOG_BUCKET = "central-s3-access-logs-123456789012"
+
+# Runs checkov's own entry point with every socket refusing to connect, and reports any attempt.
+_CHECKOV_BOOTSTRAP = textwrap.dedent(
+    """
+    import runpy, socket, sys
+
+    def _refuse(*args, **kwargs):
+        sys.stderr.write(f"NETWORK ATTEMPT {args!r}\\n")
+        raise OSError("the checkov test runs without network")
+
+    socket.socket.connect = _refuse
+    socket.socket.connect_ex = _refuse
+    socket.create_connection = _refuse
+    socket.getaddrinfo = _refuse
+    sys.argv = ["checkov", *sys.argv[1:]]
+    runpy.run_module("checkov.main", run_name="__main__", alter_sys=True)
+    """
+)
+
+
+def pinned_checkov_version() -> str:
+    text = (ROOT / "requirements-dev.txt").read_text(encoding="utf-8")
+    match = re.search(r"^checkov==(\S+)$", text, re.MULTILINE)
+    assert match, "requirements-dev.txt must pin checkov==<version>"
+    return match.group(1)
+
+
+def _checkov_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BC_", "PRISMA_", "CKV_", "CHECKOV_")) and k not in ("LOG_LEVEL",)}
+    env.update({
+        "BC_SKIP_MAPPING": "TRUE",  # no download of the check -> guideline mapping
+        "LOG_LEVEL": "WARNING",  # checkov reads LOG_LEVEL for its own logger
+        "PYTHONWARNINGS": "ignore",
+        "NO_COLOR": "1",
+    })
+    return env
+
+
+def run_checkov(template_file: Path, workdir: Path) -> dict[str, Any]:
+    """checkov's JSON report of one CloudFormation/SAM file (framework cloudformation, offline)."""
+    command = [
+        sys.executable, "-c", _CHECKOV_BOOTSTRAP,
+        "--file", str(template_file),
+        "--framework", "cloudformation",
+        "--output", "json",
+        "--skip-download",
+        "--compact",
+    ]
+    # cwd: an empty directory, so no stray .checkov.yaml changes the run.
+    completed = subprocess.run(command, cwd=workdir, env=_checkov_env(), capture_output=True, text=True,
+                               timeout=300, check=False)
+    assert "NETWORK ATTEMPT" not in completed.stderr, f"checkov tried to reach the network:\n{completed.stderr}"
+    assert completed.returncode in (0, 1), f"checkov crashed ({completed.returncode}):\n{completed.stderr[-4000:]}"
+    report = json.loads(completed.stdout)
+    assert isinstance(report, dict) and report["check_type"] == "cloudformation", report
+    return report
+
+
+def _reports(tmp_root: str) -> dict[str, dict[str, Any]]:
+    """checkov on the SAM template and on its transform: run once per test session."""
+    tmp = Path(tmp_root)
+    transformed = tmp / "transformed.json"
+    transformed.write_text(json.dumps(transform_template(load_template(TEMPLATE_PATH)), indent=1), encoding="utf-8")
+    (tmp / "work").mkdir(exist_ok=True)
+    return {
+        "sam": run_checkov(TEMPLATE_PATH, tmp / "work"),
+        "transformed": run_checkov(transformed, tmp / "work"),
+    }
+
+
+@pytest.fixture(scope="session")
+def checkov_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    return _reports(str(tmp_path_factory.mktemp("checkov")))
+
+
+def _resource_name(check: dict[str, Any]) -> str:
+    return check["resource"].split(".", 1)[1]
+
+
+def failed_summary(report: dict[str, Any]) -> list[str]:
+    return [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
+
+
+def metadata_skips(template: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(check id, logical id) -> comment, from every resource's Metadata."""
+    skips = {}
+    for logical_id, resource in template["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            skips[(skip["id"], logical_id)] = skip.get("comment", "")
+    return skips
+
+
+# ---------------------------------------------------------------------------
+# checkov
+# ---------------------------------------------------------------------------
+def test_checkov_is_the_pinned_version() -> None:
+    assert metadata.version("checkov") == pinned_checkov_version()
+
+
+@pytest.mark.parametrize("form", ["sam", "transformed"])
+def test_checkov_reports_no_failed_check(checkov_reports: dict[str, dict[str, Any]], form: str) -> None:
+    report = checkov_reports[form]
+    summary = report["summary"]
+    assert summary["parsing_errors"] == 0, "checkov could not parse the template: nothing was really checked"
+    assert failed_summary(report) == []
+    assert summary["failed"] == 0
+    assert summary["passed"] >= 25, f"suspiciously few checks passed: {summary}"
+
+
+def test_checkov_checked_the_resources_sam_generates(checkov_reports: dict[str, dict[str, Any]]) -> None:
+    report = checkov_reports["transformed"]
+    seen = {c["resource"] for kind in ("passed_checks", "skipped_checks") for c in report["results"][kind]}
+    for resource in (
+        "AWS::Lambda::Function.CollectorFunction",
+        "AWS::Lambda::Function.DifferFunction",
+        "AWS::IAM::Role.CollectorFunctionRole",
+        "AWS::IAM::Role.DifferFunctionRole",
+        "AWS::IAM::Role.CollectorFunctionScheduleRole",
+    ):
+        assert resource in seen, f"checkov did not check {resource} of the transformed template"
+
+
+@pytest.mark.parametrize("form", ["sam", "transformed"])
+def test_checkov_skips_are_exactly_the_reviewed_ones(checkov_reports: dict[str, dict[str, Any]], form: str) -> None:
+    skipped = checkov_reports[form]["results"]["skipped_checks"]
+    assert {(c["check_id"], _resource_name(c)) for c in skipped} == EXPECTED_SKIPS
+    for check in skipped:
+        assert check["check_result"]["suppress_comment"] != "No comment provided", check["resource"]
+
+
+def test_every_skip_has_a_specific_reason_next_to_its_resource() -> None:
+    skips = metadata_skips(load_template(TEMPLATE_PATH))
+    assert set(skips) == EXPECTED_SKIPS, "a checkov skip in template.yaml is not in EXPECTED_SKIPS, or one is stale"
+    for (check_id, logical_id), comment in skips.items():
+        assert re.fullmatch(r"CKV2?_AWS_\d+", check_id), check_id
+        assert len(" ".join(comment.split())) >= MIN_REASON_LENGTH, f"{check_id} on {logical_id}: say why"
+    # Each function's reasons talk about that function's own situation, not a copy of the other's.
+    assert skips[("CKV_AWS_117", "CollectorFunction")] != skips[("CKV_AWS_117", "DifferFunction")]
+    assert "Kandji" in skips[("CKV_AWS_117", "CollectorFunction")]
+    assert "CollectorFailureQueue" in skips[("CKV_AWS_116", "CollectorFunction")]
+    assert "DifferFailureQueue" in skips[("CKV_AWS_116", "DifferFunction")]
+
+
+def _without_skips(resources: dict[str, Any], logical_id: str, check_ids: set[str]) -> None:
+    skips = resources[logical_id].setdefault("Metadata", {}).setdefault("checkov", {}).setdefault("skip", [])
+    skips[:] = [s for s in skips if s["id"] not in check_ids]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"SnapshotBucketKmsKeyArn": KMS_KEY, "AccessLogBucketName": LOG_BUCKET}],
+                         ids=["defaults", "kms-and-access-logs"])
+def test_the_bucket_skips_are_only_about_the_condition(tmp_path: Path, overrides: dict[str, str]) -> None:
+    """Resolved for concrete parameters, the snapshot bucket passes CKV_AWS_19 (and CKV_AWS_18 with logs) unskipped."""
+    cfn = transform_template(load_template(TEMPLATE_PATH))
+    resources = copy.deepcopy(resolved_resources(cfn, overrides))
+    unskipped = {"CKV_AWS_19", "CKV_AWS_18"} if "AccessLogBucketName" in overrides else {"CKV_AWS_19"}
+    _without_skips(resources, "SnapshotBucket", unskipped)
+    path = tmp_path / "resolved.json"
+    path.write_text(json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources}), encoding="utf-8")
+    report = run_checkov(path, tmp_path)
+    assert failed_summary(report) == []
+    passed = {(c["check_id"], _resource_name(c)) for c in report["results"]["passed_checks"]}
+    assert {(check_id, "SnapshotBucket") for check_id in unskipped} <= passed
+
+
+# ---------------------------------------------------------------------------
+# Snapshot bucket: encryption (SSE-S3, or SSE-KMS with a customer managed key), access logs
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cfn() -> dict[str, Any]:
+    return transform_template(load_template(TEMPLATE_PATH))
+
+
+def _bucket(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    return resolved_resources(cfn, overrides)["SnapshotBucket"]["Properties"]
+
+
+def _snapshot_key_grants(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Role -> statements that grant anything on the snapshot bucket's KMS key parameter."""
+    grants = {}
+    for logical_id, resource in resolved_resources(cfn, overrides).items():
+        if resource["Type"] == "AWS::IAM::Role":
+            found = [s for s in role_statements(resource)
+                     if KMS_KEY in as_list(s.get("Resource")) or {"Ref": "SnapshotBucketKmsKeyArn"} in as_list(
+                         s.get("Resource"))]
+            if found:
+                grants[logical_id] = found
+    return grants
+
+
+def test_snapshot_bucket_defaults_to_sse_s3_without_key_grants(cfn: dict[str, Any]) -> None:
+    (rule,) = _bucket(cfn, {})["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    assert _snapshot_key_grants(cfn, {}) == {}
+
+
+def test_snapshot_bucket_with_a_customer_managed_key(cfn: dict[str, Any]) -> None:
+    overrides = {"SnapshotBucketKmsKeyArn": KMS_KEY}
+    (rule,) = _bucket(cfn, overrides)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule == {
+        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY},
+        "BucketKeyEnabled": True,
+    }
+    grants = _snapshot_key_grants(cfn, overrides)
+    assert set(grants) == {"CollectorFunctionRole", "DifferFunctionRole"}, "only the two functions use the key"
+    for role, statements in grants.items():
+        (statement,) = statements
+        assert statement["Effect"] == "Allow"
+        # The collector writes (GenerateDataKey) and reads back; the differ reads snapshots and writes changes/.
+        assert sorted(as_list(statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"], role
+        assert statement["Resource"] == KMS_KEY
+        assert statement["Condition"] == {
+            "StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}},
+            "StringLike": {"kms:EncryptionContext:aws:s3:arn": [
+                {"Fn::GetAtt": ["SnapshotBucket", "Arn"]}, {"Fn::Sub": "${SnapshotBucket.Arn}/*"}]},
+        }, f"{role} may use the key only through S3, for this bucket"
+
+
+def test_snapshot_bucket_key_parameter(cfn: dict[str, Any]) -> None:
+    parameter = load_template(TEMPLATE_PATH)["Parameters"]["SnapshotBucketKmsKeyArn"]
+    assert parameter["Default"] == ""
+    pattern = parameter["AllowedPattern"]
+    assert re.fullmatch(pattern, KMS_KEY) and re.fullmatch(pattern, "")
+    assert not re.fullmatch(pattern, "alias/aws/s3"), "the key policy is what grants access: a key ARN, not an alias"
+
+
+def test_snapshot_bucket_access_logs_are_optional(cfn: dict[str, Any]) -> None:
+    assert "LoggingConfiguration" not in _bucket(cfn, {})
+    assert _bucket(cfn, {"AccessLogBucketName": LOG_BUCKET})["LoggingConfiguration"] == {
+        "DestinationBucketName": LOG_BUCKET,
+        "LogFilePrefix": {"Fn::Sub": "${AWS::StackName}/snapshot-bucket/"},
+    }
+    parameter = load_template(TEMPLATE_PATH)["Parameters"]["AccessLogBucketName"]
+    assert parameter["Default"] == "" and re.fullmatch(parameter["AllowedPattern"], LOG_BUCKET)
+    assert not re.fullmatch(parameter["AllowedPattern"], "s3://bucket")
+
+
+@pytest.mark.parametrize("bucket_id", ["SnapshotBucket", "AthenaResultsBucket"])
+def test_buckets_block_public_access_and_enforce_ownership(cfn: dict[str, Any], bucket_id: str) -> None:
+    for overrides in ({}, {"SnapshotBucketKmsKeyArn": KMS_KEY, "AccessLogBucketName": LOG_BUCKET}):
+        bucket = resolved_resources(cfn, overrides)[bucket_id]["Properties"]
+        assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
+        assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+        assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+        assert "AccessControl" not in bucket
+
+
+# ---------------------------------------------------------------------------
+# IAM: each function's role grants exactly what the code uses
+# ---------------------------------------------------------------------------
+def _grants(cfn: dict[str, Any], role_id: str, overrides: dict[str, str]) -> set[tuple[str, str]]:
+    role = resolved_resources(cfn, overrides)[role_id]
+    return {(action, json.dumps(resource, sort_keys=True))
+            for s in role_statements(role) if s["Effect"] == "Allow"
+            for action in as_list(s["Action"]) for resource in as_list(s["Resource"])}
+
+
+def _sub(text: str) -> str:
+    return json.dumps({"Fn::Sub": text}, sort_keys=True)
+
+
+def _arn(logical_id: str) -> str:
+    return json.dumps({"Fn::GetAtt": [logical_id, "Arn"]}, sort_keys=True)
+
+
+SNAPSHOTS = "arn:${AWS::Partition}:s3:::${SnapshotBucket}/snapshots/*"
+CHANGES = "arn:${AWS::Partition}:s3:::${SnapshotBucket}/changes/*"
+
+
+def test_collector_role_grants_exactly_what_the_collector_uses(cfn: dict[str, Any]) -> None:
+    expected = {
+        ("secretsmanager:GetSecretValue", json.dumps({"Ref": "KandjiSecret"})),
+        ("s3:PutObject", _sub(SNAPSHOTS)),
+        ("s3:GetObject", _sub(SNAPSHOTS)),
+        ("s3:ListBucket", _arn("SnapshotBucket")),
+        *(("s3:DeleteObject", _sub(f"arn:${{AWS::Partition}}:s3:::${{SnapshotBucket}}/snapshots/{table}/*"))
+          for table in ("devices", "device_details", "device_apps")),
+        ("sqs:SendMessage", _arn("CollectorFailureQueue")),  # SAM: the OnFailure destination
+    }
+    assert _grants(cfn, "CollectorFunctionRole", {}) == expected
+    with_key = _grants(cfn, "CollectorFunctionRole", {"SnapshotBucketKmsKeyArn": KMS_KEY})
+    assert with_key - expected == {("kms:GenerateDataKey", json.dumps(KMS_KEY)), ("kms:Decrypt", json.dumps(KMS_KEY))}
+
+
+def test_differ_role_grants_exactly_what_the_differ_uses(cfn: dict[str, Any]) -> None:
+    expected = {
+        ("s3:GetObject", _sub(SNAPSHOTS)),
+        ("s3:GetObject", _sub(CHANGES)),
+        ("s3:PutObject", _sub(CHANGES)),
+        ("s3:ListBucket", _arn("SnapshotBucket")),
+        ("sns:Publish", json.dumps({"Ref": "ChangesTopic"})),
+        ("kms:GenerateDataKey", _arn("ChangesTopicKey")),
+        ("kms:Decrypt", _arn("ChangesTopicKey")),
+        ("sqs:SendMessage", _arn("DifferFailureQueue")),  # SAM: the OnFailure destination
+    }
+    assert _grants(cfn, "DifferFunctionRole", {}) == expected
+    with_key = _grants(cfn, "DifferFunctionRole", {"SnapshotBucketKmsKeyArn": KMS_KEY})
+    assert with_key - expected == {("kms:GenerateDataKey", json.dumps(KMS_KEY)), ("kms:Decrypt", json.dumps(KMS_KEY))}
+
+
+def test_no_role_may_touch_the_alarm_topic_or_its_key(cfn: dict[str, Any]) -> None:
+    """Alarms are published by CloudWatch under the topic and key policies, never by a function role."""
+    for role_id in ("CollectorFunctionRole", "DifferFunctionRole", "CollectorFunctionScheduleRole"):
+        text = json.dumps(sorted(_grants(cfn, role_id, {})))
+        assert "AlarmTopic" not in text, role_id
