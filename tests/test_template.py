@@ -757,3 +757,16 @@ def test_outputs(cfn: dict[str, Any]) -> None:
     assert cfn["Outputs"]["KandjiSecretArn"]["Value"] == {
         "Fn::If": ["CreateSecret", {"Ref": "KandjiSecret"}, {"Ref": "ExistingSecretArn"}]
     }
+
+
+def test_collector_settings_parameters_reach_its_environment(sam: dict[str, Any]) -> None:
+    from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_REQUEST_BUDGET
+
+    variables = sam["Resources"]["CollectorFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["KANDJI_APPS_SOURCE"] == {"Ref": "AppsSource"}
+    assert variables["KANDJI_REQUEST_BUDGET"] == {"Ref": "RequestBudgetPerRun"}
+    assert variables["KANDJI_HOURLY_RESERVE"] == {"Ref": "HourlyRequestReserve"}
+    parameters = sam["Parameters"]
+    assert parameters["RequestBudgetPerRun"]["Default"] == DEFAULT_REQUEST_BUDGET
+    assert parameters["HourlyRequestReserve"]["Default"] == DEFAULT_HOURLY_RESERVE
+    assert parameters["AppsSource"]["AllowedValues"] == ["per-device", "prism", "auto"]

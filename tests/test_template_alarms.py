@@ -332,7 +332,7 @@ def test_alarm_email_and_alarm_topic_arn_are_exclusive(sam: dict[str, Any]) -> N
 # Dashboard
 # ---------------------------------------------------------------------------
 def dashboard_body(cfn: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The DashboardBody JSON with every ${...} replaced by a dummy value, and the placeholder -> value map."""
+    """The DashboardBody JSON with parameters at their defaults and other ${...} as dummies, and the map."""
     (dashboard,) = resources_of_type(cfn, "AWS::CloudWatch::Dashboard").values()
     text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
     assert isinstance(text, str), "DashboardBody: one !Sub string"
@@ -340,7 +340,8 @@ def dashboard_body(cfn: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
     placeholders = {}
     for name in set(re.findall(r"\$\{([^}!]+)\}", text)):
         assert name.split(".")[0] in known, f"dashboard refers to unknown ${{{name}}}"
-        placeholders[name] = "60" if name in cfn["Parameters"] else f"dummy-{name.replace('::', '-')}"
+        placeholders[name] = (str(cfn["Parameters"][name].get("Default", "60")) if name in cfn["Parameters"]
+                              else f"dummy-{name.replace('::', '-')}")
     body = json.loads(re.sub(r"\$\{([^}!]+)\}", lambda m: placeholders[m.group(1)], text))
     return body, {value: name for name, value in placeholders.items()}
 
