@@ -10,7 +10,9 @@ from kandji_snapshots.differ_runtime import DifferEnvironment, build_differ, rec
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
-copy_config_to_registered_loggers(source_logger=logger)  # the domain's loggers log JSON too
+# The domain's loggers log JSON too. Only those: every other library's logger (botocore logs whole
+# request and response bodies at DEBUG) keeps its own level, as in the collector.
+copy_config_to_registered_loggers(source_logger=logger, include={"kandji_snapshots"})
 
 
 @logger.inject_lambda_context(correlation_id_path="detail.object.key", clear_state=True)
@@ -24,7 +26,8 @@ def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict:
                                            env.bucket)
     logger.append_keys(snapshot_id=snapshot_id)
     tracer.put_annotation(key="snapshot_id", value=snapshot_id)
-    result = build_differ(env).run(snapshot_id)
+    # Stop between two batches, not in the middle of one, when the Lambda's time runs out.
+    result = build_differ(env).run(snapshot_id, time_left=lambda: context.get_remaining_time_in_millis() / 1000)
     record_run(metrics, result)
     return {"snapshot_id": result.snapshot_id, "previous_snapshot_id": result.previous_snapshot_id,
             "events": result.event_count, "published_messages": result.published_messages,

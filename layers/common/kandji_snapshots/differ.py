@@ -31,7 +31,7 @@ from .change_events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE
                             DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, app_event,
                             app_identity, app_list, device_event, encode_event, summary_event)
 from .change_rules import ChangeRules, highest
-from .errors import KandjiSnapshotsError
+from .errors import DeadlineExceeded, KandjiSnapshotsError
 from .layout import changes_key, manifest_key, published_marker_prefix
 from .publisher import Publisher, PublishError, event_message, plan_batches
 from .schema import Array, Scalar, Struct, Type
@@ -49,6 +49,10 @@ class SnapshotFormatError(KandjiSnapshotsError):
 
 class SnapshotNotCommitted(KandjiSnapshotsError):
     """The snapshot to diff has no manifest."""
+
+
+class SnapshotIncomplete(KandjiSnapshotsError):
+    """A manifest lists a part that is not in the store: the snapshot cannot be read."""
 
 
 # --- raw rows ------------------------------------------------------------------
@@ -369,13 +373,23 @@ class SnapshotComparison:
         # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
         self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
         self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}
+        # Skipped by the previous snapshot and not listed by this one: the 404 was an unenrolment.
+        self._skipped_before = {str(item["device_id"]).encode(): item
+                                for item in previous.document.get("skipped_devices", [])}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         before_rows = iter_device_rows(self._store, self._previous)
         after_rows = iter_device_rows(self._store, self._current)
         before = next(before_rows, None)
         after = next(after_rows, None)
+        gone = iter(sorted(self._unknown_before - self._unknown_now))
+        skipped = next(gone, None)
         while before is not None or after is not None:
+            position = min(rows.device_id for rows in (before, after) if rows is not None)
+            while skipped is not None and skipped <= position:
+                if after is None or after.device_id != skipped:  # listed again: it was never gone
+                    yield self._skipped_device_removed(skipped)
+                skipped = next(gone, None)
             if after is None or (before is not None and before.device_id < after.device_id):
                 if before.device_id not in self._unknown_now:
                     yield self._whole_device(DEVICE_REMOVED, before)
@@ -388,6 +402,19 @@ class SnapshotComparison:
                 yield from self._device_changes(before, after)
                 before = next(before_rows, None)
                 after = next(after_rows, None)
+        while skipped is not None:
+            yield self._skipped_device_removed(skipped)
+            skipped = next(gone, None)
+
+    def _skipped_device_removed(self, device_id: bytes) -> dict[str, Any]:
+        """A device the previous snapshot listed but could not read (404), no longer listed now.
+
+        Its rows were never written, so only what the manifest kept is known: apps are unknown (null).
+        """
+        item = self._skipped_before[device_id]
+        device = {"device_id": item["device_id"], "device_name": item.get("device_name"),
+                  "serial_number": item.get("serial_number"), "platform": item.get("platform")}
+        return device_event(DEVICE_REMOVED, device=device, apps=None, **self._ids)
 
     def _whole_device(self, change_type: str, rows: DeviceRows) -> dict[str, Any]:
         apps = app_list(json.loads(line) for line in rows.apps)
@@ -476,6 +503,7 @@ def diff_snapshots(store: ObjectStore, previous: Manifest, current: Manifest,
 class DifferSettings:
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN
     ignore_fields: tuple[str, ...] = ()  # added to change_rules.DEFAULT_IGNORED_FIELDS
+    time_margin_seconds: float = 10.0  # publish no batch with less time left than this
 
 
 @dataclass
@@ -581,7 +609,12 @@ class SnapshotDiffer:
         self._rules = ChangeRules(settings.ignore_fields)
         self._clock = clock
 
-    def run(self, snapshot_id: str) -> DifferResult:
+    def run(self, snapshot_id: str, *, time_left: Callable[[], float] | None = None) -> DifferResult:
+        """Diff `snapshot_id` against the snapshot before it and publish, once.
+
+        `time_left` (seconds, e.g. from the Lambda context) stops the run cleanly between two
+        batches rather than let the Lambda be killed in the middle of one.
+        """
         started = self._clock()
         current = self._load_committed(snapshot_id)
         markers = ProgressMarkers(self._store, snapshot_id)
@@ -594,30 +627,58 @@ class SnapshotDiffer:
         changes_file = _ChangesFile(self._store, snapshot_id)
         tally = EventTally()
         kept: list[dict[str, Any]] | None = []  # the events to publish; None once over the limit
-        for event in self._events(changes_file, previous_id, current):
-            tally.add(event)
-            if kept is not None:
-                kept.append(event)
-                if len(kept) > self._settings.max_events_per_run:
-                    kept = None
+        try:
+            for event in self._events(changes_file, previous_id, current):
+                tally.add(event)
+                if kept is not None:
+                    kept.append(event)
+                    if len(kept) > self._settings.max_events_per_run:
+                        kept = None
+        except ObjectNotFound as missing:
+            raise self._incomplete(str(missing.args[0]), snapshot_id) from None
         suppressed = kept is None
         if suppressed:
             logger.warning("too many changes to publish one by one: publishing the summary only",
                            extra={"snapshot_id": snapshot_id, "events": tally.total,
                                   "max_events_per_run": self._settings.max_events_per_run})
-        published_now = self._publish_events(kept or [], markers, changes_file.uri)
+        published_now = self._publish_events(kept or [], markers, changes_file.uri, snapshot_id, time_left)
         summary = summary_event(snapshot_id=snapshot_id, previous_snapshot_id=previous_id, tally=tally,
                                 device_count=int(current.document["device_count"]), changes_uri=changes_file.uri,
                                 published_events=len(kept or []), suppressed=suppressed,
                                 max_events_per_run=self._settings.max_events_per_run)
         summary_attributes = {"change_type": SNAPSHOT_SUMMARY, "severity": summary["severity"], "platform": "all"}
-        self._publisher.publish_batch([event_message(summary, changes_file.uri, attributes=summary_attributes)])
+        self._check_time(time_left, snapshot_id, len(kept or []), len(kept or []), markers)
+        try:
+            self._publisher.publish_batch([event_message(summary, changes_file.uri, attributes=summary_attributes)])
+        except PublishError as error:
+            raise _resumable(error, snapshot_id, len(kept or []), len(kept or []), markers) from error
         markers.mark_done(summary)
         result = DifferResult.from_summary(summary, published_events=published_now,
                                            published_messages=published_now + 1,
                                            duration_seconds=round(self._clock() - started, 3))
         logger.info("snapshot diffed", extra=result.as_dict())
         return result
+
+    def _incomplete(self, key: str, snapshot_id: str) -> SnapshotIncomplete:
+        owner = key.rsplit("/", 1)[-1][:16]  # parts are named <snapshot_id>[-NNNNN].json.gz
+        location = self._store.location.rstrip("/")
+        return SnapshotIncomplete(
+            f"Snapshot {snapshot_id} cannot be diffed: {location}/{key} is listed in the manifest of snapshot "
+            f"{owner} but does not exist (deleted by hand or by a lifecycle rule?). Nothing was published. "
+            f"Restore the object (the bucket keeps noncurrent versions), or delete "
+            f"{location}/{manifest_key(owner)} so that snapshot no longer counts, then invoke the differ "
+            f"again for {snapshot_id}.")
+
+    def _check_time(self, time_left: Callable[[], float] | None, snapshot_id: str, published: int, total: int,
+                    markers: ProgressMarkers) -> None:
+        if time_left is None or time_left() >= self._settings.time_margin_seconds:
+            return
+        raise DeadlineExceeded(
+            f"The differ stopped before the Lambda's time ran out: {published} of {total} change events of "
+            f"snapshot {snapshot_id} are published and recorded in {self._store.location.rstrip('/')}/"
+            f"{markers.progress_key}. Nothing was published twice; the Lambda's retry (or invoking the differ "
+            "again with the same manifest event) publishes only the rest. If this repeats, raise the differ's "
+            "timeout.")
 
     def _load_committed(self, snapshot_id: str) -> Manifest:
         try:
@@ -640,7 +701,8 @@ class SnapshotDiffer:
         previous = load_manifest(self._store, previous_id)
         return changes_file.write(SnapshotComparison(self._store, previous, current, self._rules))
 
-    def _publish_events(self, events: list[dict[str, Any]], markers: ProgressMarkers, changes_uri: str) -> int:
+    def _publish_events(self, events: list[dict[str, Any]], markers: ProgressMarkers, changes_uri: str,
+                        snapshot_id: str, time_left: Callable[[], float] | None = None) -> int:
         """Publish what earlier attempts did not, batch by batch, recording progress after each batch."""
         progress = markers.progress()
         already = set(progress.published_ids)
@@ -652,13 +714,27 @@ class SnapshotDiffer:
         index_of = {event["event_id"]: index for index, event in pending}
         published_now = 0
         for batch in plan_batches(event_message(event, changes_uri) for _, event in pending):
+            done_before = len(events) - len(pending) + published_now
+            self._check_time(time_left, snapshot_id, done_before, len(events), markers)
             try:
                 self._publisher.publish_batch(batch)
             except PublishError as error:
                 progress.published_ids = sorted(already | set(error.published_ids))
                 markers.save(progress)
-                raise
+                raise _resumable(error, snapshot_id, done_before + len(error.published_ids), len(events),
+                                 markers) from error
             published_now += len(batch)
             progress.published_events = index_of[batch[-1].id] + 1
             markers.save(progress)
         return published_now
+
+
+def _resumable(error: PublishError, snapshot_id: str, published: int, total: int,
+               markers: ProgressMarkers) -> PublishError:
+    """The publisher's error, plus what is already published and what to do about the rest."""
+    return PublishError(
+        f"{error} Snapshot {snapshot_id}: {published} of {total} change events are published and recorded in "
+        f"{markers.progress_key}; the Lambda's retry (or invoking the differ again with the same manifest event) "
+        "publishes only the rest. If it keeps failing, check that the topic exists and that the differ may "
+        "publish to it (sns:Publish, and kms:GenerateDataKey and kms:Decrypt on the topic's key).",
+        published_ids=error.published_ids, failed=error.failed)

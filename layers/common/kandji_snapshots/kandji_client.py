@@ -115,17 +115,42 @@ class KandjiClient:
     # -- endpoints ---------------------------------------------------------
 
     def list_devices(self) -> list[dict[str, Any]]:
-        """Every device of the tenant, paged by offset in a stable order."""
+        """Every device of the tenant, paged by offset in a stable order.
+
+        A device removed while the list is read moves every later device one offset down, so
+        the next page would start one device late and silently miss one that is still enrolled
+        (which the differ would then report removed). Pages overlap by one device to notice
+        that, and the list is read again from the start when it happens.
+        """
+        for attempt in range(1, self._retry.max_attempts + 1):
+            devices = self._list_devices_once()
+            if devices is not None:
+                return devices
+            self.stats.count("retries")
+            logger.warning("the device list changed while it was read (a device was removed): reading it again",
+                           extra={"attempt": attempt})
+        raise KandjiApiError(
+            f"GET /api/v1/devices: the device list changed while it was read, {self._retry.max_attempts} times "
+            "in a row (devices removed between two pages), so no complete list could be taken. Nothing was "
+            "committed; the next scheduled run will try again.", endpoint="devices")
+
+    def _list_devices_once(self) -> list[dict[str, Any]] | None:
+        """One pass over the device list; None if devices before the current page were removed meanwhile."""
         devices: list[dict[str, Any]] = []
         seen: set[str] = set()
         offset, largest_page = 0, 0
+        last: str | None = None  # the last device of the previous page: the next page must start with it
         for _ in range(MAX_PAGES):
-            page = self._device_page(offset, seen)
-            new = [device for device in page if str(device["device_id"]) not in seen]
-            if len(new) < len(page):
+            start = offset if last is None else offset - 1
+            page = self._device_page(start, seen, last)
+            ids = [str(device["device_id"]) for device in page]
+            if last is not None and last not in ids:
+                return None  # the list moved down under the offset: a device may have been skipped
+            new = [device for device, device_id in zip(page, ids) if device_id not in seen]
+            if last is not None and len(new) < len(page) - 1:
                 # The fleet shifted under the offset (a device enrolled mid-listing): keep each once.
                 logger.info("device list page overlapped the previous one",
-                            extra={"offset": offset, "overlap": len(page) - len(new)})
+                            extra={"offset": start, "overlap": len(page) - len(new) - 1})
             seen.update(str(device["device_id"]) for device in new)
             devices.extend(new)
             largest_page = max(largest_page, len(page))
@@ -133,12 +158,17 @@ class KandjiClient:
             # API ever capped pages lower, that rule would end the listing early and lose devices.
             if not page or len(page) < largest_page:
                 return devices
-            offset += len(page)
+            offset = start + len(page)
+            last = ids[-1]
         raise KandjiApiError(f"The device list did not end after {MAX_PAGES} pages; the API's paging is "
                              "looping. Nothing was committed; try again later.", endpoint="devices")
 
-    def _device_page(self, offset: int, seen: set[str]) -> list[dict[str, Any]]:
-        """One page of the device list; a page that only repeats devices already seen is retried."""
+    def _device_page(self, offset: int, seen: set[str], overlap: str | None = None) -> list[dict[str, Any]]:
+        """One page of the device list; a page that only repeats devices already seen is retried.
+
+        `overlap` is the device the page is expected to start with (already seen): a page of
+        just that device is the end of the list, not a repeat.
+        """
         params = {"limit": PAGE_LIMIT, "offset": offset, "ordering": "device_id"}
         attempts = 0
         while True:
@@ -147,7 +177,8 @@ class KandjiClient:
                 if not isinstance(item, dict) or not item.get("device_id"):
                     raise MalformedResponse("GET /api/v1/devices returned an item without a device_id; "
                                             "the response is not a device list.", endpoint="devices")
-            if not page or offset == 0 or any(str(item["device_id"]) not in seen for item in page):
+            ids = [str(item["device_id"]) for item in page]
+            if not page or offset == 0 or any(device_id not in seen for device_id in ids) or ids == [overlap]:
                 return page
             attempts += 1
             self.stats.count("retries")
@@ -156,7 +187,7 @@ class KandjiClient:
                     f"GET /api/v1/devices?offset={offset} kept returning devices already listed: the "
                     "API's paging is not advancing. Nothing was committed; try again later.",
                     endpoint="devices")
-            self._backoff(attempts, None)
+            self._backoff(attempts, None, reason="the device list repeated a page")
 
     def device_details(self, device_id: str) -> dict[str, Any]:
         return self._get("details", f"devices/{device_id}/details", None, expect=dict, device_id=device_id)
@@ -239,6 +270,9 @@ class KandjiClient:
                 timeout=(self._retry.connect_timeout, self._read_timeout()),
                 allow_redirects=False,  # a redirect could carry the token to another host
             )
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
+            raise _Retry(f"a response from {self.host} that broke off or could not be decoded "
+                         f"({type(error).__name__})") from None
         except requests.exceptions.RequestException as error:
             raise _Retry(f"{type(error).__name__} talking to {self.host}") from None
         self._observe_headers(response.headers)
