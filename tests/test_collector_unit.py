@@ -1,12 +1,13 @@
 """The collector's domain with an in-memory Kandji API and store: no HTTP, no AWS."""
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from kandji_snapshots.catalog import load_manifest
 from kandji_snapshots.collector import CollectorSettings, SnapshotCollector
-from kandji_snapshots.errors import KandjiAuthError, SnapshotWriteError
+from kandji_snapshots.errors import KandjiApiError, KandjiAuthError, SnapshotWriteError
 from kandji_snapshots.snapshot_io import iter_rows
 from kandji_snapshots.storage import MemoryObjectStore
 from kandji_fakes import FakeKandjiApi, StepClock, auth_error, device
@@ -104,3 +105,46 @@ def test_empty_fleet_is_a_valid_snapshot():
     manifest, store = collect(FakeKandjiApi([]))
     assert manifest.document["device_count"] == 0
     assert all(json.loads(json.dumps(table))["rows"] == 0 for table in manifest.document["tables"].values())
+
+
+def test_a_device_list_that_collapses_is_refused_not_reported_removed():
+    store = MemoryObjectStore()
+    ids = [f"id-{n:03d}" for n in range(20)]
+    clock = StepClock()
+    SnapshotCollector(FakeKandjiApi([device(i) for i in ids]), store, clock=clock).collect()
+    shrunk = FakeKandjiApi([device(i) for i in ids[:5]])  # a 200 with a quarter of the fleet
+    with pytest.raises(KandjiApiError, match="shrank from 20 to 5 devices.*KANDJI_MAX_FLEET_DROP_PERCENT"):
+        SnapshotCollector(shrunk, store, clock=clock).collect()
+    assert len([key for key in store.objects if key.endswith("manifest.json")]) == 1
+    allowed = SnapshotCollector(shrunk, store, clock=clock,
+                                settings=CollectorSettings(max_fleet_drop_percent=100)).collect()
+    assert allowed.document["device_count"] == 5
+
+
+def test_skipped_devices_keep_their_platform_for_the_removal_event_later():
+    api = fleet()
+    api.unenrolled.add("id-002")
+    manifest, _ = collect(api)
+    assert manifest.document["skipped_devices"][0]["platform"] == "Mac"
+
+
+def test_a_run_in_the_same_second_as_a_committed_snapshot_takes_the_next_second():
+    store = MemoryObjectStore()
+
+    class SameSecondClock:
+        def __init__(self):
+            self.now = datetime(2026, 11, 23, 10, 0, 0, 250_000, tzinfo=timezone.utc)
+
+        def __call__(self):
+            return self.now
+
+    clock, slept = SameSecondClock(), []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock.now += timedelta(seconds=seconds)
+
+    first = SnapshotCollector(fleet(), store, clock=clock, sleep=sleep).collect()
+    second = SnapshotCollector(fleet(), store, clock=clock, sleep=sleep).collect()
+    assert (first.snapshot_id, second.snapshot_id) == ("20261123T100000Z", "20261123T100001Z")
+    assert slept == [0.75]

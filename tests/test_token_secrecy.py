@@ -286,10 +286,6 @@ def test_the_token_is_only_ever_in_the_authorization_header_of_requests_to_the_t
     assert sum(1 for host, port, *_ in requests_sent.sent if port == sim.port) == sim.stats.requests
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="collector_runtime.read_credentials: with every library logger at DEBUG (Lambda's "
-                          "ApplicationLogLevel=DEBUG sets the root logger), botocore.parsers logs the GetSecretValue "
-                          "response body, token included")
 def test_with_every_library_at_debug_the_secret_read_logs_no_token(deploy, monkeypatch, caplog):
     run = deploy(Fleet.generate(5, seed=42))
     caplog.set_level(logging.DEBUG)  # the root logger: botocore, urllib3, everything without its own level

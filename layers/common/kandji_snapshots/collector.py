@@ -12,6 +12,7 @@ and the differ never sees it.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from contextlib import ExitStack
 from collections.abc import Callable, Iterator
@@ -21,8 +22,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from . import __version__
-from .catalog import MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, previous_snapshot_id, write_manifest
-from .errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAuthError
+from .catalog import (MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, manifest_exists, previous_snapshot_id,
+                      write_manifest)
+from .errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
 from .layout import TABLE_NAMES
 from .normalize import app_rows, details_row, device_row
 from .prism_apps import PrismAppsIndex
@@ -56,6 +58,9 @@ class CollectorSettings:
     max_workers: int = 16  # requests in flight; the shared rate limiter sets the pace, not this
     rows_per_part: int = DEFAULT_ROWS_PER_PART
     apps_source: str = "per-device"  # or "prism" (fleet-wide), or "auto" (prism when the token may)
+    # A device list that shrank by more than this since the last snapshot is more likely an API
+    # fault than a mass unenrolment: refuse it rather than report every missing device removed.
+    max_fleet_drop_percent: float = 50.0
     temp_dir: str | None = None  # where Prism's rows are sorted (Lambda: /tmp)
 
     def __post_init__(self) -> None:
@@ -86,22 +91,24 @@ class _NotFetched:
 class SnapshotCollector:
     def __init__(self, api: KandjiApi, store: ObjectStore, *, settings: CollectorSettings = CollectorSettings(),
                  clock: Callable[[], datetime] = utc_now, request_stats: Callable[[], dict[str, Any]] | None = None,
-                 budget: RequestBudget | None = None, progress: Callable[[int, int], None] | None = None):
+                 budget: RequestBudget | None = None, sleep: Callable[[float], None] = time.sleep,
+                 progress: Callable[[int, int], None] | None = None):
         self._api = api
         self._store = store
         self._settings = settings
         self._clock = clock
         self._request_stats = request_stats or (lambda: {})
         self._budget = budget
+        self._sleep = sleep
         # Called with (devices_done, devices_total): (0, total) once the list is read, then after
         # each device is written or skipped. Runs on the collecting thread; it must not raise.
         self._progress = progress
 
     def collect(self, correlation_id: str | None = None) -> Manifest:
-        started = self._clock()
-        snapshot_id = snapshot_id_for(started)
+        started, snapshot_id = self._new_snapshot_id()
         writers = {table: TableWriter(self._store, table, snapshot_id,
                                       rows_per_part=self._settings.rows_per_part) for table in TABLE_NAMES}
+        committing = False
         try:
             with ExitStack() as cleanup:
                 devices = sorted(self._api.list_devices(), key=lambda device: str(device["device_id"]))
@@ -110,39 +117,86 @@ class SnapshotCollector:
                 if prism is not None:
                     cleanup.enter_context(prism[1])
                 previous = self._previous(snapshot_id)
+                self._check_fleet_drop(devices, previous)
                 refresh = self._plan(devices, previous, requests_per_device=1 if prism else 2)
                 counts = self._write_tables(devices, refresh, previous, prism, snapshot_id, writers)
             tables = {table: writer.close() for table, writer in writers.items()}
-            finished = self._clock()
-            manifest = Manifest({
-                "schema_version": MANIFEST_SCHEMA_VERSION,
-                "snapshot_id": snapshot_id,
-                "dt": partition_date(snapshot_id),
-                "correlation_id": correlation_id,
-                "started_at": format_timestamp(started),
-                "finished_at": format_timestamp(finished),
-                "duration_seconds": round((finished - started).total_seconds(), 3),
-                "api_host": self._api.host,
-                "collector_version": __version__,
-                "previous_snapshot_id": previous.snapshot_id if previous else None,
-                "device_count": tables["devices"]["rows"],
-                "listed_devices": len(devices),
-                "skipped_devices": counts["skipped"],
-                "apps_source": "prism" if prism else "per-device",
-                "refreshed_devices": counts["refreshed"],
-                "carried_devices": counts["carried"],
-                "pending_devices": counts["pending"],
-                "request_budget": self._budget.per_run if self._budget else None,
-                "tables": tables,
-                "requests": self._request_stats(),
-            })
+            manifest = self._manifest(snapshot_id, correlation_id, started, previous, devices, prism is not None,
+                                      counts, tables)
+            committing = True
             write_manifest(self._store, manifest)  # the commit point
         except BaseException:
-            self._discard(writers)
-            raise
+            if not committing:
+                self._discard(writers)
+                raise
+            if not self._committed_anyway(snapshot_id, writers):
+                raise
+            logger.warning("the manifest write reported an error but the manifest is stored: committed",
+                           extra={"snapshot_id": snapshot_id})
         logger.info("snapshot committed", extra={"snapshot_id": snapshot_id, **{
             key: manifest.document[key] for key in ("device_count", "refreshed_devices", "carried_devices")}})
         return manifest
+
+    def _new_snapshot_id(self) -> tuple[datetime, str]:
+        """The run's start and id; a run starting in the same second as a committed one waits a second."""
+        for _ in range(3):
+            started = self._clock()
+            snapshot_id = snapshot_id_for(started)
+            if not manifest_exists(self._store, snapshot_id):
+                return started, snapshot_id
+            self._sleep(1.0 - started.microsecond / 1_000_000)
+        raise SnapshotConflict(f"Snapshot {snapshot_id} is already committed and the clock did not move on. "
+                               "Nothing was written; check the system clock.")
+
+    def _committed_anyway(self, snapshot_id: str, writers: dict[str, TableWriter]) -> bool:
+        """After a failed manifest write: is it stored after all? Parts are deleted only when surely not."""
+        try:
+            stored = manifest_exists(self._store, snapshot_id)
+        except Exception:
+            return False  # unknown: keep the parts (orphans are harmless, a manifest without parts is not)
+        if not stored:
+            self._discard(writers)
+        return stored
+
+    def _manifest(self, snapshot_id: str, correlation_id: str | None, started: datetime,
+                  previous: Manifest | None, devices: list[dict[str, Any]], from_prism: bool,
+                  counts: dict[str, Any], tables: dict[str, Any]) -> Manifest:
+        finished = self._clock()
+        return Manifest({
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "snapshot_id": snapshot_id,
+            "dt": partition_date(snapshot_id),
+            "correlation_id": correlation_id,
+            "started_at": format_timestamp(started),
+            "finished_at": format_timestamp(finished),
+            "duration_seconds": round((finished - started).total_seconds(), 3),
+            "api_host": self._api.host,
+            "collector_version": __version__,
+            "previous_snapshot_id": previous.snapshot_id if previous else None,
+            "device_count": tables["devices"]["rows"],
+            "listed_devices": len(devices),
+            "skipped_devices": counts["skipped"],
+            "apps_source": "prism" if from_prism else "per-device",
+            "refreshed_devices": counts["refreshed"],
+            "carried_devices": counts["carried"],
+            "pending_devices": counts["pending"],
+            "request_budget": self._budget.per_run if self._budget else None,
+            "tables": tables,
+            "requests": self._request_stats(),
+        })
+
+    def _check_fleet_drop(self, devices: list[dict[str, Any]], previous: Manifest | None) -> None:
+        if previous is None:
+            return
+        before = int(previous.document.get("listed_devices", previous.document.get("device_count", 0)))
+        floor = before * (1 - self._settings.max_fleet_drop_percent / 100)
+        if before >= 10 and len(devices) < floor:
+            raise KandjiApiError(
+                f"The device list shrank from {before} to {len(devices)} devices since snapshot "
+                f"{previous.snapshot_id}: more than {self._settings.max_fleet_drop_percent:g}%. That is more likely "
+                "an API fault than a mass unenrolment, so nothing was committed and no device is reported removed. "
+                "If the fleet really shrank, raise KANDJI_MAX_FLEET_DROP_PERCENT (100 turns the check off) for "
+                "one run.", endpoint="devices")
 
     def _previous(self, snapshot_id: str) -> Manifest | None:
         previous_id = previous_snapshot_id(self._store, snapshot_id)
@@ -193,7 +247,8 @@ class SnapshotCollector:
             device_id = str(device["device_id"])
             if isinstance(outcome, _Skipped):
                 skipped.append({"device_id": device_id, "serial_number": device.get("serial_number"),
-                                "device_name": device.get("device_name"), "reason": outcome.reason})
+                                "device_name": device.get("device_name"), "platform": device.get("platform"),
+                                "reason": outcome.reason})
                 logger.warning("device skipped", extra={"device_id": device_id, "reason": outcome.reason})
                 continue
             writers["devices"].write(device_row(device, snapshot_id))

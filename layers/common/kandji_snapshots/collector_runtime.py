@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,9 +28,22 @@ SECRET_CACHE_SECONDS = 300
 WRITE_MARGIN_SECONDS = 45.0
 
 
+@contextmanager
+def _quiet_botocore():
+    """botocore logs whole responses at DEBUG; GetSecretValue's response is the token."""
+    botocore_logger = logging.getLogger("botocore")
+    level = botocore_logger.level
+    botocore_logger.setLevel(max(level, logging.INFO))
+    try:
+        yield
+    finally:
+        botocore_logger.setLevel(level)
+
+
 def read_credentials(env: CollectorEnvironment) -> KandjiCredentials:
     try:
-        secret = parameters.get_secret(env.secret_id, max_age=SECRET_CACHE_SECONDS)
+        with _quiet_botocore():
+            secret = parameters.get_secret(env.secret_id, max_age=SECRET_CACHE_SECONDS)
     except parameters.exceptions.GetParameterError as error:
         raise ConfigurationError(
             f"Could not read the Kandji secret {env.secret_id}: {error.__cause__ or error}. Check that it "
@@ -50,7 +64,8 @@ def build_collector(remaining_seconds: float, environ: Mapping[str, str] | None 
     client = KandjiClient(credentials, limiter=RateLimiter(env.requests_per_second), deadline=deadline,
                           stats=stats, pool_size=env.max_workers, budget=budget)
     store = S3ObjectStore(boto3.client("s3"), env.bucket)
-    settings = CollectorSettings(max_workers=env.max_workers, apps_source=env.apps_source)
+    settings = CollectorSettings(max_workers=env.max_workers, apps_source=env.apps_source,
+                                 max_fleet_drop_percent=env.max_fleet_drop_percent)
     collector = SnapshotCollector(client, store, settings=settings, request_stats=stats.as_dict, budget=budget)
     return collector, stats
 

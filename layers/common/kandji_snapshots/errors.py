@@ -44,3 +44,7 @@ class MalformedResponse(KandjiApiError):
 
 class SnapshotWriteError(KandjiSnapshotsError):
     """Writing a snapshot object failed; the snapshot was not committed."""
+
+
+class SnapshotConflict(KandjiSnapshotsError):
+    """A snapshot with this run's id is already committed (two runs started in the same second)."""

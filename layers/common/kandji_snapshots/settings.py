@@ -51,6 +51,7 @@ class CollectorEnvironment:
     request_budget: int
     hourly_reserve: int
     apps_source: str
+    max_fleet_drop_percent: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "CollectorEnvironment":
@@ -68,4 +69,5 @@ class CollectorEnvironment:
             hourly_reserve=int(_number(env, "KANDJI_HOURLY_RESERVE", DEFAULT_HOURLY_RESERVE,
                                        minimum=0, maximum=10_000)),
             apps_source=(env.get("KANDJI_APPS_SOURCE") or "per-device").strip().lower(),
+            max_fleet_drop_percent=_number(env, "KANDJI_MAX_FLEET_DROP_PERCENT", 50.0, minimum=0, maximum=100),
         )
