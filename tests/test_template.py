@@ -766,6 +766,7 @@ def test_collector_settings_parameters_reach_its_environment(sam: dict[str, Any]
     assert variables["KANDJI_APPS_SOURCE"] == {"Ref": "AppsSource"}
     assert variables["KANDJI_REQUEST_BUDGET"] == {"Ref": "RequestBudgetPerRun"}
     assert variables["KANDJI_HOURLY_RESERVE"] == {"Ref": "HourlyRequestReserve"}
+    assert variables["KANDJI_MAX_FLEET_DROP_PERCENT"] == {"Ref": "MaxFleetDropPercent"}
     parameters = sam["Parameters"]
     assert parameters["RequestBudgetPerRun"]["Default"] == DEFAULT_REQUEST_BUDGET
     assert parameters["HourlyRequestReserve"]["Default"] == DEFAULT_HOURLY_RESERVE

@@ -25,23 +25,8 @@ from .differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferResult, DifferSettings, Sn
 from .errors import ConfigurationError, KandjiSnapshotsError
 from .layout import snapshot_id_from_manifest_key
 from .publisher import SnsPublisher
+from .settings import number_setting, required_setting
 from .storage import S3ObjectStore
-
-
-def _required(env: Mapping[str, str], name: str, what: str) -> str:
-    value = (env.get(name) or "").strip()
-    if not value:
-        raise ConfigurationError(f"Environment variable {name} is not set: it must name {what}.")
-    return value
-
-
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit():
-        raise ConfigurationError(f"Environment variable {name}={raw!r} must be a whole number (0 or more).")
-    return int(raw)
 
 
 class UnexpectedTrigger(KandjiSnapshotsError):
@@ -59,9 +44,10 @@ class DifferEnvironment:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "DifferEnvironment":
         env = os.environ if env is None else env
         return cls(
-            bucket=_required(env, "SNAPSHOT_BUCKET", "the S3 bucket for snapshots"),
-            topic_arn=_required(env, "CHANGES_TOPIC_ARN", "the SNS topic for change events"),
-            max_events_per_run=_count(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN),
+            bucket=required_setting(env, "SNAPSHOT_BUCKET", "the S3 bucket for snapshots"),
+            topic_arn=required_setting(env, "CHANGES_TOPIC_ARN", "the SNS topic for change events"),
+            max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
+                                                  minimum=0, maximum=1_000_000)),
             ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
         )
 

@@ -16,14 +16,14 @@ DEFAULT_REQUEST_BUDGET = 8_000
 DEFAULT_HOURLY_RESERVE = 1_000
 
 
-def _required(env: Mapping[str, str], name: str, what: str) -> str:
+def required_setting(env: Mapping[str, str], name: str, what: str) -> str:
     value = (env.get(name) or "").strip()
     if not value:
         raise ConfigurationError(f"Environment variable {name} is not set: it must name {what}.")
     return value
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
+def number_setting(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
@@ -57,17 +57,17 @@ class CollectorEnvironment:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "CollectorEnvironment":
         env = os.environ if env is None else env
         return cls(
-            secret_id=_required(env, "KANDJI_SECRET_ID", "the Secrets Manager secret holding the Kandji token"),
-            bucket=_required(env, "SNAPSHOT_BUCKET", "the S3 bucket for snapshots"),
+            secret_id=required_setting(env, "KANDJI_SECRET_ID", "the Secrets Manager secret holding the Kandji token"),
+            bucket=required_setting(env, "SNAPSHOT_BUCKET", "the S3 bucket for snapshots"),
             api_url=(env.get("KANDJI_API_URL") or "").strip() or None,
             allow_insecure_localhost=_flag(env, "KANDJI_ALLOW_INSECURE_LOCALHOST"),
-            requests_per_second=_number(env, "KANDJI_MAX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND,
+            requests_per_second=number_setting(env, "KANDJI_MAX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND,
                                         minimum=0.1, maximum=1000),  # above 50 only for the simulator
-            max_workers=int(_number(env, "KANDJI_MAX_WORKERS", DEFAULT_MAX_WORKERS, minimum=1, maximum=64)),
-            request_budget=int(_number(env, "KANDJI_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET,
+            max_workers=int(number_setting(env, "KANDJI_MAX_WORKERS", DEFAULT_MAX_WORKERS, minimum=1, maximum=64)),
+            request_budget=int(number_setting(env, "KANDJI_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET,
                                        minimum=10, maximum=1_000_000)),
-            hourly_reserve=int(_number(env, "KANDJI_HOURLY_RESERVE", DEFAULT_HOURLY_RESERVE,
+            hourly_reserve=int(number_setting(env, "KANDJI_HOURLY_RESERVE", DEFAULT_HOURLY_RESERVE,
                                        minimum=0, maximum=10_000)),
             apps_source=(env.get("KANDJI_APPS_SOURCE") or "per-device").strip().lower(),
-            max_fleet_drop_percent=_number(env, "KANDJI_MAX_FLEET_DROP_PERCENT", 50.0, minimum=0, maximum=100),
+            max_fleet_drop_percent=number_setting(env, "KANDJI_MAX_FLEET_DROP_PERCENT", 50.0, minimum=0, maximum=100),
         )
