@@ -38,3 +38,15 @@ def read_rows(keys: list[str], bucket: str = BUCKET) -> list[dict]:
 
 def manifests(bucket: str = BUCKET) -> list[dict]:
     return [json.loads(read_object(key, bucket)) for key in all_keys(bucket, "snapshots/manifests/")]
+
+
+def drain_queue(queue_url: str, sqs=None) -> list[dict]:
+    """Every message waiting in an SQS queue (with attributes), deleted as read."""
+    sqs = sqs or boto3.client("sqs")
+    messages = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                       WaitTimeSeconds=0).get("Messages", []):
+        messages.extend(batch)
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(batch)])
+    return messages

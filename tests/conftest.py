@@ -82,6 +82,23 @@ def aws(moto_endpoint, monkeypatch):
     yield moto_endpoint
 
 
+@pytest.fixture(scope="session")
+def sam() -> dict:
+    """template.yaml as written (SAM), intrinsic tags as their Fn:: forms."""
+    from tests.cfn_yaml import load_template
+    from tests.test_template import TEMPLATE_PATH
+
+    return load_template(TEMPLATE_PATH)
+
+
+@pytest.fixture(scope="session")
+def cfn(sam) -> dict:
+    """template.yaml after the offline SAM transform: the CloudFormation that would be deployed."""
+    from tests.test_template import transform_template
+
+    return transform_template(sam)
+
+
 @pytest.fixture(autouse=True)
 def _clear_powertools_caches():
     from aws_lambda_powertools.utilities import parameters

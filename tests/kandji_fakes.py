@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
@@ -66,3 +67,18 @@ def device(device_id, **fields):
 
 def auth_error():
     return KandjiAuthError("401", status=401, endpoint="details")
+
+
+class RunClock:
+    """Each collector run starts one hour after the previous one (distinct snapshot ids), then runs in real time."""
+
+    def __init__(self) -> None:
+        self.start = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+        self._started = time.monotonic()
+
+    def next_run(self) -> None:
+        self.start += timedelta(hours=1)
+        self._started = time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self._started)

@@ -15,9 +15,7 @@ import pytest
 
 from kandji_snapshots import fleet_queries, layout
 from kandji_snapshots.timeutil import partition_date
-from tests.cfn_yaml import load_template
 from tests.test_template import (
-    TEMPLATE_PATH,
     as_list,
     resolved_resources,
     resources_of_type,
@@ -28,14 +26,6 @@ TABLES = ("devices", "device_details", "device_apps", "changes")
 SNAPSHOT_ID = "20261123T101500Z"
 
 
-@pytest.fixture(scope="module")
-def sam() -> dict[str, Any]:
-    return load_template(TEMPLATE_PATH)
-
-
-@pytest.fixture(scope="module")
-def cfn(sam: dict[str, Any]) -> dict[str, Any]:
-    return transform_template(sam)
 
 
 def glue_tables(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from aws_helpers import drain_queue
 from differ_fixtures import FakeFleet
 from kandji_snapshots.differ_runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
 from kandji_snapshots.errors import ConfigurationError
@@ -58,15 +59,7 @@ def deployed(aws, monkeypatch):
     monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
 
     def received() -> list[dict]:
-        messages = []
-        while True:
-            batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                        WaitTimeSeconds=0).get("Messages", [])
-            if not batch:
-                return messages
-            messages.extend(batch)
-            for message in batch:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return drain_queue(queue_url, sqs)
 
     return received
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, manifests, read_rows
+from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, manifests, read_rows
+from kandji_fakes import RunClock
 from conftest import FakeLambdaContext, load_handler
 from kandji_snapshots import collector_runtime, differ_runtime
 from kandji_snapshots.api_config import KandjiCredentials, validate_api_url
@@ -56,21 +56,6 @@ FAST_RETRY = RetryPolicy(max_attempts=4, max_rate_limited_attempts=4, base_backo
 
 # --- the pipeline ------------------------------------------------------------------------------
 
-class RunClock:
-    """Each collector run starts one hour after the previous one (distinct snapshot ids), then runs in real time."""
-
-    def __init__(self) -> None:
-        self.start = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
-        self._started = time.monotonic()
-
-    def next_run(self) -> None:
-        self.start += timedelta(hours=1)
-        self._started = time.monotonic()
-
-    def __call__(self) -> datetime:
-        return self.start + timedelta(seconds=time.monotonic() - self._started)
-
-
 class Pipeline:
     def __init__(self, sim: KandjiSimulator, fleet: Fleet, clock: RunClock, topic_arn: str, queue_url: str):
         self.sim = sim
@@ -93,16 +78,7 @@ class Pipeline:
 
     def received(self) -> list[dict]:
         """Drain the queue subscribed to the topic (raw delivery); returns the new messages' bodies."""
-        sqs = boto3.client("sqs")
-        new = []
-        while True:
-            batch = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
-                                        WaitTimeSeconds=0).get("Messages", [])
-            if not batch:
-                break
-            for message in batch:
-                new.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        new = [json.loads(message["Body"]) for message in drain_queue(self.queue_url)]
         self.messages.extend(new)
         return new
 

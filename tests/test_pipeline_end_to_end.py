@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from aws_helpers import BUCKET, create_bucket, create_secret, manifests
+from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests
 from conftest import load_handler
 from simulator import Fleet, KandjiSimulator
 
@@ -40,13 +40,7 @@ def deployment(aws, monkeypatch):
     monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
 
     def received(name: str) -> list[dict]:
-        messages = []
-        while batch := sqs.receive_message(QueueUrl=queues[name], MaxNumberOfMessages=10,
-                                           WaitTimeSeconds=0).get("Messages", []):
-            messages.extend(json.loads(message["Body"]) for message in batch)
-            sqs.delete_message_batch(QueueUrl=queues[name], Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
-        return messages
+        return [json.loads(message["Body"]) for message in drain_queue(queues[name], sqs)]
 
     return received
 

@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from aws_helpers import drain_queue
 from kandji_snapshots.publisher import (MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Message, PublishError, SnsPublisher,
                                         event_message, plan_batches)
 
@@ -59,15 +60,7 @@ def sns_topic():
             return url
 
         def drain(url: str) -> list[dict]:
-            received = []
-            while True:
-                batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                            WaitTimeSeconds=0).get("Messages", [])
-                if not batch:
-                    return received
-                received.extend(batch)
-                sqs.delete_message_batch(QueueUrl=url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+            return drain_queue(url, sqs)
 
         yield SimpleNamespace(sns=sns, topic_arn=topic_arn, subscribed_queue=subscribed_queue, drain=drain)
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tests.cfn_yaml import load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_PATH = ROOT / "template.yaml"
@@ -102,14 +101,6 @@ def transform_template(sam: dict[str, Any], parameter_values: dict[str, Any] | N
         return transform(_with_s3_code_uris(sam), dict(parameter_values or {}), StubManagedPolicyLoader())
 
 
-@pytest.fixture(scope="module")
-def sam() -> dict[str, Any]:
-    return load_template(TEMPLATE_PATH)
-
-
-@pytest.fixture(scope="module")
-def cfn(sam: dict[str, Any]) -> dict[str, Any]:
-    return transform_template(sam)
 
 
 # ---------------------------------------------------------------------------

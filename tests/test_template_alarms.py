@@ -18,16 +18,13 @@ import pytest
 
 from kandji_snapshots import differ_runtime, metrics as collector_metrics
 from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
-from tests.cfn_yaml import load_template
 from tests.test_template import (
     PSEUDO_PARAMETERS,
-    TEMPLATE_PATH,
     evaluate_conditions,
     parameter_values,
     resolve,
     resolved_resources,
     resources_of_type,
-    transform_template,
 )
 from tests.test_template_security import checkov_reports  # noqa: F401  (session fixture: checkov runs once)
 
@@ -70,14 +67,6 @@ SCHEDULE_WINDOW_ALARMS = {"CollectorErrorsAlarm", "DifferErrorsAlarm", "Snapshot
                           "AuthenticationFailedAlarm", "RateLimitExhaustedAlarm"}
 
 
-@pytest.fixture(scope="module")
-def sam() -> dict[str, Any]:
-    return load_template(TEMPLATE_PATH)
-
-
-@pytest.fixture(scope="module")
-def cfn(sam: dict[str, Any]) -> dict[str, Any]:
-    return transform_template(sam)
 
 
 @pytest.fixture(scope="module")

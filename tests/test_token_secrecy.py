@@ -19,16 +19,15 @@ import io
 import json
 import logging
 import threading
-import time
 import traceback
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
 import pytest
 import urllib3
 
-from aws_helpers import BUCKET, all_keys, create_bucket, create_secret
+from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue
+from kandji_fakes import RunClock
 from conftest import FakeLambdaContext, load_handler
 from kandji_snapshots import collector_runtime
 from kandji_snapshots.collector import SnapshotCollector
@@ -41,21 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "kst-Zq8TOKEN-SECRECY-3f9b1c7e5a2d"  # distinctive: found by plain substring search
 SCHEDULER_EVENT = json.loads((ROOT / "events" / "scheduler_event.json").read_text())
 MANIFEST_EVENT = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
-
-
-class RunClock:
-    """Each collector run starts one hour after the previous one (distinct snapshot ids)."""
-
-    def __init__(self) -> None:
-        self.start = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
-        self._started = time.monotonic()
-
-    def next_run(self) -> None:
-        self.start += timedelta(hours=1)
-        self._started = time.monotonic()
-
-    def __call__(self) -> datetime:
-        return self.start + timedelta(seconds=time.monotonic() - self._started)
 
 
 class EveryLogRecord:
@@ -127,19 +111,6 @@ def debug_logging(monkeypatch, caplog):
         handler.setStream(stream)
     for logger, level in levels.items():
         logger.setLevel(level)
-
-
-def drain(queue_url: str) -> list[dict]:
-    sqs = boto3.client("sqs")
-    messages = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                    WaitTimeSeconds=0).get("Messages", [])
-        if not batch:
-            return messages
-        for message in batch:
-            messages.append(message)
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 class Deployment:
@@ -263,7 +234,7 @@ def test_the_token_is_only_ever_in_the_authorization_header_of_requests_to_the_t
         assert TOKEN not in key
 
     # Every SNS message, body and attributes.
-    messages = drain(queue_url)
+    messages = drain_queue(queue_url)
     assert len(messages) == result["events"] + 2
     assert changes["removed"]["device_id"] in {json.loads(m["Body"]).get("device_id") for m in messages}
     for message in messages:

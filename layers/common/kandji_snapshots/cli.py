@@ -680,7 +680,7 @@ def _print_collected(console: Console, manifest: Manifest, output: Path, rate: R
                 f"{requests_made.get('rate_limited', 0):,} rate limited); rate limit: {rate.describe()}")
     console.out(f"took        {format_duration(seconds)}")
     if document["pending_devices"] or document["carried_devices"]:
-        console.out(f"note        the request budget did not cover every device: the rest were carried forward "
+        console.out("note        the request budget did not cover every device: the rest were carried forward "
                     "or are pending (details unknown). Run again later to refresh them, or raise --budget.")
     for item in document["skipped_devices"]:
         console.out(f"skipped     {item.get('serial_number') or item['device_id']}: {item['reason']}")

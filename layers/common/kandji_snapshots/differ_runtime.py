@@ -22,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from .change_events import CHANGE_TYPES
 from .change_rules import IGNORE_FIELDS_ENV, parse_ignore_fields
 from .differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferResult, DifferSettings, SnapshotDiffer
-from .errors import ConfigurationError, KandjiSnapshotsError
+from .errors import KandjiSnapshotsError
 from .layout import snapshot_id_from_manifest_key
 from .publisher import SnsPublisher
 from .settings import number_setting, required_setting
