@@ -6,7 +6,8 @@
 
 If anything fails before the manifest is written, the parts already written are
 deleted and the error propagates: a snapshot without its manifest does not exist,
-and the differ never sees it.
+and the differ never sees it. A device list that collapsed since the last snapshot
+is refused, so an API fault is never reported as devices removed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from contextlib import ExitStack
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,8 @@ from .errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAu
 from .layout import TABLE_NAMES
 from .normalize import app_rows, details_row, device_row
 from .prism_apps import PrismAppsIndex
-from .refresh import BudgetExhausted, PreviousRows, line_keys, RequestBudget, plan_refresh, previous_fetched_at, with_snapshot_id
+from .refresh import (BudgetExhausted, PreviousRows, RequestBudget, line_keys, plan_refresh, previous_fetched_at,
+                      with_snapshot_id)
 from .snapshot_io import DEFAULT_ROWS_PER_PART, TableWriter, iter_lines
 from .storage import ObjectStore
 from .timeutil import format_timestamp, partition_date, snapshot_id_for, utc_now
@@ -84,8 +86,6 @@ class _Skipped:
 @dataclass(frozen=True)
 class _NotFetched:
     """Not refreshed this run (planned, or the budget ran out): carried forward if possible."""
-
-
 
 
 class SnapshotCollector:
