@@ -11,40 +11,44 @@ Running (`SnapshotDiffer.run`) writes every event to the changes file first, the
 publishes them in batches, then a `snapshot_summary`. Progress markers under
 `changes/_published/<snapshot_id>/` make a redelivered trigger publish nothing
 twice and a retried run resume where the failed one stopped.
+
+The parts live next door: device_rows (a snapshot read one device at a time, rows raw),
+field_changes (fields of a row, what changed, the raw-bytes noise cut) and
+differ_progress (the changes file and the progress markers).
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import schema
 from .catalog import Manifest, load_manifest, previous_snapshot_id
 from .change_events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
                             DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, app_event,
-                            app_identity, app_list, device_event, encode_event, summary_event)
+                            app_identity, app_list, device_event, summary_event)
 from .change_rules import ChangeRules, highest
+from .device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
+from .differ_progress import ChangesFile, ProgressMarkers
 from .errors import DeadlineExceeded, KandjiSnapshotsError
-from .layout import changes_key, manifest_key, published_marker_prefix
+from .field_changes import VolatileValues, field_changes
+from .layout import manifest_key
 from .publisher import Publisher, PublishError, event_message, plan_batches
-from .schema import Array, Scalar, Struct, Type
-from .snapshot_io import iter_lines
 from .storage import ObjectNotFound, ObjectStore
+
+__all__ = [
+    "DEFAULT_MAX_EVENTS_PER_RUN", "DifferResult", "DifferSettings", "SnapshotComparison", "SnapshotDiffer",
+    "SnapshotFormatError", "SnapshotIncomplete", "SnapshotNotCommitted", "diff_snapshots",
+    # the building blocks, for the tests that check the raw-row shortcuts
+    "VolatileValues", "field_changes", "row_head",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_EVENTS_PER_RUN = 500
-
-
-class SnapshotFormatError(KandjiSnapshotsError):
-    """A snapshot row does not start the way normalize.encode_row writes rows."""
 
 
 class SnapshotNotCommitted(KandjiSnapshotsError):
@@ -53,309 +57,6 @@ class SnapshotNotCommitted(KandjiSnapshotsError):
 
 class SnapshotIncomplete(KandjiSnapshotsError):
     """A manifest lists a part that is not in the store: the snapshot cannot be read."""
-
-
-# --- raw rows ------------------------------------------------------------------
-
-_ROW_START = b'{"snapshot_id":"'
-_DEVICE_ID_KEY = b'","device_id":"'
-_FETCHED_AT_TEXT = b'"fetched_at":"'
-_FETCHED_AT_NULL = b'"fetched_at":null,'
-
-
-def _string_end(line: bytes, start: int) -> int:
-    """Index of the quote closing the JSON string that starts at `start` (after its opening quote)."""
-    end = line.find(b'"', start)
-    while end > 0:
-        backslashes = 0
-        while line[end - 1 - backslashes] == 0x5C:
-            backslashes += 1
-        if backslashes % 2 == 0:
-            return end
-        end = line.find(b'"', end + 1)
-    raise SnapshotFormatError(f"unterminated string in row {line[:120]!r}")
-
-
-def row_head(line: bytes, with_fetched_at: bool) -> tuple[bytes, int]:
-    """(device_id as it is written, length of the row's per-snapshot prefix).
-
-    encode_row writes columns in schema order, so every row starts
-    `{"snapshot_id":"…","device_id":"…",` and details/apps rows go on with `"fetched_at":"…",`.
-    What follows the prefix is the same bytes in two snapshots when the device did not change.
-    """
-    start = line.find(_DEVICE_ID_KEY, len(_ROW_START)) + len(_DEVICE_ID_KEY)
-    if start < len(_DEVICE_ID_KEY) or not line.startswith(_ROW_START):
-        raise SnapshotFormatError(f"row does not start with snapshot_id and device_id: {line[:120]!r}")
-    end = line.find(b'"', start)
-    if end < 0 or line[end - 1] == 0x5C:  # an escaped quote inside the id: walk it properly
-        end = _string_end(line, start)
-    head = end + 2  # past `",`
-    if with_fetched_at:
-        if line.startswith(_FETCHED_AT_TEXT, head):
-            head = line.index(b'"', head + len(_FETCHED_AT_TEXT)) + 2
-        elif line.startswith(_FETCHED_AT_NULL, head):
-            head += len(_FETCHED_AT_NULL)
-    return line[start:end], head
-
-
-def _device_id_text(raw: bytes) -> str:
-    return json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
-
-
-class _TableCursor:
-    """One table of one snapshot, handed out one device at a time (rows are sorted by device_id)."""
-
-    def __init__(self, lines: Iterator[bytes], with_fetched_at: bool):
-        self._lines = lines
-        self._with_fetched_at = with_fetched_at
-        self._line: bytes | None = None
-        self._device_id = b""
-        self._head = 0
-        self.orphan_rows = 0  # rows of a device the devices table does not list
-        self._set(next(self._lines, None))
-
-    def _set(self, line: bytes | None) -> None:
-        self._line = line
-        if line is not None:
-            self._device_id, self._head = row_head(line, self._with_fetched_at)
-
-    def take(self, device_id: bytes) -> tuple[list[bytes], bytes | None]:
-        """The rows of `device_id`, and the prefix they all share (None if they do not share one)."""
-        rows: list[bytes] = []
-        prefix: bytes | None = None
-        shared = True
-        while self._line is not None:
-            if self._device_id < device_id:
-                self.orphan_rows += 1
-                self._set(next(self._lines, None))
-                continue
-            if self._device_id != device_id:
-                break
-            line_prefix = self._line[:self._head]
-            if prefix is None:
-                prefix = line_prefix
-            elif line_prefix != prefix:
-                shared = False
-            rows.append(self._line)
-            self._line = None
-            for line in self._lines:  # hot loop: a device's rows share one prefix
-                if line.startswith(line_prefix):
-                    rows.append(line)
-                else:
-                    self._set(line)
-                    break
-        return rows, (prefix if shared else None)
-
-
-class DeviceRows:
-    """One device's rows in one snapshot, still raw."""
-
-    __slots__ = ("device_id", "device", "device_head", "details", "details_prefix", "apps", "apps_prefix",
-                 "_parsed")
-
-    def __init__(self, device_id: bytes, device: bytes, device_head: int, details: list[bytes],
-                 details_prefix: bytes | None, apps: list[bytes], apps_prefix: bytes | None):
-        self.device_id = device_id
-        self.device = device
-        self.device_head = device_head
-        self.details = details
-        self.details_prefix = details_prefix
-        self.apps = apps
-        self.apps_prefix = apps_prefix
-        self._parsed: dict[str, Any] | None = None
-
-    @property
-    def device_row(self) -> dict[str, Any]:
-        if self._parsed is None:
-            self._parsed = json.loads(self.device)
-        return self._parsed
-
-    def details_known(self) -> bool:
-        """False for a device the collector listed but never fetched (details written with fetched_at null)."""
-        if not self.details:
-            return False
-        line = self.details[0]
-        return not line.startswith(_FETCHED_AT_NULL, row_head(line, False)[1])
-
-    def apps_known(self) -> bool:
-        """A never-fetched device has no app rows because nobody looked, not because it has no apps."""
-        return bool(self.apps) or self.details_known()
-
-    def details_head(self) -> int:
-        return len(self.details_prefix) if self.details_prefix is not None else row_head(self.details[0], True)[1]
-
-    def app_bodies(self) -> list[bytes]:
-        """App rows without their per-snapshot prefix: equal bodies are the same app row."""
-        if self.apps_prefix is not None:
-            skip = len(self.apps_prefix)
-            return [line[skip:] for line in self.apps]
-        return [line[row_head(line, True)[1]:] for line in self.apps]
-
-
-def iter_device_rows(store: ObjectStore, manifest: Manifest) -> Iterator[DeviceRows]:
-    """Every device of a snapshot with its details and apps rows, in device_id order, streamed."""
-    details = _TableCursor(iter_lines(store, manifest.table_keys("device_details")), True)
-    apps = _TableCursor(iter_lines(store, manifest.table_keys("device_apps")), True)
-    for line in iter_lines(store, manifest.table_keys("devices")):
-        device_id, head = row_head(line, False)
-        detail_rows, details_prefix = details.take(device_id)
-        app_rows, apps_prefix = apps.take(device_id)
-        yield DeviceRows(device_id, line, head, detail_rows, details_prefix, app_rows, apps_prefix)
-    if details.orphan_rows or apps.orphan_rows:
-        logger.warning("rows of devices missing from the devices table were ignored",
-                       extra={"snapshot_id": manifest.snapshot_id, "details_rows": details.orphan_rows,
-                              "apps_rows": apps.orphan_rows})
-
-
-# --- fields ----------------------------------------------------------------------
-
-# Columns that describe the snapshot, not the device: never compared.
-_PREFIX_COLUMNS = frozenset({"snapshot_id", "device_id", "fetched_at"})
-_JSON_COLUMNS = {table: frozenset(name for name, kind in columns.items() if kind == schema.JSON)
-                 for table, columns in schema.TABLES.items()}
-# A details column whose name is also a devices column is reported as `details.<name>`.
-_FIELD_NAMES = {
-    "devices": {},
-    "device_details": {name: f"details.{name}" for name in schema.DEVICE_DETAILS
-                       if name in schema.DEVICES and name not in _PREFIX_COLUMNS},
-}
-
-
-def _flatten(value: Any, path: str, out: dict[str, Any], elements: dict[str, Any]) -> None:
-    """Leaves by dotted path; arrays of objects keyed by each element's `name`, else its index.
-
-    `elements` collects those array elements by path, so an element that appears or goes
-    is reported as one change rather than one per leaf.
-    """
-    if value is None:
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(item, f"{path}.{key}", out, elements)
-    elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-        used: set[str] = set()
-        for index, item in enumerate(value):
-            name = item.get("name")
-            key = str(name) if isinstance(name, (str, int)) and str(name) != "" and str(name) not in used \
-                else str(index)
-            used.add(key)
-            elements[f"{path}.{key}"] = item
-            _flatten(item, f"{path}.{key}", out, elements)
-    elif value != [] and value != "":
-        out[path] = value
-
-
-def row_fields(table: str, row: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A devices or device_details row as ({dotted field: value}, {array element path: element}).
-
-    JSON-text columns are parsed and flattened too; `extra` is kept whole.
-    """
-    fields: dict[str, Any] = {}
-    elements: dict[str, Any] = {}
-    if row is None:
-        return fields, elements
-    json_columns = _JSON_COLUMNS[table]
-    names = _FIELD_NAMES[table]
-    for column, value in row.items():
-        if column in _PREFIX_COLUMNS or value is None:
-            continue
-        name = names.get(column, column)
-        if column in json_columns:
-            try:
-                value = json.loads(value)
-            except (TypeError, ValueError):
-                pass  # not JSON after all: compare the text
-            if column == "extra":  # compared as a whole
-                fields[name] = value
-                continue
-        _flatten(value, name, fields, elements)
-    return fields, elements
-
-
-def _same(before: Any, after: Any) -> bool:
-    return before == after and type(before) is type(after)
-
-
-def field_changes(rules: ChangeRules, table: str, before: dict[str, Any] | None,
-                  after: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The changes between two rows of a table, in column order, ignored fields left out."""
-    old, old_elements = row_fields(table, before)
-    new, new_elements = row_fields(table, after)
-    # Array elements present on one side only (a profile installed, a volume gone): one change each.
-    whole = sorted(old_elements.keys() ^ new_elements.keys())
-    whole = [path for path in whole if not any(path.startswith(f"{outer}.") for outer in whole)]
-    changes = []
-    reported: set[str] = set()
-    for name in dict.fromkeys([*old, *new]):
-        element = next((path for path in whole if name.startswith(f"{path}.")), None) if whole else None
-        if element is not None:
-            if element not in reported and not rules.is_ignored(element):
-                reported.add(element)
-                changes.append(_change(rules, element, old_elements.get(element), new_elements.get(element)))
-            continue
-        was, now = old.get(name), new.get(name)
-        if not _same(was, now) and not rules.is_ignored(name):
-            changes.append(_change(rules, name, was, now))
-    return changes
-
-
-def _change(rules: ChangeRules, name: str, before: Any, after: Any) -> dict[str, Any]:
-    severity, reason = rules.assess(name, before, after)
-    change = {"field": name, "before": _scalar_or_text(before), "after": _scalar_or_text(after),
-              "severity": severity}
-    if reason:
-        change["reason"] = reason
-    return change
-
-
-def _scalar_or_text(value: Any) -> Any:
-    """Objects and lists (an `extra`, a whole profile) as JSON text: Athena reads before/after as strings."""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return value
-
-
-class VolatileValues:
-    """Cuts the values of always-changing fields out of a raw row, so two rows compare without parsing.
-
-    A key is cut only when every scalar field of the table with that key name is ignored:
-    inside JSON-text columns every quote is escaped, so `"key":` only matches real keys.
-    Values that are not plain strings or null are left in place: rows that differ there are parsed.
-    """
-
-    def __init__(self, keys: Iterable[str]):
-        self.keys = tuple(sorted(keys))
-        names = b"|".join(re.escape(key.encode()) for key in self.keys)
-        # A key and its value when that is a string without escapes, or null. Other values stay,
-        # so rows that differ in them are parsed and compared properly.
-        self._values = re.compile(rb'"(?:' + names + rb')":(?:"[^"\\]*"|null)')
-
-    @classmethod
-    def for_table(cls, table: str, rules: ChangeRules) -> "VolatileValues | None":
-        leaves: dict[str, list[str]] = {}
-        for path, key in _scalar_leaves(schema.TABLES[table], _FIELD_NAMES.get(table, {})):
-            leaves.setdefault(key, []).append(path)
-        keys = [key for key, paths in leaves.items() if all(rules.is_ignored(path) for path in paths)]
-        return cls(keys) if keys else None
-
-    def strip(self, line: bytes, start: int) -> bytes:
-        return self._values.sub(b"", line[start:])
-
-
-def _scalar_leaves(columns: dict[str, Type], names: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """(field path, key name) of every scalar in a table; array elements under sample keys."""
-    def walk(kind: Type, path: str, key: str) -> Iterator[tuple[str, str]]:
-        if isinstance(kind, Struct):
-            for name, item in kind.fields.items():
-                yield from walk(item, f"{path}.{name}", name)
-        elif isinstance(kind, Array) and isinstance(kind.item, Struct):
-            for sample in ("0", "Sample Volume"):  # an element is keyed by index or by name
-                yield from walk(kind.item, f"{path}.{sample}", key)
-        elif isinstance(kind, Scalar):
-            yield path, key
-    for column, kind in columns.items():
-        if column not in _PREFIX_COLUMNS:
-            yield from walk(kind, names.get(column, column), column)
 
 
 # --- comparing snapshots --------------------------------------------------------
@@ -535,71 +236,6 @@ class DifferResult:
         return asdict(self)
 
 
-@dataclass
-class _Progress:
-    published_events: int = 0  # events[:published_events] are published
-    published_ids: list[str] = field(default_factory=list)  # and these after it (a batch that half failed)
-
-
-class ProgressMarkers:
-    """What earlier attempts for one snapshot already published.
-
-    progress.json  {"published_events": n, "published_ids": [...]}, rewritten after every batch
-    done.json      the summary, written once it is published: the run is complete
-    """
-
-    def __init__(self, store: ObjectStore, snapshot_id: str):
-        self._store = store
-        prefix = published_marker_prefix(snapshot_id)
-        self.progress_key = f"{prefix}progress.json"
-        self.done_key = f"{prefix}done.json"
-
-    def done(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._store.get(self.done_key))
-        except ObjectNotFound:
-            return None
-
-    def progress(self) -> _Progress:
-        try:
-            document = json.loads(self._store.get(self.progress_key))
-        except ObjectNotFound:
-            return _Progress()
-        return _Progress(int(document["published_events"]), list(document.get("published_ids", [])))
-
-    def save(self, progress: _Progress) -> None:
-        self._store.put(self.progress_key, json.dumps(asdict(progress)).encode(), content_type="application/json")
-
-    def mark_done(self, summary: dict[str, Any]) -> None:
-        self._store.put(self.done_key, json.dumps(summary, indent=2).encode(), content_type="application/json")
-
-
-class _ChangesFile:
-    """changes/dt=…/<snapshot_id>.json.gz: every event of a run, one JSON line each."""
-
-    def __init__(self, store: ObjectStore, snapshot_id: str):
-        self._store = store
-        self.key = changes_key(snapshot_id)
-        location = store.location
-        self.uri = f"{location}{'' if location.endswith('/') else '/'}{self.key}"  # s3://bucket/changes/...
-
-    def exists(self) -> bool:
-        return any(key == self.key for key in self._store.list_keys(self.key))
-
-    def write(self, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Pass `events` through while compressing them; stored once the iteration ends."""
-        buffer = io.BytesIO()
-        with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as stream:
-            for event in events:
-                stream.write(encode_event(event).encode() + b"\n")
-                yield event
-        self._store.put(self.key, buffer.getvalue(), content_type="application/x-ndjson", content_encoding="gzip")
-
-    def read(self) -> Iterator[dict[str, Any]]:
-        for line in iter_lines(self._store, [self.key]):
-            yield json.loads(line)
-
-
 class SnapshotDiffer:
     def __init__(self, store: ObjectStore, publisher: Publisher, *, settings: DifferSettings = DifferSettings(),
                  clock: Callable[[], float] = time.monotonic):
@@ -624,7 +260,7 @@ class SnapshotDiffer:
             return DifferResult.from_summary(done, already_done=True,
                                              duration_seconds=round(self._clock() - started, 3))
         previous_id = previous_snapshot_id(self._store, snapshot_id)
-        changes_file = _ChangesFile(self._store, snapshot_id)
+        changes_file = ChangesFile(self._store, snapshot_id)
         tally = EventTally()
         kept: list[dict[str, Any]] | None = []  # the events to publish; None once over the limit
         try:
@@ -688,7 +324,7 @@ class SnapshotDiffer:
                 f"{self._store.location}/{manifest_key(snapshot_id)} does not exist: snapshot {snapshot_id} "
                 "was never committed (or its manifest was deleted), so there is nothing to diff.") from None
 
-    def _events(self, changes_file: _ChangesFile, previous_id: str | None,
+    def _events(self, changes_file: ChangesFile, previous_id: str | None,
                 current: Manifest) -> Iterator[dict[str, Any]]:
         """This run's events: from the changes file when an earlier attempt wrote it, else computed and written."""
         if changes_file.exists():
