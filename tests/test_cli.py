@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from aws_helpers import create_secret
-from kandji_snapshots import cli
+from kandji_snapshots import cli, cli_collect
 from kandji_snapshots.api_config import EXPECTED_FORM
 from kandji_snapshots.progress import ProgressBar
 from simulator import Fleet, KandjiSimulator
@@ -309,7 +309,8 @@ def test_collect_refuses_a_folder_of_another_tenant(two_snapshots, capsys, monke
     folder, _, _, _ = two_snapshots
     sim = simulator(3)
     monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    monkeypatch.setattr(cli, "_comparable_host", lambda host: host)  # the simulator's port makes it another host
+    # The simulator's port makes it another host.
+    monkeypatch.setattr(cli_collect, "_comparable_host", lambda host: host)
     code, _, err = run(capsys, "collect", "--url", sim.base_url, "--allow-insecure-localhost", "-o", str(folder))
     assert code == 1 and "one folder holds one tenant" in err and sim.stats.requests == 0
 
