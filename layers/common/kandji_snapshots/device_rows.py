@@ -67,10 +67,6 @@ def row_head(line: bytes, with_fetched_at: bool) -> tuple[bytes, int]:
     return line[start:end], head
 
 
-def _device_id_text(raw: bytes) -> str:
-    return json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
-
-
 class _TableCursor:
     """One table of one snapshot, handed out one device at a time (rows are sorted by device_id)."""
 
