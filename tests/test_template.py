@@ -762,3 +762,12 @@ def test_collector_settings_parameters_reach_its_environment(sam: dict[str, Any]
     assert parameters["RequestBudgetPerRun"]["Default"] == DEFAULT_REQUEST_BUDGET
     assert parameters["HourlyRequestReserve"]["Default"] == DEFAULT_HOURLY_RESERVE
     assert parameters["AppsSource"]["AllowedValues"] == ["per-device", "prism", "auto"]
+
+
+def test_the_layer_pins_boto3_with_the_botocore_its_tracer_dependency_brings() -> None:
+    """aws-xray-sdk installs botocore into the layer, ahead of the runtime's boto3: ship a matched, tested pair."""
+    from importlib import metadata
+
+    layer = (Path(__file__).resolve().parent.parent / "layers" / "common" / "requirements.txt").read_text()
+    pins = dict(line.split("==") for line in layer.splitlines() if "==" in line and not line.startswith("#"))
+    assert pins.get("boto3") == metadata.version("boto3")  # the tests run against what ships
