@@ -15,9 +15,9 @@ from .api_config import KandjiCredentials
 from .cli_console import Console
 from .cli_cost import cost_lines
 from .cli_credentials import other_region, resolve_credentials
-from .cli_rate_limit import RateHeaders, int_header, retry_after
+from .cli_rate_limit import RateHeaders
 from .errors import KandjiSnapshotsError
-from .kandji_client import PAGE_LIMIT, PERMISSIONS, KandjiClient, RetryPolicy
+from .kandji_client import PAGE_LIMIT, PERMISSIONS, KandjiClient, RetryPolicy, int_header, rate_limit_wait
 from .progress import format_duration
 from .rate_limiter import RateLimiter
 
@@ -78,7 +78,7 @@ class ApiProbe:
             except requests.exceptions.RequestException as error:
                 return Answer(path, None, problem=f"{type(error).__name__} talking to {self.host}")
             if response.status_code == 429 and attempt == 1:
-                wait = retry_after(response.headers)
+                wait = rate_limit_wait(response.headers)
                 hour_left = int_header(response.headers, "x-ratelimit-remaining-hour")
                 if wait is not None and wait <= 5 and hour_left != 0:
                     self._sleep(wait)  # the per-second window: worth one wait
@@ -134,7 +134,7 @@ def _stop_for(answer: Answer, host: str, token_source: str) -> CheckStopped | No
     if answer.status == 429:
         headers = answer.headers or {}
         left = int_header(headers, "x-ratelimit-remaining-hour")
-        wait = retry_after(headers)
+        wait = rate_limit_wait(headers)
         detail = []
         if left is not None:
             detail.append(f"{left:,} requests left this hour")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import requests
+
+from .kandji_client import int_header
 
 DOCUMENTED_HOURLY_LIMIT = 10_000  # Kandji's published limit per tenant, when the API does not say
 
@@ -35,24 +36,3 @@ class RateHeaders:
         if self.limit_hour is None:
             return f"{self.remaining_hour:,} requests left this hour"
         return f"{self.remaining_hour:,} of {self.limit_hour:,} requests left this hour"
-
-
-def int_header(headers: Mapping[str, str], name: str) -> int | None:
-    """A numeric header, or None when it is absent or not a number."""
-    try:
-        value = headers.get(name)
-        return int(float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait before retrying, from Retry-After or ratelimit-reset."""
-    for name in ("Retry-After", "ratelimit-reset"):
-        try:
-            value = headers.get(name)
-            if value is not None:
-                return max(0.0, float(value))
-        except ValueError:
-            continue
-    return None

@@ -280,7 +280,7 @@ class KandjiClient:
         where = f"GET /api/v1/{path}"
         if status == 429:
             self.stats.count("rate_limited")
-            raise _Retry("429 rate limited", wait=_rate_limit_wait(response.headers), rate_limited=True)
+            raise _Retry("429 rate limited", wait=rate_limit_wait(response.headers), rate_limited=True)
         if status >= 500:
             self.stats.count("server_errors")
             raise _Retry(f"{status} from the Kandji API", wait=_retry_after(response.headers))
@@ -320,13 +320,13 @@ class KandjiClient:
         return body
 
     def _observe_headers(self, headers: Any) -> None:
-        remaining_hour = _int_header(headers, "x-ratelimit-remaining-hour")
+        remaining_hour = int_header(headers, "x-ratelimit-remaining-hour")
         if remaining_hour is not None:
             self.stats.remaining_hour = remaining_hour
             if self._budget is not None:
                 self._budget.observe_remaining_hour(remaining_hour)
         # The API tells us its per-second window is spent: wait for it rather than meet a 429.
-        if _int_header(headers, "x-ratelimit-remaining-second") == 0:
+        if int_header(headers, "x-ratelimit-remaining-second") == 0:
             self._limiter.pause(1.0)
 
     def _read_timeout(self) -> float:
@@ -350,7 +350,8 @@ class KandjiClient:
                 f"({reason}). Nothing was committed; the next scheduled run will try again.")
 
 
-def _int_header(headers: Any, name: str) -> int | None:
+def int_header(headers: Any, name: str) -> int | None:
+    """A numeric header, or None when it is absent or not a number."""
     value = headers.get(name)
     try:
         return int(float(value)) if value is not None else None
@@ -372,11 +373,11 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _rate_limit_wait(headers: Any) -> float | None:
+def rate_limit_wait(headers: Any) -> float | None:
     """Honour Retry-After, else ratelimit-reset (seconds), else let the caller back off."""
     wait = _retry_after(headers)
     if wait is None:
-        reset = _int_header(headers, "ratelimit-reset")
+        reset = int_header(headers, "ratelimit-reset")
         wait = float(reset) if reset is not None else None
     return None if wait is None else min(wait, 3600.0)
 
