@@ -68,9 +68,14 @@ def previous_snapshot_id(store: ObjectStore, snapshot_id: str) -> str | None:
     return max(older) if older else None
 
 
+def committed_snapshot_ids(store: ObjectStore) -> list[str]:
+    """Every committed snapshot, oldest first."""
+    return sorted(_ids_in_prefix(store, MANIFEST_PREFIX))
+
+
 def latest_snapshot_id(store: ObjectStore) -> str | None:
-    ids = list(_ids_in_prefix(store, MANIFEST_PREFIX))
-    return max(ids) if ids else None
+    ids = committed_snapshot_ids(store)
+    return ids[-1] if ids else None
 
 
 def _ids_in_prefix(store: ObjectStore, prefix: str) -> list[str]:

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .catalog import Manifest, latest_snapshot_id, load_manifest, previous_snapshot_id
+from .catalog import Manifest, committed_snapshot_ids, latest_snapshot_id, load_manifest, previous_snapshot_id
 from .change_events import CHANGE_TYPES, EventTally, encode_event
 from .change_rules import IGNORE_FIELDS_ENV, ChangeRules, parse_ignore_fields
 from .cli_console import Console, UsageError
 from .differ import diff_snapshots
 from .errors import ConfigurationError
-from .layout import MANIFEST_PREFIX, snapshot_id_from_manifest_key
+from .layout import MANIFEST_PREFIX
 from .storage import LocalObjectStore, ObjectNotFound, ObjectStore, S3ObjectStore
 
 _SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z$")
@@ -39,16 +39,11 @@ def open_source(source: str) -> ObjectStore:
     return LocalObjectStore(path)
 
 
-def _snapshot_ids(store: ObjectStore) -> list[str]:
-    ids = (snapshot_id_from_manifest_key(key) for key in store.list_keys(MANIFEST_PREFIX))
-    return sorted(snapshot_id for snapshot_id in ids if snapshot_id)
-
-
 def _load(store: ObjectStore, snapshot_id: str, option: str) -> Manifest:
     try:
         return load_manifest(store, snapshot_id)
     except ObjectNotFound:
-        known = _snapshot_ids(store)
+        known = committed_snapshot_ids(store)
         latest = f" The latest there: {', '.join(known[-5:])}." if known else ""
         raise ConfigurationError(f"{option} {snapshot_id}: no committed snapshot with that id in "
                                  f"{store.location} (no manifest).{latest}") from None
