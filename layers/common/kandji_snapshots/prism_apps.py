@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
+from .device_groups import DeviceGroups
+
 # Prism rows carry the device's columns too; these are the per-device endpoint's app fields.
 _DEVICE_COLUMNS = frozenset({"device_id", "device_name", "serial_number", "platform", "blueprint_id",
                              "blueprint_name", "user", "user_email", "user_name", "model", "os_version"})
@@ -38,8 +40,7 @@ class PrismAppsIndex:
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE apps (device_id TEXT NOT NULL, app TEXT NOT NULL)")
         self.rows = 0
-        self._cursor: Any = None
-        self._pending: tuple[str, str] | None = None
+        self._by_device: DeviceGroups[tuple[str, str]] | None = None
 
     def load(self, rows: Iterable[dict[str, Any]]) -> None:
         batch = []
@@ -57,23 +58,10 @@ class PrismAppsIndex:
 
     def take(self, device_id: str) -> list[dict[str, Any]]:
         """The apps of `device_id`; devices must be asked for in ascending order."""
-        if self._cursor is None:
-            self._cursor = self._db.execute("SELECT device_id, app FROM apps ORDER BY device_id, rowid")
-        found = []
-        while True:
-            if self._pending is None:
-                row = self._cursor.fetchone()
-                if row is None:
-                    return found
-                self._pending = row
-            pending_id, app = self._pending
-            if pending_id < device_id:
-                self._pending = None
-            elif pending_id == device_id:
-                found.append(json.loads(app))
-                self._pending = None
-            else:
-                return found
+        if self._by_device is None:
+            rows = self._db.execute("SELECT device_id, app FROM apps ORDER BY device_id, rowid")
+            self._by_device = DeviceGroups(rows, lambda row: row[0])
+        return [json.loads(app) for _, app in self._by_device.take(device_id)]
 
     def close(self) -> None:
         self._db.close()

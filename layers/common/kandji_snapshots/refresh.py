@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .device_groups import DeviceGroups
 from .errors import KandjiSnapshotsError
 from .snapshot_io import iter_lines
 from .storage import ObjectStore
@@ -130,26 +131,8 @@ def with_snapshot_id(line: bytes, snapshot_id: str) -> bytes:
     return head + snapshot_id.encode() + line[len(head) + 16:]
 
 
-class PreviousRows:
-    """Walks one table of the previous snapshot in device order, handing out a device's lines."""
+class PreviousRows(DeviceGroups[bytes]):
+    """One table of the previous snapshot, walked in device order, handing out a device's lines."""
 
     def __init__(self, lines: Iterator[bytes]):
-        self._lines = lines
-        self._pending: tuple[str, bytes] | None = None
-
-    def take(self, device_id: str) -> list[bytes]:
-        found = []
-        while True:
-            if self._pending is None:
-                line = next(self._lines, None)
-                if line is None:
-                    return found
-                self._pending = (line_keys(line)[0], line)
-            pending_id, line = self._pending
-            if pending_id < device_id:
-                self._pending = None
-            elif pending_id == device_id:
-                found.append(line)
-                self._pending = None
-            else:
-                return found
+        super().__init__(lines, lambda line: line_keys(line)[0])
