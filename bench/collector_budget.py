@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from common import Timer, collector, peak_rss_mb, simulator_process
 
-from kandji_snapshots.storage import LocalObjectStore
+from kandji_snapshots.snapshots.storage import LocalObjectStore
 
 
 class HourlyClock:

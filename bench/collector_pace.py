@@ -11,7 +11,7 @@ import tempfile
 
 from common import Timer, collector, peak_rss_mb, simulator_process
 
-from kandji_snapshots.storage import LocalObjectStore
+from kandji_snapshots.snapshots.storage import LocalObjectStore
 
 API_LIMIT_PER_SECOND = 50
 

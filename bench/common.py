@@ -14,11 +14,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
 
-from kandji_snapshots.api_config import parse_secret  # noqa: E402
-from kandji_snapshots.collector import CollectorSettings, SnapshotCollector  # noqa: E402
-from kandji_snapshots.kandji_client import KandjiClient, RequestStats  # noqa: E402
-from kandji_snapshots.rate_limiter import RateLimiter  # noqa: E402
-from kandji_snapshots.refresh import RequestBudget  # noqa: E402
+from kandji_snapshots.kandji.config import parse_secret  # noqa: E402
+from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector  # noqa: E402
+from kandji_snapshots.kandji.client import KandjiClient, RequestStats  # noqa: E402
+from kandji_snapshots.kandji.rate_limiter import RateLimiter  # noqa: E402
+from kandji_snapshots.collect.refresh import RequestBudget  # noqa: E402
 
 TOKEN = "bench-token"
 logging.basicConfig(level=logging.ERROR)  # the figures, not the collector's warnings

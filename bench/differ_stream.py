@@ -24,11 +24,11 @@ import uuid
 
 from common import ROOT, Timer, peak_rss_mb
 
-from kandji_snapshots.catalog import MANIFEST_SCHEMA_VERSION, Manifest, write_manifest
-from kandji_snapshots.layout import TABLE_NAMES
-from kandji_snapshots.normalize import app_rows, details_row, device_row, encode_row
-from kandji_snapshots.snapshot_io import TableWriter, iter_lines
-from kandji_snapshots.storage import LocalObjectStore
+from kandji_snapshots.snapshots.catalog import MANIFEST_SCHEMA_VERSION, Manifest, write_manifest
+from kandji_snapshots.snapshots.layout import TABLE_NAMES
+from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, encode_row
+from kandji_snapshots.snapshots.table_io import TableWriter, iter_lines
+from kandji_snapshots.snapshots.storage import LocalObjectStore
 
 BEFORE, AFTER = "20261123T100000Z", "20261123T110000Z"
 FETCHED_BEFORE, FETCHED_AFTER = "2026-11-23T10:00:05.000000Z", "2026-11-23T11:00:05.000000Z"
@@ -107,7 +107,7 @@ def build(folder: str, devices: int) -> int:
 
 def phase_read(folder: str) -> dict:
     store = LocalObjectStore(folder)
-    from kandji_snapshots.catalog import load_manifest
+    from kandji_snapshots.snapshots.catalog import load_manifest
 
     lines = 0
     with Timer() as timer:
@@ -120,8 +120,8 @@ def phase_read(folder: str) -> dict:
 
 
 def phase_diff(folder: str) -> dict:
-    from kandji_snapshots.differ import DifferSettings, SnapshotDiffer
-    from kandji_snapshots.publisher import MemoryPublisher
+    from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
+    from kandji_snapshots.diff.publisher import MemoryPublisher
 
     publisher = MemoryPublisher()
     differ = SnapshotDiffer(LocalObjectStore(folder), publisher, settings=DifferSettings(max_events_per_run=10**9))

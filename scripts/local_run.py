@@ -106,7 +106,7 @@ def manifest_event(key: str) -> dict:
 
 
 def collect(handler, label: str) -> dict:
-    from kandji_snapshots.layout import manifest_key
+    from kandji_snapshots.snapshots.layout import manifest_key
 
     started = time.monotonic()
     event = json.loads((ROOT / "events" / "scheduler_event.json").read_text())
@@ -166,7 +166,7 @@ def download_bucket(target: Path) -> None:
 
 
 def answer_fleet_questions(folder: Path, serial_number: str) -> None:
-    from kandji_snapshots import local_query
+    from kandji_snapshots.query import local_duckdb as local_query
 
     local_query.print_report(folder, limit=5, parameters={"serial_number": serial_number})
 

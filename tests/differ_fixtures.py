@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from kandji_snapshots.catalog import Manifest
-from kandji_snapshots.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.snapshots.catalog import Manifest
+from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
 from kandji_snapshots.errors import DeviceNotFound
-from kandji_snapshots.publisher import MemoryPublisher, Message, PublishError
-from kandji_snapshots.storage import ObjectStore
+from kandji_snapshots.diff.publisher import MemoryPublisher, Message, PublishError
+from kandji_snapshots.snapshots.storage import ObjectStore
 
 
 class StepClock:

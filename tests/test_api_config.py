@@ -1,6 +1,6 @@
 import pytest
 
-from kandji_snapshots.api_config import parse_secret, validate_api_url
+from kandji_snapshots.kandji.config import parse_secret, validate_api_url
 from kandji_snapshots.errors import ConfigurationError
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from kandji_snapshots import fleet_queries, layout
-from kandji_snapshots.timeutil import partition_date
+from kandji_snapshots.query import fleet_queries
+from kandji_snapshots.snapshots import layout
+from kandji_snapshots.snapshots.timeutil import partition_date
 from tests.test_template import (
     as_list,
     resolved_resources,

@@ -16,9 +16,10 @@ import boto3
 import pytest
 
 from aws_helpers import create_secret
-from kandji_snapshots import cli, cli_collect
-from kandji_snapshots.api_config import EXPECTED_FORM
-from kandji_snapshots.progress import ProgressBar
+from kandji_snapshots.cli import main as cli
+from kandji_snapshots.cli import collect as cli_collect
+from kandji_snapshots.kandji.config import EXPECTED_FORM
+from kandji_snapshots.cli.progress import ProgressBar
 from simulator import Fleet, KandjiSimulator
 
 ROOT = Path(__file__).resolve().parent.parent

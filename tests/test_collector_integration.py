@@ -10,7 +10,7 @@ import pytest
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, manifests, read_rows
 from conftest import load_handler
 from kandji_snapshots.errors import ConfigurationError, KandjiAuthError, KandjiSnapshotsError, RateLimitExhausted
-from kandji_snapshots.normalize import app_rows, details_row, device_row
+from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row
 from simulator import Fleet, KandjiSimulator
 
 TOKEN = "kst-9f8e7d6c5b4a-integration-token"

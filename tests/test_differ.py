@@ -8,15 +8,15 @@ from datetime import datetime, timezone
 import pytest
 
 from differ_fixtures import FakeFleet, FlakyPublisher, StepClock, app, default_apps
-from kandji_snapshots.catalog import load_manifest
-from kandji_snapshots.change_events import app_identity
-from kandji_snapshots.collector import SnapshotCollector
-from kandji_snapshots.differ import DifferSettings, SnapshotDiffer, SnapshotNotCommitted, diff_snapshots
-from kandji_snapshots.layout import changes_key, published_marker_prefix
-from kandji_snapshots.publisher import MAX_BATCH_BYTES, MemoryPublisher, PublishError
-from kandji_snapshots.refresh import RequestBudget
-from kandji_snapshots.snapshot_io import iter_rows
-from kandji_snapshots.storage import MemoryObjectStore
+from kandji_snapshots.snapshots.catalog import load_manifest
+from kandji_snapshots.diff.events import app_identity
+from kandji_snapshots.collect.collector import SnapshotCollector
+from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer, SnapshotNotCommitted, diff_snapshots
+from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix
+from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, MemoryPublisher, PublishError
+from kandji_snapshots.collect.refresh import RequestBudget
+from kandji_snapshots.snapshots.table_io import iter_rows
+from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
 FIRST, SECOND = "20261123T100000Z", "20261123T110000Z"
 

@@ -13,10 +13,10 @@ import pytest
 
 from aws_helpers import drain_queue
 from differ_fixtures import FakeFleet
-from kandji_snapshots.differ_runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
+from kandji_snapshots.diff.runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
 from kandji_snapshots.errors import ConfigurationError
-from kandji_snapshots.layout import changes_key, manifest_key
-from kandji_snapshots.storage import S3ObjectStore
+from kandji_snapshots.snapshots.layout import changes_key, manifest_key
+from kandji_snapshots.snapshots.storage import S3ObjectStore
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "kandji-snapshots-differ-test"

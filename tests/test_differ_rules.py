@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kandji_snapshots.change_rules import (DEFAULT_IGNORED_FIELDS, HIGH, INFO, SEVERITY_RULES, ChangeRules, downgraded,
+from kandji_snapshots.diff.rules import (DEFAULT_IGNORED_FIELDS, HIGH, INFO, SEVERITY_RULES, ChangeRules, downgraded,
                                            highest, lost_mode_enabled, parse_ignore_fields, version_key)
-from kandji_snapshots.differ import VolatileValues, field_changes, row_head
-from kandji_snapshots.normalize import details_row, device_row, encode_row
+from kandji_snapshots.diff.differ import VolatileValues, field_changes, row_head
+from kandji_snapshots.snapshots.normalize import details_row, device_row, encode_row
 from differ_fixtures import details_payload, device_item
 
 

@@ -29,18 +29,19 @@ from botocore.exceptions import ClientError
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, manifests, read_rows
 from kandji_fakes import RunClock
 from conftest import FakeLambdaContext, load_handler
-from kandji_snapshots import collector_runtime, differ_runtime
-from kandji_snapshots.api_config import KandjiCredentials, validate_api_url
-from kandji_snapshots.catalog import load_manifest
-from kandji_snapshots.collector import CollectorSettings, SnapshotCollector
-from kandji_snapshots.differ import SnapshotIncomplete
+from kandji_snapshots.collect import runtime as collector_runtime
+from kandji_snapshots.diff import runtime as differ_runtime
+from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
+from kandji_snapshots.snapshots.catalog import load_manifest
+from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.diff.differ import SnapshotIncomplete
 from kandji_snapshots.errors import (DeadlineExceeded, KandjiApiError, KandjiAuthError, KandjiSnapshotsError,
                                      RateLimitExhausted, SnapshotWriteError)
-from kandji_snapshots.kandji_client import KandjiClient, RequestStats, RetryPolicy
-from kandji_snapshots.layout import manifest_key, published_marker_prefix
-from kandji_snapshots.publisher import PublishError, SnsPublisher
-from kandji_snapshots.rate_limiter import RateLimiter
-from kandji_snapshots.storage import MemoryObjectStore, S3ObjectStore
+from kandji_snapshots.kandji.client import KandjiClient, RequestStats, RetryPolicy
+from kandji_snapshots.snapshots.layout import manifest_key, published_marker_prefix
+from kandji_snapshots.diff.publisher import PublishError, SnsPublisher
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 from simulator import Fleet, KandjiSimulator
 from simulator.server import MAINTENANCE_HTML
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from kandji_snapshots import fleet_queries, local_query
-from kandji_snapshots.storage import LocalObjectStore
-from kandji_snapshots.timeutil import parse_timestamp
+from kandji_snapshots.query import fleet_queries
+from kandji_snapshots.query import local_duckdb as local_query
+from kandji_snapshots.snapshots.storage import LocalObjectStore
+from kandji_snapshots.snapshots.timeutil import parse_timestamp
 from simulator import Fleet, KandjiSimulator
 from tests.test_schema_guard import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
 

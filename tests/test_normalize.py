@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from kandji_snapshots import schema
-from kandji_snapshots.normalize import app_rows, coerce, details_row, device_row, encode_row
-from kandji_snapshots.timeutil import normalize_timestamp
+from kandji_snapshots.snapshots import schema
+from kandji_snapshots.snapshots.normalize import app_rows, coerce, details_row, device_row, encode_row
+from kandji_snapshots.snapshots.timeutil import normalize_timestamp
 
 
 @pytest.mark.parametrize("raw, expected", [

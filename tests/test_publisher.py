@@ -10,7 +10,7 @@ import pytest
 from moto import mock_aws
 
 from aws_helpers import drain_queue
-from kandji_snapshots.publisher import (MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Message, PublishError, SnsPublisher,
+from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Message, PublishError, SnsPublisher,
                                         event_message, plan_batches)
 
 REGION = "us-east-1"

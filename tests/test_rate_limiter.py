@@ -3,7 +3,7 @@ import threading
 import pytest
 
 from kandji_snapshots.errors import DeadlineExceeded
-from kandji_snapshots.rate_limiter import RateLimiter
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
 
 
 class FakeTime:

@@ -2,11 +2,11 @@
 
 import pytest
 
-from kandji_snapshots.collector import SnapshotCollector
-from kandji_snapshots.refresh import (BudgetExhausted, PreviousRows, RequestBudget, line_keys, plan_refresh,
+from kandji_snapshots.collect.collector import SnapshotCollector
+from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, line_keys, plan_refresh,
                                       with_snapshot_id)
-from kandji_snapshots.snapshot_io import iter_lines, iter_rows
-from kandji_snapshots.storage import MemoryObjectStore
+from kandji_snapshots.snapshots.table_io import iter_lines, iter_rows
+from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_fakes import FakeKandjiApi, StepClock, device
 
 

@@ -19,18 +19,20 @@ from typing import Any
 
 import pytest
 
-from kandji_snapshots import collector as collector_module
-from kandji_snapshots import fleet_queries, schema, schema_guard
-from kandji_snapshots.api_config import parse_secret, validate_api_url
-from kandji_snapshots.catalog import Manifest
-from kandji_snapshots.collector import CollectorSettings, SnapshotCollector
-from kandji_snapshots.differ import SnapshotDiffer
-from kandji_snapshots.kandji_client import KandjiClient
-from kandji_snapshots.publisher import MemoryPublisher
-from kandji_snapshots.rate_limiter import RateLimiter
-from kandji_snapshots.schema_guard import Problem, SchemaGuard, SchemaViolation, parse_hive_type
-from kandji_snapshots.snapshot_io import iter_rows
-from kandji_snapshots.storage import LocalObjectStore
+from kandji_snapshots.collect import collector as collector_module
+from kandji_snapshots.query import fleet_queries
+from kandji_snapshots.snapshots import schema
+import schema_guard
+from kandji_snapshots.kandji.config import parse_secret, validate_api_url
+from kandji_snapshots.snapshots.catalog import Manifest
+from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.diff.differ import SnapshotDiffer
+from kandji_snapshots.kandji.client import KandjiClient
+from kandji_snapshots.diff.publisher import MemoryPublisher
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from schema_guard import Problem, SchemaGuard, SchemaViolation, parse_hive_type
+from kandji_snapshots.snapshots.table_io import iter_rows
+from kandji_snapshots.snapshots.storage import LocalObjectStore
 from simulator import Fleet, KandjiSimulator
 from tests.test_template import TEMPLATE_PATH
 

@@ -1,9 +1,9 @@
 import gzip
 import json
 
-from kandji_snapshots.layout import table_part_key
-from kandji_snapshots.snapshot_io import TableWriter, iter_rows
-from kandji_snapshots.storage import LocalObjectStore, MemoryObjectStore
+from kandji_snapshots.snapshots.layout import table_part_key
+from kandji_snapshots.snapshots.table_io import TableWriter, iter_rows
+from kandji_snapshots.snapshots.storage import LocalObjectStore, MemoryObjectStore
 
 SNAPSHOT = "20261123T100000Z"
 

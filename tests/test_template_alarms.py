@@ -1,7 +1,7 @@
 """Alarms, the alarm topic and the dashboard of template.yaml.
 
 The metric names are not copied here: they are read from the code that emits them
-(layers/common/kandji_snapshots/metrics.py and differ_runtime.record_run), both by grepping the source and
+(layers/common/kandji_snapshots/metrics.py and diff/runtime.record_run), both by grepping the source and
 by calling those functions with a recording stand-in for Powertools' Metrics, so renaming a metric in the
 code without updating the template fails these tests.
 """
@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from kandji_snapshots import differ_runtime, metrics as collector_metrics
+from kandji_snapshots.diff import runtime as differ_runtime
+from kandji_snapshots import metrics as collector_metrics
 from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
 from tests.test_template import (
     PSEUDO_PARAMETERS,
@@ -31,7 +32,7 @@ from tests.test_template_security import checkov_reports  # noqa: F401  (session
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_SOURCES = [
     ROOT / "layers/common/kandji_snapshots/metrics.py",
-    ROOT / "layers/common/kandji_snapshots/differ_runtime.py",
+    ROOT / "layers/common/kandji_snapshots/diff/runtime.py",
 ]
 ALARM_TARGET = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
 EXISTING_TOPIC = "arn:aws:sns:us-east-1:123456789012:ops-alarms"

@@ -29,10 +29,10 @@ import urllib3
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue
 from kandji_fakes import RunClock
 from conftest import FakeLambdaContext, load_handler
-from kandji_snapshots import collector_runtime
-from kandji_snapshots.collector import SnapshotCollector
+from kandji_snapshots.collect import runtime as collector_runtime
+from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
-from kandji_snapshots.layout import manifest_key
+from kandji_snapshots.snapshots.layout import manifest_key
 from simulator import Fleet, KandjiSimulator
 from simulator.server import MAINTENANCE_HTML
 
@@ -208,7 +208,7 @@ def test_the_token_is_only_ever_in_the_authorization_header_of_requests_to_the_t
     # Logs: every record of every logger, the Powertools JSON lines, stdout (EMF metrics) and stderr.
     logged = logs.text()
     assert all(logger.isEnabledFor(logging.DEBUG) for logger in project_loggers())
-    assert logging.getLogger("kandji_snapshots.kandji_client").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("kandji_snapshots.kandji.client").isEnabledFor(logging.DEBUG)
     assert "snapshot committed" in logged and "snapshot diffed" in logged and "collection failed" in logged
     assert "snapshot committed" in debug_logging.getvalue()  # the handler's own JSON output
     emf = [line for line in captured.out.splitlines() if line.startswith('{"_aws"')]

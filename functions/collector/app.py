@@ -4,7 +4,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kandji_snapshots.collector_runtime import run_collection
+from kandji_snapshots.collect.runtime import run_collection
 
 logger = Logger()
 metrics = Metrics()

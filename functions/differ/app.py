@@ -5,7 +5,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kandji_snapshots.differ_runtime import DifferEnvironment, build_differ, record_run, snapshot_id_from_trigger
+from kandji_snapshots.diff.runtime import DifferEnvironment, build_differ, record_run, snapshot_id_from_trigger
 
 logger = Logger()
 metrics = Metrics()

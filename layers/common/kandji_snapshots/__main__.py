@@ -1,5 +1,5 @@
 """`python -m kandji_snapshots check|collect|diff ...`: the operator's command line (see cli.py)."""
 
-from .cli import main
+from kandji_snapshots.cli.main import main
 
 raise SystemExit(main())

@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from .errors import KandjiAuthError, RateLimitExhausted
+from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
 
 
 def record_requests(metrics: Any, requests: dict[str, Any]) -> None:

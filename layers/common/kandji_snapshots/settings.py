@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigurationError
+from kandji_snapshots.errors import ConfigurationError
 
 DEFAULT_REQUESTS_PER_SECOND = 45.0  # Kandji enforces 50/s; leave room for clock skew and other clients
 DEFAULT_MAX_WORKERS = 16

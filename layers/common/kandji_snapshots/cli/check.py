@@ -1,0 +1,302 @@
+"""`check`: call each endpoint the collector needs once, without retries, and report the token's
+permissions, the device count, the rate-limit headroom and what a full run would cost."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from kandji_snapshots.kandji.config import KandjiCredentials
+from kandji_snapshots.cli.console import Console
+from kandji_snapshots.cli.cost import cost_lines
+from kandji_snapshots.cli.credentials import other_region, resolve_credentials
+from kandji_snapshots.cli.rate_limit import RateHeaders
+from kandji_snapshots.errors import KandjiSnapshotsError
+from kandji_snapshots.kandji.client import PAGE_LIMIT, PERMISSIONS, KandjiClient, RetryPolicy, int_header, rate_limit_wait
+from kandji_snapshots.cli.progress import format_duration
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
+
+PLACEHOLDER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"
+TOKEN_SETTINGS = "Kandji > Settings > Access > API Token > Manage API Permissions"
+
+
+# --- talking to the API, one request at a time ------------------------------------------------------
+
+@dataclass
+class Answer:
+    path: str
+    status: int | None  # None: no HTTP answer at all (`problem` says why)
+    body: Any = None
+    is_json: bool = False
+    headers: Mapping[str, str] | None = None
+    problem: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"GET /api/v1/{self.path}"
+
+
+class CheckStopped(Exception):
+    """The check cannot go on (bad token, wrong host, rate limit spent): the message says why."""
+
+
+class ApiProbe:
+    """Single GETs: no retries (one short wait for a per-second 429), no redirects followed."""
+
+    def __init__(self, credentials: KandjiCredentials, session: requests.Session, *, timeout: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.root = credentials.endpoint.api_root
+        self.host = credentials.endpoint.host
+        self._headers = {"Authorization": f"Bearer {credentials.token}", "Accept": "application/json"}
+        self._session = session
+        self._timeout = timeout
+        self._sleep = sleep
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Answer:
+        for attempt in (1, 2):
+            try:
+                response = self._session.get(self.root + path, params=params, headers=self._headers,
+                                             timeout=(10.0, self._timeout), allow_redirects=False)
+            except requests.exceptions.SSLError:
+                return Answer(path, None, problem=f"the TLS handshake with {self.host} failed: it is not the "
+                                                  "Kandji API, or something intercepts HTTPS on this network")
+            except requests.exceptions.Timeout:
+                return Answer(path, None, problem=f"{self.host} did not answer within {self._timeout:g} s")
+            except requests.exceptions.ConnectionError as error:
+                text = str(error)
+                if any(sign in text for sign in ("NameResolution", "Name or service not known", "getaddrinfo",
+                                                 "nodename nor servname", "No address associated")):
+                    why = f"the host name {self.host} does not resolve"
+                else:
+                    why = f"could not connect to {self.host} (refused or reset)"
+                return Answer(path, None, problem=why)
+            except requests.exceptions.RequestException as error:
+                return Answer(path, None, problem=f"{type(error).__name__} talking to {self.host}")
+            if response.status_code == 429 and attempt == 1:
+                wait = rate_limit_wait(response.headers)
+                hour_left = int_header(response.headers, "x-ratelimit-remaining-hour")
+                if wait is not None and wait <= 5 and hour_left != 0:
+                    self._sleep(wait)  # the per-second window: worth one wait
+                    continue
+            try:
+                body, is_json = response.json(), True
+            except ValueError:
+                body, is_json = None, False
+            return Answer(path, response.status_code, body, is_json, response.headers)
+        raise AssertionError("unreachable")
+
+
+
+# --- what the answers say ---------------------------------------------------------------------------
+
+@dataclass
+class PermissionResult:
+    key: str  # devices, details, apps, prism
+    state: str  # present, missing, unknown
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        return PERMISSIONS[self.key]
+
+    @property
+    def short(self) -> str:
+        return self.label.rsplit("(", 1)[-1].rstrip(")")
+
+
+def required_permissions(apps_source: str) -> tuple[set[str], list[set[str]]]:
+    """(always required, groups of which one is enough) for an apps source."""
+    if apps_source == "prism":
+        return {"devices", "details", "prism"}, []
+    if apps_source == "auto":
+        return {"devices", "details"}, [{"apps", "prism"}]
+    return {"devices", "details", "apps"}, []
+
+
+def _stop_for(answer: Answer, host: str, token_source: str) -> CheckStopped | None:
+    """The answers after which nothing else can be learned."""
+    where = answer.where
+    if answer.status is None:
+        return CheckStopped(f"{where}: {answer.problem}. Check the tenant name and region in the API URL "
+                            "(Kandji > Settings > Access > API URL) and this machine's network.")
+    if answer.status == 401:
+        fix = "and store it in the secret" if token_source.startswith("secret") else "and use it here"
+        other = other_region(host)
+        region = f" If the tenant is in the other region, the API host is {other}." if other else ""
+        return CheckStopped(
+            f"{where} answered 401 Unauthorized: the API token is wrong, revoked or expired, or belongs to "
+            f"another tenant. Create a new token in Kandji (Settings > Access > API Token) {fix}.{region}")
+    if answer.status == 429:
+        headers = answer.headers or {}
+        left = int_header(headers, "x-ratelimit-remaining-hour")
+        wait = rate_limit_wait(headers)
+        detail = []
+        if left is not None:
+            detail.append(f"{left:,} requests left this hour")
+        if wait is not None:
+            detail.append(f"retry after {format_duration(wait)}")
+        extra = f" ({', '.join(detail)})" if detail else ""
+        return CheckStopped(
+            f"{where} answered 429 Too Many Requests{extra}: the tenant's rate limit is spent, by this or "
+            "other integrations (10,000 requests an hour per tenant, shared). A collector run now would fail "
+            "too; try again later or lower the other integrations' use.")
+    if 300 <= answer.status < 400:
+        location = (answer.headers or {}).get("Location", "")
+        to = f" to {location}" if location else ""
+        return CheckStopped(
+            f"{where} answered a {answer.status} redirect{to}: {host} is not the API host (the collector never "
+            "follows redirects, so the token never leaves the tenant's host). Use the API URL shown in Kandji "
+            "(Settings > Access > API URL).")
+    return None
+
+
+def _not_found_message(where: str, host: str) -> str:
+    other = other_region(host)
+    region = (f" If the tenant is in the other region, the host is {other}." if other else "")
+    return (f"{where} answered 404 Not Found on {host}: the URL does not lead to a Kandji tenant's API. Check "
+            f"the tenant name and the region (US: <tenant>.api.kandji.io, EU: <tenant>.api.eu.kandji.io) in "
+            f"the API URL (Kandji > Settings > Access > API URL).{region}")
+
+
+def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, str]) -> int:
+    credentials, source = resolve_credentials(args, console, environ)
+    host = credentials.endpoint.host
+    console.out(f"{'API URL':<12}{credentials.endpoint.api_root} (form ok)")
+    console.out(f"{'token':<12}from {source}")
+    session = requests.Session()
+    rate = RateHeaders(session)
+    probe = ApiProbe(credentials, session)
+    results: dict[str, PermissionResult] = {}
+    try:
+        devices = probe.get("devices", {"limit": 1})
+        stop = _stop_for(devices, host, source)
+        if stop:
+            raise stop
+        if devices.status == 404:
+            raise CheckStopped(_not_found_message(devices.where, host))
+        if devices.status == 200 and not (devices.is_json and isinstance(devices.body, list)):
+            raise CheckStopped(f"{devices.where} answered 200 but not a JSON device list: {host} is not the "
+                               "Kandji API. Use the API URL shown in Kandji (Settings > Access > API URL).")
+        results["devices"] = _permission("devices", devices)
+        device_id = None
+        if devices.status == 200 and devices.body and isinstance(devices.body[0], dict):
+            device_id = str(devices.body[0].get("device_id") or "") or None
+        console.out(f"{'token':<12}accepted")
+        for key, path in (("details", "details"), ("apps", "apps")):
+            answer = probe.get(f"devices/{device_id or PLACEHOLDER_DEVICE_ID}/{path}")
+            stop = _stop_for(answer, host, source)
+            if stop:
+                raise stop
+            result = _permission(key, answer)
+            if result.state == "present" and device_id is None:
+                result.note = "checked with a placeholder device id: no device could be listed"
+            results[key] = result
+        prism = probe.get("prism/apps", {"limit": 1})
+        stop = _stop_for(prism, host, source)
+        if stop:
+            raise stop
+        results["prism"] = _permission("prism", prism)
+    except CheckStopped as stopped:
+        console.err(f"error: {stopped}")
+        console.out(f"{'this check':<12}{_requests(rate.responses)}")
+        return 1
+
+    required, one_of = required_permissions(args.apps_source)
+    console.out("permissions")
+    for key in ("devices", "details", "apps", "prism"):
+        result = results[key]
+        needed = key in required or any(key in group for group in one_of)
+        state = result.state.upper() if result.state != "present" and key in required else result.state
+        role = "" if key in required else (" (one of Device apps / Prism: apps)" if needed else " (optional)")
+        note = f": {result.note}" if result.note else ""
+        console.out(f"  {state:<9} {result.label}{role}{note}")
+
+    count, count_note = _device_count(results, probe, credentials, session, args, host, source)
+    app_rows = _prism_app_rows(results, probe)
+    if count is not None:
+        console.out(f"{'devices':<12}{count:,} ({count_note})")
+    else:
+        console.out(f"{'devices':<12}unknown ({count_note})")
+    console.out(f"{'rate limit':<12}{rate.describe()}")
+    for line in cost_lines(count, app_rows, rate.limit_hour, rate.remaining_hour, args.max_requests_per_second):
+        console.out(line)
+    console.out(f"{'this check':<12}{_requests(rate.responses)}")
+
+    lacking = [results[key] for key in sorted(required) if results[key].state != "present"]
+    for group in one_of:
+        if not any(results[key].state == "present" for key in group):
+            lacking.extend(results[key] for key in sorted(group))
+    missing = [item for item in lacking if item.state == "missing"]
+    unknown = [item for item in lacking if item.state != "missing"]
+    if missing:
+        names = ", ".join(f"{item.short} ({item.label.split(' (')[0]})" for item in missing)
+        console.out(f"{'result':<12}NOT ready: the token lacks {names}. Add {'it' if len(missing) == 1 else 'them'} "
+                    f"in {TOKEN_SETTINGS}.")
+        return 1
+    if unknown:
+        names = ", ".join(item.short for item in unknown)
+        console.out(f"{'result':<12}NOT confirmed: {names} could not be checked (see above); run the check again.")
+        return 1
+    if count is None:
+        console.out(f"{'result':<12}NOT ready: the device list could not be read ({count_note}).")
+        return 1
+    console.out(f"{'result':<12}ready: the token has every permission the collector needs "
+                f"(apps source {args.apps_source})")
+    return 0
+
+
+def _requests(count: int) -> str:
+    return f"{count:,} request{'' if count == 1 else 's'}"
+
+
+def _permission(key: str, answer: Answer) -> PermissionResult:
+    if answer.status == 200:
+        return PermissionResult(key, "present")
+    if answer.status == 403:
+        return PermissionResult(key, "missing", f"403 Forbidden: add it in {TOKEN_SETTINGS}")
+    if answer.status == 404 and key in ("details", "apps"):
+        return PermissionResult(key, "present", "the device was not found (404), but the token may ask")
+    if answer.status == 404:
+        return PermissionResult(key, "missing", "404: not available on this tenant")
+    return PermissionResult(key, "unknown", f"answered {answer.status}; try again later")
+
+
+def _device_count(results: dict[str, PermissionResult], probe: ApiProbe, credentials: KandjiCredentials,
+                  session: requests.Session, args: argparse.Namespace, host: str,
+                  source: str) -> tuple[int | None, str]:
+    if results["prism"].state == "present":
+        answer = probe.get("prism/count", {"category": "devices"})
+        stop = _stop_for(answer, host, source)
+        count = answer.body.get("count") if answer.status == 200 and isinstance(answer.body, dict) else None
+        if stop is None and isinstance(count, int):
+            about = "about " if answer.body.get("approximate") else ""
+            return count, f"{about}from /prism/count?category=devices, 1 request"
+    if results["devices"].state == "missing":
+        return None, "the token may not list devices"
+    if results["devices"].state != "present":
+        return None, f"the device list {results['devices'].note}"
+    client = KandjiClient(credentials, limiter=RateLimiter(args.max_requests_per_second), session=session,
+                          retry=RetryPolicy(max_attempts=3, max_rate_limited_attempts=3, max_backoff=5.0),
+                          pool_size=1)
+    before = client.stats.requests
+    try:
+        count = len(client.list_devices())
+    except KandjiSnapshotsError as error:
+        return None, str(error)
+    pages = client.stats.requests - before
+    return count, (f"counted by paging /devices: {pages} request{'s' if pages != 1 else ''}, one per "
+                   f"{PAGE_LIMIT} devices")
+
+
+def _prism_app_rows(results: dict[str, PermissionResult], probe: ApiProbe) -> int | None:
+    if results["prism"].state != "present":
+        return None
+    answer = probe.get("prism/count", {"category": "apps"})
+    count = answer.body.get("count") if answer.status == 200 and isinstance(answer.body, dict) else None
+    return count if isinstance(count, int) else None
+

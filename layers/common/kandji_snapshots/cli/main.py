@@ -1,0 +1,213 @@
+"""The operator's command line: check a token, collect once into a folder, diff two snapshots.
+
+    python -m kandji_snapshots check   --url https://<tenant>.api.kandji.io [--token-file FILE | --secret-id ARN]
+    python -m kandji_snapshots collect --url https://<tenant>.api.kandji.io --output DIR
+    python -m kandji_snapshots diff    DIR-or-s3://BUCKET [--from SNAPSHOT_ID] [--to SNAPSHOT_ID] [--json]
+
+The token is never a command-line argument (it would land in shell history): it comes from
+--secret-id (the stack's Secrets Manager secret, read like the Lambda reads it), --token-file,
+the environment variable KANDJI_API_TOKEN, or a hidden prompt, in that order. It is never
+printed. Exit codes: 0 success, 1 failure (the message says what to fix), 2 usage error.
+
+This module is the parser, the dispatch to a command and the exit codes. The rest:
+    cli_console      stdout/stderr with the token redacted, log records, UsageError
+    cli_credentials  where the token and URL come from (secret, file, environment, prompt)
+    cli_check        the `check` command: probes, permissions, device count (cli_cost: a run's cost)
+    cli_collect      the `collect` command
+    cli_diff         the `diff` command, as a table or JSON Lines
+    cli_rate_limit   the hourly rate-limit headers, read by check and collect
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+
+from kandji_snapshots.kandji.config import EXPECTED_FORM
+from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV
+from kandji_snapshots.cli.check import run_check
+from kandji_snapshots.cli.collect import run_collect
+from kandji_snapshots.cli.console import PROG, Console, UsageError, configure_logging
+from kandji_snapshots.cli.cost import cost_lines, list_pages
+from kandji_snapshots.cli.credentials import INSECURE_ENV, TOKEN_ENV, URL_ENV
+from kandji_snapshots.cli.diff import run_diff
+from kandji_snapshots.collect.collector import APPS_SOURCES
+from kandji_snapshots.errors import KandjiSnapshotsError
+from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_MAX_WORKERS, DEFAULT_REQUEST_BUDGET, DEFAULT_REQUESTS_PER_SECOND
+
+# cost_lines and list_pages stay importable from here, where they were before the split.
+__all__ = ["build_parser", "cost_lines", "list_pages", "main"]
+
+
+# --- command line -------------------------------------------------------------------------------------
+
+def _positive_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be between 0.1 and 1000 (Kandji enforces 50/s)")
+    return value
+
+
+def _budget(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of requests (1 or more), or 'none' for no cap")
+    return int(text)
+
+
+def _count(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not minimum <= int(text) <= maximum:
+            raise argparse.ArgumentTypeError(f"{text!r}: a whole number from {minimum} to {maximum}")
+        return int(text)
+    return parse
+
+
+class _RefuseToken(argparse.Action):
+    """`--token VALUE` would put the token in shell history: refuse it without echoing it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise UsageError("The token is never taken on the command line (it would land in shell history): use "
+                         f"--token-file FILE, --secret-id ARN, the environment variable {TOKEN_ENV}, or the prompt.")
+
+
+def _kandji_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    group = parent.add_argument_group("Kandji API and token")
+    group.add_argument("--url", metavar="API_URL",
+                       help=f"the tenant's API URL, {EXPECTED_FORM} (default: ${URL_ENV}; with --secret-id, the "
+                            "secret's api_url wins, as in the Lambda)")
+    group.add_argument("--token-file", metavar="FILE", help="read the token from FILE ('-': standard input)")
+    group.add_argument("--secret-id", metavar="ARN_OR_NAME",
+                        help="read the token (and API URL) from this Secrets Manager secret, like the collector "
+                             "Lambda: JSON {\"api_url\", \"api_token\"} or the bare token (AWS credentials from "
+                             "the usual AWS_PROFILE / AWS_REGION)")
+    group.add_argument("--token", nargs="?", action=_RefuseToken, help=argparse.SUPPRESS)
+    group.add_argument("--allow-insecure-localhost", action="store_true",
+                       help=f"accept http://127.0.0.1:PORT (the simulator), like {INSECURE_ENV}=true")
+    group.add_argument("--max-requests-per-second", type=_positive_rate, default=DEFAULT_REQUESTS_PER_SECOND,
+                       metavar="N", help=f"request rate ceiling (default {DEFAULT_REQUESTS_PER_SECOND:g}; Kandji "
+                                         "enforces 50)")
+    return parent
+
+
+def _common_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="log the package's debug messages and show tracebacks")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Operator commands of kandji-snapshots: check a token, collect once into a folder, diff "
+                    "two snapshots.",
+        epilog=f"The token comes from --secret-id, --token-file, ${TOKEN_ENV} or a hidden prompt, never from "
+               "the command line.\nExit codes: 0 success, 1 failure (the message says what to fix), 2 usage "
+               "error.")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="log the package's debug messages and show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    kandji, common = _kandji_options(), _common_options()
+
+    check = commands.add_parser(
+        "check", parents=[kandji, common], allow_abbrev=False,
+        help="check the API URL and token: permissions, device count, rate-limit headroom, cost of a run",
+        description="Validate the API URL, call each endpoint the collector needs once, and report which "
+                    "permissions the token has, the device count, the rate-limit headroom and what a full run "
+                    "costs. Exit code 0 when the collector has everything it needs, 1 otherwise.")
+    check.add_argument("--apps-source", choices=APPS_SOURCES, default="per-device",
+                       help="the KANDJI_APPS_SOURCE the collector will use, which decides whether Device apps "
+                            "or Prism: apps is required (default per-device)")
+    check.set_defaults(handler=run_check)
+
+    collect = commands.add_parser(
+        "collect", parents=[kandji, common], allow_abbrev=False,
+        help="take one snapshot into a local folder (no AWS account needed)",
+        description="Take one snapshot of the tenant with the collector the Lambda uses, into a local folder "
+                    "laid out like the bucket (snapshots/<table>/dt=.../). Run again later and `diff` the folder.")
+    collect.add_argument("--output", "-o", required=True, metavar="DIR", help="the folder to write to")
+    collect.add_argument("--apps-source", choices=APPS_SOURCES, default="per-device",
+                         help="per-device (default), prism (fleet-wide, one request per 300 apps) or auto")
+    collect.add_argument("--budget", type=_budget, default=DEFAULT_REQUEST_BUDGET, metavar="N",
+                         help=f"most requests this run may send (default {DEFAULT_REQUEST_BUDGET:,}, as the Lambda; "
+                              "'none' for no cap); devices past it are carried forward or left pending")
+    collect.add_argument("--hourly-reserve", type=_count(0, 1_000_000), default=DEFAULT_HOURLY_RESERVE, metavar="N",
+                         help=f"of the tenant's hourly limit, leave this many for other integrations "
+                              f"(default {DEFAULT_HOURLY_RESERVE:,})")
+    collect.add_argument("--max-workers", type=_count(1, 64), default=DEFAULT_MAX_WORKERS, metavar="N",
+                         help=f"requests in flight (default {DEFAULT_MAX_WORKERS})")
+    collect.add_argument("--progress", action="store_true",
+                         help="show the progress bar on stderr even when it is not a terminal")
+    collect.set_defaults(handler=run_collect)
+
+    diff = commands.add_parser(
+        "diff", parents=[common], allow_abbrev=False,
+        help="the changes between two snapshots, in a folder or in S3 (publishes nothing)",
+        description="Print the change events between two committed snapshots, as the differ computes them "
+                    "(nothing is published). Default: the latest snapshot against the one before it.")
+    diff.add_argument("source", metavar="SOURCE", help="a folder written by `collect`, or s3://BUCKET")
+    diff.add_argument("--from", dest="from_id", metavar="SNAPSHOT_ID",
+                      help="the older snapshot (default: the one before --to)")
+    diff.add_argument("--to", dest="to_id", metavar="SNAPSHOT_ID", help="the newer snapshot (default: the latest)")
+    diff.add_argument("--json", action="store_true", help="one change event per line (JSON Lines), as published")
+    diff.add_argument("--ignore-fields", metavar="PATTERNS",
+                      help=f"more fields to ignore, comma-separated fnmatch patterns (default: ${IGNORE_FIELDS_ENV})")
+    diff.set_defaults(handler=run_diff)
+    return parser
+
+
+# --- entry point ---------------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    console = Console()
+    environ = os.environ if environ is None else environ
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        console.err(f"error: {error}")
+        return 2
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), already printed
+        return exit_.code if isinstance(exit_.code, int) else 2
+    debug = bool(getattr(args, "debug", False))
+    restore = configure_logging(debug, console)
+    try:
+        return args.handler(args, console, environ)
+    except UsageError as error:
+        console.err(f"error: {error}")
+        return 2
+    except KeyboardInterrupt:
+        console.err("interrupted")
+        return 130
+    except BrokenPipeError:  # `... | head`: the reader is gone, and that is fine
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Exception as error:  # noqa: BLE001 - every failure becomes one readable line
+        if debug:
+            console.err(traceback.format_exc().rstrip())
+        console.err(f"error: {_describe_error(error)}")
+        return 1
+    finally:
+        restore()
+
+
+def _describe_error(error: Exception) -> str:
+    if isinstance(error, KandjiSnapshotsError):
+        return str(error)  # already written for the operator
+    module = type(error).__module__ or ""
+    if module.startswith(("botocore", "boto3")):
+        return f"AWS: {error}"
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}" + (f": {error.filename}" if getattr(error, "filename", None) else "")
+    return f"{type(error).__name__}: {error} (run with --debug for the traceback)"

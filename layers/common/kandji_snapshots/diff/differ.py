@@ -1,0 +1,376 @@
+"""The differ's domain: compare two committed snapshots, then publish what changed, once.
+
+Comparing (`diff_snapshots`) is a streaming merge-join by device_id over the three
+tables of both snapshots, one device's rows at a time. Rows are compared as raw
+bytes after their per-snapshot prefix (`snapshot_id`, `fetched_at`); only rows
+whose bytes differ are parsed. Check-in noise (change_rules.IGNORED_FIELDS) is
+cut out of the raw bytes first when that is provably safe, so a fleet that only
+checked in again costs no JSON parsing at all.
+
+Running (`SnapshotDiffer.run`) writes every event to the changes file first, then
+publishes them in batches, then a `snapshot_summary`. Progress markers under
+`changes/_published/<snapshot_id>/` make a redelivered trigger publish nothing
+twice and a retried run resume where the failed one stopped.
+
+The parts live next door: device_rows (a snapshot read one device at a time, rows raw),
+field_changes (fields of a row, what changed, the raw-bytes noise cut) and
+differ_progress (the changes file and the progress markers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_snapshot_id
+from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
+                            DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, app_event,
+                            app_identity, app_list, device_event, summary_event)
+from kandji_snapshots.diff.rules import ChangeRules, highest
+from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
+from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers
+from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
+from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
+from kandji_snapshots.snapshots.layout import manifest_key
+from kandji_snapshots.diff.publisher import Publisher, PublishError, event_message, plan_batches
+from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
+
+__all__ = [
+    "DEFAULT_MAX_EVENTS_PER_RUN", "DifferResult", "DifferSettings", "SnapshotComparison", "SnapshotDiffer",
+    "SnapshotFormatError", "SnapshotIncomplete", "SnapshotNotCommitted", "diff_snapshots",
+    # the building blocks, for the tests that check the raw-row shortcuts
+    "VolatileValues", "field_changes", "row_head",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_EVENTS_PER_RUN = 500
+
+
+class SnapshotNotCommitted(KandjiSnapshotsError):
+    """The snapshot to diff has no manifest."""
+
+
+class SnapshotIncomplete(KandjiSnapshotsError):
+    """A manifest lists a part that is not in the store: the snapshot cannot be read."""
+
+
+# --- comparing snapshots --------------------------------------------------------
+
+class SnapshotComparison:
+    """The events between two snapshots, in order: device_id, change type, app identity."""
+
+    def __init__(self, store: ObjectStore, previous: Manifest, current: Manifest, rules: ChangeRules):
+        self._store = store
+        self._previous = previous
+        self._current = current
+        self._rules = rules
+        self._ids = {"snapshot_id": current.snapshot_id, "previous_snapshot_id": previous.snapshot_id}
+        self._volatile = {table: VolatileValues.for_table(table, rules) for table in ("devices", "device_details")}
+        # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
+        self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
+        self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}
+        # Skipped by the previous snapshot and not listed by this one: the 404 was an unenrolment.
+        self._skipped_before = {str(item["device_id"]).encode(): item
+                                for item in previous.document.get("skipped_devices", [])}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        before_rows = iter_device_rows(self._store, self._previous)
+        after_rows = iter_device_rows(self._store, self._current)
+        before = next(before_rows, None)
+        after = next(after_rows, None)
+        gone = iter(sorted(self._unknown_before - self._unknown_now))
+        skipped = next(gone, None)
+        while before is not None or after is not None:
+            position = min(rows.device_id for rows in (before, after) if rows is not None)
+            while skipped is not None and skipped <= position:
+                if after is None or after.device_id != skipped:  # listed again: it was never gone
+                    yield self._skipped_device_removed(skipped)
+                skipped = next(gone, None)
+            if after is None or (before is not None and before.device_id < after.device_id):
+                if before.device_id not in self._unknown_now:
+                    yield self._whole_device(DEVICE_REMOVED, before)
+                before = next(before_rows, None)
+            elif before is None or after.device_id < before.device_id:
+                if after.device_id not in self._unknown_before:
+                    yield self._whole_device(DEVICE_ADDED, after)
+                after = next(after_rows, None)
+            else:
+                yield from self._device_changes(before, after)
+                before = next(before_rows, None)
+                after = next(after_rows, None)
+        while skipped is not None:
+            yield self._skipped_device_removed(skipped)
+            skipped = next(gone, None)
+
+    def _skipped_device_removed(self, device_id: bytes) -> dict[str, Any]:
+        """A device the previous snapshot listed but could not read (404), no longer listed now.
+
+        Its rows were never written, so only what the manifest kept is known: apps are unknown (null).
+        """
+        item = self._skipped_before[device_id]
+        device = {"device_id": item["device_id"], "device_name": item.get("device_name"),
+                  "serial_number": item.get("serial_number"), "platform": item.get("platform")}
+        return device_event(DEVICE_REMOVED, device=device, apps=None, **self._ids)
+
+    def _whole_device(self, change_type: str, rows: DeviceRows) -> dict[str, Any]:
+        apps = app_list(json.loads(line) for line in rows.apps)
+        return device_event(change_type, device=rows.device_row, apps=apps, **self._ids)
+
+    def _device_changes(self, before: DeviceRows, after: DeviceRows) -> Iterator[dict[str, Any]]:
+        changes = self._row_changes("devices", before.device, before.device_head, after.device, after.device_head,
+                                    lambda: (before.device_row, after.device_row))
+        if (before.details or after.details) and not self._same_details(before, after):
+            # Details never fetched (rolling refresh) are unknown, not empty: nothing to compare.
+            if before.details_known() and after.details_known():
+                changes += field_changes(self._rules, "device_details", *_first_rows(before, after))
+        if changes:
+            severity = highest(change["severity"] for change in changes)
+            yield device_event(DEVICE_CHANGED, device=after.device_row, severity=severity, changes=changes,
+                               **self._ids)
+        if before.apps_known() and after.apps_known():
+            yield from self._app_changes(before, after)
+
+    def _same_details(self, before: DeviceRows, after: DeviceRows) -> bool:
+        if len(before.details) != 1 or len(after.details) != 1:
+            return False
+        return self._same_row("device_details", before.details[0], before.details_head(),
+                              after.details[0], after.details_head())
+
+    def _row_changes(self, table: str, before: bytes, before_head: int, after: bytes, after_head: int,
+                     parse: Callable[[], tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+        if self._same_row(table, before, before_head, after, after_head):
+            return []
+        return field_changes(self._rules, table, *parse())
+
+    def _same_row(self, table: str, before: bytes, before_head: int, after: bytes, after_head: int) -> bool:
+        """True when the rows cannot differ in a field that counts (False may still mean no change)."""
+        if before[before_head:] == after[after_head:]:
+            return True
+        volatile = self._volatile[table]
+        return volatile is not None and volatile.strip(before, before_head) == volatile.strip(after, after_head)
+
+    def _app_changes(self, before: DeviceRows, after: DeviceRows) -> list[dict[str, Any]]:
+        if not before.apps and not after.apps:
+            return []
+        old_bodies, new_bodies = before.app_bodies(), after.app_bodies()
+        if old_bodies == new_bodies:
+            return []
+        # Parse only the rows that differ: an unchanged row is the same app at the same version.
+        old_set, new_set = set(old_bodies), set(new_bodies)
+        old = _apps_by_identity(line for line, body in zip(before.apps, old_bodies) if body not in new_set)
+        new = _apps_by_identity(line for line, body in zip(after.apps, new_bodies) if body not in old_set)
+        events = []
+        for identity in old.keys() | new.keys():
+            was, now = old.get(identity), new.get(identity)
+            if was is not None and now is not None:
+                if was.get("version") == now.get("version"):
+                    continue  # same app, same version: other metadata moved
+                change_type = APP_UPDATED
+            else:
+                change_type = APP_INSTALLED if now is not None else APP_REMOVED
+            events.append((CHANGE_TYPE_RANK[change_type], identity,
+                           app_event(change_type, device=after.device_row, before=was, after=now, **self._ids)))
+        events.sort(key=lambda item: item[:2])
+        return [event for _, _, event in events]
+
+
+def _first_rows(before: DeviceRows, after: DeviceRows) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The details rows to compare (a device has one; should there be several, the first counts)."""
+    return (json.loads(before.details[0]) if before.details else None,
+            json.loads(after.details[0]) if after.details else None)
+
+
+def _apps_by_identity(lines: Iterable[bytes]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    apps: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for line in lines:
+        app = json.loads(line)
+        apps.setdefault(app_identity(app), app)  # rows are sorted, so duplicates keep the lowest version
+    return apps
+
+
+def diff_snapshots(store: ObjectStore, previous: Manifest, current: Manifest,
+                   rules: ChangeRules | None = None) -> Iterator[dict[str, Any]]:
+    return iter(SnapshotComparison(store, previous, current, rules or ChangeRules()))
+
+
+# --- the run: changes file, publishing, progress markers ------------------------
+
+@dataclass(frozen=True)
+class DifferSettings:
+    max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN
+    ignore_fields: tuple[str, ...] = ()  # added to change_rules.DEFAULT_IGNORED_FIELDS
+    time_margin_seconds: float = 10.0  # publish no batch with less time left than this
+
+
+@dataclass
+class DifferResult:
+    snapshot_id: str
+    previous_snapshot_id: str | None
+    first_snapshot: bool
+    device_count: int
+    event_count: int
+    counts_by_change_type: dict[str, int]
+    counts_by_severity: dict[str, int]
+    highest_severity: str
+    suppressed: bool
+    changes_uri: str
+    published_events: int = 0  # by this invocation (a retry counts only what it added)
+    published_messages: int = 0  # events and summary, by this invocation
+    already_done: bool = False
+    duration_seconds: float = 0.0
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], **extra: Any) -> "DifferResult":
+        return cls(snapshot_id=summary["snapshot_id"], previous_snapshot_id=summary["previous_snapshot_id"],
+                   first_snapshot=summary["first_snapshot"], device_count=summary["device_count"],
+                   event_count=summary["event_count"], counts_by_change_type=summary["counts"],
+                   counts_by_severity=summary["severity_counts"], highest_severity=summary["severity"],
+                   suppressed=summary["suppressed"], changes_uri=summary["changes_uri"], **extra)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SnapshotDiffer:
+    def __init__(self, store: ObjectStore, publisher: Publisher, *, settings: DifferSettings = DifferSettings(),
+                 clock: Callable[[], float] = time.monotonic):
+        self._store = store
+        self._publisher = publisher
+        self._settings = settings
+        self._rules = ChangeRules(settings.ignore_fields)
+        self._clock = clock
+
+    def run(self, snapshot_id: str, *, time_left: Callable[[], float] | None = None) -> DifferResult:
+        """Diff `snapshot_id` against the snapshot before it and publish, once.
+
+        `time_left` (seconds, e.g. from the Lambda context) stops the run cleanly between two
+        batches rather than let the Lambda be killed in the middle of one.
+        """
+        started = self._clock()
+        current = self._load_committed(snapshot_id)
+        markers = ProgressMarkers(self._store, snapshot_id)
+        done = markers.done()
+        if done is not None:
+            logger.info("snapshot already diffed and published: nothing to do", extra={"snapshot_id": snapshot_id})
+            return DifferResult.from_summary(done, already_done=True,
+                                             duration_seconds=round(self._clock() - started, 3))
+        previous_id = previous_snapshot_id(self._store, snapshot_id)
+        changes_file = ChangesFile(self._store, snapshot_id)
+        tally = EventTally()
+        kept: list[dict[str, Any]] | None = []  # the events to publish; None once over the limit
+        try:
+            for event in self._events(changes_file, previous_id, current):
+                tally.add(event)
+                if kept is not None:
+                    kept.append(event)
+                    if len(kept) > self._settings.max_events_per_run:
+                        kept = None
+        except ObjectNotFound as missing:
+            raise self._incomplete(str(missing.args[0]), snapshot_id) from None
+        suppressed = kept is None
+        if suppressed:
+            logger.warning("too many changes to publish one by one: publishing the summary only",
+                           extra={"snapshot_id": snapshot_id, "events": tally.total,
+                                  "max_events_per_run": self._settings.max_events_per_run})
+        published_now = self._publish_events(kept or [], markers, changes_file.uri, snapshot_id, time_left)
+        summary = summary_event(snapshot_id=snapshot_id, previous_snapshot_id=previous_id, tally=tally,
+                                device_count=int(current.document["device_count"]), changes_uri=changes_file.uri,
+                                published_events=len(kept or []), suppressed=suppressed,
+                                max_events_per_run=self._settings.max_events_per_run)
+        summary_attributes = {"change_type": SNAPSHOT_SUMMARY, "severity": summary["severity"], "platform": "all"}
+        self._check_time(time_left, snapshot_id, len(kept or []), len(kept or []), markers)
+        try:
+            self._publisher.publish_batch([event_message(summary, changes_file.uri, attributes=summary_attributes)])
+        except PublishError as error:
+            raise _resumable(error, snapshot_id, len(kept or []), len(kept or []), markers) from error
+        markers.mark_done(summary)
+        result = DifferResult.from_summary(summary, published_events=published_now,
+                                           published_messages=published_now + 1,
+                                           duration_seconds=round(self._clock() - started, 3))
+        logger.info("snapshot diffed", extra=result.as_dict())
+        return result
+
+    def _incomplete(self, key: str, snapshot_id: str) -> SnapshotIncomplete:
+        owner = key.rsplit("/", 1)[-1][:16]  # parts are named <snapshot_id>[-NNNNN].json.gz
+        location = self._store.location.rstrip("/")
+        return SnapshotIncomplete(
+            f"Snapshot {snapshot_id} cannot be diffed: {location}/{key} is listed in the manifest of snapshot "
+            f"{owner} but does not exist (deleted by hand or by a lifecycle rule?). Nothing was published. "
+            f"Restore the object (the bucket keeps noncurrent versions), or delete "
+            f"{location}/{manifest_key(owner)} so that snapshot no longer counts, then invoke the differ "
+            f"again for {snapshot_id}.")
+
+    def _check_time(self, time_left: Callable[[], float] | None, snapshot_id: str, published: int, total: int,
+                    markers: ProgressMarkers) -> None:
+        if time_left is None or time_left() >= self._settings.time_margin_seconds:
+            return
+        raise DeadlineExceeded(
+            f"The differ stopped before the Lambda's time ran out: {published} of {total} change events of "
+            f"snapshot {snapshot_id} are published and recorded in {self._store.location.rstrip('/')}/"
+            f"{markers.progress_key}. Nothing was published twice; the Lambda's retry (or invoking the differ "
+            "again with the same manifest event) publishes only the rest. If this repeats, raise the differ's "
+            "timeout.")
+
+    def _load_committed(self, snapshot_id: str) -> Manifest:
+        try:
+            return load_manifest(self._store, snapshot_id)
+        except ObjectNotFound:
+            raise SnapshotNotCommitted(
+                f"{self._store.location}/{manifest_key(snapshot_id)} does not exist: snapshot {snapshot_id} "
+                "was never committed (or its manifest was deleted), so there is nothing to diff.") from None
+
+    def _events(self, changes_file: ChangesFile, previous_id: str | None,
+                current: Manifest) -> Iterator[dict[str, Any]]:
+        """This run's events: from the changes file when an earlier attempt wrote it, else computed and written."""
+        if changes_file.exists():
+            # What an earlier attempt may already have published: reuse it, never recompute differently.
+            logger.info("resuming from the changes file", extra={"changes_uri": changes_file.uri})
+            return changes_file.read()
+        if previous_id is None:
+            logger.info("first snapshot: nothing to compare with", extra={"snapshot_id": current.snapshot_id})
+            return changes_file.write(())
+        previous = load_manifest(self._store, previous_id)
+        return changes_file.write(SnapshotComparison(self._store, previous, current, self._rules))
+
+    def _publish_events(self, events: list[dict[str, Any]], markers: ProgressMarkers, changes_uri: str,
+                        snapshot_id: str, time_left: Callable[[], float] | None = None) -> int:
+        """Publish what earlier attempts did not, batch by batch, recording progress after each batch."""
+        progress = markers.progress()
+        already = set(progress.published_ids)
+        pending = [(index, event) for index, event in enumerate(events)
+                   if index >= progress.published_events and event["event_id"] not in already]
+        if len(pending) < len(events):
+            logger.info("resuming publishing", extra={"already_published": len(events) - len(pending),
+                                                      "to_publish": len(pending)})
+        index_of = {event["event_id"]: index for index, event in pending}
+        published_now = 0
+        for batch in plan_batches(event_message(event, changes_uri) for _, event in pending):
+            done_before = len(events) - len(pending) + published_now
+            self._check_time(time_left, snapshot_id, done_before, len(events), markers)
+            try:
+                self._publisher.publish_batch(batch)
+            except PublishError as error:
+                progress.published_ids = sorted(already | set(error.published_ids))
+                markers.save(progress)
+                raise _resumable(error, snapshot_id, done_before + len(error.published_ids), len(events),
+                                 markers) from error
+            published_now += len(batch)
+            progress.published_events = index_of[batch[-1].id] + 1
+            markers.save(progress)
+        return published_now
+
+
+def _resumable(error: PublishError, snapshot_id: str, published: int, total: int,
+               markers: ProgressMarkers) -> PublishError:
+    """The publisher's error, plus what is already published and what to do about the rest."""
+    return PublishError(
+        f"{error} Snapshot {snapshot_id}: {published} of {total} change events are published and recorded in "
+        f"{markers.progress_key}; the Lambda's retry (or invoking the differ again with the same manifest event) "
+        "publishes only the rest. If it keeps failing, check that the topic exists and that the differ may "
+        "publish to it (sns:Publish, and kms:GenerateDataKey and kms:Decrypt on the topic's key).",
+        published_ids=error.published_ids, failed=error.failed)

@@ -1,0 +1,388 @@
+"""The Kandji HTTP adapter: the only module that talks to the API.
+
+It pages, retries what is worth retrying (429, 5xx, connection errors, garbled
+bodies), paces every request through one shared `RateLimiter`, gives up before
+the run's deadline, and turns everything else into an error that says what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from kandji_snapshots.kandji.config import KandjiCredentials
+from kandji_snapshots.errors import (DeadlineExceeded, DeviceNotFound, KandjiApiError, KandjiAuthError, MalformedResponse,
+                     RateLimitExhausted)
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.collect.refresh import RequestBudget
+
+logger = logging.getLogger(__name__)
+
+PAGE_LIMIT = 300  # the API's maximum and default page size
+MAX_PAGES = 2_000  # 600,000 devices: past that, paging is looping, not progressing
+
+# What each endpoint needs on the token, in the words of Kandji's API token settings.
+PERMISSIONS = {
+    "devices": "GET /devices (Device list)",
+    "details": "GET /devices/{device_id}/details (Device details)",
+    "apps": "GET /devices/{device_id}/apps (Device apps)",
+    "prism": "GET /prism/apps (Prism: apps)",
+}
+
+
+@dataclass
+class RequestStats:
+    """Counters of one run, shared by all workers."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    by_endpoint: dict[str, int] = field(default_factory=dict)
+    remaining_hour: int | None = None  # x-ratelimit-remaining-hour, when the API sends it
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_request(self, endpoint: str) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_endpoint[endpoint] = self.by_endpoint.get(endpoint, 0) + 1
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "total": self.requests,
+                "retries": self.retries,
+                "rate_limited": self.rate_limited,
+                "server_errors": self.server_errors,
+                "by_endpoint": dict(sorted(self.by_endpoint.items())),
+                "remaining_hour": self.remaining_hour,
+            }
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8  # per request, for 5xx / connection errors / garbled bodies
+    max_rate_limited_attempts: int = 30  # 429s are expected under load: be patient, within the deadline
+    base_backoff: float = 0.5
+    max_backoff: float = 30.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, wait: float | None = None, rate_limited: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+        self.rate_limited = rate_limited
+
+
+class KandjiClient:
+    def __init__(self, credentials: KandjiCredentials, *, limiter: RateLimiter,
+                 session: requests.Session | None = None, deadline: float | None = None,
+                 retry: RetryPolicy = RetryPolicy(), stats: RequestStats | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 pool_size: int = 16, budget: RequestBudget | None = None):
+        self._root = credentials.endpoint.api_root
+        self.host = credentials.endpoint.host
+        self._token = credentials.token
+        self._limiter = limiter
+        self._budget = budget
+        self._deadline = deadline
+        self._retry = retry
+        self._clock = clock
+        self._sleep = sleep
+        self.stats = stats or RequestStats()
+        self._session = session or requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+
+    # -- endpoints ---------------------------------------------------------
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        """Every device of the tenant, paged by offset in a stable order.
+
+        A device removed while the list is read moves every later device one offset down, so
+        the next page would start one device late and silently miss one that is still enrolled
+        (which the differ would then report removed). Pages overlap by one device to notice
+        that, and the list is read again from the start when it happens.
+        """
+        for attempt in range(1, self._retry.max_attempts + 1):
+            devices = self._list_devices_once()
+            if devices is not None:
+                return devices
+            self.stats.count("retries")
+            logger.warning("the device list changed while it was read (a device was removed): reading it again",
+                           extra={"attempt": attempt})
+        raise KandjiApiError(
+            f"GET /api/v1/devices: the device list changed while it was read, {self._retry.max_attempts} times "
+            "in a row (devices removed between two pages), so no complete list could be taken. Nothing was "
+            "committed; the next scheduled run will try again.", endpoint="devices")
+
+    def _list_devices_once(self) -> list[dict[str, Any]] | None:
+        """One pass over the device list; None if devices before the current page were removed meanwhile."""
+        devices: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        offset, largest_page = 0, 0
+        last: str | None = None  # the last device of the previous page: the next page must start with it
+        for _ in range(MAX_PAGES):
+            start = offset if last is None else offset - 1
+            page = self._device_page(start, seen, last)
+            ids = [str(device["device_id"]) for device in page]
+            if last is not None and last not in ids:
+                return None  # the list moved down under the offset: a device may have been skipped
+            new = [device for device, device_id in zip(page, ids) if device_id not in seen]
+            if last is not None and len(new) < len(page) - 1:
+                # The fleet shifted under the offset (a device enrolled mid-listing): keep each once.
+                logger.info("device list page overlapped the previous one",
+                            extra={"offset": start, "overlap": len(page) - len(new) - 1})
+            seen.update(str(device["device_id"]) for device in new)
+            devices.extend(new)
+            largest_page = max(largest_page, len(page))
+            # A page shorter than the ones before is the last. Not "shorter than the limit": if the
+            # API ever capped pages lower, that rule would end the listing early and lose devices.
+            if not page or len(page) < largest_page:
+                return devices
+            offset = start + len(page)
+            last = ids[-1]
+        raise KandjiApiError(f"The device list did not end after {MAX_PAGES} pages; the API's paging is "
+                             "looping. Nothing was committed; try again later.", endpoint="devices")
+
+    def _device_page(self, offset: int, seen: set[str], overlap: str | None = None) -> list[dict[str, Any]]:
+        """One page of the device list; a page that only repeats devices already seen is retried.
+
+        `overlap` is the device the page is expected to start with (already seen): a page of
+        just that device is the end of the list, not a repeat.
+        """
+        params = {"limit": PAGE_LIMIT, "offset": offset, "ordering": "device_id"}
+        attempts = 0
+        while True:
+            page = self._get("devices", "devices", params, expect=list)
+            for item in page:
+                if not isinstance(item, dict) or not item.get("device_id"):
+                    raise MalformedResponse("GET /api/v1/devices returned an item without a device_id; "
+                                            "the response is not a device list.", endpoint="devices")
+            ids = [str(item["device_id"]) for item in page]
+            if not page or offset == 0 or any(device_id not in seen for device_id in ids) or ids == [overlap]:
+                return page
+            attempts += 1
+            self.stats.count("retries")
+            if attempts >= self._retry.max_attempts:
+                raise KandjiApiError(
+                    f"GET /api/v1/devices?offset={offset} kept returning devices already listed: the "
+                    "API's paging is not advancing. Nothing was committed; try again later.",
+                    endpoint="devices")
+            self._backoff(attempts, None, reason="the device list repeated a page")
+
+    def device_details(self, device_id: str) -> dict[str, Any]:
+        return self._get("details", f"devices/{device_id}/details", None, expect=dict, device_id=device_id)
+
+    def device_apps(self, device_id: str) -> list[dict[str, Any]]:
+        body = self._get("apps", f"devices/{device_id}/apps", None, expect=dict, device_id=device_id)
+        apps = body.get("apps")
+        if apps is None:
+            apps = []
+        if not isinstance(apps, list) or not all(isinstance(app, dict) for app in apps):
+            raise MalformedResponse(f"GET /api/v1/devices/{device_id}/apps returned 'apps' that is not a "
+                                    "list of objects.", endpoint="apps")
+        return apps
+
+    def prism_apps(self) -> Iterator[dict[str, Any]]:
+        """Fleet-wide app rows from Prism, cursor-paged."""
+        cursor: str | None = None
+        for _ in range(MAX_PAGES * 100):
+            params: dict[str, Any] = {"limit": PAGE_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            body = self._get("prism", "prism/apps", params, expect=dict)
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise MalformedResponse("GET /api/v1/prism/apps returned no 'data' list.", endpoint="prism")
+            yield from data
+            next_cursor = body.get("cursor")
+            if not data or not next_cursor:
+                return
+            if next_cursor == cursor:
+                raise KandjiApiError("GET /api/v1/prism/apps returned the same cursor twice: paging is "
+                                     "looping.", endpoint="prism")
+            cursor = next_cursor
+        raise KandjiApiError("Prism apps paging did not end.", endpoint="prism")
+
+    # -- transport ---------------------------------------------------------
+
+    def _get(self, endpoint: str, path: str, params: dict[str, Any] | None, *, expect: type,
+             device_id: str | None = None) -> Any:
+        attempts = rate_limited_attempts = 0
+        while True:
+            try:
+                return self._attempt(endpoint, path, params, expect, device_id)
+            except _Retry as retry:
+                if retry.rate_limited:
+                    rate_limited_attempts += 1
+                    exhausted = rate_limited_attempts >= self._retry.max_rate_limited_attempts
+                else:
+                    attempts += 1
+                    exhausted = attempts >= self._retry.max_attempts
+                if exhausted and retry.rate_limited:
+                    raise RateLimitExhausted(
+                        f"GET /api/v1/{path} kept answering 429 (rate limited) after "
+                        f"{rate_limited_attempts} tries: the tenant's rate limit is spent, possibly by other "
+                        "integrations. Nothing was committed; the next scheduled run will try again.") from None
+                if exhausted:
+                    raise KandjiApiError(
+                        f"GET /api/v1/{path} failed after retries: {retry.reason}. Nothing "
+                        "was committed; the next scheduled run will try again.", endpoint=endpoint) from None
+                self.stats.count("retries")
+                logger.warning("retrying Kandji request", extra={"endpoint": endpoint, "reason": retry.reason})
+                if retry.rate_limited:
+                    wait = retry.wait if retry.wait is not None else self._backoff_delay(rate_limited_attempts)
+                    self._check_deadline(wait, retry.reason, error=RateLimitExhausted)
+                    self._limiter.pause(wait)
+                else:
+                    self._backoff(attempts, retry.wait, reason=retry.reason)
+
+    def _attempt(self, endpoint: str, path: str, params: dict[str, Any] | None, expect: type,
+                 device_id: str | None) -> Any:
+        if self._budget is not None:
+            self._budget.take()  # raises BudgetExhausted rather than overspend
+        self._limiter.acquire(self._deadline)
+        self.stats.count_request(endpoint)
+        try:
+            response = self._session.get(
+                self._root + path,
+                params=params,
+                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                timeout=(self._retry.connect_timeout, self._read_timeout()),
+                allow_redirects=False,  # a redirect could carry the token to another host
+            )
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
+            raise _Retry(f"a response from {self.host} that broke off or could not be decoded "
+                         f"({type(error).__name__})") from None
+        except requests.exceptions.RequestException as error:
+            raise _Retry(f"{type(error).__name__} talking to {self.host}") from None
+        self._observe_headers(response.headers)
+        status = response.status_code
+        where = f"GET /api/v1/{path}"
+        if status == 429:
+            self.stats.count("rate_limited")
+            raise _Retry("429 rate limited", wait=rate_limit_wait(response.headers), rate_limited=True)
+        if status >= 500:
+            self.stats.count("server_errors")
+            raise _Retry(f"{status} from the Kandji API", wait=_retry_after(response.headers))
+        if status == 401:
+            raise KandjiAuthError(
+                f"{where} answered 401 Unauthorized: the API token is wrong, revoked or expired. Create a "
+                "new token in Kandji (Settings > Access > API Token) and store it in the Kandji secret.",
+                status=status, endpoint=endpoint)
+        if status == 403:
+            raise KandjiAuthError(
+                f"{where} answered 403 Forbidden: the API token lacks the permission "
+                f"{PERMISSIONS.get(endpoint, endpoint)}. Add it to the token's permissions in Kandji "
+                "(Settings > Access > API Token).", status=status, endpoint=endpoint)
+        if status == 404 and device_id is not None:
+            raise DeviceNotFound(f"{where} answered 404: the device was unenrolled during the run.",
+                                 status=status, endpoint=endpoint)
+        if status == 404:
+            raise KandjiApiError(
+                f"{where} answered 404 Not Found on {self.host}: the URL does not lead to the Kandji API. "
+                "Check the tenant name in the API URL (Kandji > Settings > Access > API URL).",
+                status=status, endpoint=endpoint)
+        if 300 <= status < 400:
+            raise KandjiApiError(
+                f"{where} answered a {status} redirect; the collector does not follow redirects so the "
+                "token never leaves the tenant's host. Use the API URL shown in Kandji (Settings > Access).",
+                status=status, endpoint=endpoint)
+        if status != 200:
+            raise KandjiApiError(f"{where} answered {status}: {_excerpt(response.text, self._token)}",
+                                 status=status, endpoint=endpoint)
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            content_type = response.headers.get("Content-Type", "unknown content type")
+            raise _Retry(f"a 200 whose body is not JSON ({content_type})") from None
+        if not isinstance(body, expect):
+            raise _Retry(f"a 200 whose JSON is a {type(body).__name__}, not a {expect.__name__}")
+        return body
+
+    def _observe_headers(self, headers: Any) -> None:
+        remaining_hour = int_header(headers, "x-ratelimit-remaining-hour")
+        if remaining_hour is not None:
+            self.stats.remaining_hour = remaining_hour
+            if self._budget is not None:
+                self._budget.observe_remaining_hour(remaining_hour)
+        # The API tells us its per-second window is spent: wait for it rather than meet a 429.
+        if int_header(headers, "x-ratelimit-remaining-second") == 0:
+            self._limiter.pause(1.0)
+
+    def _read_timeout(self) -> float:
+        if self._deadline is None:
+            return self._retry.read_timeout
+        return max(1.0, min(self._retry.read_timeout, self._deadline - self._clock()))
+
+    def _backoff_delay(self, attempt: int) -> float:
+        delay = min(self._retry.max_backoff, self._retry.base_backoff * 2 ** (attempt - 1))
+        return delay * (0.5 + random.random() / 2)  # jitter, so workers do not retry in lockstep
+
+    def _backoff(self, attempt: int, wait: float | None, reason: str = "retry") -> None:
+        delay = wait if wait is not None else self._backoff_delay(attempt)
+        self._check_deadline(delay, reason)
+        self._sleep(delay)
+
+    def _check_deadline(self, delay: float, reason: str, error: type[DeadlineExceeded] = DeadlineExceeded) -> None:
+        if self._deadline is not None and self._clock() + delay > self._deadline:
+            raise error(
+                f"The run stopped before the Lambda's time ran out while the Kandji API kept failing "
+                f"({reason}). Nothing was committed; the next scheduled run will try again.")
+
+
+def int_header(headers: Any, name: str) -> int | None:
+    """A numeric header, or None when it is absent or not a number."""
+    value = headers.get(name)
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def rate_limit_wait(headers: Any) -> float | None:
+    """Honour Retry-After, else ratelimit-reset (seconds), else let the caller back off."""
+    wait = _retry_after(headers)
+    if wait is None:
+        reset = int_header(headers, "ratelimit-reset")
+        wait = float(reset) if reset is not None else None
+    return None if wait is None else min(wait, 3600.0)
+
+
+def _excerpt(text: str, token: str, limit: int = 300) -> str:
+    """A short, token-free excerpt of an error body (400 bodies vary in shape)."""
+    excerpt = " ".join((text or "").split())[:limit]
+    return excerpt.replace(token, "<redacted>") if token else excerpt

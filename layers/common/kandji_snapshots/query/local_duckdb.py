@@ -1,0 +1,209 @@
+"""Run the fleet queries with DuckDB over a local snapshot folder (what `LocalObjectStore` writes).
+
+    from kandji_snapshots.query import local_duckdb as local_query
+    rows = local_query.run_query("local-data", "filevault_off")          # list of dicts
+    print(local_query.format_table(rows))
+    python -m kandji_snapshots.query.local_duckdb local-data [--query NAME] [--param bundle_id=...]
+
+The folder is read the way Athena reads the bucket: four views, `devices`,
+`device_details`, `device_apps` and `changes`, over the gzip JSON Lines files
+below `snapshots/<table>/dt=*/` and `changes/dt=*/`, with `dt` taken from the
+folder name (hive partitioning, kept as text like in Athena). Every column's
+type is given (from `schema.TABLES` and `fleet_queries.CHANGES`), never
+guessed from the data, so the types are the same whatever the folder holds;
+timestamps and JSON sections are text, as in Athena. A table with no files yet
+(no differ run: no `changes/`) is an empty view with the same columns.
+
+DuckDB is a development dependency, not part of the Lambda layer: it is imported
+only when a connection is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from kandji_snapshots.query import fleet_queries
+from kandji_snapshots.query.fleet_queries import PARTITION_KEY, TABLE_COLUMNS, TABLE_PREFIXES, FleetQuery
+from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
+
+_SCALARS = {
+    "string": "VARCHAR",
+    "boolean": "BOOLEAN",
+    "bigint": "BIGINT",
+    "double": "DOUBLE",
+    "timestamp": "VARCHAR",  # ISO 8601 text, parsed in SQL with from_iso8601_timestamp()
+    "json": "VARCHAR",  # JSON text, as in Athena: json_extract_string() and friends read it
+}
+
+# Athena functions the DuckDB queries use under the same name. The session runs in UTC, so
+# the naive TIMESTAMP returned is UTC (and Python can fetch it without a time zone library).
+_MACROS = (
+    "CREATE OR REPLACE MACRO from_iso8601_timestamp(s) AS CAST(CAST(s AS TIMESTAMPTZ) AS TIMESTAMP)",
+)
+
+
+def duckdb_type(kind: Type) -> str:
+    """The DuckDB type a column of logical type `kind` is read as."""
+    if isinstance(kind, Scalar):
+        return _SCALARS[kind.name]
+    if isinstance(kind, Array):
+        return f"{duckdb_type(kind.item)}[]"
+    if isinstance(kind, Struct):
+        return "STRUCT(" + ", ".join(f"{_ident(name)} {duckdb_type(item)}" for name, item in kind.fields.items()) + ")"
+    raise TypeError(f"unknown type {kind!r}")
+
+
+def duckdb_columns(table: str) -> dict[str, str]:
+    return {name: duckdb_type(kind) for name, kind in TABLE_COLUMNS[table].items()}
+
+
+def table_files(root: str | Path, table: str) -> list[Path]:
+    """The data files of one table: `<prefix>dt=YYYY-MM-DD/*.json.gz`, in key order."""
+    base = Path(root) / TABLE_PREFIXES[table]
+    if not base.is_dir():
+        return []
+    return sorted(path for path in base.glob(f"{PARTITION_KEY}=*/*.json.gz") if path.is_file())
+
+
+def view_sql(root: str | Path, table: str) -> str:
+    """`CREATE VIEW <table>` over the table's files, or an empty view when it has none."""
+    columns = duckdb_columns(table)
+    files = table_files(root, table)
+    if not files:
+        selected = ", ".join(f"CAST(NULL AS {kind}) AS {_ident(name)}" for name, kind in columns.items())
+        return (f"CREATE OR REPLACE VIEW {table} AS SELECT {selected}, "
+                f"CAST(NULL AS VARCHAR) AS {PARTITION_KEY} WHERE false")
+    file_list = "[" + ", ".join(_literal(path.as_posix()) for path in files) + "]"
+    column_map = "{" + ", ".join(f"{_literal(name)}: {_literal(kind)}" for name, kind in columns.items()) + "}"
+    return (f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_json({file_list}, "
+            f"format = 'newline_delimited', compression = 'gzip', hive_partitioning = true, "
+            f"hive_types = {{{_literal(PARTITION_KEY)}: 'VARCHAR'}}, columns = {column_map})")
+
+
+def connect(root: str | Path, connection: Any = None) -> Any:
+    """A DuckDB connection with the four views over `root` and the helper macros."""
+    import duckdb  # dev dependency only: never imported in Lambda
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder of snapshots (run the collector locally first)")
+    con = connection if connection is not None else duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for macro in _MACROS:
+        con.execute(macro)
+    for table in TABLE_COLUMNS:
+        con.execute(view_sql(root, table))
+    return con
+
+
+def query_rows(con: Any, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    cursor = con.execute(sql, dict(parameters)) if parameters else con.execute(sql)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def run_query(root_or_connection: Any, query: str | FleetQuery, **parameters: Any) -> list[dict[str, Any]]:
+    """Run one fleet query (by name or object) over a folder or an open connection."""
+    fleet_query = fleet_queries.by_name(query) if isinstance(query, str) else query
+    unknown = set(parameters) - {parameter.name for parameter in fleet_query.parameters}
+    if unknown:
+        raise TypeError(f"{fleet_query.name} takes no parameter {', '.join(sorted(unknown))}")
+    values = {**fleet_query.defaults(), **{name: str(value) for name, value in parameters.items()}}
+    con = connect(root_or_connection) if isinstance(root_or_connection, (str, Path)) else root_or_connection
+    return query_rows(con, fleet_query.duckdb_sql, values)
+
+
+def run_all(root: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Every fleet query with its default parameters: name -> rows."""
+    con = connect(root)
+    return {query.name: run_query(con, query) for query in fleet_queries.QUERIES}
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
+                 max_width: int = 40, limit: int | None = None) -> str:
+    """Rows as a plain text table (one line per row, cells cut at `max_width`)."""
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+    if not columns:
+        return "(no rows)"
+    shown = list(rows if limit is None else rows[:limit])
+    cells = [[_cell(row.get(column), max_width) for column in columns] for row in shown]
+    widths = [max([len(column)] + [len(line[index]) for line in cells]) for index, column in enumerate(columns)]
+    lines = [" | ".join(column.ljust(width) for column, width in zip(columns, widths)).rstrip(),
+             "-+-".join("-" * width for width in widths)]
+    lines += [" | ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    if not rows:
+        lines.append("(no rows)")
+    elif limit is not None and len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows")
+    return "\n".join(lines)
+
+
+def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: TextIO | None = None,
+                 limit: int | None = 20, parameters: Mapping[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Run queries (all by default) and print each as a titled text table; returns the rows.
+
+    `parameters` apply to the queries that take them (bundle_id, serial_number, days).
+    """
+    out = out if out is not None else sys.stdout
+    con = connect(root)
+    results = {}
+    for name in names or [query.name for query in fleet_queries.QUERIES]:
+        query = fleet_queries.by_name(name)
+        accepted = {key: value for key, value in (parameters or {}).items()
+                    if key in {parameter.name for parameter in query.parameters}}
+        rows = run_query(con, query, **accepted)
+        results[name] = rows
+        settings = {**query.defaults(), **accepted}
+        suffix = "".join(f" [{key}={value}]" for key, value in settings.items())
+        print(f"\n== {query.title}{suffix}: {len(rows)} row{'s' if len(rows) != 1 else ''}", file=out)
+        print(format_table(rows, limit=limit), file=out)
+    return results
+
+
+def _cell(value: Any, max_width: int) -> str:
+    if value is None:
+        text = ""
+    elif isinstance(value, datetime):
+        text = value.isoformat(sep=" ", timespec="seconds")
+    elif isinstance(value, date):
+        text = value.isoformat()
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = str(value)
+    text = " ".join(text.split())  # one line per row
+    return text if len(text) <= max_width else text[:max_width - 1] + "…"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kandji_snapshots.query.local_duckdb",
+                                     description="Run the fleet queries over a local snapshot folder with DuckDB.")
+    parser.add_argument("folder", help="the folder the local run wrote (holds snapshots/ and changes/)")
+    parser.add_argument("--query", action="append", choices=[query.name for query in fleet_queries.QUERIES],
+                        help="a query to run (repeatable; default: all)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a query parameter, e.g. bundle_id=org.mozilla.firefox or serial_number=C02...")
+    parser.add_argument("--limit", type=int, default=20, help="rows shown per query (default 20)")
+    args = parser.parse_args(argv)
+    parameters = dict(item.split("=", 1) for item in args.param if "=" in item)
+    print_report(args.folder, args.query, limit=args.limit, parameters=parameters)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Committed snapshots: a snapshot exists once, and only once, its manifest does."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from kandji_snapshots.snapshots.layout import MANIFEST_PREFIX, manifest_day_prefix, manifest_key, snapshot_id_from_manifest_key
+from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
+from kandji_snapshots.snapshots.timeutil import snapshot_time
+
+MANIFEST_SCHEMA_VERSION = 1
+# Days to look back one by one (today, yesterday) before listing every manifest (a paused schedule).
+DAYS_TO_SCAN = 2
+
+
+@dataclass(frozen=True)
+class Manifest:
+    document: dict[str, Any]
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.document["snapshot_id"]
+
+    def table_keys(self, table: str) -> list[str]:
+        return list(self.document["tables"][table]["keys"])
+
+    def table_rows(self, table: str) -> int:
+        return int(self.document["tables"][table]["rows"])
+
+    @property
+    def skipped_device_ids(self) -> set[str]:
+        return {item["device_id"] for item in self.document.get("skipped_devices", [])}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.document, indent=2, sort_keys=True).encode()
+
+
+def write_manifest(store: ObjectStore, manifest: Manifest) -> str:
+    key = manifest_key(manifest.snapshot_id)
+    store.put(key, manifest.to_json(), content_type="application/json")
+    return key
+
+
+def load_manifest(store: ObjectStore, snapshot_id: str) -> Manifest:
+    return load_manifest_key(store, manifest_key(snapshot_id))
+
+
+def load_manifest_key(store: ObjectStore, key: str) -> Manifest:
+    document = json.loads(store.get(key))
+    if document.get("schema_version") != MANIFEST_SCHEMA_VERSION or "tables" not in document:
+        raise ValueError(f"{key} is not a kandji-snapshots manifest (schema_version "
+                         f"{document.get('schema_version')!r})")
+    return Manifest(document)
+
+
+def previous_snapshot_id(store: ObjectStore, snapshot_id: str) -> str | None:
+    """The latest committed snapshot older than `snapshot_id`, or None for the first one."""
+    day = snapshot_time(snapshot_id)
+    for back in range(DAYS_TO_SCAN):
+        candidates = _ids_in_prefix(store, manifest_day_prefix((day - timedelta(days=back)).strftime("%Y-%m-%d")))
+        older = [candidate for candidate in candidates if candidate < snapshot_id]
+        if older:
+            return max(older)
+    older = [candidate for candidate in _ids_in_prefix(store, MANIFEST_PREFIX) if candidate < snapshot_id]
+    return max(older) if older else None
+
+
+def committed_snapshot_ids(store: ObjectStore) -> list[str]:
+    """Every committed snapshot, oldest first."""
+    return sorted(_ids_in_prefix(store, MANIFEST_PREFIX))
+
+
+def latest_snapshot_id(store: ObjectStore) -> str | None:
+    ids = committed_snapshot_ids(store)
+    return ids[-1] if ids else None
+
+
+def _ids_in_prefix(store: ObjectStore, prefix: str) -> list[str]:
+    ids = []
+    for key in store.list_keys(prefix):
+        snapshot_id = snapshot_id_from_manifest_key(key)
+        if snapshot_id:
+            ids.append(snapshot_id)
+    return ids
+
+
+def manifest_exists(store: ObjectStore, snapshot_id: str) -> bool:
+    try:
+        store.get(manifest_key(snapshot_id))
+    except ObjectNotFound:
+        return False
+    return True

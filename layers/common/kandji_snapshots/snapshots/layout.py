@@ -1,0 +1,48 @@
+"""Where everything lives in the bucket: Hive-style `dt=` partitions that Athena projects.
+
+    snapshots/<table>/dt=YYYY-MM-DD/<snapshot_id>[-NNNNN].json.gz
+    snapshots/manifests/dt=YYYY-MM-DD/<snapshot_id>/manifest.json   (written last: the commit)
+    changes/dt=YYYY-MM-DD/<snapshot_id>.json.gz
+    changes/_published/<snapshot_id>/...                             (differ's progress markers)
+"""
+
+from __future__ import annotations
+
+import re
+
+from kandji_snapshots.snapshots.timeutil import partition_date
+
+SNAPSHOT_PREFIX = "snapshots/"
+MANIFEST_PREFIX = "snapshots/manifests/"
+CHANGES_PREFIX = "changes/"
+TABLE_NAMES = ("devices", "device_details", "device_apps")
+
+_MANIFEST_KEY = re.compile(r"^snapshots/manifests/dt=(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)/manifest\.json$")
+
+
+def table_part_key(table: str, snapshot_id: str, part: int | None) -> str:
+    suffix = "" if part is None else f"-{part:05d}"
+    return f"{SNAPSHOT_PREFIX}{table}/dt={partition_date(snapshot_id)}/{snapshot_id}{suffix}.json.gz"
+
+
+def manifest_key(snapshot_id: str) -> str:
+    return f"{MANIFEST_PREFIX}dt={partition_date(snapshot_id)}/{snapshot_id}/manifest.json"
+
+
+def manifest_day_prefix(day: str) -> str:
+    return f"{MANIFEST_PREFIX}dt={day}/"
+
+
+def snapshot_id_from_manifest_key(key: str) -> str | None:
+    match = _MANIFEST_KEY.match(key)
+    if not match or partition_date(match.group(2)) != match.group(1):
+        return None
+    return match.group(2)
+
+
+def changes_key(snapshot_id: str) -> str:
+    return f"{CHANGES_PREFIX}dt={partition_date(snapshot_id)}/{snapshot_id}.json.gz"
+
+
+def published_marker_prefix(snapshot_id: str) -> str:
+    return f"{CHANGES_PREFIX}_published/{snapshot_id}/"

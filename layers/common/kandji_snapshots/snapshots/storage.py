@@ -1,0 +1,166 @@
+"""Object storage adapters: S3 in Lambda, a folder for local runs, memory for tests.
+
+The domain only needs put, get, stream, list and delete by key, so that is all
+an `ObjectStore` is.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from kandji_snapshots.errors import SnapshotWriteError
+
+
+class ObjectNotFound(KeyError):
+    pass
+
+
+class ObjectStore(Protocol):
+    location: str  # how to show the store to a person: s3://bucket or a folder path
+
+    def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+            content_encoding: str | None = None) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]: ...
+
+    def delete(self, keys: Iterable[str]) -> None: ...
+
+
+class S3ObjectStore:
+    def __init__(self, s3_client: Any, bucket: str):
+        self._s3 = s3_client
+        self.bucket = bucket
+        self.location = f"s3://{bucket}"
+
+    def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+            content_encoding: str | None = None) -> None:
+        extra = {"ContentEncoding": content_encoding} if content_encoding else {}
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **extra)
+        except Exception as error:  # botocore raises many types; all mean "not written"
+            raise SnapshotWriteError(
+                f"Writing s3://{self.bucket}/{key} failed ({_aws_error(error)}). Check that the bucket "
+                "exists and the function's role may write to it. Nothing was committed.") from error
+
+    def get(self, key: str) -> bytes:
+        return self.open(key).read()
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except self._s3.exceptions.NoSuchKey:
+            raise ObjectNotFound(key) from None
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        paginator = self._s3.get_paginator("list_objects_v2")
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        for page in paginator.paginate(**kwargs):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+    def delete(self, keys: Iterable[str]) -> None:
+        batch = list(keys)
+        for start in range(0, len(batch), 1000):
+            chunk = batch[start:start + 1000]
+            self._s3.delete_objects(Bucket=self.bucket,
+                                    Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True})
+
+
+class LocalObjectStore:
+    """Keys as files under a folder: what the local run and DuckDB read."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"key {key!r} escapes the store's folder")
+        return path
+
+    def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+            content_encoding: str | None = None) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            partial.write_bytes(body)
+            partial.replace(path)  # a reader never sees half a file
+        except OSError as error:
+            raise SnapshotWriteError(f"Writing {path} failed ({error}). Nothing was committed.") from error
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        if not self.root.exists():
+            return
+        keys = sorted(path.relative_to(self.root).as_posix() for path in self.root.rglob("*")
+                      if path.is_file() and not path.name.endswith(".partial"))
+        for key in keys:
+            if key.startswith(prefix) and (start_after is None or key > start_after):
+                yield key
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+
+class MemoryObjectStore:
+    """An in-memory store for unit tests and benchmarks."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.location = "memory://"
+        self._lock = threading.Lock()
+
+    def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+            content_encoding: str | None = None) -> None:
+        with self._lock:
+            self.objects[key] = bytes(body)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise ObjectNotFound(key) from None
+
+    def open(self, key: str) -> BinaryIO:
+        return io.BytesIO(self.get(key))
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        with self._lock:
+            keys = sorted(self.objects)
+        return iter([key for key in keys if key.startswith(prefix) and (start_after is None or key > start_after)])
+
+    def delete(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self.objects.pop(key, None)
+
+
+def _aws_error(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    code = response.get("Error", {}).get("Code")
+    return f"{code}: {response['Error'].get('Message', '')}" if code else type(error).__name__
