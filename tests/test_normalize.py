@@ -92,3 +92,17 @@ def test_encoding_starts_with_the_keys_so_rows_compare_as_bytes():
     line = encode_row(details_row({}, "20261123T100000Z", "d1", "2026-11-23T10:00:00.000000Z"))
     assert line.startswith(b'{"snapshot_id":"20261123T100000Z","device_id":"d1","fetched_at":')
     assert line.endswith(b"\n")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000000Z"),
+    ("0999-12-31 23:59:59 +0000", "0999-12-31T23:59:59.000000Z"),
+    ("0001-01-01T00:00:00-01:00", "0001-01-01T01:00:00.000000Z"),
+])
+def test_years_before_1000_keep_four_digits(raw, expected):
+    assert normalize_timestamp(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+01:00", "9999-12-31 23:59:59 -0500"])
+def test_a_timestamp_pushed_out_of_range_by_its_offset_is_no_timestamp(raw):
+    assert normalize_timestamp(raw) is None

@@ -36,12 +36,23 @@ def parse_timestamp(value: object) -> datetime | None:
         sign = 1 if offset[0] == "+" else -1
         digits = offset[1:].replace(":", "")
         minutes = int(digits[:2]) * 60 + int(digits[2:])
-        parsed -= sign * timedelta(minutes=minutes)
+        try:
+            parsed -= sign * timedelta(minutes=minutes)
+        except OverflowError:  # `0001-01-01T00:00:00+01:00` is in year 0 in UTC: not representable
+            return None
     return parsed
 
 
+def looks_like_timestamp(value: object) -> bool:
+    """Text in a timestamp form, whether or not it names a representable instant."""
+    return isinstance(value, str) and _TIMESTAMP.match(value.strip()) is not None
+
+
 def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(ISO_FORMAT)
+    # Not strftime: its `%Y` writes year 1 as `1` on Linux, which breaks the fixed width.
+    utc = moment.astimezone(timezone.utc)
+    return (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+            f"{utc.second:02d}.{utc.microsecond:06d}Z")
 
 
 def normalize_timestamp(value: object) -> str | None:
