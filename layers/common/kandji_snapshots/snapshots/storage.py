@@ -7,6 +7,7 @@ an `ObjectStore` is.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from kandji_snapshots.errors import SnapshotWriteError
+
+logger = logging.getLogger(__name__)
+MAX_LOGGED_KEYS = 100  # per log line: enough to clean up by hand, short enough for CloudWatch
 
 
 class ObjectNotFound(KeyError):
@@ -70,11 +74,23 @@ class S3ObjectStore:
                 yield item["Key"]
 
     def delete(self, keys: Iterable[str]) -> None:
+        """Delete in batches of 1,000. DeleteObjects answers 200 even when some keys were not deleted:
+        those come back in `Errors` and are logged (key and code), not raised, so a caller cleaning up
+        after a failure still reports its own error."""
         batch = list(keys)
+        failed: list[dict[str, str]] = []
         for start in range(0, len(batch), 1000):
             chunk = batch[start:start + 1000]
-            self._s3.delete_objects(Bucket=self.bucket,
-                                    Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True})
+            response = self._s3.delete_objects(Bucket=self.bucket,
+                                               Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True})
+            failed.extend({"key": str(error.get("Key")), "code": str(error.get("Code")),
+                           "message": str(error.get("Message", ""))} for error in (response or {}).get("Errors") or [])
+        if failed:
+            codes = sorted({error["code"] for error in failed})
+            logger.error(
+                f"could not delete {len(failed)} of {len(batch)} objects from s3://{self.bucket} "
+                f"({', '.join(codes)}): they stay in the bucket",
+                extra={"bucket": self.bucket, "undeleted": failed[:MAX_LOGGED_KEYS], "undeleted_count": len(failed)})
 
 
 class LocalObjectStore:
