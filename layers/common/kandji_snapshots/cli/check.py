@@ -10,14 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
-from kandji_snapshots.kandji.config import KandjiCredentials
+from kandji_snapshots.kandji.config import KandjiCredentials, path_segment
 from kandji_snapshots.cli.console import Console
 from kandji_snapshots.cli.cost import cost_lines
 from kandji_snapshots.cli.credentials import other_region, resolve_credentials
 from kandji_snapshots.cli.rate_limit import RateHeaders
 from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.kandji.client import PAGE_LIMIT, PERMISSIONS, KandjiClient, RetryPolicy, int_header, rate_limit_wait
+from kandji_snapshots.kandji.client import (PAGE_LIMIT, PERMISSIONS, KandjiClient, RetryPolicy, int_header,
+                                            only_the_api_host, rate_limit_wait)
 from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 
@@ -50,17 +52,18 @@ class ApiProbe:
 
     def __init__(self, credentials: KandjiCredentials, session: requests.Session, *, timeout: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep):
-        self.root = credentials.endpoint.api_root
+        self._endpoint = credentials.endpoint
         self.host = credentials.endpoint.host
         self._headers = {"Authorization": f"Bearer {credentials.token}", "Accept": "application/json"}
         self._session = session
+        only_the_api_host(session, credentials.endpoint, HTTPAdapter(max_retries=0))
         self._timeout = timeout
         self._sleep = sleep
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Answer:
         for attempt in (1, 2):
             try:
-                response = self._session.get(self.root + path, params=params, headers=self._headers,
+                response = self._session.get(self._endpoint.url(path), params=params, headers=self._headers,
                                              timeout=(10.0, self._timeout), allow_redirects=False)
             except requests.exceptions.SSLError:
                 return Answer(path, None, problem=f"the TLS handshake with {self.host} failed: it is not the "
@@ -188,7 +191,7 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
             device_id = str(devices.body[0].get("device_id") or "") or None
         console.out(f"{'token':<12}accepted")
         for key, path in (("details", "details"), ("apps", "apps")):
-            answer = probe.get(f"devices/{device_id or PLACEHOLDER_DEVICE_ID}/{path}")
+            answer = probe.get(f"devices/{path_segment(device_id or PLACEHOLDER_DEVICE_ID)}/{path}")
             stop = _stop_for(answer, host, source)
             if stop:
                 raise stop

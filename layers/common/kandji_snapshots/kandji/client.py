@@ -18,10 +18,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 
-from kandji_snapshots.kandji.config import KandjiCredentials
-from kandji_snapshots.errors import (DeadlineExceeded, DeviceNotFound, KandjiApiError, KandjiAuthError, MalformedResponse,
+from kandji_snapshots.kandji.config import ApiEndpoint, KandjiCredentials, path_segment
+from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, DeviceNotFound, KandjiApiError, KandjiAuthError, MalformedResponse,
                      RateLimitExhausted)
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.collect.refresh import RequestBudget
@@ -97,7 +97,7 @@ class KandjiClient:
                  retry: RetryPolicy = RetryPolicy(), stats: RequestStats | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  pool_size: int = 16, budget: RequestBudget | None = None):
-        self._root = credentials.endpoint.api_root
+        self._endpoint = credentials.endpoint
         self.host = credentials.endpoint.host
         self._token = credentials.token
         self._limiter = limiter
@@ -109,8 +109,7 @@ class KandjiClient:
         self.stats = stats or RequestStats()
         self._session = session or requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        only_the_api_host(self._session, self._endpoint, adapter)
 
     # -- endpoints ---------------------------------------------------------
 
@@ -190,10 +189,11 @@ class KandjiClient:
             self._backoff(attempts, None, reason="the device list repeated a page")
 
     def device_details(self, device_id: str) -> dict[str, Any]:
-        return self._get("details", f"devices/{device_id}/details", None, expect=dict, device_id=device_id)
+        return self._get("details", f"devices/{path_segment(device_id)}/details", None, expect=dict,
+                         device_id=device_id)
 
     def device_apps(self, device_id: str) -> list[dict[str, Any]]:
-        body = self._get("apps", f"devices/{device_id}/apps", None, expect=dict, device_id=device_id)
+        body = self._get("apps", f"devices/{path_segment(device_id)}/apps", None, expect=dict, device_id=device_id)
         apps = body.get("apps")
         if apps is None:
             apps = []
@@ -264,7 +264,7 @@ class KandjiClient:
         self.stats.count_request(endpoint)
         try:
             response = self._session.get(
-                self._root + path,
+                self._endpoint.url(path),
                 params=params,
                 headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
                 timeout=(self._retry.connect_timeout, self._read_timeout()),
@@ -348,6 +348,30 @@ class KandjiClient:
             raise error(
                 f"The run stopped before the Lambda's time ran out while the Kandji API kept failing "
                 f"({reason}). Nothing was committed; the next scheduled run will try again.")
+
+
+class _OtherHostRefused(BaseAdapter):
+    """Mounted for every URL but the validated API origin: a request elsewhere fails before it is sent."""
+
+    def __init__(self, endpoint: ApiEndpoint):
+        super().__init__()
+        self._endpoint = endpoint
+
+    def send(self, request, **kwargs):  # noqa: ANN001 (requests' adapter signature)
+        raise ConfigurationError(f"Refused to send a request outside the validated Kandji API host "
+                                 f"{self._endpoint.host}: the token is only ever sent there.")
+
+    def close(self) -> None:
+        pass
+
+
+def only_the_api_host(session: requests.Session, endpoint: ApiEndpoint, adapter: HTTPAdapter) -> None:
+    """Route the validated origin to `adapter` and every other URL to a refusal (requests picks the
+    longest matching prefix, and the trailing `/` keeps `acme.api.kandji.io.evil.example` out)."""
+    refuse = _OtherHostRefused(endpoint)
+    session.mount("https://", refuse)
+    session.mount("http://", refuse)
+    session.mount(endpoint.origin + "/", adapter)
 
 
 def int_header(headers: Any, name: str) -> int | None:
