@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kandji_snapshots.kandji.config import EXPECTED_FORM, LOCAL_HOSTS, KandjiCredentials, parse_secret, validate_api_url
+from kandji_snapshots.kandji.config import (EXPECTED_FORM, LOCAL_HOSTS, KandjiCredentials, parse_secret,
+                                            strip_invisible_edges, validate_api_url)
 from kandji_snapshots.cli.console import Console, UsageError
 from kandji_snapshots.errors import ConfigurationError
 
@@ -97,14 +98,16 @@ def resolve_credentials(args: argparse.Namespace, console: Console,
         raise UsageError(f"No API token: use --token-file FILE, --secret-id ARN, the environment variable "
                          f"{TOKEN_ENV}, or run in a terminal to be prompted. The token is never taken on the "
                          "command line.")
-    text = text.strip()
+    console.hide(text.strip())
+    text = strip_invisible_edges(text)  # a BOM (Notepad) or a trailing newline is not part of the token
     console.hide(text)
     if not text:
         raise ConfigurationError(f"The API token from {source} is empty.")
     if not url and not text.startswith("{"):
         raise UsageError(_no_url_message())
     try:
-        credentials = parse_secret(text, fallback_url=url, allow_insecure_localhost=allow_insecure)
+        credentials = parse_secret(text, fallback_url=url, allow_insecure_localhost=allow_insecure,
+                                   token_source=f"from {source}")
     except ConfigurationError as error:
         raise ConfigurationError(_with_url_hint(str(error), url)) from None
     console.hide(credentials.token)

@@ -147,10 +147,64 @@ def _describe(char: str) -> str:
     return f"the character {char!r}"
 
 
-def parse_secret(secret_value: str, *, fallback_url: str | None,
-                 allow_insecure_localhost: bool = False) -> KandjiCredentials:
+# Copy-paste residue around a token, removed because a token never starts or ends with it: whitespace and
+# line breaks, invisible format characters (BOM U+FEFF, zero-width space U+200B, ...), quotes on both
+# ends (straight or curly), and an `Authorization` header's `Bearer ` prefix.
+_QUOTES = frozenset("\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb\u201e\u201a")
+_BEARER = re.compile(r"^bearer\s+", re.IGNORECASE)
+TOKEN_FIX = "Copy the token again from Kandji (Settings > Access > API Token) and store it as one line"
+
+
+def strip_invisible_edges(text: str) -> str:
+    """`text` without surrounding whitespace and invisible format characters (a BOM, zero-width spaces)."""
+    start, end = 0, len(text)
+    while start < end and _is_blank(text[start]):
+        start += 1
+    while end > start and _is_blank(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _is_blank(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp")
+
+
+def validate_token(raw: object, where: str = "in the Kandji secret") -> str:
+    """The API token as it must go into `Authorization: Bearer <token>`, or an error saying what is wrong.
+
+    Unambiguous residue is removed (see above); anything else a token cannot hold is refused with
+    its kind and position, never the token or any part of it. Used for every source: the secret
+    (Lambda and `--secret-id`), `--token-file`, KANDJI_API_TOKEN and the prompt.
+    """
+    token = strip_invisible_edges(str(raw or ""))
+    for _ in range(2):  # `"Bearer abc"` and `Bearer "abc"` alike
+        token = strip_invisible_edges(_BEARER.sub("", token, count=1))
+        if len(token) >= 2 and token[0] in _QUOTES and token[-1] in _QUOTES:
+            token = strip_invisible_edges(token[1:-1])
+    if not token:
+        raise ConfigurationError(f"The Kandji API token {where} is empty. {TOKEN_FIX}.")
+    for index, char in enumerate(token):
+        if "\x21" <= char <= "\x7e" and char not in _QUOTES:
+            continue
+        if char in _QUOTES:
+            what = f"a quote character (U+{ord(char):04X})"
+        elif char.isspace():
+            what = f"whitespace or a line break (U+{ord(char):04X})"
+        elif unicodedata.category(char) in ("Cc", "Cf"):
+            what = f"an invisible character (U+{ord(char):04X})"
+        else:
+            what = f"a non-ASCII character (U+{ord(char):04X})"
+        raise ConfigurationError(
+            f"The Kandji API token {where} contains {what} at character {index + 1}: a token holds only "
+            f"letters, digits and ASCII punctuation, so it was damaged when it was copied. {TOKEN_FIX}, "
+            "without quotes or other characters around or inside it.")
+    return token
+
+
+def parse_secret(secret_value: str, *, fallback_url: str | None, allow_insecure_localhost: bool = False,
+                 token_source: str = "in the Kandji secret") -> KandjiCredentials:
     """The secret holds JSON `{"api_url", "api_token"}` or the bare token (URL from the environment)."""
-    text = (secret_value or "").strip()
+    text = strip_invisible_edges(secret_value or "")  # a BOM before the JSON is no reason to misread it
     if not text:
         raise ConfigurationError(
             "The Kandji secret is empty. Store the token with: aws secretsmanager put-secret-value "
@@ -169,7 +223,7 @@ def parse_secret(secret_value: str, *, fallback_url: str | None,
             ) from None
         if not isinstance(document, dict):
             raise ConfigurationError("The Kandji secret's JSON must be an object with api_url and api_token.")
-        token = str(document.get("api_token") or "").strip()
+        token = strip_invisible_edges(str(document.get("api_token") or ""))
         url = str(document.get("api_url") or "").strip() or fallback_url
         if not token:
             raise ConfigurationError("The Kandji secret's JSON has no api_token. Add the API token under "
@@ -179,8 +233,7 @@ def parse_secret(secret_value: str, *, fallback_url: str | None,
             "No Kandji API URL: put \"api_url\" in the secret's JSON or set KANDJI_API_URL "
             f"(template parameter KandjiApiUrl). Expected {EXPECTED_FORM}."
         )
-    if any(ch.isspace() for ch in token):
-        raise ConfigurationError("The Kandji API token contains whitespace; paste it again without line breaks.")
+    token = validate_token(token, where=token_source)
     try:
         endpoint = validate_api_url(url, allow_insecure_localhost=allow_insecure_localhost)
     except ConfigurationError as error:
