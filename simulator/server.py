@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .fleet import Fleet
+from .raw_values import RawValues
 
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -440,6 +441,7 @@ class KandjiSimulator:
         self.latency = latency
         self.send_rate_limit_headers = send_rate_limit_headers
         self.faults = Faults()
+        self.raw_values = RawValues()  # tests: raw values and reordered lists in served payloads
         self.stats = Stats()
         self._limiter = _RateLimiter(rate_limit_per_second, rate_limit_per_hour)
         self._server: _HTTPServer | None = None
@@ -697,13 +699,14 @@ class KandjiSimulator:
             filters.append((lambda it: tag if tag in (it.get("tags") or []) else None, tag))
         if filters:
             items = [it for it in items if all(get(it) == wanted for get, wanted in filters)]
-        return _json(200, items[offset:offset + limit])
+        page = [self.raw_values.apply("list_item", it["device_id"], it) for it in items[offset:offset + limit]]
+        return _json(200, page)
 
     def _ep_details(self, params: dict[str, str], path: str, target: str, device_id: str) -> Response:
         if self.faults._is_unenrolled(device_id):
             return _not_found()
         try:
-            return _json(200, self.fleet.details(device_id))
+            return _json(200, self.raw_values.apply("details", device_id, self.fleet.details(device_id)))
         except KeyError:
             return _not_found()
 
@@ -711,7 +714,8 @@ class KandjiSimulator:
         if self.faults._is_unenrolled(device_id):
             return _not_found()
         try:
-            return _json(200, {"device_id": device_id, "apps": self.fleet.apps(device_id)})
+            apps = self.raw_values.apply("apps", device_id, self.fleet.apps(device_id))
+            return _json(200, {"device_id": device_id, "apps": apps})
         except KeyError:
             return _not_found()
 

@@ -11,13 +11,17 @@ the row's `extra` column (a JSON object keyed by the field's dotted path).
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from kandji_snapshots.snapshots import schema
 from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
-from kandji_snapshots.snapshots.timeutil import normalize_timestamp
+from kandji_snapshots.snapshots.timeutil import looks_like_timestamp, normalize_timestamp
+
+logger = logging.getLogger(__name__)
 
 _TRUE = frozenset({"true", "yes", "1", "on", "enabled"})
 _FALSE = frozenset({"false", "no", "0", "off", "disabled"})
@@ -52,7 +56,10 @@ def _scalar(value: Any, kind: Scalar) -> Any:
         if isinstance(value, int):
             return value
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:  # digits int() does not take (`²`), or more than 4,300 of them
+                raise _Unfit from None
         raise _Unfit
     if kind.name == "double":
         try:
@@ -109,6 +116,7 @@ def _row(raw: dict[str, Any], columns: dict[str, Type], fixed: dict[str, Any]) -
     payload = {key: value for key, value in raw.items() if key not in fixed}
     body = coerce_fields(payload, payload_columns, "", extra)
     row = {name: fixed[name] if name in fixed else body.get(name) for name in columns if name != "extra"}
+    _report_unrepresentable_timestamps(extra, columns, fixed.get("device_id"))
     row["extra"] = json.dumps(extra, sort_keys=True, separators=(",", ":"), ensure_ascii=False) if extra else None
     return row
 
@@ -137,4 +145,86 @@ def app_rows(raw_apps: Iterable[dict[str, Any]], snapshot_id: str, device_id: st
 
 def encode_row(row: dict[str, Any]) -> bytes:
     """One JSON Lines line. Column order is the schema's, so equal rows encode equally."""
-    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    try:
+        return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError:  # rare, so looked for only when encoding fails
+        row = _without_lone_surrogates(row)
+        return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+# --- values no row can hold ----------------------------------------------------------------------------
+# One device's odd value must never stop the fleet's snapshot: such values are normalised, and the
+# device and field are logged (never the value: it may be anything).
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _report_unrepresentable_timestamps(extra: dict[str, Any], columns: dict[str, Type], device_id: Any) -> None:
+    """A timestamp column whose text is a timestamp but no representable instant (`0001-01-01T00:00:00+01:00`
+    is in year 0 in UTC) is null, and its raw text stays in `extra` under the field's path, like every
+    value that does not fit its column."""
+    fields = [path for path, value in extra.items()
+              if looks_like_timestamp(value) and _declared_type(columns, path) == schema.TIMESTAMP]
+    if fields:
+        logger.warning("timestamp out of range: written as null, its text kept in the row's extra column",
+                       extra={"device_id": device_id, "fields": fields})
+
+
+def _declared_type(columns: dict[str, Type], path: str) -> Type | None:
+    """The schema type at a dotted field path such as `mdm.last_check_in` or `volumes[0].name`."""
+    fields: dict[str, Type] | None = columns
+    kind: Type | None = None
+    for part in path.split("."):
+        name = part.split("[", 1)[0]
+        if fields is None or name not in fields:
+            return None
+        kind = fields[name]
+        for _ in range(part.count("[")):
+            if not isinstance(kind, Array):
+                return None
+            kind = kind.item
+        fields = kind.fields if isinstance(kind, Struct) else None
+    return kind
+
+
+def _without_lone_surrogates(row: dict[str, Any]) -> dict[str, Any]:
+    """A lone UTF-16 surrogate (half an emoji, sent as the JSON text "\\ud83d") cannot be written as
+    UTF-8: each becomes U+FFFD, the replacement character."""
+    fields: list[str] = []
+    clean = _replace_surrogates(row, "", fields)
+    logger.warning("lone UTF-16 surrogate (half an emoji) replaced with U+FFFD",
+                   extra={"device_id": clean.get("device_id"), "fields": fields})
+    return clean
+
+
+def _replace_surrogates(value: Any, path: str, fields: list[str]) -> Any:
+    if isinstance(value, str):
+        if not _SURROGATE.search(value):
+            return value
+        fields.extend(_json_text_fields(value, path) or [path])
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            clean_key = _SURROGATE.sub("\ufffd", key) if isinstance(key, str) else key
+            child = f"{path}.{clean_key}" if path else str(clean_key)
+            if clean_key != key:
+                fields.append(child)
+            out[clean_key] = _replace_surrogates(item, child, fields)
+        return out
+    if isinstance(value, list):
+        return [_replace_surrogates(item, f"{path}[{index}]", fields) for index, item in enumerate(value)]
+    return value
+
+
+def _json_text_fields(text: str, path: str) -> list[str]:
+    """Within a JSON-text column (`extra`, `users`, ...), the fields holding surrogates."""
+    if not text.startswith(("{", "[")):
+        return []
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return []
+    fields: list[str] = []
+    _replace_surrogates(document, path, fields)
+    return fields
