@@ -56,7 +56,8 @@ def test_details_string_booleans_and_missing_sections():
     assert row["mdm"] == {"mdm_enabled": True, "supervised": False,
                           "install_date": "2024-06-17T11:32:35.000000Z", "last_check_in": None}
     assert row["kandji_agent"]["agent_installed"] is True
-    assert row["volumes"][0]["encrypted"] is True and row["volumes"][1]["encrypted"] is None
+    assert [volume["name"] for volume in row["volumes"]] == ["Data", "Macintosh HD"]  # a set: sorted by name
+    assert row["volumes"][1]["encrypted"] is True and row["volumes"][0]["encrypted"] is None
     assert row["general"]["assigned_user"] is None
     assert row["general"]["time_since_boot"] == "1 month ago"
     assert row["network"] is None and row["lost_mode"] is None and row["hardware_overview"] is None
@@ -106,3 +107,34 @@ def test_years_before_1000_keep_four_digits(raw, expected):
 @pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+01:00", "9999-12-31 23:59:59 -0500"])
 def test_a_timestamp_pushed_out_of_range_by_its_offset_is_no_timestamp(raw):
     assert normalize_timestamp(raw) is None
+
+
+def test_set_like_lists_are_sorted_so_order_alone_changes_no_byte():
+    profiles = [{"name": "Wi-Fi", "uuid": "B", "identifier": "com.example.b"}, {"name": "VPN", "uuid": "C"},
+                {"name": "Wi-Fi", "uuid": "A", "identifier": "com.example.a"}]
+    volumes = [{"name": "Macintosh HD - Data", "identifier": "disk3s5", "available": "10 GB"},
+               {"name": "Macintosh HD", "identifier": "disk3s1s1", "available": "11 GB"}]
+    raw = {"tags": ["b", "a"], "installed_profiles": profiles, "volumes": volumes,
+           "mdm": {"mdm_enabled_user": ["zoe", "ada"]},
+           "users": {"regular_users": [{"username": "zoe", "uid": "502"}, {"username": "ada", "uid": "501"}],
+                     "system_users": [{"username": "root", "uid": "0"}, {"username": "_lp", "uid": "26"}]}}
+    reordered = {**raw, "tags": ["a", "b"], "installed_profiles": profiles[::-1], "volumes": volumes[::-1],
+                 "mdm": {"mdm_enabled_user": ["ada", "zoe"]},
+                 "users": {key: value[::-1] for key, value in raw["users"].items()}}
+    row = details_row(raw, "S", "d1", "2026-11-23T10:00:00.000000Z")
+    assert encode_row(row) == encode_row(details_row(reordered, "S", "d1", "2026-11-23T10:00:00.000000Z"))
+    assert row["tags"] == ["a", "b"] and [v["name"] for v in row["volumes"]] == ["Macintosh HD", "Macintosh HD - Data"]
+    assert [p["uuid"] for p in json.loads(row["installed_profiles"])] == ["C", "A", "B"]  # same name: by identifier
+    assert json.loads(row["extra"])["mdm.mdm_enabled_user"] == ["ada", "zoe"]
+    assert [u["username"] for u in json.loads(row["users"])["system_users"]] == ["_lp", "root"]
+    assert raw["tags"] == ["b", "a"] and raw["volumes"] is volumes  # the payload itself is left as it was
+    assert device_row({"device_id": "d", "tags": ["z", "a"]}, "S")["tags"] == ["a", "z"]
+
+
+def test_a_volumes_moving_free_space_does_not_move_it_in_the_list():
+    def volumes(first_free, second_free):
+        return {"volumes": [{"name": "Data", "identifier": "disk1", "available": first_free},
+                            {"name": "Data", "identifier": "disk2", "available": second_free}]}
+    before = details_row(volumes("9 GB", "1 GB"), "S", "d", None)["volumes"]
+    after = details_row(volumes("1 GB", "9 GB"), "S", "d", None)["volumes"]
+    assert [v["identifier"] for v in before] == [v["identifier"] for v in after] == ["disk1", "disk2"]

@@ -71,7 +71,7 @@ def test_poison_values_are_normalised_logged_and_every_device_committed(pipeline
     timestamps = [log for log in logs if "timestamp out of range" in str(log.get("message"))]
     assert {log["device_id"] for log in surrogates + timestamps} == {device_id}
     surrogate_fields = {field for log in surrogates for field in log["fields"]}
-    assert {"device_name", "tags[1]", "general.device_name", "extra.brand_new_section.key\ufffd",
+    assert {"device_name", "tags[0]", "general.device_name", "extra.brand_new_section.key\ufffd",
             "installed_profiles[0].name", "app_name"} <= surrogate_fields
     assert sorted(field for log in timestamps for field in log["fields"]) == [
         "creation_date", "last_check_in", "mdm.last_check_in"]

@@ -122,12 +122,13 @@ def _row(raw: dict[str, Any], columns: dict[str, Type], fixed: dict[str, Any]) -
 
 
 def device_row(raw: dict[str, Any], snapshot_id: str) -> dict[str, Any]:
+    raw = in_canonical_order(raw, SET_LIKE_LISTS["devices"])
     return _row(raw, schema.DEVICES, {"snapshot_id": snapshot_id, "device_id": str(raw["device_id"])})
 
 
 def details_row(raw: dict[str, Any], snapshot_id: str, device_id: str, fetched_at: str) -> dict[str, Any]:
     fixed = {"snapshot_id": snapshot_id, "device_id": device_id, "fetched_at": fetched_at}
-    return _row(raw, schema.DEVICE_DETAILS, fixed)
+    return _row(in_canonical_order(raw, SET_LIKE_LISTS["device_details"]), schema.DEVICE_DETAILS, fixed)
 
 
 def app_sort_key(row: dict[str, Any]) -> tuple[str, ...]:
@@ -150,6 +151,56 @@ def encode_row(row: dict[str, Any]) -> bytes:
     except UnicodeEncodeError:  # rare, so looked for only when encoding fails
         row = _without_lone_surrogates(row)
         return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+# --- lists that are sets -------------------------------------------------------------------------------
+# Kandji may serve these lists in a different order from one response to the next; their order means
+# nothing. Sorted here, before coercion, so an unchanged device's row stays byte-identical between
+# snapshots (the differ's raw-bytes shortcut) and order alone is never a change. Objects sort by the
+# fields that identify them, never by values that move (a volume's free space), then by their whole
+# JSON text. Path -> identifying fields (empty for lists of strings).
+SET_LIKE_LISTS: dict[str, dict[tuple[str, ...], tuple[str, ...]]] = {
+    "devices": {("tags",): ()},
+    "device_details": {
+        ("tags",): (),
+        ("installed_profiles",): ("name", "identifier", "uuid"),
+        ("volumes",): ("name", "identifier", "format"),
+        ("mdm", "mdm_enabled_user"): (),
+        ("users", "regular_users"): ("username", "uid"),
+        ("users", "system_users"): ("username", "uid"),
+        ("cellular", "subscriptions"): (),
+    },
+}
+
+
+def in_canonical_order(raw: dict[str, Any], lists: dict[tuple[str, ...], tuple[str, ...]]) -> dict[str, Any]:
+    """`raw` with each set-like list sorted; containers on the way are copied, `raw` is not changed."""
+    for path, identity in lists.items():
+        raw = _sorted_at(raw, path, identity)
+    return raw
+
+
+def _sorted_at(container: Any, path: tuple[str, ...], identity: tuple[str, ...]) -> Any:
+    if not isinstance(container, dict) or path[0] not in container:
+        return container
+    value = container[path[0]]
+    if len(path) > 1:
+        replaced = _sorted_at(value, path[1:], identity)
+    elif isinstance(value, list) and len(value) > 1:
+        replaced = sorted(value, key=lambda item: _set_order_key(item, identity))
+    else:
+        return container
+    return container if replaced is value else {**container, path[0]: replaced}
+
+
+def _set_order_key(item: Any, identity: tuple[str, ...]) -> tuple[Any, ...]:
+    if isinstance(item, dict):
+        return (1, tuple(str(item.get(name) or "") for name in identity), _canonical_json(item))
+    return (0, (), _canonical_json(item))  # strings and other scalars before objects, never compared across types
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 # --- values no row can hold ----------------------------------------------------------------------------
