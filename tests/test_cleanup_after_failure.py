@@ -53,7 +53,7 @@ def test_a_clean_delete_logs_nothing(caplog):
     assert caplog.records == []
 
 
-def test_a_failed_runs_parts_that_cannot_be_deleted_are_named_in_the_log(pipeline, monkeypatch, capsys):
+def test_a_failed_runs_parts_that_cannot_be_deleted_are_named_in_the_log(pipeline, monkeypatch, caplog):
     run = pipeline(Fleet.generate(60, seed=31))
     monkeypatch.setattr(collector_runtime, "CollectorSettings", functools.partial(CollectorSettings, rows_per_part=25))
     # The manifest cannot be written (the run fails), and the devices parts already written cannot be deleted.
@@ -64,13 +64,14 @@ def test_a_failed_runs_parts_that_cannot_be_deleted_are_named_in_the_log(pipelin
          "Resource": f"arn:aws:s3:::{BUCKET}/snapshots/devices/*"}]}
     boto3.client("s3").put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
 
+    caplog.set_level(logging.INFO, logger="kandji_snapshots")
     with pytest.raises(SnapshotWriteError, match="snapshots/manifests/"):  # the run's own error, unchanged
         run.collect()
     left = snapshot_keys()
     assert left and all(key.startswith("snapshots/devices/") for key in left)
-    logs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    [undeleted] = [log for log in logs if "could not delete" in str(log.get("message"))]
-    assert undeleted["level"] == "ERROR" and "AccessDenied" in undeleted["message"]
-    assert sorted(item["key"] for item in undeleted["undeleted"]) == left
-    assert {item["code"] for item in undeleted["undeleted"]} == {"AccessDenied"}
-    assert [log for log in logs if log.get("error_type") == "SnapshotWriteError"]  # still reported as the cause
+    [undeleted] = [record for record in caplog.records if "could not delete" in record.getMessage()]
+    assert undeleted.levelno == logging.ERROR and "AccessDenied" in undeleted.getMessage()
+    assert sorted(item["key"] for item in undeleted.undeleted) == left
+    assert {item["code"] for item in undeleted.undeleted} == {"AccessDenied"}
+    failed = [record for record in caplog.records if getattr(record, "error_type", None) == "SnapshotWriteError"]
+    assert failed and "manifests" in failed[0].error  # still reported as the cause

@@ -10,6 +10,7 @@ four digits. Runs through the collector and differ handlers, the simulator over 
 from __future__ import annotations
 
 import json
+import logging
 
 import boto3
 
@@ -40,7 +41,8 @@ def poison(sim, device_id: str) -> None:
     values.set(device_id, "apps", "0.creation_date", "9999-12-31 23:59:59 -0500")
 
 
-def test_poison_values_are_normalised_logged_and_every_device_committed(pipeline, capsys):
+def test_poison_values_are_normalised_logged_and_every_device_committed(pipeline, caplog):
+    caplog.set_level(logging.INFO, logger="kandji_snapshots")
     run = pipeline(Fleet.generate(12, seed=41))
     device_id = run.fleet.device_ids()[5]
     poison(run.sim, device_id)
@@ -64,16 +66,14 @@ def test_poison_values_are_normalised_logged_and_every_device_committed(pipeline
     assert notes["creation_date"] is None and json.loads(notes["extra"])["creation_date"].startswith("9999-12-31")
 
     # The log names the device and the fields, never the token.
-    out = capsys.readouterr().out
-    assert TOKEN not in out
-    logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    surrogates = [log for log in logs if "surrogate" in str(log.get("message"))]
-    timestamps = [log for log in logs if "timestamp out of range" in str(log.get("message"))]
-    assert {log["device_id"] for log in surrogates + timestamps} == {device_id}
-    surrogate_fields = {field for log in surrogates for field in log["fields"]}
+    assert TOKEN not in caplog.text
+    surrogates = [record for record in caplog.records if "surrogate" in record.getMessage()]
+    timestamps = [record for record in caplog.records if "timestamp out of range" in record.getMessage()]
+    assert {record.device_id for record in surrogates + timestamps} == {device_id}
+    surrogate_fields = {field for record in surrogates for field in record.fields}
     assert {"device_name", "tags[0]", "general.device_name", "extra.brand_new_section.key\ufffd",
             "installed_profiles[0].name", "app_name"} <= surrogate_fields
-    assert sorted(field for log in timestamps for field in log["fields"]) == [
+    assert sorted(field for record in timestamps for field in record.fields) == [
         "creation_date", "last_check_in", "mdm.last_check_in"]
 
     # What Athena reads: every file passes the schema guard (ISO timestamps with four-digit years, UTF-8).

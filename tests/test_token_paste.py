@@ -104,13 +104,15 @@ def test_a_pasted_token_with_quotes_bearer_and_a_zero_width_space_collects(colle
     assert sim.tokens_seen == {f"Bearer {TOKEN}"}  # the cleaned token, exactly
 
 
-def test_a_damaged_token_fails_before_any_request_with_a_clear_message(collector_with_secret, capsys):
+def test_a_damaged_token_fails_before_any_request_with_a_clear_message(collector_with_secret, caplog):
     raw, says = DAMAGE["a zero-width space inside"]
     with pytest.raises(ConfigurationError) as refused:
         collector_with_secret(raw)
     assert says in str(refused.value)
     assert_no_part_of_the_token(str(refused.value))
-    assert_no_part_of_the_token(capsys.readouterr().out)  # the logged error too
+    [logged] = [record for record in caplog.records if "collection failed" in record.getMessage()]
+    assert says in logged.error  # the logged error says what to fix too, without the token
+    assert_no_part_of_the_token(caplog.text + logged.error)
 
 
 # --- through the CLI -----------------------------------------------------------------------------------
