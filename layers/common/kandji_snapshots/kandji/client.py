@@ -21,8 +21,8 @@ import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
 from kandji_snapshots.kandji.config import ApiEndpoint, KandjiCredentials, path_segment
-from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, DeviceNotFound, KandjiApiError, KandjiAuthError, MalformedResponse,
-                     RateLimitExhausted)
+from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, DeviceNotFound, KandjiApiError,
+                                     KandjiAuthError, MalformedResponse, RateLimitExhausted)
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.collect.refresh import RequestBudget
 
