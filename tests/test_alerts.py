@@ -22,7 +22,7 @@ from differ_fixtures import FakeFleet
 from kandji_snapshots.diff.messages import (SUBJECT_MAX_CHARS, MessageContext, ascii_text, device_history_sql,
                                             event_email, event_subject, subject)
 from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, ChatPublisher, MemoryPublisher, PublishError,
-                                             SnsPublisher, event_message)
+                                             event_message)
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 from test_differ_handler import BUCKET, SECOND, load_differ_handler, manifest_event
