@@ -171,6 +171,50 @@ def answer_fleet_questions(folder: Path, serial_number: str) -> None:
     local_query.print_report(folder, limit=5, parameters={"serial_number": serial_number})
 
 
+# --- what people receive: e-mail and chat (issue 14) ----------------------------------------
+
+def create_chat_topic() -> str:
+    """A chat topic (as ChatNotifications=Enabled creates) with a queue standing in for the chat service."""
+    import boto3
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="kandji-snapshots-chat")["TopicArn"]
+    url = sqs.create_queue(QueueName="chat-channel")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    os.environ["CHAT_TOPIC_ARN"] = topic
+    os.environ.setdefault("ATHENA_WORKGROUP", "kandji-snapshots-fleet")
+    os.environ.setdefault("ATHENA_DATABASE", "kandji_snapshots")
+    return url
+
+
+def print_what_people_receive(chat_queue_url: str) -> None:
+    """One e-mail (the `email` variant of a published JSON-structured message) and one chat notification."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sns.models import sns_backends
+
+    topic = sns_backends[DEFAULT_ACCOUNT_ID][os.environ["AWS_DEFAULT_REGION"]].topics[os.environ["CHANGES_TOPIC_ARN"]]
+    published = [(json.loads(message), subject) for _, message, subject, *_ in topic.sent_notifications]
+    # The most telling example: a high-severity device change (FileVault turned off) if there is one.
+    rank = {("device_changed", "high"): 0, ("device_removed", "high"): 1}
+    structure, subject = min(published, key=lambda item: rank.get(
+        (json.loads(item[0]["default"]).get("change_type"), json.loads(item[0]["default"]).get("severity")), 2))
+    print(f"  e-mail subscriber: {len(published)} e-mails this run (every message has a Subject), e.g.:")
+    print(f"    Subject: {subject}")
+    for line in structure["email"].splitlines():
+        print(f"    | {line}")
+    cards = receive_all(chat_queue_url)
+    print(f"\n  chat channel (Amazon Q Developer in chat applications): {len(cards)} notifications "
+          "(high-severity events and the summaries), e.g.:")
+    if cards:
+        content = min(cards, key=lambda card: card["metadata"]["eventType"] != "device_changed")["content"]
+        print(f"    {content['title']}")
+        for line in content["description"].splitlines():
+            print(f"    {line}")
+        for step in content.get("nextSteps", []):
+            print(f"    next: {step}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=int(os.environ.get("DEVICES") or 1200))
@@ -186,6 +230,7 @@ def main() -> int:
     fleet = Fleet.generate(args.devices, seed=args.seed)
     with KandjiSimulator(fleet, token=TOKEN) as sim:
         queues = create_resources(sim.api_url)
+        chat_queue = create_chat_topic()
         print(f"Kandji API simulator: {sim.api_url}\nlocal AWS endpoint:   {endpoint}\n")
         collector, differ = load_handler("collector"), load_handler("differ")
 
@@ -212,6 +257,9 @@ def main() -> int:
             print(f"  queue {name} ({label}): {len(messages)} messages")
             for message in sorted(messages, key=lambda m: (m["change_type"] == "snapshot_summary", m["snapshot_id"])):
                 print(f"    {describe(message)}")
+
+        print("\n   What people receive")
+        print_what_people_receive(chat_queue)
 
         print(f"\n5. Snapshots in s3://{BUCKET} (copied to {args.output})")
         shutil.rmtree(args.output, ignore_errors=True)  # the bucket is new every run; so is the copy

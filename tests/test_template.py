@@ -286,7 +286,8 @@ def test_cfn_lint_reports_no_errors_or_warnings() -> None:
 def test_sam_transform_succeeds_offline_with_existing_secret(sam: dict[str, Any]) -> None:
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kandji-AbCdEf"
     cfn = transform_template(sam, {"ExistingSecretArn": arn})
-    assert resources_of_type(cfn, "AWS::Lambda::Function").keys() == {"CollectorFunction", "DifferFunction"}
+    assert resources_of_type(cfn, "AWS::Lambda::Function").keys() == {"CollectorFunction", "DifferFunction",
+                                                                      "DigestFunction"}
     created = resolved_resources(cfn, {"ExistingSecretArn": arn})
     assert "KandjiSecret" not in created, "no secret may be created when an existing one is given"
 
@@ -392,9 +393,8 @@ def test_async_failures_go_to_an_encrypted_queue(cfn: dict[str, Any], function_i
 # ---------------------------------------------------------------------------
 def test_collector_schedule(cfn: dict[str, Any]) -> None:
     schedules = resources_of_type(cfn, "AWS::Scheduler::Schedule")
-    assert len(schedules) == 1
-    (schedule,) = schedules.values()
-    schedule = schedule["Properties"]
+    assert schedules.keys() == {"CollectorFunctionSchedule", "DigestFunctionDaily"}  # the digest's: test_template_alerts
+    schedule = schedules["CollectorFunctionSchedule"]["Properties"]
     assert schedule["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
     target = schedule["Target"]
     assert target["Arn"] == {"Fn::GetAtt": ["CollectorFunction", "Arn"]}
@@ -413,7 +413,7 @@ def test_collector_schedule(cfn: dict[str, Any]) -> None:
 
 
 def test_scheduler_event_fixture_matches_schedule_input(cfn: dict[str, Any]) -> None:
-    (schedule,) = resources_of_type(cfn, "AWS::Scheduler::Schedule").values()
+    schedule = resources_of_type(cfn, "AWS::Scheduler::Schedule")["CollectorFunctionSchedule"]
     template_input = json.loads(schedule["Properties"]["Target"]["Input"])
     event = load_event("scheduler_event.json")
     assert event.keys() == template_input.keys()

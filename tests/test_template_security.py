@@ -44,8 +44,12 @@ EXPECTED_SKIPS = {
     ("CKV_AWS_116", "DifferFunction"),
     ("CKV_AWS_117", "DifferFunction"),
     ("CKV_AWS_173", "DifferFunction"),
+    ("CKV_AWS_116", "DigestFunction"),  # once a day; the next day's run (or a rerun with "day") redoes it
+    ("CKV_AWS_117", "DigestFunction"),
+    ("CKV_AWS_173", "DigestFunction"),
     ("CKV_AWS_158", "CollectorLogGroup"),  # CloudWatch Logs' own encryption at rest
     ("CKV_AWS_158", "DifferLogGroup"),
+    ("CKV_AWS_158", "DigestLogGroup"),
     ("CKV_AWS_27", "CollectorFailureQueue"),  # SSE-SQS, which checkov 3.1 does not recognise
     ("CKV_AWS_27", "CollectorScheduleDLQ"),
     ("CKV_AWS_27", "DifferFailureQueue"),
@@ -122,13 +126,28 @@ def run_checkov(template_file: Path, workdir: Path) -> dict[str, Any]:
 def _reports(tmp_root: str) -> dict[str, dict[str, Any]]:
     """checkov on the SAM template and on its transform: run once per test session."""
     tmp = Path(tmp_root)
+    everything = _with_optional_features_enabled(tmp / "template.yaml")
     transformed = tmp / "transformed.json"
-    transformed.write_text(json.dumps(transform_template(load_template(TEMPLATE_PATH)), indent=1), encoding="utf-8")
+    transformed.write_text(json.dumps(transform_template(load_template(everything)), indent=1), encoding="utf-8")
     (tmp / "work").mkdir(exist_ok=True)
     return {
-        "sam": run_checkov(TEMPLATE_PATH, tmp / "work"),
+        "sam": run_checkov(everything, tmp / "work"),
         "transformed": run_checkov(transformed, tmp / "work"),
     }
+
+
+# checkov evaluates Conditions with the parameters' defaults: resources that are off by default
+# (chat topic, daily digest) are checked in a copy of template.yaml where they are on.
+OPTIONAL_FEATURES = ("ChatNotifications", "DailyDigest")
+
+
+def _with_optional_features_enabled(path: Path) -> Path:
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    for name in OPTIONAL_FEATURES:
+        text, count = re.subn(rf"(\n  {name}:\n    Type: String\n    Default: )Disabled\n", r"\1Enabled\n", text)
+        assert count == 1, f"parameter {name} (Default: Disabled) not found in template.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -179,6 +198,9 @@ def test_checkov_checked_the_resources_sam_generates(checkov_reports: dict[str, 
         "AWS::IAM::Role.CollectorFunctionRole",
         "AWS::IAM::Role.DifferFunctionRole",
         "AWS::IAM::Role.CollectorFunctionScheduleRole",
+        "AWS::Lambda::Function.DigestFunction",  # optional resources are checked too (OPTIONAL_FEATURES)
+        "AWS::IAM::Role.DigestFunctionRole",
+        "AWS::SNS::Topic.ChatTopic",
     ):
         assert resource in seen, f"checkov did not check {resource} of the transformed template"
 

@@ -36,6 +36,7 @@ from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
 from kandji_snapshots.snapshots.layout import manifest_key
+from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.publisher import Publisher, PublishError, event_message, plan_batches
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
 
@@ -205,6 +206,7 @@ class DifferSettings:
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN
     ignore_fields: tuple[str, ...] = ()  # added to change_rules.DEFAULT_IGNORED_FIELDS
     time_margin_seconds: float = 10.0  # publish no batch with less time left than this
+    message_context: MessageContext = MessageContext()  # where e-mails and chat point readers (Athena)
 
 
 @dataclass
@@ -285,7 +287,8 @@ class SnapshotDiffer:
         summary_attributes = {"change_type": SNAPSHOT_SUMMARY, "severity": summary["severity"], "platform": "all"}
         self._check_time(time_left, snapshot_id, len(kept or []), len(kept or []), markers)
         try:
-            self._publisher.publish_batch([event_message(summary, changes_file.uri, attributes=summary_attributes)])
+            self._publisher.publish_batch([event_message(summary, changes_file.uri, attributes=summary_attributes,
+                                                          context=self._settings.message_context)])
         except PublishError as error:
             raise _resumable(error, snapshot_id, len(kept or []), len(kept or []), markers) from error
         markers.mark_done(summary)
@@ -349,7 +352,8 @@ class SnapshotDiffer:
                                                       "to_publish": len(pending)})
         index_of = {event["event_id"]: index for index, event in pending}
         published_now = 0
-        for batch in plan_batches(event_message(event, changes_uri) for _, event in pending):
+        for batch in plan_batches(event_message(event, changes_uri, context=self._settings.message_context)
+                                  for _, event in pending):
             done_before = len(events) - len(pending) + published_now
             self._check_time(time_left, snapshot_id, done_before, len(events), markers)
             try:

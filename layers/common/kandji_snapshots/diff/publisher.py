@@ -1,8 +1,14 @@
 """Publishing messages to SNS: batches within PublishBatch's limits, failed entries retried.
 
 The domain sees only `Publisher.publish_batch(messages)`; `SnsPublisher` is the AWS
-adapter, `MemoryPublisher` the in-memory one for tests and local runs. Batches are
-planned here too (`plan_batches`), because the limits are SNS's.
+adapter, `MemoryPublisher` the in-memory one for tests and local runs, `ChatPublisher`
+copies the high-severity events and summaries to a chat topic. Batches are planned here
+too (`plan_batches`), because the limits are SNS's.
+
+A message with an e-mail text goes out with `MessageStructure=json`: {"default": the JSON
+event, "email": the text}. Queues, functions and HTTP(S) endpoints have no key of their own,
+so they get `default`, the JSON event as before; e-mail subscribers get the text. Its size
+(and so the shrinking of oversized events) counts the whole structure, subject included.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kandji_snapshots.diff.events import encode_event, shrink_event
+from kandji_snapshots.diff.messages import (MessageContext, chat_notification, event_subject, message_email,
+                                            wants_chat)
 from kandji_snapshots.errors import KandjiSnapshotsError
 
 MAX_BATCH_ENTRIES = 10
@@ -35,14 +43,28 @@ class PublishError(KandjiSnapshotsError):
 @dataclass(frozen=True)
 class Message:
     id: str  # unique within a batch; the event_id
-    body: str
+    body: str  # what queues, functions and HTTP(S) endpoints receive: the JSON event
     attributes: dict[str, str]
-    size: int = field(init=False)  # bytes SNS counts: body plus attribute names, types and values
+    subject: str | None = None  # SNS Subject: ASCII, under 100 characters (diff/messages.py makes it so)
+    email: str | None = None  # e-mail subscribers' text; with it the message is JSON-structured
+    size: int = field(init=False)  # bytes SNS counts: message, subject, attribute names, types and values
 
     def __post_init__(self) -> None:
         attribute_bytes = sum(len(name.encode()) + len(ATTRIBUTE_TYPE) + len(value.encode())
                               for name, value in self.attributes.items())
-        object.__setattr__(self, "size", len(self.body.encode()) + attribute_bytes)
+        object.__setattr__(self, "size", len(self.wire_message.encode()) + len((self.subject or "").encode())
+                           + attribute_bytes)
+
+    @property
+    def structured(self) -> bool:
+        return self.email is not None
+
+    @property
+    def wire_message(self) -> str:
+        """The Message parameter as sent."""
+        if self.email is None:
+            return self.body
+        return json.dumps({"default": self.body, "email": self.email}, separators=(",", ":"), ensure_ascii=False)
 
 
 class Publisher(Protocol):
@@ -55,16 +77,27 @@ def event_attributes(event: dict[str, Any]) -> dict[str, str]:
     return {name: str(event.get(name) or "unknown") for name in ATTRIBUTE_NAMES}
 
 
-def event_message(event: dict[str, Any], changes_uri: str, *, attributes: dict[str, str] | None = None) -> Message:
-    """The message for one event, shrunk (never dropped) when it alone would exceed the limit."""
+def event_message(event: dict[str, Any], changes_uri: str, *, attributes: dict[str, str] | None = None,
+                  context: MessageContext = MessageContext()) -> Message:
+    """The message for one event (JSON, subject, e-mail text), shrunk (never dropped) when it would exceed the limit."""
     attributes = attributes or event_attributes(event)
-    message = Message(event["event_id"], encode_event(event), attributes)
+    subject = event_subject(event)
+    email = message_email(event, context)  # bounded whatever the event holds
+    message = Message(event["event_id"], encode_event(event), attributes, subject, email)
     if message.size <= MAX_BATCH_BYTES:
         return message
-    attribute_bytes = message.size - len(message.body.encode())
-    shrunk = shrink_event(event, changes_uri,
-                          lambda body: len(body.encode()) + attribute_bytes <= MAX_BATCH_BYTES)
-    return Message(event["event_id"], encode_event(shrunk), attributes)
+    shrunk = shrink_event(event, changes_uri, lambda body: Message(
+        event["event_id"], body, attributes, subject, email).size <= MAX_BATCH_BYTES)
+    return Message(event["event_id"], encode_event(shrunk), attributes, subject, email)
+
+
+def chat_message(message: Message, context: MessageContext = MessageContext()) -> Message | None:
+    """The chat-topic copy of a message (custom-notification JSON), or None when chat does not want it."""
+    event = json.loads(message.body)
+    if not wants_chat(event):
+        return None
+    body = json.dumps(chat_notification(event, context), separators=(",", ":"), ensure_ascii=False)
+    return Message(message.id, body, message.attributes, message.subject)
 
 
 def plan_batches(messages: Iterable[Message]) -> list[list[Message]]:
@@ -135,12 +168,40 @@ class SnsPublisher:
 
 
 def _entry(message: Message) -> dict[str, Any]:
-    return {
+    entry: dict[str, Any] = {
         "Id": message.id,
-        "Message": message.body,
+        "Message": message.wire_message,
         "MessageAttributes": {name: {"DataType": ATTRIBUTE_TYPE, "StringValue": value}
                               for name, value in message.attributes.items()},
     }
+    if message.subject:
+        entry["Subject"] = message.subject
+    if message.structured:
+        entry["MessageStructure"] = "json"
+    return entry
+
+
+class ChatPublisher:
+    """Publishes every batch to `primary`, and first its high-severity events and summaries to `chat`.
+
+    Chat goes first: when it fails, nothing of the batch is published yet, so the differ's retry
+    duplicates nothing on the main topic (a chat message may then be posted twice).
+    """
+
+    def __init__(self, primary: Publisher, chat: Publisher, context: MessageContext = MessageContext()):
+        self._primary = primary
+        self._chat = chat
+        self._context = context
+
+    def publish_batch(self, messages: Sequence[Message]) -> None:
+        copies = [copy for copy in (chat_message(message, self._context) for message in messages) if copy]
+        if copies:
+            try:
+                self._chat.publish_batch(copies)
+            except PublishError as error:
+                raise PublishError(f"Chat notifications: {error} Nothing of this batch was published to the "
+                                   "changes topic.", failed=[{"Id": m.id} for m in messages]) from error
+        self._primary.publish_batch(messages)
 
 
 def _aws_error(error: Exception) -> str:

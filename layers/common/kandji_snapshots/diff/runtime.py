@@ -5,6 +5,8 @@ Environment:
     CHANGES_TOPIC_ARN    the SNS topic change events go to (required)
     MAX_EVENTS_PER_RUN   above this many events only the summary is published (default 500)
     DIFF_IGNORE_FIELDS   comma-separated fnmatch patterns, added to change_rules.DEFAULT_IGNORED_FIELDS
+    CHAT_TOPIC_ARN       optional: SNS topic for chat notifications (high-severity events and summaries)
+    ATHENA_WORKGROUP, ATHENA_DATABASE  optional: named in e-mails and chat messages (where to query)
 AWS endpoints come from boto3's own configuration (AWS_ENDPOINT_URL for local runs and tests).
 """
 
@@ -24,7 +26,8 @@ from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, parse_ignore_fields
 from kandji_snapshots.diff.differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferResult, DifferSettings, SnapshotDiffer
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.snapshots.layout import snapshot_id_from_manifest_key
-from kandji_snapshots.diff.publisher import SnsPublisher
+from kandji_snapshots.diff.messages import MessageContext
+from kandji_snapshots.diff.publisher import ChatPublisher, SnsPublisher
 from kandji_snapshots.settings import number_setting, required_setting
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 
@@ -39,6 +42,8 @@ class DifferEnvironment:
     topic_arn: str
     max_events_per_run: int
     ignore_fields: tuple[str, ...]
+    chat_topic_arn: str = ""
+    message_context: MessageContext = MessageContext()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "DifferEnvironment":
@@ -49,14 +54,25 @@ class DifferEnvironment:
             max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
                                                   minimum=0, maximum=1_000_000)),
             ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
+            chat_topic_arn=(env.get("CHAT_TOPIC_ARN") or "").strip(),
+            message_context=message_context_from_env(env),
         )
 
 
 def build_differ(env: DifferEnvironment) -> SnapshotDiffer:
     store = S3ObjectStore(boto3.client("s3"), env.bucket)
-    publisher = SnsPublisher(boto3.client("sns"), env.topic_arn)
-    settings = DifferSettings(max_events_per_run=env.max_events_per_run, ignore_fields=env.ignore_fields)
+    sns = boto3.client("sns")
+    publisher = SnsPublisher(sns, env.topic_arn)
+    if env.chat_topic_arn:
+        publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn), env.message_context)
+    settings = DifferSettings(max_events_per_run=env.max_events_per_run, ignore_fields=env.ignore_fields,
+                              message_context=env.message_context)
     return SnapshotDiffer(store, publisher, settings=settings)
+
+
+def message_context_from_env(env: Mapping[str, str]) -> MessageContext:
+    return MessageContext(athena_workgroup=(env.get("ATHENA_WORKGROUP") or "").strip(),
+                          athena_database=(env.get("ATHENA_DATABASE") or "").strip())
 
 
 def snapshot_id_from_trigger(bucket: str | None, key: str | None, expected_bucket: str) -> str:

@@ -1,0 +1,322 @@
+"""What people read: SNS subjects, e-mail bodies and chat notifications for change events.
+
+Queues, functions and HTTP endpoints keep receiving the JSON event itself (diff/events.py);
+this module renders the human variants next to it:
+
+* `subject(...)`: an SNS Subject. SNS requires ASCII text that begins with a letter, number or
+  punctuation mark, without line breaks or control characters, shorter than 100 characters.
+  Non-ASCII text (device names) is transliterated (é -> e) or replaced by `?`, never rejected.
+* `event_email` / `summary_email`: plain text an e-mail subscriber reads in ten seconds.
+* `chat_notification`: the custom-notification format Amazon Q Developer in chat applications
+  (formerly AWS Chatbot) renders in Slack, Microsoft Teams or Amazon Chime.
+
+Every rendering is bounded (values, lists and texts are cut), so a message's size is known
+whatever the event holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from kandji_snapshots.query.fleet_queries import SERIAL, by_name
+
+SUBJECT_MAX_CHARS = 99  # SNS: "must be less than 100 characters long"
+VALUE_MAX_CHARS = 120  # a before/after value shown to a person
+EMAIL_MAX_CHANGES = 20  # changes listed in one e-mail; the rest are counted
+CHAT_DESCRIPTION_MAX_CHARS = 3000  # keeps a chat message one screen long
+CHAT_TITLE_MAX_CHARS = 250
+CHAT_MAX_ITEMS = 5  # next steps and keywords
+
+DEVICE_HISTORY_QUERY = by_name("device_change_history")
+HIGH_SEVERITY_QUERY = by_name("high_severity_changes")
+
+# What a change type says in a subject when no rule gave a reason.
+_HEADLINES = {
+    "device_added": "New device",
+    "device_removed": "Device removed",
+    "snapshot_summary": "Snapshot summary",
+}
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """Where a reader looks next: the stack's Athena workgroup and database (empty = unknown)."""
+
+    athena_workgroup: str = ""
+    athena_database: str = ""
+
+    def athena_place(self) -> str:
+        parts = [f"workgroup {self.athena_workgroup}" if self.athena_workgroup else "",
+                 f"database {self.athena_database}" if self.athena_database else ""]
+        where = ", ".join(part for part in parts if part)
+        return f"Athena ({where})" if where else "Athena (this stack's workgroup)"
+
+
+# --- text helpers -------------------------------------------------------------------
+
+_TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                             "\u2014": "-", "\u2026": "...", "\u00a0": " ", "\u00df": "ss", "\u00e6": "ae",
+                             "\u00c6": "AE", "\u00f8": "o", "\u00d8": "O", "\u0142": "l", "\u0141": "L"})
+_WHITESPACE = re.compile(r"\s+")
+
+
+def ascii_text(value: Any) -> str:
+    """`value` as one line of printable ASCII: accents dropped, other characters replaced by `?`."""
+    text = unicodedata.normalize("NFKD", str(value).translate(_TYPOGRAPHY))
+    text = "".join(char for char in text if not unicodedata.combining(char))
+    text = "".join(char if " " <= char <= "~" else (" " if char.isspace() or unicodedata.category(char) == "Cc"
+                                                    else "?") for char in text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 3)].rstrip() + "..."
+
+
+def shown(value: Any, limit: int = VALUE_MAX_CHARS) -> str:
+    """A before/after value for people: JSON-ish, one line, cut."""
+    if value is None:
+        return "(none)"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return cut(_WHITESPACE.sub(" ", text).strip(), limit) or '""'
+
+
+def subject(severity: str, headline: str, device: str = "") -> str:
+    """`[high] FileVault turned off on Noah's MacBook Pro (JF33TNMMBY)`, within SNS's rules."""
+    head = cut(ascii_text(f"[{severity}] {headline}"), 60)
+    tail = ascii_text(device)
+    text = f"{head} on {tail}" if tail else head
+    if len(text) > SUBJECT_MAX_CHARS:
+        text = cut(text, SUBJECT_MAX_CHARS)
+    text = text.lstrip(" ")
+    return text or "Kandji change"
+
+
+def device_label(event: dict[str, Any]) -> str:
+    """`Noah's MacBook Pro (JF33TNMMBY)`; the name is cut so the serial always fits a subject."""
+    name = str(event.get("device_name") or "").strip()
+    serial = str(event.get("serial_number") or "").strip()
+    if not name and not serial:
+        return f"device {event.get('device_id', '?')}"
+    serial_part = f" ({ascii_text(serial)[:30]})" if serial else ""
+    return cut(ascii_text(name) or "unnamed device", 34) + serial_part
+
+
+def user_label(event: dict[str, Any]) -> str | None:
+    """The device's user when the event names one (`user` object or string)."""
+    user = event.get("user")
+    if isinstance(user, dict):
+        parts = [str(user.get(key)) for key in ("name", "email") if user.get(key)]
+        return " ".join([parts[0], f"<{parts[1]}>"]) if len(parts) == 2 else (parts[0] if parts else None)
+    return str(user) if user else None
+
+
+def headline(event: dict[str, Any]) -> str:
+    """What happened, in a few words: the rule's reason when there is one."""
+    change_type = event.get("change_type", "")
+    if change_type == "device_changed":
+        changes = event.get("changes") or []
+        reasons = list(dict.fromkeys(change["reason"] for change in changes if change.get("reason")))
+        if reasons:
+            text = reasons[0][:1].upper() + reasons[0][1:]
+            return text + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
+        if len(changes) == 1:
+            return f"{changes[0].get('field')} changed"
+        count = event.get("change_count", len(changes))
+        return f"{count} fields changed"
+    if change_type.startswith("app_"):
+        app = event.get("app") or {}
+        name = app.get("app_name") or app.get("bundle_id") or "app"
+        if change_type == "app_updated":
+            return f"{name} updated {app.get('previous_version') or '?'} -> {app.get('version') or '?'}"
+        if change_type == "app_installed":
+            return f"{name} {app.get('version') or ''} installed".replace("  ", " ")
+        return f"{name} removed"
+    return _HEADLINES.get(change_type, change_type.replace("_", " ") or "Change")
+
+
+def event_subject(event: dict[str, Any]) -> str:
+    if event.get("change_type") == "snapshot_summary":
+        return summary_subject(event)
+    return subject(event.get("severity", "info"), headline(event), device_label(event))
+
+
+def summary_subject(summary: dict[str, Any]) -> str:
+    if summary.get("first_snapshot"):
+        text = f"First snapshot {summary.get('snapshot_id')}: {summary.get('device_count')} devices"
+    else:
+        text = (f"Snapshot {summary.get('snapshot_id')}: {summary.get('event_count')} changes on "
+                f"{summary.get('device_count')} devices")
+        if summary.get("suppressed"):
+            text += " (summary only)"
+    return subject(summary.get("severity", "info"), text)
+
+
+def device_history_sql(serial: str) -> str:
+    """The saved "change history of one device" query, with this device's serial filled in."""
+    literal = "'" + str(serial).replace("'", "''") + "'"
+    return DEVICE_HISTORY_QUERY.athena_sql.replace(SERIAL.athena_placeholder, literal)
+
+
+# --- e-mail -------------------------------------------------------------------------
+
+def event_email(event: dict[str, Any], context: MessageContext = MessageContext()) -> str:
+    """The plain-text body an e-mail subscriber reads: what, where, before -> after, and where next."""
+    change_type = event.get("change_type", "")
+    lines = [f"{headline(event)} on {event.get('device_name') or 'an unnamed device'}.", ""]
+    lines += [f"Severity:  {event.get('severity', 'info')}",
+              f"Change:    {change_type}",
+              f"Device:    {event.get('device_name') or '(no name)'}",
+              f"Serial:    {event.get('serial_number') or '(unknown)'}"]
+    user = user_label(event)
+    if user:
+        lines.append(f"User:      {user}")
+    lines += [f"Platform:  {event.get('platform') or '(unknown)'}",
+              f"Device id: {event.get('device_id')}", ""]
+    lines += _what_changed(event)
+    lines += ["", f"Snapshot:  {event.get('snapshot_id')} (compared with {event.get('previous_snapshot_id')})"]
+    if event.get("truncated"):
+        lines.append(f"This alert was shortened to fit SNS; the full event is in {event.get('changes_uri')}")
+    if event.get("serial_number"):
+        lines += ["", f"This device's change history: in {context.athena_place()}, open the saved query "
+                      f"\"{DEVICE_HISTORY_QUERY.title}\" and put in the serial, or run:", "",
+                  device_history_sql(event["serial_number"])]
+    lines += ["", f"Event id: {event.get('event_id')}"]
+    return "\n".join(lines) + "\n"
+
+
+def _what_changed(event: dict[str, Any]) -> list[str]:
+    change_type = event.get("change_type", "")
+    if change_type == "device_changed":
+        changes = event.get("changes") or []
+        lines = ["What changed (before -> after):"]
+        for change in changes[:EMAIL_MAX_CHANGES]:
+            why = f"   [{change.get('severity')}: {change['reason']}]" if change.get("reason") else ""
+            lines.append(f"  {change.get('field')}: {shown(change.get('before'))} -> {shown(change.get('after'))}{why}")
+        total = event.get("change_count", len(changes))
+        if total > min(len(changes), EMAIL_MAX_CHANGES):
+            lines.append(f"  ... and {total - min(len(changes), EMAIL_MAX_CHANGES)} more (see the history below)")
+        return lines
+    if change_type.startswith("app_"):
+        app = event.get("app") or {}
+        return [f"App:       {app.get('app_name') or '(no name)'} ({app.get('bundle_id') or 'no bundle id'})",
+                f"Version:   {shown(app.get('previous_version'))} -> {shown(app.get('version'))}"]
+    apps = event.get("apps")
+    count = event.get("app_count", len(apps) if isinstance(apps, list) else None)
+    verb = "enrolled in" if change_type == "device_added" else "no longer listed by"
+    known = f"{count} apps" if count is not None else "apps unknown"
+    return [f"The device is {verb} Kandji ({known})."]
+
+
+def summary_email(summary: dict[str, Any], context: MessageContext = MessageContext()) -> str:
+    counts = {name: count for name, count in (summary.get("counts") or {}).items() if count}
+    lines = [summary_subject(summary), ""]
+    if summary.get("first_snapshot"):
+        lines.append("This is the first snapshot: there is nothing to compare it with yet.")
+    else:
+        lines.append(f"{summary.get('event_count')} changes between snapshots {summary.get('previous_snapshot_id')} "
+                     f"and {summary.get('snapshot_id')} ({summary.get('device_count')} devices).")
+        lines += [f"  {name}: {count}" for name, count in counts.items()]
+        severity_counts = summary.get("severity_counts") or {}
+        lines.append(f"High severity: {severity_counts.get('high', 0)}")
+    if summary.get("suppressed"):
+        lines.append(f"Over {summary.get('max_events_per_run')} changes: only this summary was published.")
+    lines += ["", f"Every event: {summary.get('changes_uri')}",
+              f"High-severity changes: in {context.athena_place()}, run the saved query \"{HIGH_SEVERITY_QUERY.title}\"."]
+    return "\n".join(lines) + "\n"
+
+
+def message_email(event: dict[str, Any], context: MessageContext = MessageContext()) -> str:
+    return summary_email(event, context) if event.get("change_type") == "snapshot_summary" else event_email(event, context)
+
+
+# --- chat (Amazon Q Developer in chat applications custom notifications) ------------
+
+def wants_chat(event: dict[str, Any]) -> bool:
+    """The chat channel gets the high-severity events and every run's summary."""
+    return event.get("change_type") == "snapshot_summary" or event.get("severity") == "high"
+
+
+def _plain(text: Any) -> str:
+    # Names and values from the fleet: no `<...>` (chat links and @-mentions) and no backticks.
+    return re.sub(r"[<>`]", "", str(text))
+
+
+def chat_notification(event: dict[str, Any], context: MessageContext = MessageContext()) -> dict[str, Any]:
+    """A custom notification: {version, source, id, content: {textType, title, description, nextSteps,
+    keywords}, metadata: {threadId, summary, eventType, relatedResources, additionalContext}}."""
+    is_summary = event.get("change_type") == "snapshot_summary"
+    emoji = ":rotating_light:" if event.get("severity") == "high" else ":information_source:"
+    title = cut(f"{emoji} {event_subject(event)}", CHAT_TITLE_MAX_CHARS)
+    if is_summary:
+        description = _chat_summary(event)
+        steps = [f"All events: `{event.get('changes_uri')}`",
+                 f"In {context.athena_place()}: saved query \"{HIGH_SEVERITY_QUERY.title}\""]
+        thread = f"kandji-snapshot-{event.get('snapshot_id')}"
+        resources = [str(event.get("changes_uri"))] if event.get("changes_uri") else []
+    else:
+        description = _chat_event(event)
+        steps = [f"In {context.athena_place()}: saved query \"{DEVICE_HISTORY_QUERY.title}\" with serial "
+                 f"`{event.get('serial_number')}`"] if event.get("serial_number") else []
+        steps.append(f"Open the device in Kandji (device id `{event.get('device_id')}`)")
+        thread = f"kandji-device-{event.get('device_id')}"
+        resources = [str(event.get("serial_number"))] if event.get("serial_number") else []
+    keywords = [str(word) for word in (event.get("severity"), event.get("change_type"), event.get("platform")) if word]
+    return {
+        "version": "1.0",
+        "source": "custom",
+        "id": str(event.get("event_id")),
+        "content": {
+            "textType": "client-markdown",
+            "title": title,
+            "description": cut(description, CHAT_DESCRIPTION_MAX_CHARS),
+            "nextSteps": [cut(step, 300) for step in steps[:CHAT_MAX_ITEMS]],
+            "keywords": keywords[:CHAT_MAX_ITEMS],
+        },
+        "metadata": {
+            "threadId": cut(thread, 100),
+            "summary": cut(event_subject(event), 100),
+            "eventType": str(event.get("change_type")),
+            "relatedResources": resources,
+            "additionalContext": {"event_id": str(event.get("event_id")), "snapshot_id": str(event.get("snapshot_id"))},
+        },
+    }
+
+
+def _chat_event(event: dict[str, Any]) -> str:
+    lines = [f"*Device:* {_plain(event.get('device_name') or '(no name)')} "
+             f"(`{_plain(event.get('serial_number') or 'no serial')}`, {_plain(event.get('platform') or 'unknown platform')})"]
+    user = user_label(event)
+    if user:
+        lines.append(f"*User:* {_plain(user)}")
+    change_type = event.get("change_type", "")
+    if change_type == "device_changed":
+        changes = event.get("changes") or []
+        for change in changes[:EMAIL_MAX_CHANGES]:
+            why = f" ({_plain(change['reason'])})" if change.get("reason") else ""
+            lines.append(f"- `{_plain(change.get('field'))}`: `{_plain(shown(change.get('before')))}` -> "
+                         f"`{_plain(shown(change.get('after')))}`{why}")
+        total = event.get("change_count", len(changes))
+        if total > min(len(changes), EMAIL_MAX_CHANGES):
+            lines.append(f"- ... and {total - min(len(changes), EMAIL_MAX_CHANGES)} more")
+    else:
+        lines += [_plain(line.strip()) for line in _what_changed(event)]
+    lines.append(f"*Snapshot:* `{event.get('snapshot_id')}`")
+    return "\n".join(lines)
+
+
+def _chat_summary(summary: dict[str, Any]) -> str:
+    if summary.get("first_snapshot"):
+        return f"First snapshot `{summary.get('snapshot_id')}`: {summary.get('device_count')} devices, nothing to compare yet."
+    counts = ", ".join(f"{name} {count}" for name, count in (summary.get("counts") or {}).items() if count) or "none"
+    high = (summary.get("severity_counts") or {}).get("high", 0)
+    text = (f"*{summary.get('event_count')} changes* on {summary.get('device_count')} devices "
+            f"(`{summary.get('previous_snapshot_id')}` -> `{summary.get('snapshot_id')}`)\n"
+            f"*By type:* {counts}\n*High severity:* {high}")
+    if summary.get("suppressed"):
+        text += f"\nOver {summary.get('max_events_per_run')} changes: events were not published one by one."
+    return text
