@@ -31,15 +31,16 @@ from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV
 from kandji_snapshots.cli.check import run_check
 from kandji_snapshots.cli.collect import run_collect
 from kandji_snapshots.cli.console import PROG, Console, UsageError, configure_logging
-from kandji_snapshots.cli.cost import cost_lines, list_pages
-from kandji_snapshots.cli.credentials import INSECURE_ENV, TOKEN_ENV, URL_ENV
+from kandji_snapshots.cli.cost import cost_lines
+from kandji_snapshots.cli.credentials import TOKEN_ENV
+from kandji_snapshots.settings import API_URL_ENV, INSECURE_LOCALHOST_ENV
 from kandji_snapshots.cli.diff import run_diff
 from kandji_snapshots.collect.collector import APPS_SOURCES
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_MAX_WORKERS, DEFAULT_REQUEST_BUDGET, DEFAULT_REQUESTS_PER_SECOND
 
-# cost_lines and list_pages stay importable from here, where they were before the split.
-__all__ = ["build_parser", "cost_lines", "list_pages", "main"]
+# cost_lines stays importable from here, where it was before the split.
+__all__ = ["build_parser", "cost_lines", "main"]
 
 
 # --- command line -------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def _kandji_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     group = parent.add_argument_group("Kandji API and token")
     group.add_argument("--url", metavar="API_URL",
-                       help=f"the tenant's API URL, {EXPECTED_FORM} (default: ${URL_ENV}; with --secret-id, the "
+                       help=f"the tenant's API URL, {EXPECTED_FORM} (default: ${API_URL_ENV}; with --secret-id, the "
                             "secret's api_url wins, as in the Lambda)")
     group.add_argument("--token-file", metavar="FILE", help="read the token from FILE ('-': standard input)")
     group.add_argument("--secret-id", metavar="ARN_OR_NAME",
@@ -91,7 +92,7 @@ def _kandji_options() -> argparse.ArgumentParser:
                              "the usual AWS_PROFILE / AWS_REGION)")
     group.add_argument("--token", nargs="?", action=_RefuseToken, help=argparse.SUPPRESS)
     group.add_argument("--allow-insecure-localhost", action="store_true",
-                       help=f"accept http://127.0.0.1:PORT (the simulator), like {INSECURE_ENV}=true")
+                       help=f"accept http://127.0.0.1:PORT (the simulator), like {INSECURE_LOCALHOST_ENV}=true")
     group.add_argument("--max-requests-per-second", type=_positive_rate, default=DEFAULT_REQUESTS_PER_SECOND,
                        metavar="N", help=f"request rate ceiling (default {DEFAULT_REQUESTS_PER_SECOND:g}; Kandji "
                                          "enforces 50)")
