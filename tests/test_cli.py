@@ -111,6 +111,17 @@ def test_check_with_a_wrong_token_says_401_and_stops(simulator, capsys, monkeypa
     assert sim.stats.requests == 1  # stopped after the first answer
 
 
+def test_collect_with_a_wrong_token_tells_the_operator_what_to_do_at_the_terminal(simulator, capsys, monkeypatch,
+                                                                                  tmp_path):
+    sim = simulator(3)
+    monkeypatch.setenv("KANDJI_API_TOKEN", "not-the-token")
+    code, _, err = run(capsys, "collect", "--url", sim.base_url, "--allow-insecure-localhost", "-o", str(tmp_path))
+    assert code == 1 and "answered 401 Unauthorized" in err
+    assert "pass it with --token-file, --secret-id or KANDJI_API_TOKEN" in err
+    assert "Kandji secret" not in err and "scheduled run" not in err  # the Lambda's next steps, not the operator's
+    assert not (tmp_path / "snapshots").exists()
+
+
 @pytest.mark.parametrize("url, extra, expected", [
     ("{base}/api/v2/", ["--allow-insecure-localhost"], "only the root or /api/v1/ is accepted"),
     ("{base}", [], "must use https://"),

@@ -122,7 +122,8 @@ def _stop_for(answer: Answer, host: str, token_source: str) -> CheckStopped | No
         return CheckStopped(f"{where}: {answer.problem}. Check the tenant name and region in the API URL "
                             "(Kandji > Settings > Access > API URL) and this machine's network.")
     if answer.status == 401:
-        fix = "and store it in the secret" if token_source.startswith("secret") else "and use it here"
+        fix = ("and store it in the secret" if token_source.startswith("secret")
+               else "and pass it with --token-file, --secret-id or KANDJI_API_TOKEN")
         other = other_region(host)
         region = f" If the tenant is in the other region, the API host is {other}." if other else ""
         return CheckStopped(
