@@ -67,6 +67,20 @@ def row_head(line: bytes, with_fetched_at: bool) -> tuple[bytes, int]:
     return line[start:end], head
 
 
+def row_keys(line: bytes) -> tuple[str, str | None]:
+    """(device_id, fetched_at) of a details or apps row, from its prefix, without parsing the row.
+    fetched_at is None for a device the collector listed but never fetched."""
+    device_id, head = row_head(line, False)
+    if line.startswith(_FETCHED_AT_TEXT, head):
+        start = head + len(_FETCHED_AT_TEXT)
+        end = line.find(b'"', start)
+        if end > 0:
+            return device_id.decode(), line[start:end].decode()
+    elif line.startswith(_FETCHED_AT_NULL[:-1], head):
+        return device_id.decode(), None
+    raise SnapshotFormatError(f"row has no fetched_at after its device_id: {line[:120]!r}")
+
+
 class _TableCursor:
     """One table of one snapshot, handed out one device at a time (rows are sorted by device_id)."""
 
