@@ -28,6 +28,7 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from kandji_snapshots.cli.check import run_check
 from kandji_snapshots.cli.collect import run_collect
@@ -123,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     kandji, common = _kandji_options(), _common_options()
 
-    check = commands.add_parser(
-        "check", parents=[kandji, common], allow_abbrev=False,
+    def add_command(name: str, handler: Callable[..., int], **options: Any) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, allow_abbrev=False, **options)
+        command.set_defaults(handler=handler)
+        return command
+
+    check = add_command(
+        "check", run_check, parents=[kandji, common],
         help="check the API URL and token: permissions, device count, rate-limit headroom, cost of a run",
         description="Validate the API URL, call each endpoint the collector needs once, and report which "
                     "permissions the token has, the device count, the rate-limit headroom and what a full run "
@@ -132,10 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--apps-source", choices=APPS_SOURCES, default="per-device",
                        help="the KANDJI_APPS_SOURCE the collector will use, which decides whether Device apps "
                             "or Prism: apps is required (default per-device)")
-    check.set_defaults(handler=run_check)
 
-    collect = commands.add_parser(
-        "collect", parents=[kandji, common], allow_abbrev=False,
+    collect = add_command(
+        "collect", run_collect, parents=[kandji, common],
         help="take one snapshot into a local folder (no AWS account needed)",
         description="Take one snapshot of the tenant with the collector the Lambda uses, into a local folder "
                     "laid out like the bucket (snapshots/<table>/dt=.../). Run again later and `diff` the folder.")
@@ -152,10 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"requests in flight (default {DEFAULT_MAX_WORKERS})")
     collect.add_argument("--progress", action="store_true",
                          help="show the progress bar on stderr even when it is not a terminal")
-    collect.set_defaults(handler=run_collect)
 
-    diff = commands.add_parser(
-        "diff", parents=[common], allow_abbrev=False,
+    diff = add_command(
+        "diff", run_diff, parents=[common],
         help="the changes between two snapshots, in a folder or in S3 (publishes nothing)",
         description="Print the change events between two committed snapshots, as the differ computes them "
                     "(nothing is published). Default: the latest snapshot against the one before it.")
@@ -166,15 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true", help="one change event per line (JSON Lines), as published")
     diff.add_argument("--ignore-fields", metavar="PATTERNS",
                       help=f"more fields to ignore, comma-separated fnmatch patterns (default: ${IGNORE_FIELDS_ENV})")
-    diff.set_defaults(handler=run_diff)
 
-    query = commands.add_parser(
-        "query", parents=[common], allow_abbrev=False,
+    query = add_command(
+        "query", run_query, parents=[common],
         help="answer the saved fleet questions over a local folder with DuckDB (the [local] extra)",
         description="Run the saved fleet queries (the Athena ones, in DuckDB's dialect) over a folder written by "
                     "`collect` or `make local`. Needs DuckDB: pip install '.[local]'.")
     local_duckdb.add_arguments(query)
-    query.set_defaults(handler=run_query)
     return parser
 
 

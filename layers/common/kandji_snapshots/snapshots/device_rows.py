@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest
@@ -126,22 +127,18 @@ class _TableCursor:
         return rows, (prefix if shared else None)
 
 
+@dataclass(slots=True)
 class DeviceRows:
     """One device's rows in one snapshot, still raw."""
 
-    __slots__ = ("device_id", "device", "device_head", "details", "details_prefix", "apps", "apps_prefix",
-                 "_parsed")
-
-    def __init__(self, device_id: bytes, device: bytes, device_head: int, details: list[bytes],
-                 details_prefix: bytes | None, apps: list[bytes], apps_prefix: bytes | None):
-        self.device_id = device_id
-        self.device = device
-        self.device_head = device_head
-        self.details = details
-        self.details_prefix = details_prefix
-        self.apps = apps
-        self.apps_prefix = apps_prefix
-        self._parsed: dict[str, Any] | None = None
+    device_id: bytes
+    device: bytes
+    device_head: int  # where the devices row's per-snapshot prefix ends
+    details: list[bytes]
+    details_prefix: bytes | None  # the prefix all details rows share, if they do
+    apps: list[bytes]
+    apps_prefix: bytes | None
+    _parsed: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def device_row(self) -> dict[str, Any]:
