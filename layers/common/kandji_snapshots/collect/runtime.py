@@ -49,9 +49,9 @@ class CollectorRun:
 def build_collector(credentials: KandjiCredentials, store: ObjectStore, options: CollectorOptions = CollectorOptions(),
                     *, seconds_left: float | None = None, clock: Any = SystemClock,
                     retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> CollectorRun:
+                    progress: Callable[[int, int], None] | None = None, temp_dir: str | None = None) -> CollectorRun:
     """A collector for one run. `seconds_left`: the time the run has, of which WRITE_MARGIN_SECONDS is kept
-    back for writing (None: no deadline, as on the command line)."""
+    back for writing (None: no deadline, as on the command line). `temp_dir`: where Prism's rows are sorted."""
     deadline = None
     if seconds_left is not None:
         deadline = clock.monotonic() + max(1.0, seconds_left - WRITE_MARGIN_SECONDS)
@@ -61,7 +61,7 @@ def build_collector(credentials: KandjiCredentials, store: ObjectStore, options:
     client = KandjiClient(credentials, limiter=limiter, session=session, deadline=deadline, retry=retry,
                           clock=clock.monotonic, sleep=clock.sleep, pool_size=options.max_workers, budget=budget)
     settings = CollectorSettings(max_workers=options.max_workers, apps_source=options.apps_source,
-                                 max_fleet_drop_percent=options.max_fleet_drop_percent)
+                                 max_fleet_drop_percent=options.max_fleet_drop_percent, temp_dir=temp_dir)
     collector = SnapshotCollector(client, store, settings=settings, clock=clock.now, sleep=clock.sleep,
                                   request_stats=client.stats.as_dict, budget=budget, progress=progress)
     return CollectorRun(collector, client, budget)
