@@ -111,6 +111,15 @@ def test_check_with_a_wrong_token_says_401_and_stops(simulator, capsys, monkeypa
     assert sim.stats.requests == 1  # stopped after the first answer
 
 
+def test_a_bad_token_file_is_named_as_the_file_not_as_the_lambdas_secret(capsys, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text('{"api_token": ')
+    token_file.chmod(0o600)
+    code, _, err = run(capsys, "check", "--url", "https://acme.api.kandji.io", "--token-file", str(token_file))
+    assert code == 1 and f"The token from file {token_file} starts with '{{' but is not valid JSON" in err
+    assert "Kandji secret" not in err
+
+
 def test_collect_with_a_wrong_token_tells_the_operator_what_to_do_at_the_terminal(simulator, capsys, monkeypatch,
                                                                                   tmp_path):
     sim = simulator(3)

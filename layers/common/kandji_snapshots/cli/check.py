@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from kandji_snapshots.cli.console import Console
+from kandji_snapshots.cli.console import Console, for_terminal
 from kandji_snapshots.cli.cost import cost_lines
 from kandji_snapshots.cli.credentials import other_region, resolve_credentials
 from kandji_snapshots.cli.rate_limit import RateHeaders
@@ -284,7 +284,7 @@ def _device_count(results: dict[str, PermissionResult], probe: ApiProbe, host: s
     try:
         count = len(client.list_devices())
     except KandjiSnapshotsError as error:
-        return None, str(error)
+        return None, for_terminal(str(error))
     pages = client.stats.requests - before
     return count, (f"counted by paging /devices: {pages} request{'s' if pages != 1 else ''}, one per "
                    f"{PAGE_LIMIT} devices")

@@ -101,7 +101,9 @@ def resolve_credentials(args: argparse.Namespace, console: Console,
     try:
         credentials = parse_secret(text, fallback_url=url, allow_insecure_localhost=allow_insecure)
     except ConfigurationError as error:
-        raise ConfigurationError(_with_url_hint(str(error), url)) from None
+        # parse_secret speaks of the Lambda's secret; here the text came from a file, the environment or the prompt.
+        message = str(error).replace("The Kandji secret", f"The token from {source}")
+        raise ConfigurationError(_with_url_hint(message, url)) from None
     console.hide(credentials.token)
     return credentials, source
 
