@@ -1,5 +1,6 @@
 # Two commands for a newcomer: `make local` runs the whole pipeline on this machine,
-# `make test` runs the tests. Each one creates the virtualenv it needs first.
+# `make test` runs the tests. Each one creates the virtualenv it needs first, with the project
+# installed into it (editable): .venv/bin/kandji-snapshots runs the code of this folder.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,11 +8,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: local test bench clean
 
-$(STAMP): requirements-dev.txt layers/common/requirements.txt
+$(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	@rm -rf layers/common/kandji_snapshots.egg-info  # a by-product of the install: never ship it in the layer
 	@touch $(STAMP)
 
 local: $(STAMP)

@@ -16,16 +16,18 @@ from datetime import datetime, timedelta, timezone
 from common import Timer, collector, peak_rss_mb, simulator_process
 
 from kandji_snapshots.snapshots.storage import LocalObjectStore
+from kandji_snapshots.snapshots.timeutil import SystemClock
 
 
-class HourlyClock:
-    """Runs an hour apart, as the schedule would have them, without waiting an hour."""
+class HourlyClock(SystemClock):
+    """Runs an hour apart, as the schedule would have them, without waiting an hour: real time and real
+    waits, but the wall clock starts at `start`."""
 
     def __init__(self, start: datetime):
         self.base = start
         self.real_start = datetime.now(timezone.utc)
 
-    def __call__(self) -> datetime:
+    def now(self) -> datetime:
         return self.base + (datetime.now(timezone.utc) - self.real_start)
 
 
@@ -46,11 +48,10 @@ def main() -> None:
         store = LocalObjectStore(folder)
         for run_number in range(1, args.runs + 1):
             clock = HourlyClock(start + timedelta(hours=run_number))
-            run, stats, budget = collector(url, store, requests_per_second=args.rate, budget=args.budget,
-                                           clock=clock)
+            run = collector(url, store, requests_per_second=args.rate, budget=args.budget, clock=clock)
             with Timer() as timer:
-                doc = run.collect().document
-            spent = stats.as_dict()["total"]
+                doc = run.collector.collect().document
+            spent = run.stats.as_dict()["total"]
             never_over &= spent <= args.budget
             print(f"  {run_number:<4} {spent:>7} {args.budget:>7} {doc['refreshed_devices']:>10} "
                   f"{doc['carried_devices']:>8} {doc['pending_devices']:>8} {doc['device_count']:>8} "

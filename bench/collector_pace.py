@@ -23,10 +23,10 @@ def main() -> None:
     args = parser.parse_args()
     with simulator_process(args.devices, rate_limit_per_second=API_LIMIT_PER_SECOND, latency=0.04) as url, \
             tempfile.TemporaryDirectory() as folder:
-        run, stats, _ = collector(url, LocalObjectStore(folder), requests_per_second=args.ceiling)
+        run = collector(url, LocalObjectStore(folder), requests_per_second=args.ceiling)
         with Timer() as timer:
-            manifest = run.collect()
-    requests = stats.as_dict()
+            manifest = run.collector.collect()
+    requests = run.stats.as_dict()
     ideal = requests["total"] / API_LIMIT_PER_SECOND
     lost = args.devices - manifest.document["device_count"]
     print(f"collector pace: {args.devices} devices, API limit {API_LIMIT_PER_SECOND}/s, 40 ms latency, "

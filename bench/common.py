@@ -15,10 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
 
 from kandji_snapshots.kandji.config import parse_secret  # noqa: E402
-from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector  # noqa: E402
-from kandji_snapshots.kandji.client import KandjiClient, RequestStats  # noqa: E402
-from kandji_snapshots.kandji.rate_limiter import RateLimiter  # noqa: E402
-from kandji_snapshots.collect.refresh import RequestBudget  # noqa: E402
+from kandji_snapshots.collect.runtime import CollectorRun, build_collector  # noqa: E402
+from kandji_snapshots.settings import CollectorOptions  # noqa: E402
+from kandji_snapshots.snapshots.timeutil import SystemClock  # noqa: E402
 
 TOKEN = "bench-token"
 logging.basicConfig(level=logging.ERROR)  # the figures, not the collector's warnings
@@ -45,15 +44,12 @@ def simulator_process(devices: int, *, rate_limit_per_second: int | None = None,
 
 
 def collector(api_url: str, store, *, requests_per_second: float = 45.0, max_workers: int = 16,
-              budget: int | None = None, apps_source: str = "per-device", clock=None):
+              budget: int | None = None, apps_source: str = "per-device", clock=SystemClock) -> CollectorRun:
+    """The collector as every caller builds it (collect.runtime.build_collector), against the simulator."""
     credentials = parse_secret(TOKEN, fallback_url=api_url, allow_insecure_localhost=True)
-    stats = RequestStats()
-    request_budget = RequestBudget(per_run=budget, requests_per_second=requests_per_second) if budget else None
-    client = KandjiClient(credentials, limiter=RateLimiter(requests_per_second), stats=stats,
-                          pool_size=max_workers, budget=request_budget)
-    options = {"clock": clock} if clock else {}
-    return SnapshotCollector(client, store, settings=CollectorSettings(max_workers=max_workers, apps_source=apps_source),
-                             request_stats=stats.as_dict, budget=request_budget, **options), stats, request_budget
+    options = CollectorOptions(requests_per_second=requests_per_second, max_workers=max_workers,
+                               request_budget=budget, apps_source=apps_source)
+    return build_collector(credentials, store, options, clock=clock)
 
 
 def peak_rss_mb() -> float:

@@ -120,11 +120,12 @@ def phase_read(folder: str) -> dict:
 
 
 def phase_diff(folder: str) -> dict:
-    from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
     from kandji_snapshots.diff.publisher import MemoryPublisher
+    from kandji_snapshots.diff.runtime import DifferEnvironment, build_differ
 
     publisher = MemoryPublisher()
-    differ = SnapshotDiffer(LocalObjectStore(folder), publisher, settings=DifferSettings(max_events_per_run=10**9))
+    env = DifferEnvironment(bucket=folder, topic_arn="memory", max_events_per_run=10**9, ignore_fields=())
+    differ = build_differ(env, store=LocalObjectStore(folder), publisher=publisher)
     with Timer() as timer:
         result = differ.run(AFTER)
     return {"seconds": timer.seconds, "events": result.event_count, "counts": result.counts_by_change_type,

@@ -82,20 +82,24 @@ def create_resources(api_url: str) -> dict[str, str]:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     secret = boto3.client("secretsmanager").create_secret(
         Name="kandji-snapshots/api-token", SecretString=json.dumps({"api_url": api_url, "api_token": TOKEN}))
-    sns, sqs = boto3.client("sns"), boto3.client("sqs")
-    topic = sns.create_topic(Name="kandji-snapshots-changes")["TopicArn"]
-    queues = {}
-    for name, policy in (("all-changes", None), ("high-severity", {"severity": ["high"]})):
-        url = sqs.create_queue(QueueName=name)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        attributes = {"RawMessageDelivery": "true"}
-        if policy:
-            attributes["FilterPolicy"] = json.dumps(policy)
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes=attributes)
-        queues[name] = url
+    topic = boto3.client("sns").create_topic(Name="kandji-snapshots-changes")["TopicArn"]
     os.environ["KANDJI_SECRET_ID"] = secret["ARN"]
     os.environ["CHANGES_TOPIC_ARN"] = topic
-    return queues
+    # Two subscribers, as a consumer of the change events would set them up: everything, and high severity only.
+    return {"all-changes": subscribe_queue(topic, "all-changes"),
+            "high-severity": subscribe_queue(topic, "high-severity", FilterPolicy=json.dumps({"severity": ["high"]}))}
+
+
+def subscribe_queue(topic: str, name: str, **attributes: str) -> str:
+    """A new SQS queue receiving the topic's messages as published (raw delivery); returns its URL."""
+    import boto3
+
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    boto3.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn,
+                                  Attributes={"RawMessageDelivery": "true", **attributes})
+    return url
 
 
 def manifest_event(key: str) -> dict:

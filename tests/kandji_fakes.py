@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
 
@@ -70,7 +73,11 @@ def auth_error():
 
 
 class RunClock:
-    """Each collector run starts one hour after the previous one (distinct snapshot ids), then runs in real time."""
+    """Each collector run starts one hour after the previous one (distinct snapshot ids), then runs in real
+    time: monotonic time and sleeps are the system's (the simulator's rate-limit windows are real)."""
+
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
 
     def __init__(self) -> None:
         self.start = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
@@ -80,5 +87,36 @@ class RunClock:
         self.start += timedelta(hours=1)
         self._started = time.monotonic()
 
-    def __call__(self) -> datetime:
+    def now(self) -> datetime:
         return self.start + timedelta(seconds=time.monotonic() - self._started)
+
+
+class FakeClock:
+    """A clock on which waiting takes no time: `sleep` moves it on, so a run that backs off until its
+    deadline gets there at once. Shared by every worker thread of a run."""
+
+    def __init__(self, start: datetime = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)) -> None:
+        self.start = start
+        self.elapsed = 0.0
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.elapsed += max(0.0, seconds)
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed)
+
+
+def run_handler_on(clock, event: dict, context) -> dict:
+    """The collector Lambda's handler, with its run on `clock` instead of the system's."""
+    from conftest import load_handler
+    from kandji_snapshots.collect import runtime
+
+    handler = load_handler("collector")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(handler, "run_collection", functools.partial(runtime.run_collection, clock=clock))
+        return handler.lambda_handler(event, context)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kandji_snapshots.snapshots import schema
+from kandji_snapshots.snapshots.layout import SNAPSHOT_ID_PATTERN, is_snapshot_id
 from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
 from kandji_snapshots.snapshots.timeutil import partition_date
 
@@ -64,7 +65,7 @@ SCALAR_AS_STRING_PATHS: dict[str, frozenset[str]] = {
 ISO_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 _DATA_KEY = re.compile(r"^(?:snapshots/(?P<table>[a-z_]+)/|changes/)dt=(?P<dt>\d{4}-\d{2}-\d{2})/"
-                       r"(?P<snapshot_id>\d{8}T\d{6}Z)(?:-\d{5})?\.json\.gz$")
+                       r"(?P<snapshot_id>" + SNAPSHOT_ID_PATTERN + r")(?:-\d{5})?\.json\.gz$")
 
 
 # --- Hive type strings ---------------------------------------------------------------
@@ -463,7 +464,7 @@ class SchemaGuard:
 
 
 def _partition_of(snapshot_id: str) -> str | None:
-    return partition_date(snapshot_id) if re.fullmatch(r"\d{8}T\d{6}Z", snapshot_id) else None
+    return partition_date(snapshot_id) if is_snapshot_id(snapshot_id) else None
 
 
 def _data_files(root: Path) -> Iterator[tuple[str, str, str, str]]:

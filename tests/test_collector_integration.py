@@ -9,7 +9,9 @@ import pytest
 
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, manifests, read_rows
 from conftest import load_handler
-from kandji_snapshots.errors import ConfigurationError, KandjiAuthError, KandjiSnapshotsError, RateLimitExhausted
+from kandji_fakes import FakeClock, run_handler_on
+from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiAuthError, KandjiSnapshotsError,
+                                     RateLimitExhausted)
 from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row
 from simulator import Fleet, KandjiSimulator
 
@@ -156,8 +158,12 @@ def test_api_outage_stops_before_the_lambda_times_out_and_commits_nothing(pipeli
     sim = pipeline(Fleet.generate(20, seed=1))
     sim.faults.fail(r"/details$", status=503, times=None)  # down for good
     lambda_context.remaining_ms = 52_000  # 7 s left once the write margin is kept back
-    with pytest.raises(KandjiSnapshotsError, match="503 from the Kandji API"):
-        run_collector(lambda_context)
+    clock = FakeClock()  # the back-off waits pass on it at once
+    with pytest.raises(DeadlineExceeded, match="503 from the Kandji API") as failure:
+        run_handler_on(clock, EVENT, lambda_context)
+    assert "before the Lambda's time ran out" in str(failure.value)
+    assert 0 < clock.elapsed <= 7.0  # it gave up at the deadline, not after it
+    assert sim.stats.by_endpoint["details"] > 20  # it did retry before giving up
     assert all_keys(prefix="snapshots/") == []
 
 

@@ -27,9 +27,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, manifests, read_rows
-from kandji_fakes import RunClock
+from kandji_fakes import FakeClock, RunClock, run_handler_on
 from conftest import FakeLambdaContext, load_handler
 from kandji_snapshots.collect import runtime as collector_runtime
+from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff import runtime as differ_runtime
 from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
 from kandji_snapshots.snapshots.catalog import load_manifest
@@ -37,10 +38,10 @@ from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollec
 from kandji_snapshots.diff.differ import SnapshotIncomplete
 from kandji_snapshots.errors import (DeadlineExceeded, KandjiApiError, KandjiAuthError, KandjiSnapshotsError,
                                      RateLimitExhausted, SnapshotWriteError)
-from kandji_snapshots.kandji.client import KandjiClient, RequestStats, RetryPolicy
+from kandji_snapshots.kandji.client import RetryPolicy
 from kandji_snapshots.snapshots.layout import manifest_key, published_marker_prefix
 from kandji_snapshots.diff.publisher import PublishError, SnsPublisher
-from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.settings import CollectorOptions
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 from simulator import Fleet, KandjiSimulator
 from simulator.server import MAINTENANCE_HTML
@@ -66,9 +67,10 @@ class Pipeline:
         self.queue_url = queue_url
         self.messages: list[dict] = []  # every SQS message received so far, parsed
 
-    def collect(self, context: FakeLambdaContext | None = None) -> dict:
+    def collect(self, context: FakeLambdaContext | None = None, clock: FakeClock | None = None) -> dict:
+        """The collector handler, its run on this pipeline's clock (or `clock`: a deadline on a fake one)."""
         self.clock.next_run()
-        return load_handler("collector").lambda_handler(SCHEDULER_EVENT, context or FakeLambdaContext())
+        return run_handler_on(clock or self.clock, SCHEDULER_EVENT, context or FakeLambdaContext())
 
     def diff(self, snapshot_id: str, context: FakeLambdaContext | None = None) -> dict:
         event = copy.deepcopy(MANIFEST_EVENT)
@@ -112,9 +114,7 @@ def pipeline(aws, monkeypatch):
                             "MAX_EVENTS_PER_RUN": "500"}.items():
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
-        clock = RunClock()
-        monkeypatch.setattr(collector_runtime, "SnapshotCollector", functools.partial(SnapshotCollector, clock=clock))
-        return Pipeline(sim, fleet, clock, topic_arn, queue_url)
+        return Pipeline(sim, fleet, RunClock(), topic_arn, queue_url)
 
     yield start
     for sim in started:
@@ -143,12 +143,11 @@ def the_manifest(result: dict) -> dict:
 
 
 def direct_collector(sim: KandjiSimulator, retry: RetryPolicy = FAST_RETRY, store=None) -> SnapshotCollector:
-    """The collector and client without the handler, so a test can shorten the retry policy."""
-    endpoint = validate_api_url(sim.api_url, allow_insecure_localhost=True)
-    stats = RequestStats()
-    client = KandjiClient(KandjiCredentials(endpoint, TOKEN), limiter=RateLimiter(1000), retry=retry, stats=stats)
-    return SnapshotCollector(client, store or S3ObjectStore(boto3.client("s3"), BUCKET),
-                             settings=CollectorSettings(max_workers=8), request_stats=stats.as_dict)
+    """The collector built as the handler builds it, but with a short retry policy and no budget."""
+    credentials = KandjiCredentials(validate_api_url(sim.api_url, allow_insecure_localhost=True), TOKEN)
+    options = CollectorOptions(requests_per_second=1000, max_workers=8, request_budget=None, hourly_reserve=0)
+    return build_collector(credentials, store or S3ObjectStore(boto3.client("s3"), BUCKET), options,
+                           retry=retry).collector
 
 
 def change_types(messages: list[dict]) -> Counter:
@@ -389,7 +388,8 @@ def _revoke(run: Pipeline, context: FakeLambdaContext):
 def _outage(run: Pipeline, context: FakeLambdaContext):
     run.sim.faults.fail(r"/details$", status=503, times=None)
     context.remaining_ms = 48_000  # 3 s once the collector's write margin is kept back
-    return KandjiSnapshotsError, ["503 from the Kandji API", NOTHING_COMMITTED]
+    # Backing off until then takes no real time on a fake clock.
+    return KandjiSnapshotsError, ["503 from the Kandji API", NOTHING_COMMITTED], FakeClock(run.clock.start)
 
 
 def _s3_denied(run: Pipeline, context: FakeLambdaContext):
@@ -406,9 +406,9 @@ def test_a_failed_run_between_two_good_ones_commits_nothing_and_reports_no_remov
     demo = run.fleet.apply_demo_changes()  # one device really removed, one enrolled, ...
 
     context = FakeLambdaContext()
-    error, says = fault(run, context)
+    error, says, *clock = fault(run, context)
     with pytest.raises(error) as failure:
-        run.collect(context)
+        run.collect(context, *clock)
     assert all(text in str(failure.value) for text in says), str(failure.value)
     assert snapshot_keys() == committed  # no manifest, no parts of the failed run left behind
     assert '"CollectionFailed"' in capsys.readouterr().out

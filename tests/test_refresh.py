@@ -3,7 +3,8 @@
 import pytest
 
 from kandji_snapshots.collect.collector import SnapshotCollector
-from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, line_keys, plan_refresh,
+from kandji_snapshots.snapshots.device_rows import SnapshotFormatError, row_keys
+from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh,
                                       with_snapshot_id)
 from kandji_snapshots.snapshots.table_io import iter_lines, iter_rows
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
@@ -53,7 +54,7 @@ def test_carried_line_keeps_everything_but_the_snapshot_id():
     line = b'{"snapshot_id":"20261123T100000Z","device_id":"d1","fetched_at":"2026-11-23T10:00:01.000000Z","x":1}\n'
     carried = with_snapshot_id(line, "20261123T110000Z")
     assert carried == line.replace(b"20261123T100000Z", b"20261123T110000Z")
-    assert line_keys(carried) == ("d1", "2026-11-23T10:00:01.000000Z")
+    assert row_keys(carried) == ("d1", "2026-11-23T10:00:01.000000Z")
 
 
 def test_previous_rows_walks_in_device_order():
@@ -137,3 +138,10 @@ def test_unknown_details_are_pending_not_carried_and_get_fetched_first_next_run(
                                budget=second_budget).collect()
     doc = second.document
     assert (doc["refreshed_devices"], doc["carried_devices"], doc["pending_devices"]) == (3, 1, 0)
+
+
+def test_row_keys_read_fetched_at_or_its_absence_from_the_prefix():
+    never = b'{"snapshot_id":"20261123T100000Z","device_id":"d\\"2","fetched_at":null}\n'
+    assert row_keys(never) == ('d\\"2', None)  # the id as written, escapes and all, as row_head gives it
+    with pytest.raises(SnapshotFormatError, match="no fetched_at"):
+        row_keys(b'{"snapshot_id":"20261123T100000Z","device_id":"d1","name":"x"}\n')

@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import gzip
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,11 +27,10 @@ from kandji_snapshots.snapshots import schema
 import schema_guard
 from kandji_snapshots.kandji.config import parse_secret, validate_api_url
 from kandji_snapshots.snapshots.catalog import Manifest
-from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff.differ import SnapshotDiffer
-from kandji_snapshots.kandji.client import KandjiClient
 from kandji_snapshots.diff.publisher import MemoryPublisher
-from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.settings import CollectorOptions
 from schema_guard import Problem, SchemaGuard, SchemaViolation, parse_hive_type
 from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_snapshots.snapshots.storage import LocalObjectStore
@@ -44,14 +45,17 @@ PLATFORMS = {"Mac", "iPhone", "iPad", "AppleTV"}
 # Running the real pipeline on a simulated fleet (also used by test_local_queries.py)
 # ---------------------------------------------------------------------------
 def collect_with_simulator(sim: KandjiSimulator, store: LocalObjectStore, at: datetime,
-                           settings: CollectorSettings = CollectorSettings()) -> Manifest:
-    """One snapshot, wired like collector_runtime.build_collector but to the simulator and a folder."""
+                           options: CollectorOptions = CollectorOptions(hourly_reserve=0),
+                           temp_dir: str | None = None) -> Manifest:
+    """One snapshot, built by collect.runtime.build_collector as everywhere, against the simulator and a folder,
+    starting at `at`."""
     assert validate_api_url(sim.api_url, allow_insecure_localhost=True).api_root == sim.api_url
     credentials = parse_secret(json.dumps({"api_url": sim.api_url, "api_token": sim.token}), fallback_url=None,
                                allow_insecure_localhost=True)
-    client = KandjiClient(credentials, limiter=RateLimiter(500), pool_size=settings.max_workers)
-    return SnapshotCollector(client, store, settings=settings, clock=lambda: at,
-                             request_stats=client.stats.as_dict).collect()
+    clock = SimpleNamespace(monotonic=time.monotonic, sleep=time.sleep, now=lambda: at)
+    run = build_collector(credentials, store, replace(options, requests_per_second=500), clock=clock,
+                          temp_dir=temp_dir)
+    return run.collector.collect()
 
 
 @dataclass
@@ -175,7 +179,8 @@ def test_prism_app_rows_fit_the_declared_table(tmp_path: Path, guard: SchemaGuar
     scratch.mkdir()
     with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None) as sim:
         manifest = collect_with_simulator(sim, LocalObjectStore(root), datetime.now(timezone.utc),
-                                          CollectorSettings(apps_source="prism", temp_dir=str(scratch)))
+                                          CollectorOptions(apps_source="prism", hourly_reserve=0),
+                                          temp_dir=str(scratch))
     assert manifest.document["apps_source"] == "prism"
     report = guard.check_folder(root)
     assert [str(problem) for problem in report.problems] == []

@@ -1,7 +1,7 @@
 """Alarms, the alarm topic and the dashboard of template.yaml.
 
 The metric names are not copied here: they are read from the code that emits them
-(layers/common/kandji_snapshots/metrics.py and diff/runtime.record_run), both by grepping the source and
+(layers/common/kandji_snapshots/metrics.py), both by grepping the source and
 by calling those functions with a recording stand-in for Powertools' Metrics, so renaming a metric in the
 code without updating the template fails these tests.
 """
@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from kandji_snapshots.diff import runtime as differ_runtime
-from kandji_snapshots import metrics as collector_metrics
+from kandji_snapshots import metrics as run_metrics
 from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
 from tests.test_template import (
     PSEUDO_PARAMETERS,
@@ -30,10 +29,7 @@ from tests.test_template import (
 from tests.test_template_security import checkov_reports  # noqa: F401  (session fixture: checkov runs once)
 
 ROOT = Path(__file__).resolve().parents[1]
-METRIC_SOURCES = [
-    ROOT / "layers/common/kandji_snapshots/metrics.py",
-    ROOT / "layers/common/kandji_snapshots/diff/runtime.py",
-]
+METRIC_SOURCES = [ROOT / "layers/common/kandji_snapshots/metrics.py"]
 ALARM_TARGET = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
 EXISTING_TOPIC = "arn:aws:sns:us-east-1:123456789012:ops-alarms"
 EMAIL = "mdm-ops@example.com"
@@ -109,12 +105,12 @@ def _dynamic_metric_prefixes() -> set[str]:
 def emitted_metrics() -> set[str]:
     """Every custom metric name a collector or differ run can emit."""
     recorder = RecordingMetrics()
-    collector_metrics.record_requests(recorder, {"total": 1, "retries": 0, "rate_limited": 0})
-    collector_metrics.record_snapshot(recorder, {"device_count": 1, "skipped_devices": [], "refreshed_devices": 1,
+    run_metrics.record_requests(recorder, {"total": 1, "retries": 0, "rate_limited": 0})
+    run_metrics.record_snapshot(recorder, {"device_count": 1, "skipped_devices": [], "refreshed_devices": 1,
                                                  "carried_devices": 0, "pending_devices": 0, "duration_seconds": 1.0})
-    collector_metrics.record_failure(recorder, KandjiAuthError("401"))
-    collector_metrics.record_failure(recorder, RateLimitExhausted("429"))
-    differ_runtime.record_run(recorder, SimpleNamespace(
+    run_metrics.record_failure(recorder, KandjiAuthError("401"))
+    run_metrics.record_failure(recorder, RateLimitExhausted("429"))
+    run_metrics.record_diff(recorder, SimpleNamespace(
         published_messages=1, duration_seconds=1.0, already_done=False, counts_by_change_type={}, event_count=0,
         counts_by_severity={}, suppressed=False))
     recorded = set(recorder.names)

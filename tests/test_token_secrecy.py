@@ -13,7 +13,6 @@ header of requests to the simulator, and no request goes anywhere but the simula
 from __future__ import annotations
 
 import copy
-import functools
 import gzip
 import io
 import json
@@ -27,10 +26,8 @@ import pytest
 import urllib3
 
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue
-from kandji_fakes import RunClock
+from kandji_fakes import RunClock, run_handler_on
 from conftest import FakeLambdaContext, load_handler
-from kandji_snapshots.collect import runtime as collector_runtime
-from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
 from kandji_snapshots.snapshots.layout import manifest_key
 from simulator import Fleet, KandjiSimulator
@@ -134,12 +131,10 @@ class Deployment:
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
         self.clock = RunClock()
-        monkeypatch.setattr(collector_runtime, "SnapshotCollector",
-                            functools.partial(SnapshotCollector, clock=self.clock))
 
     def collect(self) -> dict:
         self.clock.next_run()
-        return load_handler("collector").lambda_handler(SCHEDULER_EVENT, FakeLambdaContext())
+        return run_handler_on(self.clock, SCHEDULER_EVENT, FakeLambdaContext())
 
     def diff(self, snapshot_id: str) -> dict:
         event = copy.deepcopy(MANIFEST_EVENT)

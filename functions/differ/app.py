@@ -5,7 +5,8 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kandji_snapshots.diff.runtime import DifferEnvironment, build_differ, record_run, snapshot_id_from_trigger
+from kandji_snapshots.diff.runtime import DifferEnvironment, build_differ, snapshot_id_from_trigger
+from kandji_snapshots.metrics import record_diff
 
 logger = Logger()
 metrics = Metrics()
@@ -28,7 +29,7 @@ def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict:
     tracer.put_annotation(key="snapshot_id", value=snapshot_id)
     # Stop between two batches, not in the middle of one, when the Lambda's time runs out.
     result = build_differ(env).run(snapshot_id, time_left=lambda: context.get_remaining_time_in_millis() / 1000)
-    record_run(metrics, result)
+    record_diff(metrics, result)
     return {"snapshot_id": result.snapshot_id, "previous_snapshot_id": result.previous_snapshot_id,
             "events": result.event_count, "published_messages": result.published_messages,
             "suppressed": result.suppressed, "already_done": result.already_done,

@@ -1,4 +1,4 @@
-"""`python -m kandji_snapshots check|collect|diff ...`: the operator's command line (see cli.py)."""
+"""`python -m kandji_snapshots ...`, the same as the `kandji-snapshots` command (see cli/main.py)."""
 
 from kandji_snapshots.cli.main import main
 

@@ -1,4 +1,5 @@
-"""What each run reports to CloudWatch (EMF through Powertools Metrics)."""
+"""What each collector and differ run reports to CloudWatch (EMF through Powertools Metrics): every metric
+name the alarms and the dashboard use is written here."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from kandji_snapshots.diff.events import CHANGE_TYPES
 from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
 
 
@@ -33,3 +35,17 @@ def record_failure(metrics: Any, error: BaseException) -> None:
         metrics.add_metric("AuthenticationFailed", MetricUnit.Count, 1)
     if isinstance(error, RateLimitExhausted):
         metrics.add_metric("RateLimitExhausted", MetricUnit.Count, 1)
+
+
+def record_diff(metrics: Any, result: Any) -> None:
+    """A differ run (a DifferResult): events by type, high-severity count, published count, duration."""
+    metrics.add_metric("PublishedMessages", MetricUnit.Count, result.published_messages)
+    metrics.add_metric("DiffDuration", MetricUnit.Seconds, result.duration_seconds)
+    if result.already_done:  # a redelivered trigger: its events were counted the first time
+        return
+    for change_type in CHANGE_TYPES:
+        name = "".join(part.title() for part in change_type.split("_"))
+        metrics.add_metric(f"Events{name}", MetricUnit.Count, result.counts_by_change_type.get(change_type, 0))
+    metrics.add_metric("ChangeEvents", MetricUnit.Count, result.event_count)
+    metrics.add_metric("HighSeverityEvents", MetricUnit.Count, result.counts_by_severity.get("high", 0))
+    metrics.add_metric("SuppressedRuns", MetricUnit.Count, int(result.suppressed))

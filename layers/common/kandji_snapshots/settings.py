@@ -14,6 +14,9 @@ DEFAULT_MAX_WORKERS = 16
 # must leave for the tenant's other integrations when the API reports what is left.
 DEFAULT_REQUEST_BUDGET = 8_000
 DEFAULT_HOURLY_RESERVE = 1_000
+# Read by the Lambda and the CLI alike: plain http to the simulator on 127.0.0.1.
+INSECURE_LOCALHOST_ENV = "KANDJI_ALLOW_INSECURE_LOCALHOST"
+API_URL_ENV = "KANDJI_API_URL"  # the API URL when the secret holds a bare token
 
 
 def required_setting(env: Mapping[str, str], name: str, what: str) -> str:
@@ -21,6 +24,11 @@ def required_setting(env: Mapping[str, str], name: str, what: str) -> str:
     if not value:
         raise ConfigurationError(f"Environment variable {name} is not set: it must name {what}.")
     return value
+
+
+def snapshot_bucket(env: Mapping[str, str]) -> str:
+    """The bucket both functions work in."""
+    return required_setting(env, "SNAPSHOT_BUCKET", "the S3 bucket for snapshots")
 
 
 def number_setting(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float) -> float:
@@ -36,8 +44,21 @@ def number_setting(env: Mapping[str, str], name: str, default: float, *, minimum
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def flag_setting(env: Mapping[str, str], name: str) -> bool:
+    """An on/off variable: 1, true or yes (any case) turn it on; anything else, or nothing, leaves it off."""
     return (env.get(name) or "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class CollectorOptions:
+    """How a collector run paces and limits itself, whoever runs it (Lambda, CLI, benchmark, test)."""
+
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
+    max_workers: int = DEFAULT_MAX_WORKERS
+    request_budget: int | None = DEFAULT_REQUEST_BUDGET  # None: no cap per run
+    hourly_reserve: int = DEFAULT_HOURLY_RESERVE
+    apps_source: str = "per-device"
+    max_fleet_drop_percent: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -46,28 +67,26 @@ class CollectorEnvironment:
     bucket: str
     api_url: str | None
     allow_insecure_localhost: bool
-    requests_per_second: float
-    max_workers: int
-    request_budget: int
-    hourly_reserve: int
-    apps_source: str
-    max_fleet_drop_percent: float
+    options: CollectorOptions
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "CollectorEnvironment":
         env = os.environ if env is None else env
         return cls(
             secret_id=required_setting(env, "KANDJI_SECRET_ID", "the Secrets Manager secret holding the Kandji token"),
-            bucket=required_setting(env, "SNAPSHOT_BUCKET", "the S3 bucket for snapshots"),
-            api_url=(env.get("KANDJI_API_URL") or "").strip() or None,
-            allow_insecure_localhost=_flag(env, "KANDJI_ALLOW_INSECURE_LOCALHOST"),
-            requests_per_second=number_setting(env, "KANDJI_MAX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND,
-                                        minimum=0.1, maximum=1000),  # above 50 only for the simulator
-            max_workers=int(number_setting(env, "KANDJI_MAX_WORKERS", DEFAULT_MAX_WORKERS, minimum=1, maximum=64)),
-            request_budget=int(number_setting(env, "KANDJI_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET,
-                                       minimum=10, maximum=1_000_000)),
-            hourly_reserve=int(number_setting(env, "KANDJI_HOURLY_RESERVE", DEFAULT_HOURLY_RESERVE,
-                                       minimum=0, maximum=10_000)),
-            apps_source=(env.get("KANDJI_APPS_SOURCE") or "per-device").strip().lower(),
-            max_fleet_drop_percent=number_setting(env, "KANDJI_MAX_FLEET_DROP_PERCENT", 50.0, minimum=0, maximum=100),
+            bucket=snapshot_bucket(env),
+            api_url=(env.get(API_URL_ENV) or "").strip() or None,
+            allow_insecure_localhost=flag_setting(env, INSECURE_LOCALHOST_ENV),
+            options=CollectorOptions(
+                requests_per_second=number_setting(env, "KANDJI_MAX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND,
+                                                   minimum=0.1, maximum=1000),  # above 50 only for the simulator
+                max_workers=int(number_setting(env, "KANDJI_MAX_WORKERS", DEFAULT_MAX_WORKERS, minimum=1, maximum=64)),
+                request_budget=int(number_setting(env, "KANDJI_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET,
+                                                  minimum=10, maximum=1_000_000)),
+                hourly_reserve=int(number_setting(env, "KANDJI_HOURLY_RESERVE", DEFAULT_HOURLY_RESERVE,
+                                                  minimum=0, maximum=10_000)),
+                apps_source=(env.get("KANDJI_APPS_SOURCE") or "per-device").strip().lower(),
+                max_fleet_drop_percent=number_setting(env, "KANDJI_MAX_FLEET_DROP_PERCENT", 50.0,
+                                                      minimum=0, maximum=100),
+            ),
         )

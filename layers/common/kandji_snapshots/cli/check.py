@@ -10,21 +10,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from kandji_snapshots.kandji.config import KandjiCredentials, path_segment
-from kandji_snapshots.cli.console import Console
+from kandji_snapshots.cli.console import Console, for_terminal
+from kandji_snapshots.kandji.config import path_segment
 from kandji_snapshots.cli.cost import cost_lines
 from kandji_snapshots.cli.credentials import other_region, resolve_credentials
 from kandji_snapshots.cli.rate_limit import RateHeaders
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.kandji.client import (PAGE_LIMIT, PERMISSIONS, KandjiClient, RetryPolicy, int_header,
-                                            only_the_api_host, rate_limit_wait)
+                                            rate_limit_wait)
 from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 
 PLACEHOLDER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"
 TOKEN_SETTINGS = "Kandji > Settings > Access > API Token > Manage API Permissions"
+# The device count pages with the collector's client: a few quick retries, never minutes of them.
+CHECK_RETRY = RetryPolicy(max_attempts=3, max_rate_limited_attempts=3, max_backoff=5.0, read_timeout=30.0)
 
 
 # --- talking to the API, one request at a time ------------------------------------------------------
@@ -48,28 +49,24 @@ class CheckStopped(Exception):
 
 
 class ApiProbe:
-    """Single GETs: no retries (one short wait for a per-second 429), no redirects followed."""
+    """Single GETs through the collector's own client (same session, headers, pacing, no redirects), without
+    its retries: one short wait for a per-second 429, and every answer kept for the report."""
 
-    def __init__(self, credentials: KandjiCredentials, session: requests.Session, *, timeout: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
-        self._endpoint = credentials.endpoint
-        self.host = credentials.endpoint.host
-        self._headers = {"Authorization": f"Bearer {credentials.token}", "Accept": "application/json"}
-        self._session = session
-        only_the_api_host(session, credentials.endpoint, HTTPAdapter(max_retries=0))
-        self._timeout = timeout
+    def __init__(self, client: KandjiClient, *, sleep: Callable[[float], None] = time.sleep):
+        self.client = client
+        self.host = client.host
         self._sleep = sleep
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Answer:
+        endpoint = path.split("/")[0]
         for attempt in (1, 2):
             try:
-                response = self._session.get(self._endpoint.url(path), params=params, headers=self._headers,
-                                             timeout=(10.0, self._timeout), allow_redirects=False)
+                response = self.client.send(endpoint, path, dict(params or {}))
             except requests.exceptions.SSLError:
                 return Answer(path, None, problem=f"the TLS handshake with {self.host} failed: it is not the "
                                                   "Kandji API, or something intercepts HTTPS on this network")
             except requests.exceptions.Timeout:
-                return Answer(path, None, problem=f"{self.host} did not answer within {self._timeout:g} s")
+                return Answer(path, None, problem=f"{self.host} did not answer within {CHECK_RETRY.read_timeout:g} s")
             except requests.exceptions.ConnectionError as error:
                 text = str(error)
                 if any(sign in text for sign in ("NameResolution", "Name or service not known", "getaddrinfo",
@@ -92,7 +89,6 @@ class ApiProbe:
                 body, is_json = None, False
             return Answer(path, response.status_code, body, is_json, response.headers)
         raise AssertionError("unreachable")
-
 
 
 # --- what the answers say ---------------------------------------------------------------------------
@@ -128,7 +124,8 @@ def _stop_for(answer: Answer, host: str, token_source: str) -> CheckStopped | No
         return CheckStopped(f"{where}: {answer.problem}. Check the tenant name and region in the API URL "
                             "(Kandji > Settings > Access > API URL) and this machine's network.")
     if answer.status == 401:
-        fix = "and store it in the secret" if token_source.startswith("secret") else "and use it here"
+        fix = ("and store it in the secret" if token_source.startswith("secret")
+               else "and pass it with --token-file, --secret-id or KANDJI_API_TOKEN")
         other = other_region(host)
         region = f" If the tenant is in the other region, the API host is {other}." if other else ""
         return CheckStopped(
@@ -173,7 +170,9 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
     console.out(f"{'token':<12}from {source}")
     session = requests.Session()
     rate = RateHeaders(session)
-    probe = ApiProbe(credentials, session)
+    client = KandjiClient(credentials, limiter=RateLimiter(args.max_requests_per_second), session=session,
+                          retry=CHECK_RETRY, pool_size=1)
+    probe = ApiProbe(client)
     results: dict[str, PermissionResult] = {}
     try:
         devices = probe.get("devices", {"limit": 1})
@@ -219,7 +218,7 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
         note = f": {result.note}" if result.note else ""
         console.out(f"  {state:<9} {result.label}{role}{note}")
 
-    count, count_note = _device_count(results, probe, credentials, session, args, host, source)
+    count, count_note = _device_count(results, probe, host, source)
     app_rows = _prism_app_rows(results, probe)
     if count is not None:
         console.out(f"{'devices':<12}{count:,} ({count_note})")
@@ -269,8 +268,7 @@ def _permission(key: str, answer: Answer) -> PermissionResult:
     return PermissionResult(key, "unknown", f"answered {answer.status}; try again later")
 
 
-def _device_count(results: dict[str, PermissionResult], probe: ApiProbe, credentials: KandjiCredentials,
-                  session: requests.Session, args: argparse.Namespace, host: str,
+def _device_count(results: dict[str, PermissionResult], probe: ApiProbe, host: str,
                   source: str) -> tuple[int | None, str]:
     if results["prism"].state == "present":
         answer = probe.get("prism/count", {"category": "devices"})
@@ -283,14 +281,12 @@ def _device_count(results: dict[str, PermissionResult], probe: ApiProbe, credent
         return None, "the token may not list devices"
     if results["devices"].state != "present":
         return None, f"the device list {results['devices'].note}"
-    client = KandjiClient(credentials, limiter=RateLimiter(args.max_requests_per_second), session=session,
-                          retry=RetryPolicy(max_attempts=3, max_rate_limited_attempts=3, max_backoff=5.0),
-                          pool_size=1)
+    client = probe.client
     before = client.stats.requests
     try:
         count = len(client.list_devices())
     except KandjiSnapshotsError as error:
-        return None, str(error)
+        return None, for_terminal(str(error))
     pages = client.stats.requests - before
     return count, (f"counted by paging /devices: {pages} request{'s' if pages != 1 else ''}, one per "
                    f"{PAGE_LIMIT} devices")

@@ -17,12 +17,10 @@ from kandji_snapshots.snapshots.catalog import Manifest, latest_snapshot_id, loa
 from kandji_snapshots.cli.console import LOG_HANDLER, PROG, Console, UsageError
 from kandji_snapshots.cli.credentials import resolve_credentials
 from kandji_snapshots.cli.rate_limit import RateHeaders
-from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.errors import ConfigurationError
-from kandji_snapshots.kandji.client import KandjiClient, RequestStats
 from kandji_snapshots.cli.progress import ProgressBar, format_duration
-from kandji_snapshots.kandji.rate_limiter import RateLimiter
-from kandji_snapshots.collect.refresh import RequestBudget
+from kandji_snapshots.settings import CollectorOptions
 from kandji_snapshots.snapshots.storage import LocalObjectStore, ObjectNotFound, ObjectStore
 
 
@@ -36,18 +34,14 @@ def run_collect(args: argparse.Namespace, console: Console, environ: Mapping[str
 
     session = requests.Session()
     rate = RateHeaders(session)
-    stats = RequestStats()
-    budget = RequestBudget(per_run=args.budget, hourly_reserve=args.hourly_reserve,
-                           requests_per_second=args.max_requests_per_second)
-    client = KandjiClient(credentials, limiter=RateLimiter(args.max_requests_per_second), session=session,
-                          stats=stats, pool_size=args.max_workers, budget=budget)
-    settings = CollectorSettings(max_workers=args.max_workers, apps_source=args.apps_source)
     bar = None
     if args.progress or _isatty(sys.stderr):
         bar = ProgressBar(lambda: sys.stderr, interactive=_isatty(sys.stderr))
         LOG_HANDLER.bar = bar
-    collector = SnapshotCollector(client, store, settings=settings, request_stats=stats.as_dict, budget=budget,
-                                  progress=bar)
+    options = CollectorOptions(requests_per_second=args.max_requests_per_second, max_workers=args.max_workers,
+                               request_budget=args.budget, hourly_reserve=args.hourly_reserve,
+                               apps_source=args.apps_source)
+    collector = build_collector(credentials, store, options, session=session, progress=bar).collector
     console.err(f"collecting from {credentials.endpoint.host} (token from {source}) into {output}")
     if bar:
         bar.status("reading the device list" + (" and Prism apps" if args.apps_source != "per-device" else ""))

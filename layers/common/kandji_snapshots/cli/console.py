@@ -4,12 +4,40 @@ stderr (around the progress bar). Also the usage error every command may raise (
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from kandji_snapshots.cli.progress import ProgressBar
 
-PROG = "python -m kandji_snapshots"  # how the operator runs it, in the usage text and in hints
+COMMAND = "kandji-snapshots"  # the console script `pip install .` (or pipx) puts on the PATH
+
+
+def command_name(argv0: str | None = None) -> str:
+    """How the operator started this, as it can be typed again: `kandji-snapshots` (or the path given,
+    e.g. .venv/bin/kandji-snapshots), or `python -m kandji_snapshots`."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if os.path.basename(argv0) == COMMAND:
+        return argv0 if os.sep in argv0 and os.path.dirname(argv0) not in os.get_exec_path() else COMMAND
+    if argv0.endswith("__main__.py") or argv0 in ("-m", "-c", ""):
+        return "python -m kandji_snapshots"
+    return COMMAND
+
+
+PROG = command_name()  # in the usage text and in the "next" hints
+
+# The domain's errors end with what the Lambda does next; at a terminal the next step is the operator's.
+_LAMBDA_REMEDIES = (
+    ("the next scheduled run will try again", "run the command again later"),
+    ("and store it in the Kandji secret", "and pass it with --token-file, --secret-id or KANDJI_API_TOKEN"),
+)
+
+
+def for_terminal(message: str) -> str:
+    """A domain error's message with the Lambda's next step replaced by the operator's."""
+    for lambda_text, terminal_text in _LAMBDA_REMEDIES:
+        message = message.replace(lambda_text, terminal_text)
+    return message
 
 
 class UsageError(Exception):

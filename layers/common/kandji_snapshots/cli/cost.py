@@ -6,20 +6,9 @@ from __future__ import annotations
 import math
 
 from kandji_snapshots.cli.rate_limit import DOCUMENTED_HOURLY_LIMIT
-from kandji_snapshots.kandji.client import PAGE_LIMIT
+from kandji_snapshots.kandji.client import PAGE_LIMIT, device_list_requests
 from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_REQUEST_BUDGET
-
-
-def list_pages(devices: int) -> int:
-    """Requests to list `devices` the way KandjiClient.list_devices pages: until a page shorter than the
-    largest one so far, or an empty one (so 40 devices take 2 requests, 1,100 take 4, 600 take 3)."""
-    if devices <= 0:
-        return 1
-    full = devices // PAGE_LIMIT
-    if full == 0:
-        return 2
-    return full + 1
 
 
 def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None, remaining_hour: int | None,
@@ -27,7 +16,7 @@ def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None
     """What a full run would cost in requests, against the hourly limit and the collector's default budget."""
     if devices is None:
         return [f"{'full run':<12}unknown until the devices can be counted"]
-    pages = list_pages(devices)
+    pages = device_list_requests(devices)
     per_device = 2 * devices + pages
     limit = limit_hour or DOCUMENTED_HOURLY_LIMIT
     usable = max(0, min(DEFAULT_REQUEST_BUDGET, limit - DEFAULT_HOURLY_RESERVE))

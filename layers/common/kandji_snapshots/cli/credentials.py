@@ -19,14 +19,9 @@ from kandji_snapshots.kandji.config import (EXPECTED_FORM, LOCAL_HOSTS, KandjiCr
                                             strip_invisible_edges, validate_api_url)
 from kandji_snapshots.cli.console import Console, UsageError
 from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.settings import API_URL_ENV, INSECURE_LOCALHOST_ENV, flag_setting
 
 TOKEN_ENV = "KANDJI_API_TOKEN"
-URL_ENV = "KANDJI_API_URL"
-INSECURE_ENV = "KANDJI_ALLOW_INSECURE_LOCALHOST"
-
-
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    return (environ.get(name) or "").strip().lower() in ("1", "true", "yes")
 
 
 def read_secret(secret_id: str) -> str:
@@ -63,8 +58,8 @@ def _read_token_file(path: str, console: Console) -> str:
 def resolve_credentials(args: argparse.Namespace, console: Console,
                         environ: Mapping[str, str]) -> tuple[KandjiCredentials, str]:
     """(credentials, where the token came from). The URL is validated before any request."""
-    allow_insecure = args.allow_insecure_localhost or _flag(environ, INSECURE_ENV)
-    url = (args.url or environ.get(URL_ENV) or "").strip() or None
+    allow_insecure = args.allow_insecure_localhost or flag_setting(environ, INSECURE_LOCALHOST_ENV)
+    url = (args.url or environ.get(API_URL_ENV) or "").strip() or None
     if args.secret_id and args.token_file:
         raise UsageError("Give either --secret-id or --token-file, not both.")
     if args.secret_id:
@@ -109,7 +104,9 @@ def resolve_credentials(args: argparse.Namespace, console: Console,
         credentials = parse_secret(text, fallback_url=url, allow_insecure_localhost=allow_insecure,
                                    token_source=f"from {source}")
     except ConfigurationError as error:
-        raise ConfigurationError(_with_url_hint(str(error), url)) from None
+        # parse_secret speaks of the Lambda's secret; here the text came from a file, the environment or the prompt.
+        message = str(error).replace("The Kandji secret", f"The token from {source}")
+        raise ConfigurationError(_with_url_hint(message, url)) from None
     console.hide(credentials.token)
     return credentials, source
 
@@ -135,7 +132,7 @@ def _endpoint_or_none(url: str, allow_insecure: bool):
 
 
 def _no_url_message() -> str:
-    return f"No API URL: give --url or set {URL_ENV}. Expected {EXPECTED_FORM}."
+    return f"No API URL: give --url or set {API_URL_ENV}. Expected {EXPECTED_FORM}."
 
 
 _CONSOLE_HOST = re.compile(r"^(?P<tenant>[a-z0-9][a-z0-9-]*)\.(?P<region>eu\.)?(?P<domain>kandji\.io|iru\.com)$")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,10 +16,8 @@ from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, ChangeRules, parse_ig
 from kandji_snapshots.cli.console import Console, UsageError
 from kandji_snapshots.diff.differ import diff_snapshots
 from kandji_snapshots.errors import ConfigurationError
-from kandji_snapshots.snapshots.layout import MANIFEST_PREFIX
+from kandji_snapshots.snapshots.layout import MANIFEST_PREFIX, is_snapshot_id
 from kandji_snapshots.snapshots.storage import LocalObjectStore, ObjectNotFound, ObjectStore, S3ObjectStore
-
-_SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z$")
 
 
 def open_source(source: str) -> ObjectStore:
@@ -53,7 +50,7 @@ def _load(store: ObjectStore, snapshot_id: str, option: str) -> Manifest:
 
 def run_diff(args: argparse.Namespace, console: Console, environ: Mapping[str, str]) -> int:
     for option, value in (("--from", args.from_id), ("--to", args.to_id)):
-        if value is not None and not _SNAPSHOT_ID.match(value):
+        if value is not None and not is_snapshot_id(value):
             raise UsageError(f"{option} {value!r} is not a snapshot id (YYYYMMDDTHHMMSSZ, as `collect` prints).")
     store = open_source(args.source)
     to_id = args.to_id or latest_snapshot_id(store)

@@ -1,45 +1,51 @@
-"""The operator's command line: check a token, collect once into a folder, diff two snapshots.
+"""The operator's command line, `kandji-snapshots` (installed by `pip install .` or `pipx install .`):
 
-    python -m kandji_snapshots check   --url https://<tenant>.api.kandji.io [--token-file FILE | --secret-id ARN]
-    python -m kandji_snapshots collect --url https://<tenant>.api.kandji.io --output DIR
-    python -m kandji_snapshots diff    DIR-or-s3://BUCKET [--from SNAPSHOT_ID] [--to SNAPSHOT_ID] [--json]
+    kandji-snapshots check   --url https://<tenant>.api.kandji.io [--token-file FILE | --secret-id ARN]
+    kandji-snapshots collect --url https://<tenant>.api.kandji.io --output DIR
+    kandji-snapshots diff    DIR-or-s3://BUCKET [--from SNAPSHOT_ID] [--to SNAPSHOT_ID] [--json]
+    kandji-snapshots query   DIR [--query NAME] [--param NAME=VALUE]        (DuckDB: the [local] extra)
 
 The token is never a command-line argument (it would land in shell history): it comes from
 --secret-id (the stack's Secrets Manager secret, read like the Lambda reads it), --token-file,
 the environment variable KANDJI_API_TOKEN, or a hidden prompt, in that order. It is never
 printed. Exit codes: 0 success, 1 failure (the message says what to fix), 2 usage error.
 
-This module is the parser, the dispatch to a command and the exit codes. The rest:
-    cli_console      stdout/stderr with the token redacted, log records, UsageError
-    cli_credentials  where the token and URL come from (secret, file, environment, prompt)
-    cli_check        the `check` command: probes, permissions, device count (cli_cost: a run's cost)
-    cli_collect      the `collect` command
-    cli_diff         the `diff` command, as a table or JSON Lines
-    cli_rate_limit   the hourly rate-limit headers, read by check and collect
+This module is the parser, the dispatch to a command and the exit codes. The rest of cli/:
+    console      stdout/stderr with the token redacted, log records, UsageError, the command's name
+    credentials  where the token and URL come from (secret, file, environment, prompt)
+    check        the `check` command: probes, permissions, device count (cost: a run's cost)
+    collect      the `collect` command
+    diff         the `diff` command, as a table or JSON Lines
+    rate_limit   the hourly rate-limit headers, read by check and collect
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from kandji_snapshots.kandji.config import EXPECTED_FORM
-from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV
 from kandji_snapshots.cli.check import run_check
 from kandji_snapshots.cli.collect import run_collect
-from kandji_snapshots.cli.console import PROG, Console, UsageError, configure_logging
-from kandji_snapshots.cli.cost import cost_lines, list_pages
-from kandji_snapshots.cli.credentials import INSECURE_ENV, TOKEN_ENV, URL_ENV
+from kandji_snapshots.cli.console import COMMAND, PROG, Console, UsageError, configure_logging, for_terminal
+from kandji_snapshots.cli.cost import cost_lines
+from kandji_snapshots.cli.credentials import TOKEN_ENV
 from kandji_snapshots.cli.diff import run_diff
 from kandji_snapshots.collect.collector import APPS_SOURCES
-from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_MAX_WORKERS, DEFAULT_REQUEST_BUDGET, DEFAULT_REQUESTS_PER_SECOND
+from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV
+from kandji_snapshots.errors import ConfigurationError, KandjiSnapshotsError
+from kandji_snapshots.kandji.config import EXPECTED_FORM
+from kandji_snapshots.query import local_duckdb
+from kandji_snapshots.settings import (API_URL_ENV, DEFAULT_HOURLY_RESERVE, DEFAULT_MAX_WORKERS, DEFAULT_REQUEST_BUDGET,
+                                       DEFAULT_REQUESTS_PER_SECOND, INSECURE_LOCALHOST_ENV)
 
-# cost_lines and list_pages stay importable from here, where they were before the split.
-__all__ = ["build_parser", "cost_lines", "list_pages", "main"]
+# cost_lines stays importable from here, where it was before the split.
+__all__ = ["build_parser", "cost_lines", "main"]
 
 
 # --- command line -------------------------------------------------------------------------------------
@@ -82,7 +88,7 @@ def _kandji_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     group = parent.add_argument_group("Kandji API and token")
     group.add_argument("--url", metavar="API_URL",
-                       help=f"the tenant's API URL, {EXPECTED_FORM} (default: ${URL_ENV}; with --secret-id, the "
+                       help=f"the tenant's API URL, {EXPECTED_FORM} (default: ${API_URL_ENV}; with --secret-id, the "
                             "secret's api_url wins, as in the Lambda)")
     group.add_argument("--token-file", metavar="FILE", help="read the token from FILE ('-': standard input)")
     group.add_argument("--secret-id", metavar="ARN_OR_NAME",
@@ -91,7 +97,7 @@ def _kandji_options() -> argparse.ArgumentParser:
                              "the usual AWS_PROFILE / AWS_REGION)")
     group.add_argument("--token", nargs="?", action=_RefuseToken, help=argparse.SUPPRESS)
     group.add_argument("--allow-insecure-localhost", action="store_true",
-                       help=f"accept http://127.0.0.1:PORT (the simulator), like {INSECURE_ENV}=true")
+                       help=f"accept http://127.0.0.1:PORT (the simulator), like {INSECURE_LOCALHOST_ENV}=true")
     group.add_argument("--max-requests-per-second", type=_positive_rate, default=DEFAULT_REQUESTS_PER_SECOND,
                        metavar="N", help=f"request rate ceiling (default {DEFAULT_REQUESTS_PER_SECOND:g}; Kandji "
                                          "enforces 50)")
@@ -109,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Operator commands of kandji-snapshots: check a token, collect once into a folder, diff "
-                    "two snapshots.",
+                    "two snapshots, query a folder.",
         epilog=f"The token comes from --secret-id, --token-file, ${TOKEN_ENV} or a hidden prompt, never from "
                "the command line.\nExit codes: 0 success, 1 failure (the message says what to fix), 2 usage "
                "error.")
@@ -118,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     kandji, common = _kandji_options(), _common_options()
 
-    check = commands.add_parser(
-        "check", parents=[kandji, common], allow_abbrev=False,
+    def add_command(name: str, handler: Callable[..., int], **options: Any) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, allow_abbrev=False, **options)
+        command.set_defaults(handler=handler)
+        return command
+
+    check = add_command(
+        "check", run_check, parents=[kandji, common],
         help="check the API URL and token: permissions, device count, rate-limit headroom, cost of a run",
         description="Validate the API URL, call each endpoint the collector needs once, and report which "
                     "permissions the token has, the device count, the rate-limit headroom and what a full run "
@@ -127,10 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--apps-source", choices=APPS_SOURCES, default="per-device",
                        help="the KANDJI_APPS_SOURCE the collector will use, which decides whether Device apps "
                             "or Prism: apps is required (default per-device)")
-    check.set_defaults(handler=run_check)
 
-    collect = commands.add_parser(
-        "collect", parents=[kandji, common], allow_abbrev=False,
+    collect = add_command(
+        "collect", run_collect, parents=[kandji, common],
         help="take one snapshot into a local folder (no AWS account needed)",
         description="Take one snapshot of the tenant with the collector the Lambda uses, into a local folder "
                     "laid out like the bucket (snapshots/<table>/dt=.../). Run again later and `diff` the folder.")
@@ -147,10 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"requests in flight (default {DEFAULT_MAX_WORKERS})")
     collect.add_argument("--progress", action="store_true",
                          help="show the progress bar on stderr even when it is not a terminal")
-    collect.set_defaults(handler=run_collect)
 
-    diff = commands.add_parser(
-        "diff", parents=[common], allow_abbrev=False,
+    diff = add_command(
+        "diff", run_diff, parents=[common],
         help="the changes between two snapshots, in a folder or in S3 (publishes nothing)",
         description="Print the change events between two committed snapshots, as the differ computes them "
                     "(nothing is published). Default: the latest snapshot against the one before it.")
@@ -161,8 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true", help="one change event per line (JSON Lines), as published")
     diff.add_argument("--ignore-fields", metavar="PATTERNS",
                       help=f"more fields to ignore, comma-separated fnmatch patterns (default: ${IGNORE_FIELDS_ENV})")
-    diff.set_defaults(handler=run_diff)
+
+    query = add_command(
+        "query", run_query, parents=[common],
+        help="answer the saved fleet questions over a local folder with DuckDB (the [local] extra)",
+        description="Run the saved fleet queries (the Athena ones, in DuckDB's dialect) over a folder written by "
+                    "`collect` or `make local`. Needs DuckDB: pip install '.[local]'.")
+    local_duckdb.add_arguments(query)
     return parser
+
+
+def run_query(args: argparse.Namespace, console: Console, environ: Mapping[str, str]) -> int:
+    if importlib.util.find_spec("duckdb") is None:
+        raise ConfigurationError("query needs DuckDB, which is not installed here: pip install '.[local]' in the "
+                                 f"project folder (pipx: pipx inject {COMMAND} duckdb).")
+    if not Path(args.folder).is_dir():
+        raise ConfigurationError(f"{args.folder} is not a folder. Give a folder written by `collect` or `make local`.")
+    return local_duckdb.run(args)
 
 
 # --- entry point ---------------------------------------------------------------------------------------
@@ -204,7 +228,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 def _describe_error(error: Exception) -> str:
     if isinstance(error, KandjiSnapshotsError):
-        return str(error)  # already written for the operator
+        return for_terminal(str(error))  # written for the operator, who is at a terminal here
     module = type(error).__module__ or ""
     if module.startswith(("botocore", "boto3")):
         return f"AWS: {error}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TextIO
 
 
@@ -26,31 +27,31 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
+@dataclass(eq=False)
 class ProgressBar:
-    def __init__(self, stream: TextIO | Callable[[], TextIO], *, interactive: bool, label: str = "devices",
-                 width: int = 28, min_interval: float = 0.1, clock: Callable[[], float] = time.monotonic):
-        self._stream = stream
-        self.interactive = interactive
-        self._label = label
-        self._width = width
-        self._min_interval = min_interval
-        self._clock = clock
-        self._started: float | None = None  # when the first (0, total) came in
-        self._last_draw = float("-inf")
-        self._drawn = 0  # characters on the current line (interactive)
-        self._tenths = -1  # last tenth written (non-interactive)
-        self._state: tuple[int, int] | None = None
-        self._finished = False
+    stream: TextIO | Callable[[], TextIO]  # or what returns the current one (sys.stderr may be swapped)
+    _: KW_ONLY
+    interactive: bool
+    label: str = "devices"
+    width: int = 28
+    min_interval: float = 0.1  # seconds between two redraws on a terminal
+    clock: Callable[[], float] = time.monotonic
+    _started: float | None = field(default=None, init=False)  # when the first (0, total) came in
+    _last_draw: float = field(default=float("-inf"), init=False)
+    _drawn: int = field(default=0, init=False)  # characters on the current line (interactive)
+    _tenths: int = field(default=-1, init=False)  # last tenth written (non-interactive)
+    _state: tuple[int, int] | None = field(default=None, init=False)
+    _finished: bool = field(default=False, init=False)
 
     # -- the collector's callback ---------------------------------------------
 
     def __call__(self, done: int, total: int) -> None:
-        now = self._clock()
+        now = self.clock()
         if self._started is None:
             self._started = now
         self._state = (done, total)
         if self.interactive:
-            if done >= total or now - self._last_draw >= self._min_interval:
+            if done >= total or now - self._last_draw >= self.min_interval:
                 self._last_draw = now
                 self._redraw(self.render(done, total, now))
         else:
@@ -64,9 +65,9 @@ class ProgressBar:
     def status(self, text: str) -> None:
         """A phase before the bar can start (reading the device list, Prism apps)."""
         if self.interactive:
-            self._redraw(f"{self._label}: {text}")
+            self._redraw(f"{self.label}: {text}")
         else:
-            self._write(f"{self._label}: {text}\n")
+            self._write(f"{self.label}: {text}\n")
 
     def clear(self) -> None:
         """Erase the bar (before something else is written to the same stream); the next update redraws it."""
@@ -83,9 +84,9 @@ class ProgressBar:
         if self._state is not None:
             done, total = self._state
             if self.interactive:
-                self._redraw(self.render(done, total, self._clock()))
+                self._redraw(self.render(done, total, self.clock()))
             elif self._tenths < 10 or done < total:
-                self._write(self.render(done, total, self._clock()) + "\n")
+                self._write(self.render(done, total, self.clock()) + "\n")
         if self.interactive and self._drawn:
             self._write("\n")
             self._drawn = 0
@@ -94,10 +95,10 @@ class ProgressBar:
 
     def render(self, done: int, total: int, now: float) -> str:
         fraction = 1.0 if total <= 0 else min(1.0, done / total)
-        filled = int(fraction * self._width)
-        bar = "#" * filled + "-" * (self._width - filled)
+        filled = int(fraction * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
         elapsed = now - (self._started if self._started is not None else now)
-        text = f"{self._label} [{bar}] {done:,}/{total:,} {fraction:4.0%}  {format_duration(elapsed)}"
+        text = f"{self.label} [{bar}] {done:,}/{total:,} {fraction:4.0%}  {format_duration(elapsed)}"
         if 0 < done < total and elapsed > 0:
             text += f"  ETA {format_duration(elapsed / done * (total - done))}"
         return text
@@ -108,7 +109,7 @@ class ProgressBar:
         self._drawn = len(text)
 
     def _write(self, text: str) -> None:
-        stream = self._stream() if callable(self._stream) else self._stream
+        stream = self.stream() if callable(self.stream) else self.stream
         try:
             stream.write(text)
             stream.flush()

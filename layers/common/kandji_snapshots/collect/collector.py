@@ -29,8 +29,9 @@ from kandji_snapshots.errors import ConfigurationError, DeviceNotFound, KandjiAp
 from kandji_snapshots.snapshots.layout import TABLE_NAMES
 from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row
 from kandji_snapshots.collect.prism_apps import PrismAppsIndex
-from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, line_keys, plan_refresh, previous_fetched_at,
+from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh, previous_fetched_at,
                       with_snapshot_id)
+from kandji_snapshots.snapshots.device_rows import row_keys
 from kandji_snapshots.snapshots.table_io import DEFAULT_ROWS_PER_PART, TableWriter, iter_lines
 from kandji_snapshots.snapshots.storage import ObjectStore
 from kandji_snapshots.snapshots.timeutil import format_timestamp, partition_date, snapshot_id_for, utc_now
@@ -257,7 +258,7 @@ class SnapshotCollector:
                 writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
             else:
                 previous_details, previous_apps = carried.take(device_id)
-                if previous_details and line_keys(previous_details[0])[1] is not None:
+                if previous_details and row_keys(previous_details[0])[1] is not None:
                     counts["carried"] += 1
                     for line in previous_details:
                         writers["device_details"].write_line(with_snapshot_id(line, snapshot_id), device_id)

@@ -12,7 +12,6 @@ most need it and carries the others forward from the previous snapshot:
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kandji_snapshots.snapshots.device_groups import DeviceGroups
+from kandji_snapshots.snapshots.device_rows import row_head, row_keys
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.snapshots.table_io import iter_lines
 from kandji_snapshots.snapshots.storage import ObjectStore
@@ -106,21 +106,9 @@ def plan_refresh(devices: list[dict[str, Any]], previous_fetched_at: dict[str, s
     return {str(device["device_id"]) for device in ranked[:max(0, capacity)]}
 
 
-_PREFIX = re.compile(rb'^\{"snapshot_id":"(\d{8}T\d{6}Z)","device_id":"((?:[^"\\]|\\.)*)","fetched_at":(null|"[^"]*")')
-
-
-def line_keys(line: bytes) -> tuple[str, str | None]:
-    """(device_id, fetched_at) from the fixed prefix of a details/apps line, without parsing it."""
-    match = _PREFIX.match(line)
-    if not match:
-        raise ValueError("snapshot row does not start with snapshot_id, device_id, fetched_at")
-    fetched = match.group(3)
-    return match.group(2).decode(), None if fetched == b"null" else fetched[1:-1].decode()
-
-
 def previous_fetched_at(store: ObjectStore, details_keys: Iterable[str]) -> dict[str, str | None]:
     """device_id -> when its details were fetched, read from the previous snapshot's prefixes only."""
-    return dict(line_keys(line) for line in iter_lines(store, details_keys))
+    return dict(row_keys(line) for line in iter_lines(store, details_keys))
 
 
 def with_snapshot_id(line: bytes, snapshot_id: str) -> bytes:
@@ -135,4 +123,4 @@ class PreviousRows(DeviceGroups[bytes]):
     """One table of the previous snapshot, walked in device order, handing out a device's lines."""
 
     def __init__(self, lines: Iterator[bytes]):
-        super().__init__(lines, lambda line: line_keys(line)[0])
+        super().__init__(lines, lambda line: row_head(line, False)[0].decode())

@@ -1,25 +1,30 @@
-"""Builds the collector from the environment: the one place that wires real adapters."""
+"""Builds a collector: the one place that wires the client, its pacing, the budget and the store.
+
+`build_collector` serves the Lambda (`run_collection`), the CLI, the benchmarks and the tests alike; the
+clock (monotonic time, sleep, wall time) and the store are passed in, so a test runs a deadline on a fake
+clock. boto3 and Powertools are imported only where the Lambda's own adapters are made.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from aws_lambda_powertools.utilities import parameters
+import requests
 
-from kandji_snapshots.kandji.config import KandjiCredentials, parse_secret
 from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
-from kandji_snapshots.errors import ConfigurationError
-from kandji_snapshots.kandji.client import KandjiClient, RequestStats
-from kandji_snapshots.metrics import record_failure, record_requests, record_snapshot
-from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.collect.refresh import RequestBudget
-from kandji_snapshots.settings import CollectorEnvironment
-from kandji_snapshots.snapshots.storage import S3ObjectStore
+from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.kandji.client import KandjiClient, RequestStats, RetryPolicy
+from kandji_snapshots.kandji.config import KandjiCredentials, parse_secret
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.metrics import record_failure, record_requests, record_snapshot
+from kandji_snapshots.settings import CollectorEnvironment, CollectorOptions
+from kandji_snapshots.snapshots.storage import ObjectStore, S3ObjectStore
+from kandji_snapshots.snapshots.timeutil import SystemClock
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +32,42 @@ SECRET_CACHE_SECONDS = 300
 # Time kept back from the Lambda's limit to write the last parts and the manifest.
 WRITE_MARGIN_SECONDS = 45.0
 
+
+@dataclass
+class CollectorRun:
+    """A collector ready to run, with the client's counters and the run's budget."""
+
+    collector: SnapshotCollector
+    client: KandjiClient
+    budget: RequestBudget
+
+    @property
+    def stats(self) -> RequestStats:
+        return self.client.stats
+
+
+def build_collector(credentials: KandjiCredentials, store: ObjectStore, options: CollectorOptions = CollectorOptions(),
+                    *, seconds_left: float | None = None, clock: Any = SystemClock,
+                    retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
+                    progress: Callable[[int, int], None] | None = None, temp_dir: str | None = None) -> CollectorRun:
+    """A collector for one run. `seconds_left`: the time the run has, of which WRITE_MARGIN_SECONDS is kept
+    back for writing (None: no deadline, as on the command line). `temp_dir`: where Prism's rows are sorted."""
+    deadline = None
+    if seconds_left is not None:
+        deadline = clock.monotonic() + max(1.0, seconds_left - WRITE_MARGIN_SECONDS)
+    budget = RequestBudget(per_run=options.request_budget, hourly_reserve=options.hourly_reserve,
+                           requests_per_second=options.requests_per_second, deadline=deadline, clock=clock.monotonic)
+    limiter = RateLimiter(options.requests_per_second, clock=clock.monotonic, sleep=clock.sleep)
+    client = KandjiClient(credentials, limiter=limiter, session=session, deadline=deadline, retry=retry,
+                          clock=clock.monotonic, sleep=clock.sleep, pool_size=options.max_workers, budget=budget)
+    settings = CollectorSettings(max_workers=options.max_workers, apps_source=options.apps_source,
+                                 max_fleet_drop_percent=options.max_fleet_drop_percent, temp_dir=temp_dir)
+    collector = SnapshotCollector(client, store, settings=settings, clock=clock.now, sleep=clock.sleep,
+                                  request_stats=client.stats.as_dict, budget=budget, progress=progress)
+    return CollectorRun(collector, client, budget)
+
+
+# --- the Lambda's adapters ---------------------------------------------------------------------------------
 
 @contextmanager
 def _quiet_botocore():
@@ -41,6 +82,8 @@ def _quiet_botocore():
 
 
 def read_credentials(env: CollectorEnvironment) -> KandjiCredentials:
+    from aws_lambda_powertools.utilities import parameters
+
     try:
         with _quiet_botocore():
             secret = parameters.get_secret(env.secret_id, max_age=SECRET_CACHE_SECONDS)
@@ -54,30 +97,27 @@ def read_credentials(env: CollectorEnvironment) -> KandjiCredentials:
     return parse_secret(str(secret), fallback_url=env.api_url, allow_insecure_localhost=env.allow_insecure_localhost)
 
 
-def build_collector(remaining_seconds: float, environ: Mapping[str, str] | None = None) -> tuple[SnapshotCollector, RequestStats]:
+def lambda_collector(remaining_seconds: float, environ: Mapping[str, str] | None = None, *,
+                     clock: Any = SystemClock, store: ObjectStore | None = None) -> CollectorRun:
+    """The collector as the Lambda runs it: settings from the environment, token from the secret, S3."""
     env = CollectorEnvironment.from_env(environ)
     credentials = read_credentials(env)
-    stats = RequestStats()
-    deadline = time.monotonic() + max(1.0, remaining_seconds - WRITE_MARGIN_SECONDS)
-    budget = RequestBudget(per_run=env.request_budget, hourly_reserve=env.hourly_reserve,
-                           requests_per_second=env.requests_per_second, deadline=deadline)
-    client = KandjiClient(credentials, limiter=RateLimiter(env.requests_per_second), deadline=deadline,
-                          stats=stats, pool_size=env.max_workers, budget=budget)
-    store = S3ObjectStore(boto3.client("s3"), env.bucket)
-    settings = CollectorSettings(max_workers=env.max_workers, apps_source=env.apps_source,
-                                 max_fleet_drop_percent=env.max_fleet_drop_percent)
-    collector = SnapshotCollector(client, store, settings=settings, request_stats=stats.as_dict, budget=budget)
-    return collector, stats
+    if store is None:
+        import boto3
+
+        store = S3ObjectStore(boto3.client("s3"), env.bucket)
+    return build_collector(credentials, store, env.options, seconds_left=remaining_seconds, clock=clock)
 
 
-def run_collection(scheduled_time: str | None, remaining_seconds: float, metrics: Any) -> dict[str, Any]:
+def run_collection(scheduled_time: str | None, remaining_seconds: float, metrics: Any, *,
+                   clock: Any = SystemClock) -> dict[str, Any]:
     """One scheduled run: build, collect, and report success or the kind of failure as metrics."""
     try:
-        collector, stats = build_collector(remaining_seconds)
+        run = lambda_collector(remaining_seconds, clock=clock)
         try:
-            manifest = collector.collect(correlation_id=scheduled_time)
+            manifest = run.collector.collect(correlation_id=scheduled_time)
         finally:
-            record_requests(metrics, stats.as_dict())
+            record_requests(metrics, run.stats.as_dict())
     except Exception as error:
         record_failure(metrics, error)
         logger.error("collection failed: nothing was committed",

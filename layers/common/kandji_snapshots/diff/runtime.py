@@ -1,4 +1,4 @@
-"""Builds the differ from the environment and reads its trigger: the one place that wires real adapters.
+"""Builds a differ and reads its trigger: the one place that wires the differ's adapters.
 
 Environment:
     SNAPSHOT_BUCKET      the bucket holding snapshots and changes (required)
@@ -7,7 +7,9 @@ Environment:
     DIFF_IGNORE_FIELDS   comma-separated fnmatch patterns, added to change_rules.DEFAULT_IGNORED_FIELDS
     CHAT_TOPIC_ARN       optional: SNS topic for chat notifications (high-severity events and summaries)
     ATHENA_WORKGROUP, ATHENA_DATABASE  optional: named in e-mails and chat messages (where to query)
-AWS endpoints come from boto3's own configuration (AWS_ENDPOINT_URL for local runs and tests).
+AWS endpoints come from boto3's own configuration (AWS_ENDPOINT_URL for local runs and tests). The store,
+the publisher and the clock are passed in by whoever does not want S3, SNS or the real time (benchmarks,
+tests); boto3 is imported only when they are not.
 """
 
 from __future__ import annotations
@@ -18,18 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import boto3
-from aws_lambda_powertools.metrics import MetricUnit
-
-from kandji_snapshots.diff.events import CHANGE_TYPES
-from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, parse_ignore_fields
-from kandji_snapshots.diff.differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferResult, DifferSettings, SnapshotDiffer
-from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.snapshots.layout import snapshot_id_from_manifest_key
+from kandji_snapshots.diff.differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferSettings, SnapshotDiffer
 from kandji_snapshots.diff.messages import MessageContext
-from kandji_snapshots.diff.publisher import ChatPublisher, SnsPublisher
-from kandji_snapshots.settings import number_setting, required_setting
-from kandji_snapshots.snapshots.storage import S3ObjectStore
+from kandji_snapshots.diff.publisher import ChatPublisher, Publisher, SnsPublisher
+from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, parse_ignore_fields
+from kandji_snapshots.errors import KandjiSnapshotsError
+from kandji_snapshots.settings import number_setting, required_setting, snapshot_bucket
+from kandji_snapshots.snapshots.layout import snapshot_id_from_manifest_key
+from kandji_snapshots.snapshots.storage import ObjectStore, S3ObjectStore
+from kandji_snapshots.snapshots.timeutil import SystemClock
 
 
 class UnexpectedTrigger(KandjiSnapshotsError):
@@ -49,7 +48,7 @@ class DifferEnvironment:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "DifferEnvironment":
         env = os.environ if env is None else env
         return cls(
-            bucket=required_setting(env, "SNAPSHOT_BUCKET", "the S3 bucket for snapshots"),
+            bucket=snapshot_bucket(env),
             topic_arn=required_setting(env, "CHANGES_TOPIC_ARN", "the SNS topic for change events"),
             max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
                                                   minimum=0, maximum=1_000_000)),
@@ -59,15 +58,21 @@ class DifferEnvironment:
         )
 
 
-def build_differ(env: DifferEnvironment) -> SnapshotDiffer:
-    store = S3ObjectStore(boto3.client("s3"), env.bucket)
-    sns = boto3.client("sns")
-    publisher = SnsPublisher(sns, env.topic_arn)
-    if env.chat_topic_arn:
-        publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn), env.message_context)
+def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, publisher: Publisher | None = None,
+                 clock: Any = SystemClock) -> SnapshotDiffer:
+    """The differ for `env`: S3 and SNS (and the chat topic, when set) unless a store and a publisher are given."""
+    if store is None or publisher is None:
+        import boto3
+
+        store = store or S3ObjectStore(boto3.client("s3"), env.bucket)
+        if publisher is None:
+            sns = boto3.client("sns")
+            publisher = SnsPublisher(sns, env.topic_arn)
+            if env.chat_topic_arn:
+                publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn), env.message_context)
     settings = DifferSettings(max_events_per_run=env.max_events_per_run, ignore_fields=env.ignore_fields,
                               message_context=env.message_context)
-    return SnapshotDiffer(store, publisher, settings=settings)
+    return SnapshotDiffer(store, publisher, settings=settings, clock=clock.monotonic)
 
 
 def message_context_from_env(env: Mapping[str, str]) -> MessageContext:
@@ -88,19 +93,3 @@ def snapshot_id_from_trigger(bucket: str | None, key: str | None, expected_bucke
     raise UnexpectedTrigger(
         f"s3://{bucket}/{key} is not a snapshot manifest (snapshots/manifests/dt=YYYY-MM-DD/<snapshot_id>/"
         "manifest.json). Check the EventBridge rule's key filter.")
-
-
-def record_run(metrics: Any, result: DifferResult) -> None:
-    """EMF metrics of one run: events by type, high-severity count, published count, duration."""
-    metrics.add_metric(name="PublishedMessages", unit=MetricUnit.Count, value=result.published_messages)
-    metrics.add_metric(name="DiffDuration", unit=MetricUnit.Seconds, value=result.duration_seconds)
-    if result.already_done:  # a redelivered trigger: its events were counted the first time
-        return
-    for change_type in CHANGE_TYPES:
-        name = "".join(part.title() for part in change_type.split("_"))
-        metrics.add_metric(name=f"Events{name}", unit=MetricUnit.Count,
-                           value=result.counts_by_change_type.get(change_type, 0))
-    metrics.add_metric(name="ChangeEvents", unit=MetricUnit.Count, value=result.event_count)
-    metrics.add_metric(name="HighSeverityEvents", unit=MetricUnit.Count,
-                       value=result.counts_by_severity.get("high", 0))
-    metrics.add_metric(name="SuppressedRuns", unit=MetricUnit.Count, value=int(result.suppressed))

@@ -155,7 +155,7 @@ class KandjiClient:
             largest_page = max(largest_page, len(page))
             # A page shorter than the ones before is the last. Not "shorter than the limit": if the
             # API ever capped pages lower, that rule would end the listing early and lose devices.
-            if not page or len(page) < largest_page:
+            if not page or len(page) < largest_page or not new:  # not new: the page was just the overlap
                 return devices
             offset = start + len(page)
             last = ids[-1]
@@ -256,26 +256,32 @@ class KandjiClient:
                 else:
                     self._backoff(attempts, retry.wait, reason=retry.reason)
 
-    def _attempt(self, endpoint: str, path: str, params: dict[str, Any] | None, expect: type,
-                 device_id: str | None) -> Any:
+    def send(self, endpoint: str, path: str, params: dict[str, Any] | None = None) -> requests.Response:
+        """One GET, paced and counted, never redirected and never retried: the transport under every
+        endpoint, and what the CLI's `check` probes with. Raises requests' exceptions as they come."""
         if self._budget is not None:
             self._budget.take()  # raises BudgetExhausted rather than overspend
         self._limiter.acquire(self._deadline)
         self.stats.count_request(endpoint)
+        response = self._session.get(
+            self._endpoint.url(path),
+            params=params,
+            headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+            timeout=(self._retry.connect_timeout, self._read_timeout()),
+            allow_redirects=False,  # a redirect could carry the token to another host
+        )
+        self._observe_headers(response.headers)
+        return response
+
+    def _attempt(self, endpoint: str, path: str, params: dict[str, Any] | None, expect: type,
+                 device_id: str | None) -> Any:
         try:
-            response = self._session.get(
-                self._endpoint.url(path),
-                params=params,
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
-                timeout=(self._retry.connect_timeout, self._read_timeout()),
-                allow_redirects=False,  # a redirect could carry the token to another host
-            )
+            response = self.send(endpoint, path, params)
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
             raise _Retry(f"a response from {self.host} that broke off or could not be decoded "
                          f"({type(error).__name__})") from None
         except requests.exceptions.RequestException as error:
             raise _Retry(f"{type(error).__name__} talking to {self.host}") from None
-        self._observe_headers(response.headers)
         status = response.status_code
         where = f"GET /api/v1/{path}"
         if status == 429:
@@ -372,6 +378,16 @@ def only_the_api_host(session: requests.Session, endpoint: ApiEndpoint, adapter:
     session.mount("https://", refuse)
     session.mount("http://", refuse)
     session.mount(endpoint.origin + "/", adapter)
+
+
+def device_list_requests(devices: int) -> int:
+    """How many requests `KandjiClient.list_devices` sends for a fleet of `devices` (no retries): pages of
+    PAGE_LIMIT that overlap by one device, until a page shorter than the full ones or just the overlap."""
+    if devices <= 0:
+        return 1  # one empty page
+    if devices < PAGE_LIMIT:
+        return 2  # the devices, then the overlap alone
+    return (devices - PAGE_LIMIT) // (PAGE_LIMIT - 1) + 2
 
 
 def int_header(headers: Any, name: str) -> int | None:

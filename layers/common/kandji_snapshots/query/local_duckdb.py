@@ -3,7 +3,8 @@
     from kandji_snapshots.query import local_duckdb as local_query
     rows = local_query.run_query("local-data", "filevault_off")          # list of dicts
     print(local_query.format_table(rows))
-    python -m kandji_snapshots.query.local_duckdb local-data [--query NAME] [--param bundle_id=...]
+    kandji-snapshots query local-data [--query NAME] [--param bundle_id=...]
+    (or python -m kandji_snapshots.query.local_duckdb local-data ... where the package is installed)
 
 The folder is read the way Athena reads the bucket: four views, `devices`,
 `device_details`, `device_apps` and `changes`, over the gzip JSON Lines files
@@ -190,19 +191,28 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kandji_snapshots.query.local_duckdb",
-                                     description="Run the fleet queries over a local snapshot folder with DuckDB.")
-    parser.add_argument("folder", help="the folder the local run wrote (holds snapshots/ and changes/)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `kandji-snapshots query` (and of `python -m kandji_snapshots.query.local_duckdb`)."""
+    parser.add_argument("folder", help="a folder written by `kandji-snapshots collect` or the local run "
+                                       "(holds snapshots/ and changes/)")
     parser.add_argument("--query", action="append", choices=[query.name for query in fleet_queries.QUERIES],
                         help="a query to run (repeatable; default: all)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a query parameter, e.g. bundle_id=org.mozilla.firefox or serial_number=C02...")
     parser.add_argument("--limit", type=int, default=20, help="rows shown per query (default 20)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     parameters = dict(item.split("=", 1) for item in args.param if "=" in item)
     print_report(args.folder, args.query, limit=args.limit, parameters=parameters)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kandji_snapshots.query.local_duckdb",
+                                     description="Run the fleet queries over a local snapshot folder with DuckDB.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest
@@ -67,6 +68,20 @@ def row_head(line: bytes, with_fetched_at: bool) -> tuple[bytes, int]:
     return line[start:end], head
 
 
+def row_keys(line: bytes) -> tuple[str, str | None]:
+    """(device_id, fetched_at) of a details or apps row, from its prefix, without parsing the row.
+    fetched_at is None for a device the collector listed but never fetched."""
+    device_id, head = row_head(line, False)
+    if line.startswith(_FETCHED_AT_TEXT, head):
+        start = head + len(_FETCHED_AT_TEXT)
+        end = line.find(b'"', start)
+        if end > 0:
+            return device_id.decode(), line[start:end].decode()
+    elif line.startswith(_FETCHED_AT_NULL[:-1], head):
+        return device_id.decode(), None
+    raise SnapshotFormatError(f"row has no fetched_at after its device_id: {line[:120]!r}")
+
+
 class _TableCursor:
     """One table of one snapshot, handed out one device at a time (rows are sorted by device_id)."""
 
@@ -112,22 +127,18 @@ class _TableCursor:
         return rows, (prefix if shared else None)
 
 
+@dataclass(slots=True)
 class DeviceRows:
     """One device's rows in one snapshot, still raw."""
 
-    __slots__ = ("device_id", "device", "device_head", "details", "details_prefix", "apps", "apps_prefix",
-                 "_parsed")
-
-    def __init__(self, device_id: bytes, device: bytes, device_head: int, details: list[bytes],
-                 details_prefix: bytes | None, apps: list[bytes], apps_prefix: bytes | None):
-        self.device_id = device_id
-        self.device = device
-        self.device_head = device_head
-        self.details = details
-        self.details_prefix = details_prefix
-        self.apps = apps
-        self.apps_prefix = apps_prefix
-        self._parsed: dict[str, Any] | None = None
+    device_id: bytes
+    device: bytes
+    device_head: int  # where the devices row's per-snapshot prefix ends
+    details: list[bytes]
+    details_prefix: bytes | None  # the prefix all details rows share, if they do
+    apps: list[bytes]
+    apps_prefix: bytes | None
+    _parsed: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def device_row(self) -> dict[str, Any]:

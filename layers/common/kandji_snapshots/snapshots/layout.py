@@ -17,7 +17,14 @@ MANIFEST_PREFIX = "snapshots/manifests/"
 CHANGES_PREFIX = "changes/"
 TABLE_NAMES = ("devices", "device_details", "device_apps")
 
-_MANIFEST_KEY = re.compile(r"^snapshots/manifests/dt=(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)/manifest\.json$")
+# A snapshot id, `YYYYMMDDTHHMMSSZ` (timeutil.SNAPSHOT_ID_FORMAT): the one pattern every reader matches.
+SNAPSHOT_ID_PATTERN = r"\d{8}T\d{6}Z"
+_SNAPSHOT_ID = re.compile(SNAPSHOT_ID_PATTERN)
+_MANIFEST_KEY = re.compile(rf"^snapshots/manifests/dt=(\d{{4}}-\d{{2}}-\d{{2}})/({SNAPSHOT_ID_PATTERN})/manifest\.json$")
+
+
+def is_snapshot_id(text: str) -> bool:
+    return _SNAPSHOT_ID.fullmatch(text) is not None
 
 
 def table_part_key(table: str, snapshot_id: str, part: int | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 # `2026-11-23T10:15:00.123456Z`: one fixed width, so strings sort like the instants they name.
@@ -76,3 +77,12 @@ def partition_date(snapshot_id: str) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class SystemClock:
+    """The real time, read and waited on by every run unless a test hands in its own clock with the same
+    three methods: `monotonic` for deadlines and pacing, `sleep` for waits, `now` for snapshot ids."""
+
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
+    now = staticmethod(utc_now)
