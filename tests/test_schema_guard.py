@@ -37,7 +37,7 @@ from simulator import Fleet, KandjiSimulator
 from tests.test_template import TEMPLATE_PATH
 
 TOKEN = "schema-guard-test-token"
-PLATFORMS = {"Mac", "iPhone", "iPad", "AppleTV"}
+PLATFORMS = {"Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android"}
 
 
 # ---------------------------------------------------------------------------

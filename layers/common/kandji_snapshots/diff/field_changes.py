@@ -21,11 +21,12 @@ from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
 _PREFIX_COLUMNS = frozenset({"snapshot_id", "device_id", "fetched_at"})
 _JSON_COLUMNS = {table: frozenset(name for name, kind in columns.items() if kind == schema.JSON)
                  for table, columns in schema.TABLES.items()}
-# A details column whose name is also a devices column is reported as `details.<name>`.
+# A details column whose name is also a devices column is reported as `details.<name>`;
+# `extra` is not reported itself: its fields are, as `extra.<path>` (see row_fields).
 _FIELD_NAMES = {
     "devices": {},
     "device_details": {name: f"details.{name}" for name in schema.DEVICE_DETAILS
-                       if name in schema.DEVICES and name not in _PREFIX_COLUMNS},
+                       if name in schema.DEVICES and name not in _PREFIX_COLUMNS and name != "extra"},
 }
 
 
@@ -56,7 +57,9 @@ def _flatten(value: Any, path: str, out: dict[str, Any], elements: dict[str, Any
 def row_fields(table: str, row: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A devices or device_details row as ({dotted field: value}, {array element path: element}).
 
-    JSON-text columns are parsed and flattened too; `extra` is kept whole.
+    JSON-text columns are parsed and flattened too. `extra` (fields the schema has no column
+    for, keyed by their dotted path in the API) is flattened under `extra.<path>`, so each of
+    its fields is compared, ignored and reported on its own.
     """
     fields: dict[str, Any] = {}
     elements: dict[str, Any] = {}
@@ -73,8 +76,12 @@ def row_fields(table: str, row: dict[str, Any] | None) -> tuple[dict[str, Any], 
                 value = json.loads(value)
             except (TypeError, ValueError):
                 pass  # not JSON after all: compare the text
-            if column == "extra":  # compared as a whole
-                fields[name] = value
+            if column == "extra":
+                if isinstance(value, dict):
+                    for path, item in value.items():
+                        _flatten(item, f"{name}.{path}", fields, elements)
+                else:  # not an object after all: compare it whole
+                    fields[name] = value
                 continue
         _flatten(value, name, fields, elements)
     return fields, elements
