@@ -57,9 +57,9 @@ def _flatten(value: Any, path: str, out: dict[str, Any], elements: dict[str, Any
 def row_fields(table: str, row: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A devices or device_details row as ({dotted field: value}, {array element path: element}).
 
-    JSON-text columns are parsed and flattened too. `extra` (fields the schema has no column
-    for, keyed by their dotted path in the API) is flattened under `extra.<path>`, so each of
-    its fields is compared, ignored and reported on its own.
+    JSON-text columns are parsed and flattened too, `extra` among them: its keys are the
+    dotted paths in the API of fields the schema has no column for, so each comes out as
+    `extra.<path>` and is compared, ignored and reported on its own.
     """
     fields: dict[str, Any] = {}
     elements: dict[str, Any] = {}
@@ -76,13 +76,6 @@ def row_fields(table: str, row: dict[str, Any] | None) -> tuple[dict[str, Any], 
                 value = json.loads(value)
             except (TypeError, ValueError):
                 pass  # not JSON after all: compare the text
-            if column == "extra":
-                if isinstance(value, dict):
-                    for path, item in value.items():
-                        _flatten(item, f"{name}.{path}", fields, elements)
-                else:  # not an object after all: compare it whole
-                    fields[name] = value
-                continue
         _flatten(value, name, fields, elements)
     return fields, elements
 
