@@ -77,6 +77,9 @@ _ROUTES = (
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/apps/?$"), "apps", "apps"),
     (re.compile(r"^/api/v1/prism/apps/?$"), "prism_apps", "prism"),
     (re.compile(r"^/api/v1/prism/count/?$"), "prism_count", "prism"),
+    # FileVault key, bypass code, unlock PIN, recovery password: a collector must never ask.
+    # No token here holds the permission, so these answer 403 (and show in stats).
+    (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/secrets/.*$"), "secrets", "secrets"),
 )
 
 # Filters /devices understands: query name -> how to read it from a list item.
@@ -674,6 +677,8 @@ class KandjiSimulator:
         if endpoint is None:
             return _not_found()
         if permission not in self.permissions:
+            if not self.permissions:  # a token stripped of every permission answers 401, not 403
+                return _json(401, {"detail": "Invalid token."})
             return _json(403, {"detail": "You do not have permission to perform this action."})
         malformed = self.faults._take("malformed", path, target)
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}

@@ -132,6 +132,25 @@ def test_revoked_token_fails_with_401_message_and_no_manifest(pipeline, lambda_c
     assert all_keys(prefix="snapshots/") == []  # no manifest, and the parts written were removed
 
 
+def test_a_token_without_any_permission_gets_401_and_the_message_names_both_causes(pipeline, lambda_context):
+    pipeline(Fleet.generate(20, seed=2), permissions=set())
+    with pytest.raises(KandjiAuthError, match="401 Unauthorized: the API token is wrong, revoked or expired, or it "
+                                              r"lacks the permission GET /devices \(Device list\)"):
+        run_collector(lambda_context)
+    assert all_keys(prefix="snapshots/") == []
+
+
+@pytest.mark.parametrize("era", ["2022", "2023", "2024"])
+def test_responses_of_every_header_era_give_a_complete_snapshot(pipeline, lambda_context, era):
+    """2022: no rate-limit headers, x-total-count and `link: <None>`; 2023: Kong's via; 2024: the set."""
+    fleet = Fleet.generate(150, seed=3)
+    sim = pipeline(fleet, headers_era=era, rate_limit_per_second=50)
+    run_collector(lambda_context)  # 1000/s asked of a 50/s tenant: 429s, with or without headers
+    [manifest] = manifests()
+    assert manifest["device_count"] == 150 and manifest["tables"]["device_details"]["rows"] == 150
+    assert sim.stats.by_endpoint.get("secrets", 0) == 0  # never asked for a secret
+
+
 def test_missing_permission_names_the_endpoint(pipeline, lambda_context):
     pipeline(Fleet.generate(20, seed=2), permissions={"devices", "details"})
     with pytest.raises(KandjiAuthError, match=r"403 Forbidden: the API token lacks the permission "

@@ -144,6 +144,15 @@ def test_permissions_403_and_method_405(fleet1000):
         r = requests.post(sim.api_url + "devices", headers=AUTH, json={"x": 1})
         assert r.status_code == 405
         assert get(sim, "devices", params={"limit": 1}).status_code == 200  # connection still sane
+        # Secrets (FileVault key, bypass code, ...) are never granted here: 403, and counted.
+        assert get(sim, f"devices/{device_id}/secrets/filevaultkey").status_code == 403
+        assert sim.stats.by_endpoint["secrets"] == 1
+
+
+def test_a_token_stripped_of_every_permission_answers_401(fleet1000):
+    with KandjiSimulator(fleet1000, token=TOKEN, permissions=set()) as sim:
+        r = get(sim, "devices", params={"limit": 1})
+        assert r.status_code == 401 and r.json() == {"detail": "Invalid token."}
 
 
 # ---------------------------------------------------------------------------- rate limiting
@@ -382,6 +391,7 @@ def test_detail_quirks_per_platform(sim1000, fleet1000, session):
                                              "device_activation_lock_enabled", "activation_lock_supported",
                                              "activation_lock_allowed_while_supervised"}
         assert all(isinstance(v, bool) for v in d["activation_lock"].values())
+        assert all(isinstance(v, bool) for v in d["automated_device_enrollment"].values())
         assert d.get("security_information", {}) in ({}, {"remote_desktop_enabled": False},
                                                       {"remote_desktop_enabled": True})
         assert 95 <= len(d["users"]["system_users"]) <= 105
