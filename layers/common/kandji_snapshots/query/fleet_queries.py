@@ -284,7 +284,7 @@ ORDER BY d.device_name, d.serial_number""",
         name="platform_summary",
         title="Kandji: devices per platform",
         description="The latest snapshot per platform (Windows and Android included): devices, MDM off, "
-                    "missing, in lost mode, agent installed, and the OS versions seen.",
+                    "missing, in lost mode, agent installed, and how many OS versions are in use.",
         athena_sql=f"""{_ATHENA_LATEST}
 SELECT
     d.platform,
@@ -293,8 +293,7 @@ SELECT
     count_if(coalesce(d.is_missing, false)) AS missing,
     count_if(upper(coalesce(d.lost_mode_status, '')) = 'ENABLED') AS in_lost_mode,
     count_if(coalesce(d.agent_installed, false)) AS agent_installed,
-    count(DISTINCT d.os_version) AS os_versions,
-    max(d.os_version) AS newest_os_version
+    count(DISTINCT d.os_version) AS os_versions
 FROM devices d
 JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
 WHERE d.dt >= {_RECENT}
@@ -308,8 +307,7 @@ SELECT
     count_if(coalesce(d.is_missing, false)) AS missing,
     count_if(upper(coalesce(d.lost_mode_status, '')) = 'ENABLED') AS in_lost_mode,
     count_if(coalesce(d.agent_installed, false)) AS agent_installed,
-    count(DISTINCT d.os_version) AS os_versions,
-    max(d.os_version) AS newest_os_version
+    count(DISTINCT d.os_version) AS os_versions
 FROM devices d
 JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
 GROUP BY d.platform
