@@ -105,6 +105,24 @@ def test_stripping_removes_only_volatile_values():
     assert b'"last_check_in":' not in stripped and b'"device_name":"Mac d1"' in stripped
 
 
+def test_stripping_scans_only_up_to_the_columns_that_hold_no_volatile_key():
+    volatile = VolatileValues.for_table("device_details", ChangeRules())
+    payload = details_payload("d1")
+    line = encode_row(details_row(payload, "S", "d1", "2026-11-23T10:00:01.000000Z"))
+    head = row_head(line, True)[1]
+    cut = line.index(b',"recovery_information":')
+    stripped = volatile.strip(line, head)
+    assert stripped.endswith(line[cut:])  # the tail (users JSON text, profiles, ...) is left as it is
+    assert b'"time_since_boot"' not in stripped and b'"available"' not in stripped
+    # a difference in the tail still makes the rows differ
+    payload["recovery_information"]["recovery_lock_enabled"] = False
+    other = encode_row(details_row(payload, "S", "d1", "2026-11-23T10:00:01.000000Z"))
+    assert volatile.strip(other, head) != stripped
+    # ignoring a later field moves the cut behind it
+    later = VolatileValues.for_table("device_details", ChangeRules(["apple_business_manager.device_assigned_date"]))
+    assert later._tail == b',"security_information":'
+
+
 def test_row_head_skips_fetched_at_and_handles_escaped_ids():
     line = encode_row(details_row(details_payload('we"ird'), "20261123T100000Z", 'we"ird',
                                   "2026-11-23T10:00:01.000000Z"))
