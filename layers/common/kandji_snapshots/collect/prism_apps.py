@@ -1,4 +1,4 @@
-"""Fleet-wide apps from Prism: one request per 300 app rows instead of one per device.
+"""Fleet-wide apps from Prism: one request per page of app rows (up to 300) instead of one per device.
 
 Prism pages are in Prism's order, not by device; the snapshot wants apps grouped
 and sorted by device without holding the fleet's apps in memory. So the rows go
