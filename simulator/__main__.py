@@ -5,6 +5,7 @@ import argparse
 import threading
 
 from . import Fleet, KandjiSimulator
+from .server import HEADER_ERAS, PRISM_PAGE_ROWS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,12 +20,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate-limit-per-second", type=int, default=None)
     parser.add_argument("--rate-limit-per-hour", type=int, default=10000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    parser.add_argument("--headers-era", choices=HEADER_ERAS, default="2024",
+                        help="response headers as recorded in that year (2022/2023: no rate-limit headers)")
+    parser.add_argument("--prism-page-rows", type=int, default=PRISM_PAGE_ROWS,
+                        help=f"rows per /prism/apps page at most, whatever the limit (default {PRISM_PAGE_ROWS})")
+    parser.add_argument("--prism-cursors", action="store_true", help="hand out Prism cursors (default: null)")
     args = parser.parse_args(argv)
 
     fleet = Fleet.generate(args.devices, seed=args.seed, apps_per_device=tuple(args.apps))
     sim = KandjiSimulator(fleet, token=args.token, host=args.host, port=args.port,
                           rate_limit_per_second=args.rate_limit_per_second,
-                          rate_limit_per_hour=args.rate_limit_per_hour, latency=args.latency)
+                          rate_limit_per_hour=args.rate_limit_per_hour, latency=args.latency,
+                          headers_era=args.headers_era, prism_page_rows=args.prism_page_rows,
+                          prism_cursors=args.prism_cursors)
     with sim:
         print(f"Kandji simulator: {len(fleet)} devices at {sim.api_url} (token {args.token!r}); Ctrl-C to stop",
               flush=True)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-PLATFORMS = ("Mac", "iPhone", "iPad", "AppleTV")
+PLATFORMS = ("Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android")
+APPLE_PLATFORMS = PLATFORMS[:4]
 
-# Roughly what a mixed business fleet looks like.
-DEFAULT_PLATFORM_MIX = {"Mac": 0.55, "iPhone": 0.20, "iPad": 0.15, "AppleTV": 0.10}
+# Roughly what a mixed business fleet looks like (Iru manages Windows and Android too).
+DEFAULT_PLATFORM_MIX = {"Mac": 0.50, "iPhone": 0.18, "iPad": 0.14, "AppleTV": 0.08, "Windows": 0.06,
+                        "Android": 0.04}
 
 
 class Model(NamedTuple):
@@ -49,6 +51,15 @@ MODELS = {
         Model("Apple TV 4K (3rd generation)", "", "AppleTV14,1", "", "", "", 64.0),
         Model("Apple TV 4K (2nd generation)", "", "AppleTV11,1", "", "", "", 32.0),
     ),
+    "Windows": (
+        Model("Latitude 7440", "", "", "", "", "", 512.0),
+        Model("ThinkPad X1 Carbon Gen 11", "", "", "", "", "", 512.0),
+        Model("Surface Laptop 5", "", "", "", "", "", 256.0),
+    ),
+    "Android": (
+        Model("Pixel 8", "", "", "", "", "", 128.0),
+        Model("Galaxy S23", "", "", "", "", "", 256.0),
+    ),
 }
 
 # (os_version, build, supplemental_build_version, supplemental_os_version_extra)
@@ -74,6 +85,16 @@ OS_VERSIONS = {
     "AppleTV": (
         ("17.5", "21L569", "", ""),
         ("17.6", "21M71", "", ""),
+    ),
+    # Windows reports the kernel version; its updates show in supplemental_build_version.
+    "Windows": (
+        ("10.0.22631", "", "22631.3737", ""),
+        ("10.0.22631", "", "22631.3880", ""),
+        ("10.0.19045", "", "19045.4529", ""),
+    ),
+    "Android": (
+        ("14", "", "AP2A.240605.024", ""),
+        ("13", "", "TQ3A.230901.001", ""),
     ),
 }
 
@@ -190,9 +211,10 @@ MAC_APPS: tuple[App, ...] = (
     _mas("The Unarchiver", "com.macpaw.site.theunarchiver", ("4.3.8",)),
     _mas("WhatsApp", "net.whatsapp.WhatsApp", ("24.12.78",)),
     # Quirks: a helper with no bundle_id key at all, and a legacy tool with an empty one.
-    App("install_helper", None, "/Library/Application Support/Acme/install_helper.app", ("2.1",),
+    # Both report the version as the text "No value", as real inventories do.
+    App("install_helper", None, "/Library/Application Support/Acme/install_helper.app", ("No value",),
         "Unknown", ""),
-    App("Legacy Reporting Tool", "", "/Applications/Legacy Reporting Tool.app", ("1.0",),
+    App("Legacy Reporting Tool", "", "/Applications/Legacy Reporting Tool.app", ("No value",),
         "Unknown", ""),
 )
 
@@ -226,6 +248,26 @@ IOS_APPS: tuple[App, ...] = tuple(
     )
 )
 
+WINDOWS_APPS: tuple[App, ...] = tuple(
+    App(name, bundle, path, versions, "", "")
+    for name, bundle, path, versions in (
+        ("Google Chrome", "", "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe", ("126.0.6478.127",)),
+        ("Microsoft Edge", "", "C:\\Program Files (x86)\\Microsoft\\Edge\\Application\\msedge.exe",
+         ("126.0.2592.68",)),
+        ("Microsoft Teams", "", "C:\\Program Files\\WindowsApps\\MSTeams\\ms-teams.exe", ("24152.405.2925.6762",)),
+        ("Zoom Workplace", "", "C:\\Program Files\\Zoom\\bin\\Zoom.exe", ("6.1.1",)),
+    )
+)
+
+ANDROID_APPS: tuple[App, ...] = tuple(
+    App(name, bundle, "", versions, "", "")
+    for name, bundle, versions in (
+        ("Slack", "com.Slack", ("24.06.10.0",)),
+        ("Microsoft Outlook", "com.microsoft.office.outlook", ("4.2424.1",)),
+        ("Google Chrome", "com.android.chrome", ("126.0.6478.71",)),
+    )
+)
+
 TV_APPS: tuple[App, ...] = tuple(
     App(name, bundle, "", versions, "", "")
     for name, bundle, versions in (
@@ -242,4 +284,36 @@ PROFILES = (
     ("Restrictions", "io.kandji.restrictions", ("com.apple.applicationaccess",)),
     ("Root CA", "io.kandji.cert.rootca", ("com.apple.security.root",)),
     ("FileVault", "io.kandji.filevault", ("com.apple.MCX.FileVault2", "com.apple.security.FDERecoveryKeyEscrow")),
+)
+
+
+# The Kandji agent's version as the API spells it: marketing version and build.
+AGENT_VERSIONS = ("3.7.2 (2834)", "4.5.9 (5160)", "4.3.2 (4711)")
+
+# macOS's own accounts, listed by details' users.system_users (about 99 on a real Mac).
+# (username, uid, full name, home); admin is "No" except for root.
+_DAEMONS = (
+    "_amavisd", "_appleevents", "_appowner", "_appserver", "_ard", "_assetcache", "_astris", "_atsserver",
+    "_avbdeviced", "_calendar", "_captiveagent", "_ces", "_clamav", "_cmiodalassistants", "_coreaudiod",
+    "_coremediaiod", "_coreml", "_ctkd", "_cvmsroot", "_cvs", "_cyrus", "_datadetectors", "_demod",
+    "_devdocs", "_devicemgr", "_diskimagesiod", "_displaypolicyd", "_distnote", "_dovecot", "_dovenull",
+    "_dpaudio", "_driverkit", "_eppc", "_findmydevice", "_fpsd", "_ftp", "_fud", "_gamecontrollerd",
+    "_geod", "_hidd", "_iconservices", "_installassistant", "_installcoordinationd", "_installer", "_jabber",
+    "_kadmin_admin", "_kadmin_changepw", "_knowledgegraphd", "_krb_anonymous", "_krb_changepw",
+    "_krb_kadmin", "_krb_kerberos", "_krb_krbtgt", "_krbfast", "_krbtgt", "_launchservicesd", "_lda", "_locationd",
+    "_logd", "_lp", "_mailman", "_mbsetupuser", "_mcxalr", "_mdnsresponder", "_mobileasset", "_mysql",
+    "_nearbyd", "_netbios", "_netstatistics", "_networkd", "_notification_proxy", "_nsurlsessiond",
+    "_oahd", "_ondemand", "_postfix", "_postgres", "_qtss", "_reportmemoryexception", "_rmd",
+    "_sandbox", "_screensaver", "_scsd", "_securityagent", "_softwareupdate", "_spotlight", "_sshd",
+    "_svn", "_taskgated", "_teamsserver", "_timed", "_timezone", "_tokend", "_trustd", "_trustevaluationagent",
+    "_unknown", "_update_sharing", "_usbmuxd", "_uucp", "_warmd", "_webauthserver", "_windowserver", "_www",
+    "_wwwproxy", "_xserverdocs",
+)
+SYSTEM_USERS: tuple[tuple[str, str, str, str], ...] = (
+    ("root", "0", "System Administrator", "/var/root"),
+    ("daemon", "1", "System Services", "/var/root"),
+    ("nobody", "-2", "Unprivileged User", "/var/empty"),
+    *((name, str(26 if name == "_lp" else 200 + i), name.lstrip("_").replace("_", " ").title(),
+       "/var/spool/cups" if name == "_lp" else "/var/empty")
+      for i, name in enumerate(_DAEMONS[:96])),
 )

@@ -25,6 +25,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from .catalog import (
+    AGENT_VERSIONS,
+    ANDROID_APPS,
     BLUEPRINT_NAMES,
     CHROME,
     DEFAULT_PLATFORM_MIX,
@@ -36,9 +38,11 @@ from .catalog import (
     OS_VERSIONS,
     PLATFORMS,
     PROFILES,
+    SYSTEM_USERS,
     TAG_NAMES,
     TIME_SINCE_BOOT,
     TV_APPS,
+    WINDOWS_APPS,
     App,
     Model,
 )
@@ -67,7 +71,6 @@ LIST_FIELDS = ("device_id", "device_name", "model", "serial_number", "platform",
 OLD_MISSING_FIELDS = ("tags", "lost_mode_status", "supplemental_build_version",
                       "supplemental_os_version_extra")
 
-AGENT_VERSIONS = ("4.3.2", "4.2.1", "3.9.2")
 _SERIAL_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"  # no I/O, like Apple serials
 
 
@@ -105,8 +108,9 @@ class _Device:
     filevault: bool | None = None  # override; None = the generated default
     lost_mode: bool = False
     lost_since: datetime | None = None
+    lost_until: datetime | None = None  # lost mode was on once, then turned off at this time
+    overrides: dict[str, dict[str, Any]] | None = None  # set_detail(): section -> key -> value
     apps: list[dict[str, str]] | None = None  # materialised only after an app mutation
-    app_seq: int = 0  # for ids of installed apps
 
 
 class Fleet:
@@ -184,7 +188,8 @@ class Fleet:
         # The person: assigned as `user`, or only a local account on an unassigned device.
         first_name, last_name = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         shortname = f"{first_name[0]}{last_name}".lower().replace("'", "")
-        unassigned_p = {"Mac": 0.06, "iPhone": 0.03, "iPad": 0.35, "AppleTV": 0.9}[platform]
+        unassigned_p = {"Mac": 0.06, "iPhone": 0.03, "iPad": 0.35, "AppleTV": 0.9, "Windows": 0.05,
+                        "Android": 0.1}[platform]
         assigned = rng.random() >= unassigned_p
         user_id: int | str = rng.randint(1, 5000) if old else _uuid(rng)
         archived = rng.random() < 0.03
@@ -199,6 +204,8 @@ class Fleet:
             name = f"{first_name}'s {model.model_name}" if assigned else f"MAC-{serial[-6:]}"
         elif platform == "AppleTV":
             name = f"Conference Room {room}"
+        elif platform == "Windows":
+            name = f"{first_name}'s PC" if assigned else f"WIN-{serial[-6:]}"
         else:
             name = f"{first_name}'s {platform}" if assigned else f"Shared {platform} {serial[-4:]}"
 
@@ -212,7 +219,7 @@ class Fleet:
         mdm_enabled = rng.random() >= 0.03
         agent_version = rng.choice(AGENT_VERSIONS)
         agent_installed = platform == "Mac" and rng.random() >= 0.05
-        lost = platform in ("iPhone", "iPad") and rng.random() < 0.02
+        lost = platform in ("iPhone", "iPad", "Android") and rng.random() < 0.02
         tags = rng.sample(TAG_NAMES, rng.choice((0, 0, 0, 1, 1, 2)))
         asset_tag = f"AT-{rng.randint(1, 99999):05d}" if rng.random() < 0.4 else ""
 
@@ -285,7 +292,7 @@ class Fleet:
     def apps(self, device_id: str) -> list[dict]:
         """The `apps` list the API serves for this device (KeyError if unknown/removed)."""
         with self._lock:
-            return [dict(app) for app in self._apps_of(self._get(device_id))]
+            return self._served_apps(self._get(device_id))
 
     def app_count(self, device_id: str) -> int:
         with self._lock:
@@ -298,7 +305,7 @@ class Fleet:
         for device_id in ids:
             with self._lock:
                 dev = self._devices.get(device_id)
-                rows = [] if dev is None else [_prism_row(dev.item, a) for a in self._apps_of(dev)]
+                rows = [] if dev is None else [_prism_row(dev, a) for a in self._served_apps(dev)]
             yield from rows
 
     def prism_app_total(self) -> int:
@@ -351,8 +358,8 @@ class Fleet:
             while pos < len(ids) and len(rows) < limit:
                 dev = self._devices[ids[pos]]
                 start = offset + len(rows) - (cumulative[pos - 1] if pos else 0)
-                apps = self._apps_of(dev)[start:start + limit - len(rows)]
-                rows.extend(_prism_row(dev.item, app) for app in apps)
+                apps = self._served_apps(dev, start, start + limit - len(rows))
+                rows.extend(_prism_row(dev, app) for app in apps)
                 pos += 1
             return rows, total
 
@@ -362,6 +369,8 @@ class Fleet:
         # exactly the fields it is about and nothing else.
         rng = random.Random(f"{self.seed}:{dev.device_id}:details")
         item, platform, model = dev.item, dev.platform, dev.model
+        if platform in ("Windows", "Android"):
+            return self._other_details(dev, rng)
         mac, tv, ios = platform == "Mac", platform == "AppleTV", platform in ("iPhone", "iPad")
         boot_index = rng.randrange(len(TIME_SINCE_BOOT))
         supervised = rng.random() < 0.9
@@ -369,8 +378,8 @@ class Fleet:
             "bypass_code_failed": False,
             "user_activation_lock_enabled": rng.random() < 0.1,
             "device_activation_lock_enabled": rng.random() < 0.3,
-            "activation_lock_allowed_while_supervised": rng.choice((True, False, None)),
-            "activation_lock_supported": rng.choice((True, True, None)),
+            "activation_lock_allowed_while_supervised": rng.random() < 0.5,
+            "activation_lock_supported": rng.random() < 0.95,
         }
         default_filevault = rng.random() < 0.85
         recovery_key_type = rng.choice(("Personal", "Personal", "Institutional"))
@@ -388,9 +397,14 @@ class Fleet:
         profile_ids = [_uuid(rng).upper() for _ in profiles]
         remote_desktop = rng.random() < 0.2
         latitude, longitude = rng.uniform(25, 48), rng.uniform(-122, -71)
-        imei = f"35 {rng.randrange(10**6):06d} {rng.randrange(10**6):06d} {rng.randrange(10)}"
-        iccid = "8901 " + " ".join(f"{rng.randrange(10**4):04d}" for _ in range(4))
         carrier = rng.choice(("Verizon", "AT&T", "T-Mobile"))
+        apple_silicon = "Apple" in model.processor
+        recovery_lock = apple_silicon and rng.random() < 0.4
+        firmware_password = not apple_silicon and rng.random() < 0.4
+        rotation_scheduled = rng.random() < 0.3
+        fv_rotation = rng.random() < 0.3
+        cellular_iphone = rng.random() < 0.9
+        color = rng.choice(("Space Gray", "Silver", "Midnight", "Starlight"))
 
         # Volatile fields: change on every check-in, in a way that always differs from the last.
         time_since_boot = TIME_SINCE_BOOT[(boot_index + 7 * dev.check_ins) % len(TIME_SINCE_BOOT)]
@@ -407,29 +421,34 @@ class Fleet:
         agent_on = bool(item["agent_installed"])
         enrolled = format_ts(dev.last_enrolled, dev.fmt["general"])
         first = item.get("first_enrollment")
+        general = {
+            "device_id": dev.device_id,
+            "device_name": item["device_name"],
+            "last_enrollment": enrolled,
+            "first_enrollment": format_ts(dev.first_enrolled, dev.fmt["general"]) if first else first,
+            "model": item["model"],
+            "platform": platform,
+            "os_version": item["os_version"],
+            "system_version": f"{item['os_version']} ({dev.build})",
+            "boot_volume": "Macintosh HD" if mac else "",
+            "time_since_boot": time_since_boot,
+            "last_user": dev.shortname if mac else "",
+            "asset_tag": item["asset_tag"],
+            "assigned_user": copy.deepcopy(item["user"]),
+            "blueprint_name": item["blueprint_name"],
+            "blueprint_uuid": item["blueprint_id"],
+        }
+        for key in ("supplemental_build_version", "supplemental_os_version_extra"):
+            if key in item:  # newer OSes and tenants only
+                general[key] = item[key]
         details: dict[str, Any] = {
-            "general": {
-                "device_id": dev.device_id,
-                "device_name": item["device_name"],
-                "last_enrollment": enrolled,
-                "first_enrollment": format_ts(dev.first_enrolled, dev.fmt["general"]) if first else first,
-                "model": item["model"],
-                "platform": platform,
-                "os_version": item["os_version"],
-                "system_version": f"{item['os_version']} ({dev.build})",
-                "boot_volume": "Macintosh HD" if mac else "",
-                "time_since_boot": time_since_boot,
-                "last_user": dev.shortname if mac else "",
-                "asset_tag": item["asset_tag"],
-                "assigned_user": copy.deepcopy(item["user"]),
-                "blueprint_name": item["blueprint_name"],
-                "blueprint_uuid": item["blueprint_id"],
-            },
+            "general": general,
             "mdm": {
                 "mdm_enabled": _bool_str(item["mdm_enabled"]),
                 "supervised": _bool_str(supervised),
                 "install_date": format_ts(dev.last_enrolled + timedelta(seconds=4), dev.fmt["mdm_install"]),
                 "last_check_in": format_ts(dev.checked_in, dev.fmt["mdm_check_in"]),
+                "mdm_enabled_user": [dev.full_name] if mac and isinstance(item["user"], dict) else [],
             },
             "activation_lock": activation_lock,
         }
@@ -438,23 +457,18 @@ class Fleet:
                 "filevault_enabled": filevault_on,
                 "filevault_recoverykey_type": recovery_key_type if filevault_on else "",
                 "filevault_prk_escrowed": filevault_on,
-                "filevault_next_rotation": "",
+                "filevault_next_rotation": format_ts(REFERENCE_NOW + timedelta(days=30), 2)
+                if filevault_on and fv_rotation else "",
                 "filevault_regen_required": False,
             }
         elif ios:
             details["filevault"] = {"filevault_enabled": None, "filevault_recoverykey_type": "",
                                     "filevault_prk_escrowed": False, "filevault_next_rotation": "",
                                     "filevault_regen_required": False}
-        details["lost_mode"] = {}
-        if dev.lost_mode:
-            since = format_ts(dev.lost_since or dev.checked_in, 0)
-            details["lost_mode"] = {
-                "status": "ENABLED", "enabled_by": "it-admin@example.com", "enabled_at": since,
-                "location": {"latitude": f"{latitude:.6f}", "longitude": f"{longitude:.6f}",
-                             "horizontal_accuracy": "65", "last_located": since},
-            }
+        if not tv:  # AppleTV leaves the key out entirely
+            details["lost_mode"] = self._lost_mode(dev, latitude, longitude)
         details["automated_device_enrollment"] = (
-            {"auto_enroll_eligible": "True", "auto_enrolled": _bool_str(supervised)} if ade else {})
+            {"auto_enroll_eligible": True, "auto_enrolled": supervised} if ade else {})
         details["kandji_agent"] = {}
         if mac:
             details["kandji_agent"] = {
@@ -468,15 +482,22 @@ class Fleet:
                 "processor_name": model.processor, "number_of_processors": model.cores,
                 "memory": model.memory, "udid": udid, "serial_number": item["serial_number"],
             }
-            volumes = [volume("Macintosh HD", "APFS", model.capacity_gb, used_fraction,
-                              "Yes" if filevault_on else "No", "disk3s1s1")]
+            # A real Mac lists both APFS volumes of its boot container: the sealed, read-only system
+            # volume is never FileVault-encrypted ("No" is normal); the Data volume is when FileVault is on.
+            volumes = [
+                volume("Macintosh HD", "APFS", model.capacity_gb, 0.04, "No", "disk1s5s1"),
+                volume("Macintosh HD - Data", "APFS (Encrypted)" if filevault_on else "APFS",
+                       model.capacity_gb, used_fraction, "Yes" if filevault_on else "No", "disk1s1"),
+            ]
             if external_disk:
                 volumes.append(volume("Backup", "ExFAT", 931.51, external_fraction, "", "disk4s2"))
             details["volumes"] = volumes
         else:
             details["hardware_overview"] = {"uuid": udid, "serial_number": item["serial_number"],
                                             "model_identifier": model.model_identifier}
-            details["volumes"] = [volume("Data", "APFS", model.capacity_gb, used_fraction, "", "")]
+            # iPad volumes come without a name; AppleTV lists none.
+            details["volumes"] = [] if tv else [
+                volume("" if platform == "iPad" else "Data", "APFS", model.capacity_gb, used_fraction, "", "")]
         if tv:
             details["network"] = {}
         else:
@@ -486,10 +507,16 @@ class Fleet:
                 "public_ip": public_ip,
             }
         if mac:
-            details["recovery_information"] = {
-                "recovery_lock_enabled": False, "firmware_password_exist": False,
-                "firmware_password_pending": False, "password_rotation_scheduled": None,
+            recovery = {
+                "recovery_lock_enabled": recovery_lock, "firmware_password_exist": firmware_password,
+                "firmware_password_pending": False,
+                "password_rotation_scheduled": format_ts(REFERENCE_NOW + timedelta(days=7), 0)
+                if (recovery_lock or firmware_password) and rotation_scheduled else None,
+                "password_escrowed": recovery_lock or firmware_password,
             }
+            if not dev.old:
+                recovery["password_has_been_set"] = recovery_lock or firmware_password
+            details["recovery_information"] = recovery
             regular = [{"username": dev.shortname, "uid": "501", "path": f"/Users/{dev.shortname}",
                         "name": dev.full_name, "admin": "Yes"}]
             if extra_admin:
@@ -500,10 +527,9 @@ class Fleet:
                                 "name": "Guest", "admin": "No"})
             details["users"] = {
                 "regular_users": regular,
-                "system_users": [
-                    {"username": "root", "uid": "0", "path": "/var/root", "name": "System Administrator", "admin": "Yes"},
-                    {"username": "_mbsetupuser", "uid": "248", "path": "/var/setup", "name": "Setup User", "admin": "No"},
-                ],
+                "system_users": [{"username": username, "uid": uid, "path": home, "name": name,
+                                  "admin": "Yes" if uid == "0" else "No"}
+                                 for username, uid, name, home in SYSTEM_USERS],
             }
         details["installed_profiles"] = [
             {"name": name, "uuid": pid, "verified": "verified", "identifier": identifier,
@@ -511,31 +537,90 @@ class Fleet:
              "install_date": format_ts(dev.last_enrolled + timedelta(minutes=i + 1), dev.fmt["profiles"])}
             for i, ((name, identifier, payloads), pid) in enumerate(zip(profiles, profile_ids))
         ]
-        details["apple_business_manager"] = (
-            {"device_assigned_by": "it-admin@example.com", "profile_status": "pushed",
-             "device_assigned_date": format_ts(dev.first_enrolled - timedelta(days=1), 2)} if ade else {})
+        details["apple_business_manager"] = {
+            "model": model.model_identifier, "color": color, "description": item["model"].upper(),
+            "serial_number": item["serial_number"], "device_family": platform,
+            "os": {"Mac": "OSX", "AppleTV": "tvOS"}.get(platform, "iOS"),
+            "device_assigned_by": "it-admin@example.com",
+            "device_assigned_date": format_ts(dev.first_enrolled - timedelta(days=1), 0),
+        } if ade else {}
         if mac and not dev.old:
-            details["security_information"] = {
-                "remote_desktop_enabled": remote_desktop, "secure_boot_level": "full",
-                "external_boot_level": "disallowed" if "Apple" in model.processor else "",
-                "system_integrity_protection": "Enabled",
-            }
+            details["security_information"] = {"remote_desktop_enabled": remote_desktop}
         elif ios and not dev.old:
-            details["security_information"] = {"passcode_present": True, "passcode_compliant": True,
-                                               "data_protection": True, "hardware_encryption_caps": "3"}
+            details["security_information"] = {}
         if mac:
             details["cellular"] = {}
-        elif platform == "iPhone":
+        elif ios:
+            has_sim = platform == "iPhone" and cellular_iphone
             details["cellular"] = {
-                "imei": imei, "iccid": iccid, "carrier_settings_version": "58.0",
-                "current_carrier_network": carrier, "home_carrier_network": carrier,
-                "data_roaming_enabled": "False", "voice_roaming_enabled": "False",
+                "voice_roaming": False, "data_roaming": False,
+                "cellular_technology": 2 if has_sim else 0,
+                "subscriptions": [{"carrier": carrier, "slot": "CTSubscriptionSlotOne", "is_data_preferred": True}]
+                if has_sim else [],
             }
-        elif platform == "iPad":
-            details["cellular"] = {}
         if "tags" in item:  # older tenants have no tags anywhere
             details["tags"] = list(item["tags"])
-        return details
+        return _apply_overrides(details, dev.overrides)
+
+    def _lost_mode(self, dev: _Device, latitude: float, longitude: float) -> dict:
+        """{} until lost mode was first used; then its real keys, the location moving at each check-in."""
+        if dev.lost_since is None:
+            return {}
+        since = format_ts(dev.lost_since, 0)
+        section = {
+            "lost_mode_status": "ENABLED" if dev.lost_mode else "DISABLED",
+            "enabled_by": "it-admin@example.com", "enable_status_at": since,
+            "disable_status": "" if dev.lost_mode else "DISABLED",
+            "disabled_by": "" if dev.lost_mode else "it-admin@example.com",
+            "disable_status_at": "" if dev.lost_mode or dev.lost_until is None else format_ts(dev.lost_until, 0),
+            "lock_screen_message": "This device has been lost. Please call IT.",
+            "lock_screen_phone_number": "+1 555 0100", "lock_screen_footnote": "Example Corp IT",
+            "last_location_status": "", "last_location_status_at": "", "last_location": {},
+            "last_location_at": "", "sound_status": "", "sound_status_at": "",
+        }
+        if dev.lost_mode:  # the device reports where it is at every check-in
+            located = format_ts(max(dev.checked_in, dev.lost_since), 0)
+            drift = dev.check_ins * 0.0013
+            section.update({
+                "last_location_status": "ACKNOWLEDGED", "last_location_status_at": located,
+                "last_location": {"latitude": f"{latitude + drift:.6f}", "longitude": f"{longitude - drift:.6f}"},
+                "last_location_at": located, "sound_status": "ACKNOWLEDGED", "sound_status_at": located,
+            })
+        return section
+
+    def _other_details(self, dev: _Device, rng: random.Random) -> dict:
+        """Windows and Android: shapes not published; a few sections, others `{}` or missing."""
+        item = dev.item
+        supervised = rng.random() < 0.5
+        latitude, longitude = rng.uniform(25, 48), rng.uniform(-122, -71)
+        general = {
+            "device_id": dev.device_id, "device_name": item["device_name"], "model": item["model"],
+            "platform": dev.platform, "os_version": item["os_version"],
+            "asset_tag": item["asset_tag"], "assigned_user": copy.deepcopy(item["user"]),
+            "blueprint_name": item["blueprint_name"], "blueprint_uuid": item["blueprint_id"],
+            "last_enrollment": format_ts(dev.last_enrolled, dev.fmt["general"]),
+        }
+        if "supplemental_build_version" in item:
+            general["supplemental_build_version"] = item["supplemental_build_version"]
+        details: dict[str, Any] = {
+            "general": general,
+            "mdm": {"mdm_enabled": _bool_str(item["mdm_enabled"]),
+                    "last_check_in": format_ts(dev.checked_in, dev.fmt["mdm_check_in"])},
+            "activation_lock": {},
+            "kandji_agent": {},
+            "hardware_overview": {"serial_number": item["serial_number"]},
+            "network": {},
+        }
+        if dev.platform == "Android":
+            details["mdm"]["supervised"] = _bool_str(supervised)
+            details["lost_mode"] = self._lost_mode(dev, latitude, longitude)
+            details["cellular"] = {}
+        else:
+            details["filevault"] = {}
+            details["volumes"] = []
+        if "tags" in item:
+            details["tags"] = list(item["tags"])
+        return _apply_overrides(details, dev.overrides)
 
     # ------------------------------------------------------------------ apps
     def _app_range(self, platform: str) -> tuple[int, int]:
@@ -544,6 +629,8 @@ class Fleet:
             return lo, hi
         if platform == "AppleTV":
             return 0, min(3, hi)
+        if platform in ("Windows", "Android"):
+            return min(2, hi), min(len(WINDOWS_APPS if platform == "Windows" else ANDROID_APPS), hi)
         return lo // 2, hi // 2
 
     def _apps_rng(self, dev: _Device) -> tuple[random.Random, int]:
@@ -556,13 +643,23 @@ class Fleet:
         return len(dev.apps) if dev.apps is not None else self._apps_rng(dev)[1]
 
     def _apps_of(self, dev: _Device) -> list[dict[str, str]]:
-        """The served app list; callers must not mutate the returned dicts."""
+        """The device's apps without their inventory fields; callers must not mutate the dicts."""
         return dev.apps if dev.apps is not None else self._generate_apps(dev)
+
+    def _served_apps(self, dev: _Device, start: int = 0, stop: int | None = None) -> list[dict[str, str]]:
+        """Apps as the API serves them: every inventory gives the rows new sequential ids, and
+        creation/modification dates are the inventory's time, shared by every app of the device."""
+        apps = self._apps_of(dev)[start:stop]
+        first_id = 10_000_000 * (dev.check_ins + 1) + dev.index * 1_000 + start
+        inventory = format_ts(dev.checked_in, 0)
+        return [{**app, "app_id": str(first_id + i), "creation_date": inventory, "modification_date": inventory}
+                for i, app in enumerate(apps)]
 
     def _generate_apps(self, dev: _Device) -> list[dict[str, str]]:
         rng, count = self._apps_rng(dev)
         mac = dev.platform == "Mac"
-        pool = MAC_APPS if mac else TV_APPS if dev.platform == "AppleTV" else IOS_APPS
+        pool = {"Mac": MAC_APPS, "AppleTV": TV_APPS, "Windows": WINDOWS_APPS,
+                "Android": ANDROID_APPS}.get(dev.platform, IOS_APPS)
         duplicate = mac and count >= 2 and rng.random() < 0.12  # two copies of Chrome
         if duplicate:
             candidates = [app for app in pool if app is not CHROME]
@@ -593,14 +690,11 @@ class Fleet:
     @staticmethod
     def _app_dict(rng: random.Random, dev: _Device, app: App, path: str, version: str) -> dict[str, str]:
         mac = dev.platform == "Mac"
-        app_id = str(rng.randint(1000, 9_999_999)) if mac else _uuid(rng)
         size = str(rng.randint(1_000_000, 2_000_000_000))
-        created = REFERENCE_NOW - timedelta(days=rng.uniform(30, 900))
-        modified = created + timedelta(days=rng.uniform(0, 25))
         store = app.source == "App Store"
         vpp = rng.random() < 0.5
         entry = {
-            "app_id": app_id,
+            "app_id": "",  # app_id and the dates are filled in per inventory (_served_apps)
             "app_name": app.name,
             "bundle_id": app.bundle_id,
             "bundle_size": size,
@@ -609,8 +703,8 @@ class Fleet:
             "source": app.source,
             "process": app.name if mac else "",
             "signature": app.signature,
-            "creation_date": format_ts(created, 4) if mac else "",
-            "modification_date": format_ts(modified, 4) if mac else "",
+            "creation_date": "",
+            "modification_date": "",
             "path": path,
             "version": version,
         }
@@ -663,12 +757,9 @@ class Fleet:
         with self._lock:
             dev = self._get(device_id)
             apps = self._materialise_apps(dev)
-            dev.app_seq += 1
             mac = dev.platform == "Mac"
-            now = format_ts(self.clock(), 4)
             app = {
-                "app_id": str(90_000_000 + dev.app_seq) if mac
-                else str(uuid.uuid5(uuid.NAMESPACE_URL, f"{device_id}/{bundle_id}/{dev.app_seq}")),
+                "app_id": "",
                 "app_name": name,
                 "bundle_id": bundle_id,
                 "bundle_size": "52428800",
@@ -677,14 +768,14 @@ class Fleet:
                 "source": "Identified Developer" if mac else "",
                 "process": name if mac else "",
                 "signature": f"Developer ID Application: {name}" if mac else "",
-                "creation_date": now if mac else "",
-                "modification_date": now if mac else "",
+                "creation_date": "",
+                "modification_date": "",
                 "path": path if path is not None else (f"/Applications/{name}.app" if mac else ""),
                 "version": version,
             }
             apps.append(app)
             self._version += 1
-            return dict(app)
+            return self._served_apps(dev)[-1]
 
     def _matching(self, apps: list[dict], bundle_id: str, path: str | None) -> list[int]:
         return [i for i, a in enumerate(apps)
@@ -707,17 +798,16 @@ class Fleet:
 
     def update_app(self, device_id: str, bundle_id: str, version: str,
                    path: str | None = None) -> list[dict]:
-        """Set the version (and modification_date) of every copy of a bundle, or only the one
-        at `path`. Returns the updated apps. KeyError when nothing matched."""
+        """Set the version of every copy of a bundle, or only the one at `path`. Returns the
+        updated apps (as stored: inventory fields empty). KeyError when nothing matched."""
         with self._lock:
             dev = self._get(device_id)
             if not self._matching(self._apps_of(dev), bundle_id, path):
                 raise KeyError(f"{bundle_id} (path={path}) not on {device_id}")
             apps = self._materialise_apps(dev)
-            modified = format_ts(self.clock(), 4) if dev.platform == "Mac" else ""
             updated = []
             for i in self._matching(apps, bundle_id, path):
-                apps[i] = {**apps[i], "version": version, "modification_date": modified}
+                apps[i] = {**apps[i], "version": version}
                 updated.append(dict(apps[i]))
             self._version += 1
             return updated
@@ -763,12 +853,29 @@ class Fleet:
         with self._lock:
             dev = self._get(device_id)
             before = dev.lost_mode
+            if enabled and not dev.lost_mode:
+                dev.lost_since, dev.lost_until = self.clock(), None
+            elif not enabled and dev.lost_mode:
+                dev.lost_until = self.clock()
             dev.lost_mode = bool(enabled)
-            dev.lost_since = self.clock() if enabled else None
             changes = {}
             if "lost_mode_status" in dev.item:
                 changes["lost_mode_status"] = "ENABLED" if enabled else ""
             self._replace_item(dev, **changes)
+            return before
+
+    def set_detail(self, device_id: str, section: str, key: str, value: Any) -> Any:
+        """Set one key of one details section (recovery lock, activation lock, ...); returns the old value.
+
+        The override sticks until set again; the section is created when the platform has none.
+        """
+        with self._lock:
+            dev = self._get(device_id)
+            current = self._details(dev).get(section)
+            before = current.get(key) if isinstance(current, dict) else None
+            dev.overrides = {**(dev.overrides or {})}
+            dev.overrides[section] = {**dev.overrides.get(section, {}), key: value}
+            self._version += 1
             return before
 
     def rename(self, device_id: str, name: str) -> str:
@@ -783,8 +890,9 @@ class Fleet:
         """Every device checks in at `at` (default: now).
 
         Changes only the volatile fields: list last_check_in, details mdm.last_check_in and
-        kandji_agent.last_check_in (agent installed), general.time_since_boot, and each
-        volume's percent_used/available. Returns the check-in time used.
+        kandji_agent.last_check_in (agent installed), general.time_since_boot, each volume's
+        percent_used/available, a lost device's location and its timestamps; and the apps are
+        inventoried again (new app_ids, new creation/modification dates). Returns the check-in time.
         """
         at = at or self.clock()
         if at.tzinfo is None:
@@ -850,6 +958,8 @@ class Fleet:
             removed = self.remove(rm_id)
             new_id = self.enroll("Mac", at=at)
             at = self.check_in_all(at)
+            # As served after the check-in's inventory (new app_id, dates).
+            installed = next(a for a in self.apps(inst_id) if a.get("bundle_id") == installed["bundle_id"])
             return {
                 "at": at,
                 "enrolled": {"device_id": new_id, "platform": "Mac"},
@@ -866,6 +976,13 @@ class Fleet:
             }
 
 
+def _apply_overrides(details: dict, overrides: dict[str, dict[str, Any]] | None) -> dict:
+    for section, values in (overrides or {}).items():
+        current = details.get(section)
+        details[section] = {**(current if isinstance(current, dict) else {}), **values}
+    return details
+
+
 def _copy_item(item: dict) -> dict:
     """A caller-owned copy of a list item (its only nested values are `user` and `tags`)."""
     copied = dict(item)
@@ -876,31 +993,50 @@ def _copy_item(item: dict) -> dict:
     return copied
 
 
-def _prism_row(item: dict, app: dict) -> dict:
-    """One fleet-wide app row: device columns + every app field (app_name is called `name`).
+def _prism_row(dev: _Device, app: dict) -> dict:
+    """One fleet-wide app row, with Prism's own column names.
 
-    A bundle_id missing from the per-device app is null here.
+    Prism names the app `name`, carries the device's columns (`device__name`, ...), calls the
+    source `obtained_from` and the process `executable`, has `short_version`, `bundle_name`,
+    its own inventory times (`created_at`, ... with `+00:00`), many null keys, and no
+    `app_id`, `source`, `process`, `creation_date` or size/VPP fields. Missing or "" values are null.
     """
+    item = dev.item
+    user = item["user"] if isinstance(item["user"], dict) else {}
+    version = app["version"] if app["version"] not in ("", "No value") else None
+    signature = app["signature"] or None
+    developer = signature.split(": ", 1)[-1].rsplit(" (", 1)[0] if signature and ": " in signature else None
+    inventory = format_ts(dev.checked_in, 1)
     return {
         "device_id": item["device_id"],
-        "device_name": item["device_name"],
-        "serial_number": item["serial_number"],
-        "platform": item["platform"],
+        "device__name": item["device_name"],
+        "device__family": item["platform"],
+        "device__user_id": user.get("id"),
+        "device__user_name": user.get("name"),
+        "device__user_email": user.get("email"),
         "blueprint_id": item["blueprint_id"],
         "blueprint_name": item["blueprint_name"],
-        "app_id": app["app_id"],
+        "serial_number": item["serial_number"],
+        "model_id": dev.model.model_identifier or None,
+        "asset_tag": item["asset_tag"] or None,
+        "tags": None,
         "name": app["app_name"],
-        "bundle_id": app.get("bundle_id"),
-        "bundle_size": app["bundle_size"],
-        "app_store_vendable": app["app_store_vendable"],
-        "device_based_vpp": app["device_based_vpp"],
-        "source": app["source"],
-        "process": app["process"],
-        "signature": app["signature"],
-        "creation_date": app["creation_date"],
-        "modification_date": app["modification_date"],
-        "path": app["path"],
-        "version": app["version"],
+        "bundle_id": app.get("bundle_id") or None,
+        "version": version,
+        "short_version": version.split(" ")[0] if version else None,
+        "path": app["path"] or None,
+        "obtained_from": app["source"] or None,
+        "signature": signature,
+        "bundle_name": app["app_name"],
+        "executable": app["process"] or None,
+        "category": None,
+        "developer_name": developer,
+        "architecture": None,
+        "min_os_version": None,
+        "team_id": None,
+        "created_at": inventory,
+        "updated_at": inventory,
+        "last_collected_at": inventory,
     }
 
 

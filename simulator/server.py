@@ -11,6 +11,11 @@ Request pipeline (first match wins), mirroring a gateway in front of the API:
   7. routing: unknown path -> HTML 404; endpoint not in `permissions` -> 403
   8. the endpoint, then `malformed` faults rewrite its body
 
+Quirks of the real API it keeps: Prism pages shorter than asked with a null cursor while
+`total` is larger (`prism_page_rows`, `prism_cursors`), and the response headers of each era
+of recorded responses (`headers_era`: 2022 none of the rate-limit headers, 2023 Kong's `via`,
+2024 the rate-limit set).
+
 Rate limits use fixed windows, like Kong's rate-limiting plugin: the per-second window is
 the current wall-clock second; the hourly window starts when the simulator is created and
 lasts 3600 s. Counters are per simulator (= per tenant).
@@ -42,6 +47,14 @@ JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
 
 MAX_LIMIT = 300  # the API's page-size ceiling (and default)
+# Prism serves pages shorter than asked, with a null cursor, while `total` is larger (a real
+# recorded page: limit 25, 25 rows, total 165, cursor null). Clients must page until `total`.
+PRISM_PAGE_ROWS = 100
+
+# Response headers by era of the recorded responses: 2022 had no rate-limit headers but
+# x-total-count and a Python-ish `link: <None>; rel="next"`; 2023 went through Kong; 2024 has
+# the ratelimit-* and x-ratelimit-*-hour/-second set.
+HEADER_ERAS = ("2022", "2023", "2024")
 
 # Permission names a token can hold, one per endpoint family.
 PERMISSIONS = frozenset({"devices", "details", "apps", "prism"})
@@ -65,6 +78,9 @@ _ROUTES = (
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/apps/?$"), "apps", "apps"),
     (re.compile(r"^/api/v1/prism/apps/?$"), "prism_apps", "prism"),
     (re.compile(r"^/api/v1/prism/count/?$"), "prism_count", "prism"),
+    # FileVault key, bypass code, unlock PIN, recovery password: a collector must never ask.
+    # No token here holds the permission, so these answer 403 (and show in stats).
+    (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/secrets/.*$"), "secrets", "secrets"),
 )
 
 # Filters /devices understands: query name -> how to read it from a list item.
@@ -177,6 +193,11 @@ class Faults:
         if kind not in ("truncated", "not_json", "html", "incomplete"):
             raise ValueError(f"unknown malformed kind {kind!r}")
         self._add("malformed", path_regex, times, kind=kind)
+
+    def repeat_prism_page(self, times: int | None = None) -> None:
+        """/prism/apps answers its first page whatever offset or cursor is asked (a server
+        repeating itself); permanent unless `times` is given."""
+        self._add("prism_repeat", None, times)
 
     def repeat_page(self, times: int | None = 1) -> None:
         """The next /devices request with offset > 0 gets the previous page (offset - limit)."""
@@ -430,7 +451,8 @@ class KandjiSimulator:
     def __init__(self, fleet: Fleet, token: str = "sim-token", *, host: str = "127.0.0.1",
                  port: int = 0, permissions=None, rate_limit_per_second: int | None = None,
                  rate_limit_per_hour: int | None = 10000, latency: float = 0.0,
-                 send_rate_limit_headers: bool = True):
+                 send_rate_limit_headers: bool = True, headers_era: str = "2024",
+                 prism_page_rows: int = PRISM_PAGE_ROWS, prism_cursors: bool = False):
         self.fleet = fleet
         self.token = token  # may be changed while running (token rotation)
         self.host = host
@@ -440,6 +462,11 @@ class KandjiSimulator:
             raise ValueError(f"permissions must be among {sorted(PERMISSIONS)}")
         self.latency = latency
         self.send_rate_limit_headers = send_rate_limit_headers
+        if headers_era not in HEADER_ERAS:
+            raise ValueError(f"headers_era must be one of {HEADER_ERAS}")
+        self.headers_era = headers_era
+        self.prism_page_rows = prism_page_rows  # rows per Prism page at most, whatever the limit
+        self.prism_cursors = prism_cursors  # False: cursor always null (as recorded); True: opaque cursors
         self.faults = Faults()
         self.raw_values = RawValues()  # tests: raw values and reordered lists in served payloads
         self.stats = Stats()
@@ -604,6 +631,10 @@ class KandjiSimulator:
         return scheme.lower() == "bearer" and value.strip() == self.token
 
     def _limit_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        if self.headers_era == "2022":
+            return {"link": '<None>; rel="next"'}  # and x-total-count on the device list
+        if self.headers_era == "2023":
+            return {"via": "kong/2.7.2"}
         return headers if self.send_rate_limit_headers else {}
 
     def _respond(self, method: str, path: str, query: str, target: str, endpoint: str | None,
@@ -648,6 +679,8 @@ class KandjiSimulator:
         if endpoint is None:
             return _not_found()
         if permission not in self.permissions:
+            if not self.permissions:  # a token stripped of every permission answers 401, not 403
+                return _json(401, {"detail": "Invalid token."})
             return _json(403, {"detail": "You do not have permission to perform this action."})
         malformed = self.faults._take("malformed", path, target)
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
@@ -700,7 +733,8 @@ class KandjiSimulator:
         if filters:
             items = [it for it in items if all(get(it) == wanted for get, wanted in filters)]
         page = [self.raw_values.apply("list_item", it["device_id"], it) for it in items[offset:offset + limit]]
-        return _json(200, page)
+        headers = {"x-total-count": str(len(items))} if self.headers_era == "2022" else {}
+        return _json(200, page, headers)
 
     def _ep_details(self, params: dict[str, str], path: str, target: str, device_id: str) -> Response:
         if self.faults._is_unenrolled(device_id):
@@ -720,15 +754,18 @@ class KandjiSimulator:
             return _not_found()
 
     def _ep_prism_apps(self, params: dict[str, str], path: str, target: str) -> Response:
-        limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT)
+        limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT, self.prism_page_rows)
         if params.get("cursor"):
             offset = decode_cursor(params["cursor"])
         else:
             offset = self._int_param(params, "offset", 0, 0)
+        if self.faults._take("prism_repeat", path, target) is not None:
+            offset = 0
         rows, total = self.fleet._prism_page(offset, limit)
         following = offset + len(rows)
-        cursor = encode_cursor(following) if rows and following < total else None
-        return _json(200, {"offset": offset, "limit": limit, "total": total, "data": rows, "cursor": cursor})
+        cursor = encode_cursor(following) if self.prism_cursors and rows and following < total else None
+        echoed = offset if "offset" in params or "cursor" in params else None  # null when not asked
+        return _json(200, {"offset": echoed, "limit": limit, "total": total, "data": rows, "cursor": cursor})
 
     def _ep_prism_count(self, params: dict[str, str], path: str, target: str) -> Response:
         category = params.get("category", "")

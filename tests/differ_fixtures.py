@@ -54,7 +54,7 @@ def details_payload(device_id: str) -> dict[str, Any]:
         "filevault": {"filevault_enabled": True, "filevault_prk_escrowed": True},
         "kandji_agent": {"agent_installed": "True", "agent_version": "4.5.1",
                          "last_check_in": "2026-11-23T09:00:00Z"},
-        "lost_mode": {"status": ""},
+        "lost_mode": {},
         "volumes": [{"name": "Macintosh HD", "format": "APFS", "percent_used": "41%", "capacity": "494.38 GB",
                      "available": "291.2 GB", "encrypted": "Yes"},
                     {"name": "Data", "format": "APFS", "percent_used": "10%", "capacity": "100 GB",
@@ -63,6 +63,12 @@ def details_payload(device_id: str) -> dict[str, Any]:
         "installed_profiles": [{"name": "Wi-Fi - Corp", "uuid": "a1", "verified": "verified"},
                                {"name": "FileVault", "uuid": "b2", "verified": "verified"}],
         "security_information": {"remote_desktop_enabled": False, "firewall_enabled": True},
+        "recovery_information": {"recovery_lock_enabled": True, "firmware_password_exist": False,
+                                 "firmware_password_pending": False, "password_rotation_scheduled": None,
+                                 "password_escrowed": True},
+        "activation_lock": {"bypass_code_failed": False, "user_activation_lock_enabled": False,
+                            "device_activation_lock_enabled": True,
+                            "activation_lock_allowed_while_supervised": True, "activation_lock_supported": True},
     }
 
 

@@ -72,7 +72,7 @@ def test_snapshot_of_a_large_fleet_is_complete_and_faithful(pipeline, lambda_con
     ids = fleet.device_ids()
     assert [row["device_id"] for row in devices] == sorted(ids)  # each once, sorted
     assert [row["device_id"] for row in details] == sorted(ids)
-    assert {row["platform"] for row in devices} == {"Mac", "iPhone", "iPad", "AppleTV"}
+    assert {row["platform"] for row in devices} == {"Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android"}
     assert manifest["tables"]["device_apps"]["rows"] == len(apps) == sum(fleet.app_count(i) for i in ids)
     served = sorted(entry for device_id in ids for entry in expected_apps(fleet, device_id))
     written = app_identities(apps)
@@ -127,15 +127,37 @@ def test_wrong_token_fails_clearly_and_commits_nothing(pipeline, lambda_context)
 def test_revoked_token_fails_with_401_message_and_no_manifest(pipeline, lambda_context):
     sim = pipeline(Fleet.generate(200, seed=2))
     sim.faults.revoke_token_after(120)
-    with pytest.raises(KandjiAuthError, match="401 Unauthorized: the API token is wrong, revoked or expired"):
+    with pytest.raises(KandjiAuthError, match="401 Unauthorized: the API token is wrong, revoked or expired, "
+                                              "or it lacks the permission GET /devices") as error:
         run_collector(lambda_context)
+    assert "Kandji answers 401 for both" in str(error.value)
     assert all_keys(prefix="snapshots/") == []  # no manifest, and the parts written were removed
+
+
+def test_a_token_without_any_permission_gets_401_and_the_message_names_both_causes(pipeline, lambda_context):
+    pipeline(Fleet.generate(20, seed=2), permissions=set())
+    with pytest.raises(KandjiAuthError, match="401 Unauthorized: the API token is wrong, revoked or expired, or it "
+                                              r"lacks the permission GET /devices \(Device list\)"):
+        run_collector(lambda_context)
+    assert all_keys(prefix="snapshots/") == []
+
+
+@pytest.mark.parametrize("era", ["2022", "2023", "2024"])
+def test_responses_of_every_header_era_give_a_complete_snapshot(pipeline, lambda_context, era):
+    """2022: no rate-limit headers, x-total-count and `link: <None>`; 2023: Kong's via; 2024: the set."""
+    fleet = Fleet.generate(150, seed=3)
+    sim = pipeline(fleet, headers_era=era, rate_limit_per_second=50)
+    run_collector(lambda_context)  # 1000/s asked of a 50/s tenant: 429s, with or without headers
+    [manifest] = manifests()
+    assert manifest["device_count"] == 150 and manifest["tables"]["device_details"]["rows"] == 150
+    assert sim.stats.by_endpoint.get("secrets", 0) == 0  # never asked for a secret
 
 
 def test_missing_permission_names_the_endpoint(pipeline, lambda_context):
     pipeline(Fleet.generate(20, seed=2), permissions={"devices", "details"})
     with pytest.raises(KandjiAuthError, match=r"403 Forbidden: the API token lacks the permission "
-                                              r"GET /devices/\{device_id\}/apps"):
+                                              r"GET /devices/\{device_id\}/apps .*, or the token is wrong "
+                                              r"or revoked"):
         run_collector(lambda_context)
     assert all_keys(prefix="snapshots/") == []
 
@@ -176,18 +198,49 @@ def test_limiter_keeps_under_the_api_limit_so_no_429(pipeline, lambda_context, m
     assert manifests()[0]["device_count"] == 120
 
 
-def test_prism_apps_give_the_same_rows_as_per_device(pipeline, lambda_context, monkeypatch):
+# Prism has no app_id, bundle size or VPP columns; its other columns map onto the per-device ones.
+PER_DEVICE_ONLY = ("app_id", "bundle_size", "app_store_vendable", "device_based_vpp", "extra")
+
+
+def shared_columns(rows):
+    return [{k: v for k, v in row.items() if k not in ("fetched_at", "snapshot_id", *PER_DEVICE_ONLY)}
+            for row in rows]
+
+
+@pytest.mark.parametrize("simulator_options", [
+    {"prism_page_rows": 25},  # as recorded: short pages, null cursor, total larger
+    {"prism_cursors": True},  # the vendor's newer script pages by cursor
+], ids=["offset-null-cursor", "cursor"])
+def test_prism_apps_give_the_same_rows_as_per_device(pipeline, lambda_context, simulator_options):
     fleet = Fleet.generate(120, seed=8)
-    sim = pipeline(fleet, env={"KANDJI_APPS_SOURCE": "prism"})
+    sim = pipeline(fleet, env={"KANDJI_APPS_SOURCE": "prism"}, **simulator_options)
     run_collector(lambda_context)
     [manifest] = manifests()
     assert manifest["apps_source"] == "prism"
-    assert sim.stats.by_endpoint.get("apps", 0) == 0 and sim.stats.by_endpoint["prism_apps"] >= 1
+    assert sim.stats.by_endpoint.get("apps", 0) == 0
+    total = sum(fleet.app_count(i) for i in fleet.device_ids())
+    if "prism_page_rows" in simulator_options:
+        assert sim.stats.by_endpoint["prism_apps"] == -(-total // 25)  # every short page, none twice
     prism_rows = read_rows(manifest["tables"]["device_apps"]["keys"])
-    strip = lambda rows: [{k: v for k, v in row.items() if k not in ("fetched_at", "snapshot_id")} for row in rows]
     expected = [row for device_id in sorted(fleet.device_ids())
                 for row in app_rows(fleet.apps(device_id), "S", device_id, "T")]
-    assert strip(prism_rows) == strip(expected)
+    assert len(prism_rows) == total
+    assert shared_columns(prism_rows) == shared_columns(expected)  # column for column
+    assert all(row[column] for row in prism_rows[:50] for column in ("app_name", "creation_date"))
+    assert all(row["app_id"] is None for row in prism_rows)
+    # Prism's device columns belong to the devices table, not to the app rows' extra.
+    extras = [json.loads(row["extra"]) for row in prism_rows if row["extra"]]
+    assert not any(key.startswith("device__") or key in ("serial_number", "blueprint_name")
+                   for extra in extras for key in extra)
+
+
+def test_a_prism_server_repeating_itself_fails_the_run_and_commits_nothing(pipeline, lambda_context):
+    sim = pipeline(Fleet.generate(60, seed=8), env={"KANDJI_APPS_SOURCE": "prism"}, prism_page_rows=25)
+    sim.faults.repeat_prism_page()
+    with pytest.raises(KandjiSnapshotsError, match="served a page it had served before"):
+        run_collector(lambda_context)
+    assert sim.stats.by_endpoint["prism_apps"] == 2
+    assert all_keys(prefix="snapshots/") == []
 
 
 def test_auto_falls_back_to_per_device_when_prism_is_not_allowed(pipeline, lambda_context):

@@ -115,13 +115,13 @@ def test_device_changed_reports_dotted_fields_from_both_tables():
     assert event["device_name"] == "Renamed"
     assert fields(event) == {
         "device_name": ("Mac id-001", "Renamed"),
-        "extra": (None, '{"kandji_new_field":"surprise"}'),  # objects as JSON text, for Athena
+        "extra.kandji_new_field": (None, "surprise"),  # untyped fields one by one
         "general.device_name": ("Mac id-001", "Renamed"),
         "volumes.Macintosh HD.encrypted": (True, False),
         "users.regular_users.Ann.admin": ("Yes", "No"),
         "installed_profiles.VPN": (None, '{"name":"VPN","uuid":"c3","verified":"verified"}'),
     }
-    assert [change["field"] for change in event["changes"]][:2] == ["device_name", "extra"]  # devices first
+    assert [change["field"] for change in event["changes"]][:2] == ["device_name", "extra.kandji_new_field"]
     assert {change["severity"] for change in event["changes"]} == {"info"}
 
 
@@ -227,7 +227,16 @@ def _set(table, *path_and_value):
     (_set("details", "mdm", "mdm_enabled", "False"), "mdm.mdm_enabled", "MDM disabled"),
     (_set("devices", "is_missing", True), "is_missing", "device went missing"),
     (_set("devices", "lost_mode_status", "ENABLED"), "lost_mode_status", "lost mode enabled"),
-    (_set("details", "lost_mode", "status", "Enabled"), "lost_mode.status", "lost mode enabled"),
+    (_set("details", "lost_mode", "lost_mode_status", "ENABLED"), "lost_mode.lost_mode_status",
+     "lost mode enabled"),
+    (_set("details", "recovery_information", "recovery_lock_enabled", False),
+     "recovery_information.recovery_lock_enabled", "recovery lock turned off"),
+    (_set("details", "activation_lock", "device_activation_lock_enabled", False),
+     "activation_lock.device_activation_lock_enabled", "activation lock changed"),
+    (_set("details", "activation_lock", "user_activation_lock_enabled", True),
+     "activation_lock.user_activation_lock_enabled", "activation lock changed"),
+    (_set("details", "activation_lock", "bypass_code_failed", True), "activation_lock.bypass_code_failed",
+     "activation lock bypass code failed"),
     (_set("devices", "os_version", "14.4.1"), "os_version", "OS downgraded"),
     (_set("details", "general", "os_version", "13.6.7"), "general.os_version", "OS downgraded"),
 ])
@@ -249,6 +258,129 @@ def test_other_changes_are_info(mutate):
     events = diff(mutate).events
     assert all(event["severity"] == "info" for event in events)
     assert all(change["severity"] == "info" for event in events for change in event["changes"])
+
+
+def test_firmware_password_removed_is_high():
+    fleet = FakeFleet.of(3)
+    fleet.details["id-001"]["recovery_information"]["firmware_password_exist"] = True
+    event = only_event(diff(_set("details", "recovery_information", "firmware_password_exist", False), fleet=fleet))
+    assert event["severity"] == "high" and event["changes"][0]["reason"] == "firmware password removed"
+
+
+def _windows(fleet):
+    """id-001 becomes a Windows PC: list fields like an Apple device's, details sections missing or {}."""
+    fleet.devices["id-001"].update(platform="Windows", os_version="10.0.22631", agent_installed=False,
+                                   agent_version="", supplemental_build_version="22631.3880")
+    fleet.details["id-001"] = {"general": {"device_id": "id-001", "platform": "Windows",
+                                           "os_version": "10.0.22631", "supplemental_build_version": "22631.3880"},
+                               "mdm": {"mdm_enabled": "True"}, "activation_lock": {}, "network": {},
+                               "kandji_agent": {}, "volumes": []}
+    fleet.apps["id-001"] = []
+    return fleet
+
+
+@pytest.mark.parametrize(("mutate", "field", "reason"), [
+    (_set("devices", "supplemental_build_version", "22631.3737"), "supplemental_build_version",
+     "OS build downgraded"),
+    (_set("details", "general", "supplemental_build_version", "22631.3737"), "general.supplemental_build_version",
+     "OS build downgraded"),
+    (_set("devices", "mdm_enabled", False), "mdm_enabled", "MDM disabled"),
+    (_set("details", "mdm", "mdm_enabled", "False"), "mdm.mdm_enabled", "MDM disabled"),
+    (_set("devices", "lost_mode_status", "ENABLED"), "lost_mode_status", "lost mode enabled"),
+])
+def test_windows_and_android_get_the_same_rules_where_they_report_the_field(mutate, field, reason):
+    event = only_event(diff(mutate, fleet=_windows(FakeFleet.of(3))))
+    assert event["platform"] == "Windows" and event["severity"] == "high"
+    assert [(c["field"], c["reason"]) for c in event["changes"] if c["severity"] == "high"] == [(field, reason)]
+
+
+def test_a_windows_build_update_and_apple_rapid_security_responses_are_info():
+    upgrade = only_event(diff(_set("devices", "supplemental_build_version", "22631.4037"),
+                              fleet=_windows(FakeFleet.of(3))))
+    assert upgrade["severity"] == "info"
+    fleet = FakeFleet.of(3)
+    fleet.devices["id-001"]["supplemental_build_version"] = "22F770820d"  # Apple: a build, not a number
+    rsr = only_event(diff(_set("devices", "supplemental_build_version", "22F82"), fleet=fleet))
+    assert rsr["severity"] == "info"
+
+
+def _lost(fleet):
+    fleet.devices["id-001"]["lost_mode_status"] = "ENABLED"
+    fleet.details["id-001"]["lost_mode"] = {
+        "lost_mode_status": "ENABLED", "enabled_by": "it@example.com", "enable_status_at": "2026-11-22T08:00:00Z",
+        "disable_status": "", "disabled_by": "", "disable_status_at": "", "lock_screen_message": "Lost",
+        "lock_screen_phone_number": "+1 555 0100", "lock_screen_footnote": "",
+        "last_location_status": "ACKNOWLEDGED", "last_location_status_at": "2026-11-22T09:00:00Z",
+        "last_location": {"latitude": "37.331686", "longitude": "-122.030656"},
+        "last_location_at": "2026-11-22T09:00:00Z", "sound_status": "", "sound_status_at": "2026-11-22T09:00:00Z"}
+    return fleet
+
+
+def test_a_lost_device_moving_is_not_a_change():
+    def move(fleet):
+        lost = fleet.details["id-001"]["lost_mode"]
+        lost.update(last_location={"latitude": "37.4", "longitude": "-122.1"},
+                    last_location_at="2026-11-23T10:30:00Z", last_location_status_at="2026-11-23T10:30:00Z",
+                    sound_status_at="2026-11-23T10:31:00Z")
+        # A value that does not fit its column lands in extra, and is ignored there just the same.
+        fleet.details["id-002"]["lost_mode"] = {"last_location": {"latitude": "unknown"}}
+
+    fleet = _lost(FakeFleet.of(3))
+    fleet.details["id-002"]["lost_mode"] = {"last_location": {"latitude": "n/a"}}
+    assert diff(move, fleet=fleet).events == []
+
+
+def test_lost_mode_turned_on_in_details_and_list_is_one_high_event():
+    event = only_event(diff(_lost))
+    assert event["severity"] == "high"
+    reasons = {c["field"]: c.get("reason") for c in event["changes"]}
+    assert reasons["lost_mode_status"] == reasons["lost_mode.lost_mode_status"] == "lost mode enabled"
+    assert not {"lost_mode.last_location.latitude", "lost_mode.last_location_at",
+                "lost_mode.sound_status_at"} & set(reasons)  # where it is: ignored
+    assert "lost_mode.lock_screen_phone_number" in reasons  # how it is configured: reported
+
+
+def test_untyped_fields_are_compared_one_by_one_and_patterns_reach_inside_extra():
+    def mutate(fleet):
+        fleet.details["id-001"]["security_information"]["firewall_enabled"] = False  # no column: extra
+        fleet.details["id-001"]["security_information"]["gatekeeper"] = {"status": "on", "checked": "x"}
+
+    event = only_event(diff(mutate))
+    assert fields(event) == {"extra.security_information.firewall_enabled": (True, False),
+                             "extra.security_information.gatekeeper.status": (None, "on"),
+                             "extra.security_information.gatekeeper.checked": (None, "x")}
+    assert event["severity"] == "info"
+    narrowed = only_event(diff(mutate, ignore_fields=("extra.security_information.gatekeeper",)))
+    assert fields(narrowed) == {"extra.security_information.firewall_enabled": (True, False)}
+    for pattern in ("extra", "extra.*", "security_information", "*.firewall_enabled,*.gatekeeper.*"):
+        assert diff(mutate, ignore_fields=tuple(pattern.split(","))).events == [], pattern
+
+
+def test_an_unchanged_untyped_field_next_to_a_changed_one_is_not_reported():
+    def mutate(fleet):
+        fleet.details["id-001"]["security_information"]["gatekeeper"] = "on"
+
+    fleet = FakeFleet.of(3)
+    event = only_event(diff(mutate, fleet=fleet))
+    assert [c["field"] for c in event["changes"]] == ["extra.security_information.gatekeeper"]
+
+
+def test_a_macs_sealed_system_volume_not_encrypted_is_normal():
+    fleet = FakeFleet.of(3)
+    for details in fleet.details.values():
+        details["volumes"] = [
+            {"name": "Macintosh HD", "format": "APFS", "identifier": "disk1s5s1", "percent_used": "9%",
+             "capacity": "228.27 GB", "available": "180 GB", "encrypted": "No"},
+            {"name": "Macintosh HD - Data", "format": "APFS (Encrypted)", "identifier": "disk1s1",
+             "percent_used": "19%", "capacity": "228.27 GB", "available": "180 GB", "encrypted": "Yes"}]
+    run = diff(lambda fleet: None, fleet=fleet)
+    assert run.events == [] and run.summaries[0]["severity"] == "info"
+    # and FileVault turned off on such a Mac is reported once, by the FileVault rule
+    def fv_off(fleet):
+        fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
+        fleet.details["id-001"]["volumes"][1].update(format="APFS", encrypted="No")
+    event = only_event(diff(fv_off, fleet=fleet))
+    assert [c["reason"] for c in event["changes"] if c["severity"] == "high"] == ["FileVault turned off"]
 
 
 def test_turning_filevault_back_on_is_info():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kandji_snapshots.diff.rules import (DEFAULT_IGNORED_FIELDS, HIGH, INFO, SEVERITY_RULES, ChangeRules, downgraded,
-                                           highest, lost_mode_enabled, parse_ignore_fields, version_key)
+from kandji_snapshots.diff.rules import (DEFAULT_IGNORED_FIELDS, HIGH, INFO, SEVERITY_RULES, ChangeRules,
+                                         build_downgraded, downgraded, highest, lost_mode_enabled,
+                                         parse_ignore_fields, version_key)
 from kandji_snapshots.diff.differ import VolatileValues, field_changes, row_head
 from kandji_snapshots.snapshots.normalize import details_row, device_row, encode_row
 from differ_fixtures import details_payload, device_item
@@ -26,6 +27,35 @@ def test_ignore_setting_is_comma_separated_patterns_added_to_the_defaults():
     assert rules.ignored_fields[:len(DEFAULT_IGNORED_FIELDS)] == DEFAULT_IGNORED_FIELDS
     assert rules.is_ignored("users.regular_users.ann.uid") and rules.is_ignored("installed_profiles.VPN.verified")
     assert not rules.is_ignored("installed_profiles.VPN.uuid")
+
+
+def test_moving_fields_of_a_lost_device_are_ignored_and_its_configuration_is_not():
+    rules = ChangeRules()
+    for name in ("lost_mode.last_location.latitude", "lost_mode.last_location.longitude",
+                 "lost_mode.last_location_at", "lost_mode.last_location_status_at", "lost_mode.sound_status_at",
+                 "extra.lost_mode.last_location.latitude", "extra.volumes.0.available", "extra.last_check_in"):
+        assert rules.is_ignored(name), name
+    for name in ("lost_mode.lost_mode_status", "lost_mode.lock_screen_phone_number", "lost_mode.enabled_by",
+                 "extra.security_information.firewall_enabled", "extra.recovery_information.password_escrowed",
+                 "recovery_information.recovery_lock_enabled", "activation_lock.device_activation_lock_enabled"):
+        assert not rules.is_ignored(name), name
+
+
+def test_a_pattern_covers_what_lies_below_it_and_reaches_inside_extra():
+    rules = ChangeRules(["extra", "users"])
+    assert rules.is_ignored("extra.anything.at.all") and rules.is_ignored("users.system_users._lp.uid")
+    assert not rules.is_ignored("extras.x") and not rules.is_ignored("users_count")
+    rules = ChangeRules(["security_information.*"])
+    assert rules.is_ignored("security_information.remote_desktop_enabled")
+    assert rules.is_ignored("extra.security_information.firewall_enabled")  # the same path, untyped
+
+
+@pytest.mark.parametrize(("before", "after", "expected"), [
+    ("22631.3880", "22631.3737", True), ("22631.3737", "22631.3880", False), ("22F770820d", "22F82", False),
+    ("", "22631.3737", False), (None, "22631.3737", False), ("22631.3737", "", False),
+])
+def test_builds_compare_only_when_they_are_numbers(before, after, expected):
+    assert build_downgraded(before, after) is expected
 
 
 @pytest.mark.parametrize(("before", "after", "expected"), [
@@ -60,7 +90,8 @@ def test_every_rule_names_its_fields_and_reason():
 def test_volatile_keys_are_cut_only_where_every_field_with_that_name_is_ignored():
     assert VolatileValues.for_table("devices", ChangeRules()).keys == ("last_check_in",)
     assert VolatileValues.for_table("device_details", ChangeRules()).keys == (
-        "available", "last_check_in", "percent_used", "time_since_boot")
+        "available", "last_check_in", "last_location_at", "last_location_status_at", "latitude", "longitude",
+        "percent_used", "sound_status_at", "time_since_boot")
     # mdm.install_date and kandji_agent.install_date share a key name: ignoring one is not enough.
     assert "install_date" not in VolatileValues.for_table("device_details", ChangeRules(["mdm.install_date"])).keys
     assert "install_date" in VolatileValues.for_table("device_details", ChangeRules(["*.install_date"])).keys
@@ -72,6 +103,24 @@ def test_stripping_removes_only_volatile_values():
     assert device_id == b"d1" and line[:head] == b'{"snapshot_id":"20261123T100000Z","device_id":"d1",'
     stripped = VolatileValues(["last_check_in"]).strip(line, head)
     assert b'"last_check_in":' not in stripped and b'"device_name":"Mac d1"' in stripped
+
+
+def test_stripping_scans_only_up_to_the_columns_that_hold_no_volatile_key():
+    volatile = VolatileValues.for_table("device_details", ChangeRules())
+    payload = details_payload("d1")
+    line = encode_row(details_row(payload, "S", "d1", "2026-11-23T10:00:01.000000Z"))
+    head = row_head(line, True)[1]
+    cut = line.index(b',"recovery_information":')
+    stripped = volatile.strip(line, head)
+    assert stripped.endswith(line[cut:])  # the tail (users JSON text, profiles, ...) is left as it is
+    assert b'"time_since_boot"' not in stripped and b'"available"' not in stripped
+    # a difference in the tail still makes the rows differ
+    payload["recovery_information"]["recovery_lock_enabled"] = False
+    other = encode_row(details_row(payload, "S", "d1", "2026-11-23T10:00:01.000000Z"))
+    assert volatile.strip(other, head) != stripped
+    # ignoring a later field moves the cut behind it
+    later = VolatileValues.for_table("device_details", ChangeRules(["apple_business_manager.device_assigned_date"]))
+    assert later._tail == b',"security_information":'
 
 
 def test_row_head_skips_fetched_at_and_handles_escaped_ids():

@@ -117,6 +117,34 @@ def test_macs_without_the_agent(con: Any, pipeline: Pipeline) -> None:
     assert all(row["agent_installed"] is False for row in rows)
 
 
+def test_devices_per_platform_count_every_platform(con: Any, pipeline: Pipeline) -> None:
+    fleet = pipeline.fleet
+    items = [fleet.list_item(device_id) for device_id in fleet.device_ids()]
+    rows = {row["platform"]: row for row in run(con, "platform_summary")}
+    assert set(rows) == {"Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android"}
+    for platform, row in rows.items():
+        mine = [item for item in items if item["platform"] == platform]
+        assert row["device_count"] == len(mine)
+        assert row["mdm_disabled"] == sum(not item["mdm_enabled"] for item in mine)
+        assert row["in_lost_mode"] == sum(item.get("lost_mode_status") == "ENABLED" for item in mine)
+        assert row["os_versions"] == len({item["os_version"] for item in mine})
+    assert rows["Android"]["in_lost_mode"] >= 1
+
+
+def test_devices_in_lost_mode_on_any_platform(con: Any, pipeline: Pipeline) -> None:
+    fleet = pipeline.fleet
+    expected = {device_id for device_id in fleet.device_ids()
+                if fleet.list_item(device_id).get("lost_mode_status") == "ENABLED"
+                or fleet.details(device_id).get("lost_mode", {}).get("lost_mode_status") == "ENABLED"}
+    rows = run(con, "lost_mode_devices")
+    assert {row["device_id"] for row in rows} == expected
+    assert "Android" in {row["platform"] for row in rows}
+    for row in rows:
+        location = fleet.details(row["device_id"])["lost_mode"]["last_location"]
+        assert (row["latitude"], row["longitude"]) == (float(location["latitude"]), float(location["longitude"]))
+        assert row["enabled_by"] and row["enabled_at"] is not None
+
+
 def _installs(fleet: Fleet, bundle_id: str) -> list[tuple[str, str, str]]:
     return [(device_id, app["version"], app["path"]) for device_id in fleet.device_ids()
             for app in fleet.apps(device_id) if app.get("bundle_id") == bundle_id]

@@ -54,7 +54,8 @@ def test_details_string_booleans_and_missing_sections():
     }
     row = details_row(raw, "S", "d1", "2026-11-23T10:00:00.000000Z")
     assert row["mdm"] == {"mdm_enabled": True, "supervised": False,
-                          "install_date": "2024-06-17T11:32:35.000000Z", "last_check_in": None}
+                          "install_date": "2024-06-17T11:32:35.000000Z", "last_check_in": None,
+                          "mdm_enabled_user": None}
     assert row["kandji_agent"]["agent_installed"] is True
     assert [volume["name"] for volume in row["volumes"]] == ["Data", "Macintosh HD"]  # a set: sorted by name
     assert row["volumes"][1]["encrypted"] is True and row["volumes"][0]["encrypted"] is None
@@ -64,6 +65,91 @@ def test_details_string_booleans_and_missing_sections():
     assert json.loads(row["users"])["regular_users"][0]["admin"] == "Yes"  # JSON text: shape varies
     assert row["filevault"]["filevault_enabled"] is None
     assert row["extra"] is None
+
+
+# A real Mac's sections, key for key as the shared notes record them (values made up).
+REAL_MAC_DETAILS = {
+    "general": {"device_id": "d1", "os_version": "14.6.1", "supplemental_build_version": "23G93",
+                "supplemental_os_version_extra": "(a)"},
+    "mdm": {"mdm_enabled": "True", "supervised": "True", "install_date": "2024-06-17 11:32:35+00:00",
+            "last_check_in": "2024-07-23T14:11:37.150080Z", "mdm_enabled_user": ["Rick & Morty"]},
+    "activation_lock": {"bypass_code_failed": False, "user_activation_lock_enabled": False,
+                        "device_activation_lock_enabled": True, "activation_lock_allowed_while_supervised": True,
+                        "activation_lock_supported": True},
+    "filevault": {"filevault_enabled": True, "filevault_recoverykey_type": "Personal",
+                  "filevault_prk_escrowed": True, "filevault_next_rotation": "", "filevault_regen_required": False},
+    "lost_mode": {"lost_mode_status": "ENABLED", "enabled_by": "admin@example.com",
+                  "enable_status_at": "2024-07-20T10:00:00.000000Z", "disable_status": "", "disabled_by": "",
+                  "disable_status_at": "", "lock_screen_message": "Lost", "lock_screen_phone_number": "+1 555 0100",
+                  "lock_screen_footnote": "", "last_location_status": "ACKNOWLEDGED",
+                  "last_location_status_at": "2024-07-23 14:11:37+00:00",
+                  "last_location": {"latitude": "37.331686", "longitude": "-122.030656"},
+                  "last_location_at": "2024-07-23 14:11:37+00:00", "sound_status": "",
+                  "sound_status_at": ""},
+    "recovery_information": {"recovery_lock_enabled": True, "firmware_password_exist": False,
+                             "firmware_password_pending": False, "password_rotation_scheduled": None,
+                             "password_escrowed": True, "password_has_been_set": True},
+    "automated_device_enrollment": {"auto_enroll_eligible": True, "auto_enrolled": True},
+    "kandji_agent": {"agent_installed": "True", "agent_version": "3.7.2 (2834)"},
+    "volumes": [
+        {"name": "Macintosh HD", "format": "APFS", "identifier": "disk1s5s1", "capacity": "228.27 GB",
+         "available": "180.02 GB", "percent_used": "9%", "encrypted": "No"},
+        {"name": "Macintosh HD - Data", "format": "APFS (Encrypted)", "identifier": "disk1s1",
+         "capacity": "228.27 GB", "available": "180.02 GB", "percent_used": "19%", "encrypted": "Yes"},
+    ],
+    "security_information": {"remote_desktop_enabled": False},
+    "apple_business_manager": {"model": "MacBookPro18,3", "color": "SPACE GRAY", "description": "MBP 14",
+                               "serial_number": "C02X", "device_family": "Mac", "os": "OSX",
+                               "device_assigned_by": "a@example.com",
+                               "device_assigned_date": "2021-05-11T19:45:19Z"},
+    "cellular": {},
+}
+
+
+def test_the_real_keys_of_every_details_section_land_in_typed_columns():
+    row = details_row(REAL_MAC_DETAILS, "S", "d1", "2026-11-23T10:00:00.000000Z")
+    assert row["extra"] is None  # nothing left over
+    assert row["general"]["supplemental_build_version"] == "23G93"
+    assert row["general"]["supplemental_os_version_extra"] == "(a)"
+    assert row["mdm"]["mdm_enabled_user"] == ["Rick & Morty"]
+    lost = row["lost_mode"]
+    assert lost["lost_mode_status"] == "ENABLED" and lost["disable_status_at"] is None
+    assert lost["last_location"] == {"latitude": 37.331686, "longitude": -122.030656}
+    assert lost["last_location_at"] == "2024-07-23T14:11:37.000000Z"
+    assert row["recovery_information"] == {
+        "recovery_lock_enabled": True, "firmware_password_exist": False, "firmware_password_pending": False,
+        "password_rotation_scheduled": None, "password_escrowed": True, "password_has_been_set": True}
+    assert row["filevault"]["filevault_next_rotation"] is None
+    assert row["filevault"]["filevault_regen_required"] is False
+    assert row["activation_lock"]["device_activation_lock_enabled"] is True
+    assert row["kandji_agent"]["agent_version"] == "3.7.2 (2834)"
+    assert [(v["name"], v["identifier"], v["encrypted"]) for v in row["volumes"]] == [
+        ("Macintosh HD", "disk1s5s1", False), ("Macintosh HD - Data", "disk1s1", True)]
+    assert row["security_information"] == {"remote_desktop_enabled": False}
+    assert row["apple_business_manager"]["device_assigned_date"] == "2021-05-11T19:45:19.000000Z"
+    assert row["cellular"] is None
+
+
+def test_cellular_and_the_new_platforms_empty_or_missing_sections():
+    ipad = details_row({"cellular": {"voice_roaming": False, "data_roaming": True, "cellular_technology": 2,
+                                     "subscriptions": [{"slot": "one"}]},
+                        "volumes": [{"name": "", "format": "APFS", "percent_used": "40%"}]}, "S", "d", "T")
+    assert ipad["cellular"] == {"voice_roaming": False, "data_roaming": True, "cellular_technology": 2,
+                                "subscriptions": '[{"slot":"one"}]'}
+    assert ipad["volumes"] == [{"name": None, "format": "APFS", "identifier": None, "percent_used": "40%",
+                                "capacity": None, "available": None, "encrypted": None}]
+    windows = details_row({"general": {"platform": "Windows", "os_version": "10.0.22631"}, "mdm": {},
+                           "activation_lock": {}, "network": {}, "volumes": [], "filevault": {}},
+                          "S", "d", "T")
+    assert windows["general"]["platform"] == "Windows" and windows["extra"] is None
+    assert all(windows[section] is None for section in ("mdm", "activation_lock", "network", "filevault"))
+    tv = details_row({"volumes": [], "network": {}}, "S", "d", "T")  # AppleTV: no lost_mode key at all
+    assert tv["volumes"] == [] and tv["network"] is None and tv["lost_mode"] is None
+
+
+def test_no_value_is_no_value():
+    [row] = app_rows([{"app_name": "install_helper", "version": "No value", "path": "/x.app"}], "S", "d", "T")
+    assert row["version"] is None and row["extra"] is None
 
 
 def test_value_that_does_not_fit_its_type_is_kept_in_extra():
@@ -125,7 +211,7 @@ def test_set_like_lists_are_sorted_so_order_alone_changes_no_byte():
     assert encode_row(row) == encode_row(details_row(reordered, "S", "d1", "2026-11-23T10:00:00.000000Z"))
     assert row["tags"] == ["a", "b"] and [v["name"] for v in row["volumes"]] == ["Macintosh HD", "Macintosh HD - Data"]
     assert [p["uuid"] for p in json.loads(row["installed_profiles"])] == ["C", "A", "B"]  # same name: by identifier
-    assert json.loads(row["extra"])["mdm.mdm_enabled_user"] == ["ada", "zoe"]
+    assert row["mdm"]["mdm_enabled_user"] == ["ada", "zoe"]
     assert [u["username"] for u in json.loads(row["users"])["system_users"]] == ["_lp", "root"]
     assert raw["tags"] == ["b", "a"] and raw["volumes"] is volumes  # the payload itself is left as it was
     assert device_row({"device_id": "d", "tags": ["z", "a"]}, "S")["tags"] == ["a", "z"]

@@ -38,7 +38,7 @@ from simulator import Fleet, KandjiSimulator
 from tests.test_template import TEMPLATE_PATH
 
 TOKEN = "schema-guard-test-token"
-PLATFORMS = {"Mac", "iPhone", "iPad", "AppleTV"}
+PLATFORMS = {"Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android"}
 
 
 # ---------------------------------------------------------------------------
@@ -83,6 +83,9 @@ def run_pipeline(root: Path, *, count: int = 40, seed: int = 11) -> Pipeline:
                              if fleet.platform(d) == "Mac" and fleet.list_item(d)["agent_installed"]
                              and d not in {demo["enrolled"]["device_id"], demo["filevault_disabled"]["device_id"]})
         fleet.set_agent_installed(agent_removed, False)
+        touched = {demo[key]["device_id"] for key in ("removed", "os_updated", "enrolled")}
+        fleet.set_lost_mode(next(d for d in fleet.device_ids()  # lost mode on a new platform
+                                 if fleet.platform(d) == "Android" and d not in touched), True)
         stale = {}
         for platform, days in (("Mac", 30), ("iPad", 20), ("iPhone", 10)):
             at = now - timedelta(days=days)

@@ -1,4 +1,4 @@
-"""Fleet-wide apps from Prism: one request per 300 app rows instead of one per device.
+"""Fleet-wide apps from Prism: one request per page of app rows (up to 300) instead of one per device.
 
 Prism pages are in Prism's order, not by device; the snapshot wants apps grouped
 and sorted by device without holding the fleet's apps in memory. So the rows go
@@ -17,15 +17,34 @@ from typing import Any
 
 from kandji_snapshots.snapshots.device_groups import DeviceGroups
 
-# Prism rows carry the device's columns too; these are the per-device endpoint's app fields.
-_DEVICE_COLUMNS = frozenset({"device_id", "device_name", "serial_number", "platform", "blueprint_id",
-                             "blueprint_name", "user", "user_email", "user_name", "model", "os_version"})
+# Prism rows carry the device's columns too (the devices table has them): left out of app rows.
+_DEVICE_COLUMNS = frozenset({"device_id", "blueprint_id", "blueprint_name", "serial_number", "model_id",
+                             "asset_tag", "tags", "device_name", "platform", "user", "user_email", "user_name",
+                             "model", "os_version"})
+# Prism's name for a column -> the per-device endpoint's. `obtained_from` is the source
+# ("Identified Developer", "App Store"...), `executable` the process; `created_at`/`updated_at`
+# are inventory times, as the per-device creation/modification dates are.
+_RENAMED = {"name": "app_name", "obtained_from": "source", "executable": "process",
+            "created_at": "creation_date", "updated_at": "modification_date"}
+# Prism's own bookkeeping (when its collector last saw the row): the snapshot has fetched_at.
+_BOOKKEEPING = frozenset({"last_collected_at"})
+# Copies of a mapped column, kept (in `extra`) only when they say something else.
+_COPIES = {"short_version": "version", "bundle_name": "name"}
 
 
 def prism_row_to_app(row: dict[str, Any]) -> dict[str, Any]:
-    """A Prism row as the per-device endpoint would have served the app (`name` is `app_name` there)."""
-    app = {key: value for key, value in row.items() if key not in _DEVICE_COLUMNS and key != "name"}
-    app["app_name"] = row.get("name", row.get("app_name"))
+    """A Prism row as the per-device endpoint would have served the app.
+
+    Prism has no app_id, bundle_size or VPP fields: those columns stay null. Any other key
+    (category, developer_name, ...) is kept and lands in the row's `extra`.
+    """
+    app: dict[str, Any] = {}
+    for key, value in row.items():
+        if key in _DEVICE_COLUMNS or key.startswith("device__") or key in _BOOKKEEPING:
+            continue
+        if key in _COPIES and value == row.get(_COPIES[key]):
+            continue
+        app[_RENAMED.get(key, key)] = value
     return app
 
 

@@ -21,11 +21,12 @@ from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
 _PREFIX_COLUMNS = frozenset({"snapshot_id", "device_id", "fetched_at"})
 _JSON_COLUMNS = {table: frozenset(name for name, kind in columns.items() if kind == schema.JSON)
                  for table, columns in schema.TABLES.items()}
-# A details column whose name is also a devices column is reported as `details.<name>`.
+# A details column whose name is also a devices column is reported as `details.<name>`;
+# `extra` is not reported itself: its fields are, as `extra.<path>` (see row_fields).
 _FIELD_NAMES = {
     "devices": {},
     "device_details": {name: f"details.{name}" for name in schema.DEVICE_DETAILS
-                       if name in schema.DEVICES and name not in _PREFIX_COLUMNS},
+                       if name in schema.DEVICES and name not in _PREFIX_COLUMNS and name != "extra"},
 }
 
 
@@ -56,7 +57,9 @@ def _flatten(value: Any, path: str, out: dict[str, Any], elements: dict[str, Any
 def row_fields(table: str, row: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """A devices or device_details row as ({dotted field: value}, {array element path: element}).
 
-    JSON-text columns are parsed and flattened too; `extra` is kept whole.
+    JSON-text columns are parsed and flattened too, `extra` among them: its keys are the
+    dotted paths in the API of fields the schema has no column for, so each comes out as
+    `extra.<path>` and is compared, ignored and reported on its own.
     """
     fields: dict[str, Any] = {}
     elements: dict[str, Any] = {}
@@ -73,9 +76,6 @@ def row_fields(table: str, row: dict[str, Any] | None) -> tuple[dict[str, Any], 
                 value = json.loads(value)
             except (TypeError, ValueError):
                 pass  # not JSON after all: compare the text
-            if column == "extra":  # compared as a whole
-                fields[name] = value
-                continue
         _flatten(value, name, fields, elements)
     return fields, elements
 
@@ -129,10 +129,14 @@ class VolatileValues:
     A key is cut only when every scalar field of the table with that key name is ignored:
     inside JSON-text columns every quote is escaped, so `"key":` only matches real keys.
     Values that are not plain strings or null are left in place: rows that differ there are parsed.
+    Columns after the last one that can hold such a key (a Mac's ~10 KB of `users` JSON text) are
+    not scanned, only compared: `tail_column` names the first of them.
     """
 
-    def __init__(self, keys: Iterable[str]):
+    def __init__(self, keys: Iterable[str], tail_column: str | None = None):
         self.keys = tuple(sorted(keys))
+        # Rows are encoded in schema order, so `,"<column>":` (quote unescaped) starts that column.
+        self._tail = f',"{tail_column}":'.encode() if tail_column else None
         names = b"|".join(re.escape(key.encode()) for key in self.keys)
         # A key and its value when that is a string without escapes, or null. Other values stay,
         # so rows that differ in them are parsed and compared properly.
@@ -140,18 +144,25 @@ class VolatileValues:
 
     @classmethod
     def for_table(cls, table: str, rules: ChangeRules) -> "VolatileValues | None":
-        leaves: dict[str, list[str]] = {}
-        for path, key in _scalar_leaves(schema.TABLES[table], _FIELD_NAMES.get(table, {})):
-            leaves.setdefault(key, []).append(path)
-        keys = [key for key, paths in leaves.items() if all(rules.is_ignored(path) for path in paths)]
-        return cls(keys) if keys else None
+        leaves: dict[str, list[tuple[str, str]]] = {}
+        for column, path, key in _scalar_leaves(schema.TABLES[table], _FIELD_NAMES.get(table, {})):
+            leaves.setdefault(key, []).append((column, path))
+        keys = [key for key, paths in leaves.items() if all(rules.is_ignored(path) for _, path in paths)]
+        if not keys:
+            return None
+        columns = list(schema.TABLES[table])
+        last = max(columns.index(column) for key in keys for column, _ in leaves[key])
+        return cls(keys, columns[last + 1] if last + 1 < len(columns) else None)
 
     def strip(self, line: bytes, start: int) -> bytes:
-        return self._values.sub(b"", line[start:])
+        cut = line.find(self._tail, start) if self._tail else -1
+        if cut < 0:
+            return self._values.sub(b"", line[start:])
+        return self._values.sub(b"", line[start:cut]) + line[cut:]
 
 
-def _scalar_leaves(columns: dict[str, Type], names: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """(field path, key name) of every scalar in a table; array elements under sample keys."""
+def _scalar_leaves(columns: dict[str, Type], names: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """(column, field path, key name) of every scalar in a table; array elements under sample keys."""
     def walk(kind: Type, path: str, key: str) -> Iterator[tuple[str, str]]:
         if isinstance(kind, Struct):
             for name, item in kind.fields.items():
@@ -163,4 +174,4 @@ def _scalar_leaves(columns: dict[str, Type], names: dict[str, str]) -> Iterator[
             yield path, key
     for column, kind in columns.items():
         if column not in _PREFIX_COLUMNS:
-            yield from walk(kind, names.get(column, column), column)
+            yield from ((column, path, key) for path, key in walk(kind, names.get(column, column), column))

@@ -4,10 +4,15 @@ Field names are the dotted paths the differ reports: devices columns as they are
 (`os_version`, `user.email`), device_details columns by their path inside the
 row (`filevault.filevault_enabled`, `general.os_version`), arrays of objects
 keyed by each element's `name` (`volumes.Macintosh HD.encrypted`) or index.
+Fields the schema has no column for (the rows' `extra`) are compared one by one
+as `extra.<their path in the API>` (`extra.security_information.firewall_enabled`).
 
 1. IGNORED_FIELDS: fields that move on every check-in. A change to them alone is
    no change. Patterns are fnmatch-style (`*` matches anything, dots included);
-   the environment variable DIFF_IGNORE_FIELDS (comma-separated) adds more.
+   the environment variable DIFF_IGNORE_FIELDS (comma-separated) adds more. A
+   pattern also covers everything below what it matches (`lost_mode` ignores the
+   whole section, `extra` every untyped field), and `extra.<path>` is ignored
+   whenever `<path>` is (a value that did not fit its column moves just the same).
 2. SEVERITY_RULES: which before -> after transitions are security relevant
    (`high`); every other change is `info`. An event is as severe as its most
    severe change; `device_removed` is always `high`.
@@ -35,7 +40,13 @@ DEFAULT_IGNORED_FIELDS: tuple[str, ...] = (
     "general.time_since_boot",
     "volumes.*.available",         # disk usage drifts all the time
     "volumes.*.percent_used",
+    # A lost device reports where it is at every check-in: where it is, not how it is configured.
+    "lost_mode.last_location",
+    "lost_mode.last_location_at",
+    "lost_mode.last_location_status_at",
+    "lost_mode.sound_status_at",
 )
+EXTRA_PREFIX = "extra."
 
 IGNORE_FIELDS_ENV = "DIFF_IGNORE_FIELDS"
 
@@ -80,6 +91,21 @@ def downgraded(before: Any, after: Any) -> bool:
     return old is not None and new is not None and new < old
 
 
+_BUILD = re.compile(r"\d+(?:\.\d+)+")
+
+
+def build_downgraded(before: Any, after: Any) -> bool:
+    """Windows' `22631.3880` -> `22631.3737`; Apple's `22F770820d` builds are not numbers: never."""
+    if not all(isinstance(value, str) and _BUILD.fullmatch(value) for value in (before, after)):
+        return False
+    return downgraded(before, after)
+
+
+def changed(before: Any, after: Any) -> bool:
+    """Either way, as long as one side is reported (a section appearing is not a change of it)."""
+    return before != after and before is not None and after is not None
+
+
 @dataclass(frozen=True)
 class SeverityRule:
     fields: tuple[str, ...]
@@ -93,8 +119,15 @@ SEVERITY_RULES: tuple[SeverityRule, ...] = (
     SeverityRule(("agent_installed", "kandji_agent.agent_installed"), turned_off, "Kandji agent removed"),
     SeverityRule(("mdm_enabled", "mdm.mdm_enabled"), turned_off, "MDM disabled"),
     SeverityRule(("is_missing",), turned_on, "device went missing"),
-    SeverityRule(("lost_mode_status", "lost_mode.status"), lost_mode_enabled, "lost mode enabled"),
+    SeverityRule(("lost_mode_status", "lost_mode.lost_mode_status"), lost_mode_enabled, "lost mode enabled"),
     SeverityRule(("os_version", "general.os_version"), downgraded, "OS downgraded"),
+    SeverityRule(("supplemental_build_version", "general.supplemental_build_version"), build_downgraded,
+                 "OS build downgraded"),
+    SeverityRule(("recovery_information.recovery_lock_enabled",), turned_off, "recovery lock turned off"),
+    SeverityRule(("recovery_information.firmware_password_exist",), turned_off, "firmware password removed"),
+    SeverityRule(("activation_lock.user_activation_lock_enabled", "activation_lock.device_activation_lock_enabled",
+                  "activation_lock.activation_lock_allowed_while_supervised"), changed, "activation lock changed"),
+    SeverityRule(("activation_lock.bypass_code_failed",), turned_on, "activation lock bypass code failed"),
 )
 
 # Change types that are high whatever their content.
@@ -129,10 +162,16 @@ class ChangeRules:
     def is_ignored(self, field: str) -> bool:
         verdict = self._verdicts.get(field)
         if verdict is None:
-            verdict = self._ignored.match(field) is not None
+            verdict = self._matches(field) or (field.startswith(EXTRA_PREFIX)
+                                               and self._matches(field[len(EXTRA_PREFIX):]))
             if len(self._verdicts) < 100_000:
                 self._verdicts[field] = verdict
         return verdict
+
+    def _matches(self, field: str) -> bool:
+        """The field, or anything it lies below (`lost_mode` covers `lost_mode.enabled_by`)."""
+        parts = field.split(".")
+        return any(self._ignored.match(".".join(parts[:end])) for end in range(len(parts), 0, -1))
 
     @staticmethod
     def assess(field: str, before: Any, after: Any) -> tuple[str, str | None]:

@@ -7,6 +7,7 @@ the run's deadline, and turns everything else into an error that says what to fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -203,23 +204,54 @@ class KandjiClient:
         return apps
 
     def prism_apps(self) -> Iterator[dict[str, Any]]:
-        """Fleet-wide app rows from Prism, cursor-paged."""
+        """Fleet-wide app rows from Prism, until `total` rows are read.
+
+        Real pages can be shorter than asked, with a null cursor, while `total` is larger: neither
+        a short page nor a null cursor means "done" (stopping there would make every app not yet
+        read look removed). The cursor is followed when one is given, else the offset advances by
+        the rows read. Only an envelope without `total` falls back to "empty page or no cursor".
+        """
         cursor: str | None = None
+        read = 0
+        pages_seen: set[bytes] = set()  # a server that repeats a page would loop forever
         for _ in range(MAX_PAGES * 100):
             params: dict[str, Any] = {"limit": PAGE_LIMIT}
             if cursor:
                 params["cursor"] = cursor
+            else:
+                params["offset"] = read
             body = self._get("prism", "prism/apps", params, expect=dict)
             data = body.get("data")
             if not isinstance(data, list):
                 raise MalformedResponse("GET /api/v1/prism/apps returned no 'data' list.", endpoint="prism")
+            total = body.get("total")
+            if not isinstance(total, int) or isinstance(total, bool):
+                total = None
+            if data:
+                page = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).digest()
+                if page in pages_seen:
+                    raise KandjiApiError(
+                        f"GET /api/v1/prism/apps served a page it had served before (after {read} rows): the "
+                        "API's paging is not advancing. Nothing was committed; the next run will try again.",
+                        endpoint="prism")
+                pages_seen.add(page)
             yield from data
-            next_cursor = body.get("cursor")
-            if not data or not next_cursor:
+            read += len(data)
+            next_cursor = body.get("cursor") or None
+            if total is None:
+                if not data or not next_cursor:
+                    return
+            elif read >= total:
                 return
-            if next_cursor == cursor:
+            elif not data:
+                raise KandjiApiError(
+                    f"GET /api/v1/prism/apps ran out of rows after {read} of the {total} it announced, so "
+                    "the apps of some devices are unknown. Nothing was committed; the next run will try "
+                    "again.", endpoint="prism")
+            if next_cursor is not None and next_cursor == cursor:
                 raise KandjiApiError("GET /api/v1/prism/apps returned the same cursor twice: paging is "
-                                     "looping.", endpoint="prism")
+                                     "looping. Nothing was committed; the next run will try again.",
+                                     endpoint="prism")
             cursor = next_cursor
         raise KandjiApiError("Prism apps paging did not end.", endpoint="prism")
 
@@ -290,16 +322,20 @@ class KandjiClient:
         if status >= 500:
             self.stats.count("server_errors")
             raise _Retry(f"{status} from the Kandji API", wait=_retry_after(response.headers))
+        # Kandji answers 401 and 403 loosely (a token stripped of its permissions gets a 401): name both causes.
+        permission = PERMISSIONS.get(endpoint, endpoint)
         if status == 401:
             raise KandjiAuthError(
-                f"{where} answered 401 Unauthorized: the API token is wrong, revoked or expired. Create a "
-                "new token in Kandji (Settings > Access > API Token) and store it in the Kandji secret.",
-                status=status, endpoint=endpoint)
+                f"{where} answered 401 Unauthorized: the API token is wrong, revoked or expired, or it lacks "
+                f"the permission {permission} (Kandji answers 401 for both). Check the token's permissions in "
+                "Kandji (Settings > Access > API Token); if they are right, create a new token and store it "
+                "in the Kandji secret.", status=status, endpoint=endpoint)
         if status == 403:
             raise KandjiAuthError(
-                f"{where} answered 403 Forbidden: the API token lacks the permission "
-                f"{PERMISSIONS.get(endpoint, endpoint)}. Add it to the token's permissions in Kandji "
-                "(Settings > Access > API Token).", status=status, endpoint=endpoint)
+                f"{where} answered 403 Forbidden: the API token lacks the permission {permission}, or the "
+                "token is wrong or revoked (Kandji answers 403 for both). Add the permission to the token in "
+                "Kandji (Settings > Access > API Token); if it is there, create a new token and store it in "
+                "the Kandji secret.", status=status, endpoint=endpoint)
         if status == 404 and device_id is not None:
             raise DeviceNotFound(f"{where} answered 404: the device was unenrolled during the run.",
                                  status=status, endpoint=endpoint)

@@ -117,8 +117,9 @@ QUERIES: tuple[FleetQuery, ...] = (
     FleetQuery(
         name="latest_inventory",
         title="Kandji: latest inventory",
-        description="Every device of the latest snapshot: identity, OS, user, blueprint, MDM/agent state "
-                    "and last check-in.",
+        description="Every device of the latest snapshot, every platform (Mac, iPhone, iPad, AppleTV, "
+                    "Windows, Android): identity, OS and build, user, blueprint, MDM/agent state and last "
+                    "check-in.",
         athena_sql=f"""{_ATHENA_LATEST}
 SELECT
     d.device_name,
@@ -126,6 +127,7 @@ SELECT
     d.platform,
     d.model,
     d.os_version,
+    d.supplemental_build_version,
     d."user".email AS user_email,
     d.blueprint_name,
     d.mdm_enabled,
@@ -145,6 +147,7 @@ SELECT
     d.platform,
     d.model,
     d.os_version,
+    d.supplemental_build_version,
     d."user".email AS user_email,
     d.blueprint_name,
     d.mdm_enabled,
@@ -278,6 +281,88 @@ WHERE d.platform = 'Mac'
 ORDER BY d.device_name, d.serial_number""",
     ),
     FleetQuery(
+        name="platform_summary",
+        title="Kandji: devices per platform",
+        description="The latest snapshot per platform (Windows and Android included): devices, MDM off, "
+                    "missing, in lost mode, agent installed, and how many OS versions are in use.",
+        athena_sql=f"""{_ATHENA_LATEST}
+SELECT
+    d.platform,
+    count(*) AS device_count,
+    count_if(NOT coalesce(d.mdm_enabled, false)) AS mdm_disabled,
+    count_if(coalesce(d.is_missing, false)) AS missing,
+    count_if(upper(coalesce(d.lost_mode_status, '')) = 'ENABLED') AS in_lost_mode,
+    count_if(coalesce(d.agent_installed, false)) AS agent_installed,
+    count(DISTINCT d.os_version) AS os_versions
+FROM devices d
+JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
+WHERE d.dt >= {_RECENT}
+GROUP BY d.platform
+ORDER BY device_count DESC, d.platform""",
+        duckdb_sql=f"""{_DUCKDB_LATEST}
+SELECT
+    d.platform,
+    count(*) AS device_count,
+    count_if(NOT coalesce(d.mdm_enabled, false)) AS mdm_disabled,
+    count_if(coalesce(d.is_missing, false)) AS missing,
+    count_if(upper(coalesce(d.lost_mode_status, '')) = 'ENABLED') AS in_lost_mode,
+    count_if(coalesce(d.agent_installed, false)) AS agent_installed,
+    count(DISTINCT d.os_version) AS os_versions
+FROM devices d
+JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
+GROUP BY d.platform
+ORDER BY device_count DESC, d.platform""",
+    ),
+    FleetQuery(
+        name="lost_mode_devices",
+        title="Kandji: devices in lost mode",
+        description="Devices of the latest snapshot in lost mode, on any platform that reports it (the list's "
+                    "lost_mode_status or the details' lost_mode section): who enabled it when, and the last "
+                    "location reported.",
+        athena_sql=f"""{_ATHENA_LATEST}
+SELECT
+    d.device_name,
+    d.serial_number,
+    d.platform,
+    d."user".email AS user_email,
+    coalesce(dd.lost_mode.lost_mode_status, d.lost_mode_status) AS lost_mode_status,
+    dd.lost_mode.enabled_by AS enabled_by,
+    from_iso8601_timestamp(dd.lost_mode.enable_status_at) AS enabled_at,
+    dd.lost_mode.lock_screen_phone_number AS lock_screen_phone_number,
+    dd.lost_mode.last_location.latitude AS latitude,
+    dd.lost_mode.last_location.longitude AS longitude,
+    from_iso8601_timestamp(dd.lost_mode.last_location_at) AS located_at,
+    d.device_id
+FROM devices d
+JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
+LEFT JOIN device_details dd ON dd.dt = d.dt AND dd.snapshot_id = d.snapshot_id AND dd.device_id = d.device_id
+    AND dd.dt >= {_RECENT}
+WHERE d.dt >= {_RECENT}
+  AND (upper(coalesce(d.lost_mode_status, '')) = 'ENABLED'
+       OR upper(coalesce(dd.lost_mode.lost_mode_status, '')) = 'ENABLED')
+ORDER BY d.platform, d.device_name, d.serial_number""",
+        duckdb_sql=f"""{_DUCKDB_LATEST}
+SELECT
+    d.device_name,
+    d.serial_number,
+    d.platform,
+    d."user".email AS user_email,
+    coalesce(dd.lost_mode.lost_mode_status, d.lost_mode_status) AS lost_mode_status,
+    dd.lost_mode.enabled_by AS enabled_by,
+    from_iso8601_timestamp(dd.lost_mode.enable_status_at) AS enabled_at,
+    dd.lost_mode.lock_screen_phone_number AS lock_screen_phone_number,
+    dd.lost_mode.last_location.latitude AS latitude,
+    dd.lost_mode.last_location.longitude AS longitude,
+    from_iso8601_timestamp(dd.lost_mode.last_location_at) AS located_at,
+    d.device_id
+FROM devices d
+JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
+LEFT JOIN device_details dd ON dd.dt = d.dt AND dd.snapshot_id = d.snapshot_id AND dd.device_id = d.device_id
+WHERE upper(coalesce(d.lost_mode_status, '')) = 'ENABLED'
+   OR upper(coalesce(dd.lost_mode.lost_mode_status, '')) = 'ENABLED'
+ORDER BY d.platform, d.device_name, d.serial_number""",
+    ),
+    FleetQuery(
         name="app_inventory",
         title="Kandji: app inventory for one bundle id",
         description="Every install of one app (edit 'com.google.Chrome') in the latest snapshot: device, "
@@ -401,7 +486,8 @@ ORDER BY c.snapshot_id, c.event_id, change_field""",
         name="high_severity_changes",
         title="Kandji: high-severity changes of the last 7 days",
         description="Security-relevant changes (severity high) detected in the last 7 days, newest first: "
-                    "removed devices, FileVault or agent turned off, OS downgrades, and the like.",
+                    "removed devices, FileVault or agent turned off, lost mode, recovery lock or activation lock "
+                    "changes, OS downgrades, on every platform.",
         athena_sql=f"""SELECT
     {_ATHENA_DETECTED_AT} AS detected_at,
     c.change_type,

@@ -1,7 +1,8 @@
 """Raw Kandji payloads in, rows with one stable type per column out.
 
 Kandji sends the same field as `"True"`, `true` or `""`, timestamps in five
-forms, `user` as an object or `""`, and sections that come and go by platform.
+forms, `user` as an object or `""`, "No value" for a value it does not have, and
+sections that come and go by platform (or are `{}`, as on Windows and Android).
 Athena needs every column to have one type on every platform, so each value is
 coerced to the type `schema` declares. Nothing is dropped silently: a field the
 schema does not know, or a value that does not fit its type, is kept verbatim in
@@ -31,8 +32,12 @@ class _Unfit(Exception):
     """The value cannot be expressed in the declared type."""
 
 
+# Kandji's placeholder for "not reported" (an app's version, for one): the same as no value.
+NO_VALUE = "No value"
+
+
 def _is_empty(value: Any) -> bool:
-    return value is None or value == "" or value == {} or (isinstance(value, str) and not value.strip())
+    return value is None or value == {} or (isinstance(value, str) and value.strip() in ("", NO_VALUE))
 
 
 def _scalar(value: Any, kind: Scalar) -> Any:

@@ -84,8 +84,8 @@ DEVICE_DETAILS: dict[str, Type] = {
     "fetched_at": TIMESTAMP,
     "general": struct(
         **strings("device_id", "device_name", "model", "platform", "os_version",
-                  "system_version", "boot_volume", "time_since_boot", "last_user",
-                  "asset_tag"),
+                  "system_version", "supplemental_build_version", "supplemental_os_version_extra",
+                  "boot_volume", "time_since_boot", "last_user", "asset_tag"),
         assigned_user=USER,
         **strings("blueprint_name", "blueprint_uuid"),
         first_enrollment=TIMESTAMP,
@@ -96,6 +96,7 @@ DEVICE_DETAILS: dict[str, Type] = {
         supervised=BOOLEAN,
         install_date=TIMESTAMP,
         last_check_in=TIMESTAMP,
+        mdm_enabled_user=Array(STRING),  # user names, a list
     ),
     "activation_lock": struct(
         bypass_code_failed=BOOLEAN,
@@ -111,10 +112,19 @@ DEVICE_DETAILS: dict[str, Type] = {
         filevault_next_rotation=TIMESTAMP,
         filevault_regen_required=BOOLEAN,
     ),
+    # {} until lost mode is first used (then null here); AppleTV has no such section.
     "lost_mode": struct(
-        **strings("status", "enabled_by"),
-        enabled_at=TIMESTAMP,
-        location=struct(latitude=STRING, longitude=STRING, last_located_at=TIMESTAMP),
+        **strings("lost_mode_status", "enabled_by"),
+        enable_status_at=TIMESTAMP,
+        **strings("disable_status", "disabled_by"),
+        disable_status_at=TIMESTAMP,
+        **strings("lock_screen_message", "lock_screen_phone_number", "lock_screen_footnote",
+                  "last_location_status"),
+        last_location_status_at=TIMESTAMP,
+        last_location=struct(latitude=DOUBLE, longitude=DOUBLE),  # strings in the API
+        last_location_at=TIMESTAMP,
+        sound_status=STRING,
+        sound_status_at=TIMESTAMP,
     ),
     "automated_device_enrollment": struct(auto_enroll_eligible=BOOLEAN, auto_enrolled=BOOLEAN),
     "kandji_agent": struct(
@@ -133,14 +143,30 @@ DEVICE_DETAILS: dict[str, Type] = {
         encrypted=BOOLEAN,
     )),
     "network": struct(**strings("local_hostname", "mac_address", "ip_address", "public_ip")),
-    "recovery_information": struct(recovery_lock_enabled=BOOLEAN, firmware_password_exist=BOOLEAN,
-                                   firmware_password_pending=BOOLEAN),
-    # Shapes that differ by platform and tenant age: kept whole, as JSON text.
+    "recovery_information": struct(
+        recovery_lock_enabled=BOOLEAN,
+        firmware_password_exist=BOOLEAN,
+        firmware_password_pending=BOOLEAN,
+        password_rotation_scheduled=TIMESTAMP,
+        password_escrowed=BOOLEAN,
+        password_has_been_set=BOOLEAN,  # newer tenants only
+    ),
+    # Long lists whose entries differ by platform and tenant age: kept whole, as JSON text.
     "users": JSON,
     "installed_profiles": JSON,
-    "apple_business_manager": JSON,
-    "security_information": JSON,
-    "cellular": JSON,
+    "apple_business_manager": struct(
+        **strings("model", "color", "description", "serial_number", "device_family", "os",
+                  "device_assigned_by"),
+        device_assigned_date=TIMESTAMP,
+    ),
+    # On a Mac only remote_desktop_enabled (SIP, firewall, Gatekeeper are Prism categories).
+    "security_information": struct(remote_desktop_enabled=BOOLEAN),
+    "cellular": struct(
+        voice_roaming=BOOLEAN,
+        data_roaming=BOOLEAN,
+        cellular_technology=BIGINT,
+        subscriptions=JSON,  # a list whose entries are not documented
+    ),
     "tags": Array(STRING),
     "extra": JSON,
 }
