@@ -116,10 +116,20 @@ def test_device_unenrolled_mid_run_is_skipped_and_recorded(pipeline, lambda_cont
 
 
 def test_wrong_token_fails_clearly_and_commits_nothing(pipeline, lambda_context):
-    pipeline(Fleet.generate(30, seed=1), secret={"api_url": "", "api_token": "not-the-token"},
-             env={"KANDJI_API_URL": ""})
+    sim = pipeline(Fleet.generate(30, seed=1))
+    sim.token = "the-token-kandji-knows"  # the secret still holds TOKEN: Kandji no longer accepts it
+    with pytest.raises(KandjiAuthError, match="401 Unauthorized: the API token is wrong, revoked or expired"):
+        run_collector(lambda_context)
+    assert sim.stats.status_counts[401] >= 1
+    assert all_keys() == []  # not a part, not a manifest
+
+
+def test_a_secret_without_an_api_url_fails_clearly_and_commits_nothing(pipeline, lambda_context):
+    sim = pipeline(Fleet.generate(30, seed=1), secret={"api_url": "", "api_token": TOKEN},
+                   env={"KANDJI_API_URL": ""})
     with pytest.raises(ConfigurationError, match="No Kandji API URL"):
         run_collector(lambda_context)
+    assert sim.stats.requests == 0 and all_keys() == []
 
 
 def test_revoked_token_fails_with_401_message_and_no_manifest(pipeline, lambda_context):

@@ -49,8 +49,34 @@ def test_lost_mode_becoming_enabled(before, after, expected):
     assert lost_mode_enabled(before, after) is expected
 
 
-def test_every_rule_names_its_fields_and_reason():
-    assert all(rule.fields and rule.reason for rule in SEVERITY_RULES)
+# Every field of SEVERITY_RULES: a transition that is high, with its reason, and the way back that is not.
+HIGH_TRANSITIONS = [
+    ("filevault.filevault_enabled", True, False, "FileVault turned off"),
+    ("agent_installed", True, False, "Kandji agent removed"),
+    ("kandji_agent.agent_installed", True, False, "Kandji agent removed"),
+    ("mdm_enabled", True, False, "MDM disabled"),
+    ("mdm.mdm_enabled", True, False, "MDM disabled"),
+    ("is_missing", False, True, "device went missing"),
+    ("lost_mode_status", "", "ENABLED", "lost mode enabled"),
+    ("lost_mode.status", None, "Enabled", "lost mode enabled"),
+    ("os_version", "14.5", "14.4.1", "OS downgraded"),
+    ("general.os_version", "15.1", "14.7", "OS downgraded"),
+]
+
+
+@pytest.mark.parametrize(("field", "before", "after", "reason"), HIGH_TRANSITIONS)
+def test_each_severity_rule_is_high_one_way_only(field, before, after, reason):
+    assert ChangeRules.assess(field, before, after) == (HIGH, reason)
+    assert ChangeRules.assess(field, after, before) == (INFO, None)
+    assert ChangeRules.assess(field, before, before) == (INFO, None)
+
+
+def test_the_severity_table_has_no_rule_without_a_test():
+    assert sorted(field for rule in SEVERITY_RULES for field in rule.fields) == sorted(
+        field for field, *_ in HIGH_TRANSITIONS)
+
+
+def test_assess_examples_and_the_highest_severity():
     assert ChangeRules.assess("filevault.filevault_enabled", True, False) == (HIGH, "FileVault turned off")
     assert ChangeRules.assess("filevault.filevault_enabled", None, False) == (INFO, None)
     assert ChangeRules.assess("is_missing", False, True) == (HIGH, "device went missing")
