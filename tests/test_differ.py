@@ -505,3 +505,23 @@ def test_large_tables_in_several_parts_are_read_in_order():
 def test_list_values_are_reported_as_json_text():
     event = only_event(diff(_set("devices", "tags", ["eng", "laptop"])))
     assert fields(event) == {"tags": ('["eng"]', '["eng","laptop"]')}
+
+
+# --- the previous snapshot on an earlier day -----------------------------------------------------
+
+@pytest.mark.parametrize(("first", "second"), [
+    ((23, 23), (24, 0)),  # 23:00 and the next run just after midnight UTC
+    ((20, 10), (24, 10)),  # a schedule paused for four days
+])
+def test_a_diff_finds_the_previous_snapshot_on_an_earlier_day(first, second):
+    store, fleet = MemoryObjectStore(), FakeFleet.of(3)
+    before = fleet.collect(store, day=first[0], hour=first[1]).snapshot_id
+    fleet.check_in()
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
+    after = fleet.collect(store, day=second[0], hour=second[1]).snapshot_id
+    assert before[:8] != after[:8]
+    publisher = MemoryPublisher()
+    result = SnapshotDiffer(store, publisher).run(after)
+    assert result.previous_snapshot_id == before and not result.first_snapshot
+    [event] = [event for event in publisher.events if event["change_type"] != "snapshot_summary"]
+    assert (event["device_id"], event["severity"]) == ("id-001", "high")

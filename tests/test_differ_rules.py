@@ -50,23 +50,25 @@ def test_lost_mode_becoming_enabled(before, after, expected):
 
 
 # Every field of SEVERITY_RULES: a transition that is high, with its reason, and the way back that is not.
+# The last column: the severity when the value was unknown (None) before.
 HIGH_TRANSITIONS = [
-    ("filevault.filevault_enabled", True, False, "FileVault turned off"),
-    ("agent_installed", True, False, "Kandji agent removed"),
-    ("kandji_agent.agent_installed", True, False, "Kandji agent removed"),
-    ("mdm_enabled", True, False, "MDM disabled"),
-    ("mdm.mdm_enabled", True, False, "MDM disabled"),
-    ("is_missing", False, True, "device went missing"),
-    ("lost_mode_status", "", "ENABLED", "lost mode enabled"),
-    ("lost_mode.status", None, "Enabled", "lost mode enabled"),
-    ("os_version", "14.5", "14.4.1", "OS downgraded"),
-    ("general.os_version", "15.1", "14.7", "OS downgraded"),
+    ("filevault.filevault_enabled", True, False, "FileVault turned off", INFO),
+    ("agent_installed", True, False, "Kandji agent removed", INFO),
+    ("kandji_agent.agent_installed", True, False, "Kandji agent removed", INFO),
+    ("mdm_enabled", True, False, "MDM disabled", INFO),
+    ("mdm.mdm_enabled", True, False, "MDM disabled", INFO),
+    ("is_missing", False, True, "device went missing", INFO),
+    ("lost_mode_status", "", "ENABLED", "lost mode enabled", HIGH),  # no status yet counts as off
+    ("lost_mode.status", "Disabled", "Enabled", "lost mode enabled", HIGH),
+    ("os_version", "14.5", "14.4.1", "OS downgraded", INFO),
+    ("general.os_version", "15.1", "14.7", "OS downgraded", INFO),
 ]
 
 
-@pytest.mark.parametrize(("field", "before", "after", "reason"), HIGH_TRANSITIONS)
-def test_each_severity_rule_is_high_one_way_only(field, before, after, reason):
+@pytest.mark.parametrize(("field", "before", "after", "reason", "from_unknown"), HIGH_TRANSITIONS)
+def test_each_severity_rule_is_high_one_way_only(field, before, after, reason, from_unknown):
     assert ChangeRules.assess(field, before, after) == (HIGH, reason)
+    assert ChangeRules.assess(field, None, after)[0] == from_unknown
     assert ChangeRules.assess(field, after, before) == (INFO, None)
     assert ChangeRules.assess(field, before, before) == (INFO, None)
 
