@@ -119,8 +119,8 @@ def run_checkov(template_file: Path, workdir: Path) -> dict[str, Any]:
     return report
 
 
-def _reports(tmp_root: str) -> dict[str, dict[str, Any]]:
-    """checkov on the SAM template and on its transform: run once per test session."""
+def checkov_reports_of(tmp_root: str) -> dict[str, dict[str, Any]]:
+    """checkov on the SAM template and on its transform (conftest's session fixture `checkov_reports`)."""
     tmp = Path(tmp_root)
     transformed = tmp / "transformed.json"
     transformed.write_text(json.dumps(transform_template(load_template(TEMPLATE_PATH)), indent=1), encoding="utf-8")
@@ -131,9 +131,13 @@ def _reports(tmp_root: str) -> dict[str, dict[str, Any]]:
     }
 
 
-@pytest.fixture(scope="session")
-def checkov_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    return _reports(str(tmp_path_factory.mktemp("checkov")))
+def test_checkov_runs_once_per_session(checkov_reports: dict[str, dict[str, Any]], request) -> None:
+    """test_template_alarms.py reads the same reports: the scan (two checkov runs) is not repeated for it."""
+    from conftest import CHECKOV_SCANS
+
+    [definition] = request._fixturemanager.getfixturedefs("checkov_reports", request.node)
+    assert definition.scope == "session"
+    assert CHECKOV_SCANS == ["scan"]
 
 
 def _resource_name(check: dict[str, Any]) -> str:
