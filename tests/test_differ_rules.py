@@ -39,6 +39,11 @@ def test_os_versions_compare_as_versions(before, after, expected):
 
 def test_version_key():
     assert version_key("14.6.1") == (14, 6, 1) and version_key("15.0") == (15,) and version_key("n/a") is None
+    assert version_key("14.0.1") == (14, 0, 1) and version_key("0") == (0,) and version_key(None) is None
+
+
+def test_no_ignore_setting_adds_nothing():
+    assert parse_ignore_fields(None) == () and parse_ignore_fields("") == ()
 
 
 @pytest.mark.parametrize(("before", "after", "expected"), [
