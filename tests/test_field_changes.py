@@ -37,7 +37,7 @@ def test_row_fields_leave_out_the_row_keys_and_empty_values_and_parse_json_colum
 
 
 def test_an_element_that_comes_or_goes_is_one_change_with_the_whole_element():
-    profile = {"name": "Café VPN", "uuid": "b2", "verified": "verified"}
+    profile = {"verified": "verified", "name": "Café VPN", "uuid": "b2"}
     before = details(installed_profiles=json.dumps([{"name": "Wi-Fi", "uuid": "a1"}, profile]))
     after = details(installed_profiles=json.dumps([{"name": "Wi-Fi", "uuid": "a1"}]))
     text = '{"name":"Café VPN","uuid":"b2","verified":"verified"}'  # sorted keys, not \\u-escaped
