@@ -42,9 +42,13 @@ def fake_time():
 
 
 @pytest.fixture
-def client(sim, fake_time):
+def limiter(fake_time):
+    return RateLimiter(1000, clock=fake_time.clock, sleep=fake_time.sleep)
+
+
+@pytest.fixture
+def client(sim, fake_time, limiter):
     credentials = KandjiCredentials(validate_api_url(sim.base_url, allow_insecure_localhost=True), TOKEN)
-    limiter = RateLimiter(1000, clock=fake_time.clock, sleep=fake_time.sleep)
     return KandjiClient(credentials, limiter=limiter, clock=fake_time.clock, sleep=fake_time.sleep)
 
 
@@ -65,25 +69,25 @@ def test_prism_paging_follows_the_cursor_to_the_end(sim, client):
     assert sim.stats.by_endpoint["prism_apps"] >= 2
 
 
-def test_an_exhausted_per_second_window_pauses_every_worker_for_a_second(sim, client, fake_time):
+def test_an_exhausted_per_second_window_pauses_every_worker_for_a_second(sim, client, limiter, fake_time):
     device_id = client.list_devices()[0]["device_id"]
-    assert client._limiter.paused_until == 0.0  # the simulator sends no per-second headers by default
+    assert limiter.paused_until == 0.0  # the simulator sends no per-second headers by default
     fake_time.now = 5.0
     sim.faults.fail(r"/details$", status=200, body={"general": {}}, headers={"x-ratelimit-remaining-second": "0"})
     client.device_details(device_id)
-    assert client._limiter.paused_until == pytest.approx(6.0)
+    assert limiter.paused_until == pytest.approx(6.0)
     sim.faults.fail(r"/details$", status=200, body={"general": {}}, headers={"x-ratelimit-remaining-second": "3"})
     client.device_details(device_id)
-    assert client._limiter.paused_until == pytest.approx(6.0)  # budget left: no new pause
+    assert limiter.paused_until == pytest.approx(6.0)  # budget left: no new pause
 
 
-def test_a_429_with_an_http_date_retry_after_waits_until_that_date(sim, client):
+def test_a_429_with_an_http_date_retry_after_waits_until_that_date(sim, client, limiter):
     sim.faults.fail(r"/devices$", status=429, body={"message": "API rate limit exceeded"},
                     headers={"Retry-After": formatdate(time.time() + 600, usegmt=True), "ratelimit-reset": "7"})
     devices = client.list_devices()
     assert len(devices) == 20 and client.stats.rate_limited == 1
     # The date, not the 7 s of ratelimit-reset: about ten minutes (less the seconds this test took).
-    assert 300 < client._limiter.paused_until <= 600
+    assert 300 < limiter.paused_until <= 600
 
 
 def test_retry_after_forms():
