@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: local test bench clean
+.PHONY: local test bench mutate clean
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -26,5 +26,14 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# Mutation testing, a development aid (configuration: [mutmut] in setup.cfg). mutmut only finds a
+# package under ./ or src/, so it runs in a fresh copy, .mutmut/, with the package under src/.
+# Low priority: it keeps the machine's cores busy for a few minutes.
+mutate: $(STAMP)
+	rm -rf .mutmut && mkdir -p .mutmut/src
+	cp -r layers/common/kandji_snapshots .mutmut/src/
+	cp -r tests simulator setup.cfg pytest.ini .mutmut/
+	cd .mutmut && nice -n 19 ../$(BIN)/mutmut run && ../$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) .pytest_cache local-data
+	rm -rf $(VENV) .pytest_cache local-data .mutmut mutants

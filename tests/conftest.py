@@ -106,3 +106,15 @@ def _clear_powertools_caches():
     parameters.clear_caches()
     yield
     parameters.clear_caches()
+
+
+CHECKOV_SCANS: list[str] = []  # one entry per time the checkov_reports fixture ran
+
+
+@pytest.fixture(scope="session")
+def checkov_reports(tmp_path_factory):
+    """checkov on the SAM template and on its transform, once per test session for every module that asks."""
+    from test_template_security import checkov_reports_of
+
+    CHECKOV_SCANS.append("scan")
+    return checkov_reports_of(str(tmp_path_factory.mktemp("checkov")))

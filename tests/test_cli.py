@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,6 @@ import pytest
 
 from aws_helpers import create_secret
 from kandji_snapshots.cli import main as cli
-from kandji_snapshots.cli import collect as cli_collect
 from kandji_snapshots.kandji.config import EXPECTED_FORM
 from kandji_snapshots.cli.progress import ProgressBar
 from simulator import Fleet, KandjiSimulator
@@ -325,14 +325,38 @@ def test_diff_errors_are_one_line_each(two_snapshots, capsys, tmp_path):
     assert code == 1 and "is not a folder" in err and "Traceback" not in err
 
 
-def test_collect_refuses_a_folder_of_another_tenant(two_snapshots, capsys, monkeypatch, simulator):
-    folder, _, _, _ = two_snapshots
+def _copy_with_api_host(folder: Path, target: Path, api_host: str | None) -> Path:
+    """A copy of a collected folder whose latest snapshot says it came from `api_host` (None: as it is)."""
+    shutil.copytree(folder, target)
+    if api_host is not None:
+        manifest = sorted((target / "snapshots" / "manifests").glob("dt=*/*/manifest.json"))[-1]
+        document = json.loads(manifest.read_text())
+        document["api_host"] = api_host
+        manifest.write_text(json.dumps(document))
+    return target
+
+
+def test_collect_refuses_a_folder_of_another_tenant(two_snapshots, capsys, monkeypatch, simulator, tmp_path):
+    folder = _copy_with_api_host(two_snapshots[0], tmp_path / "acme", "acme.api.kandji.io")
     sim = simulator(3)
     monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    # The simulator's port makes it another host.
-    monkeypatch.setattr(cli_collect, "_comparable_host", lambda host: host)
     code, _, err = run(capsys, "collect", "--url", sim.base_url, "--allow-insecure-localhost", "-o", str(folder))
-    assert code == 1 and "one folder holds one tenant" in err and sim.stats.requests == 0
+    assert code == 1 and "holds snapshots of acme.api.kandji.io" in err and "one folder holds one tenant" in err
+    assert sim.stats.requests == 0
+
+
+def test_collect_takes_a_local_simulator_on_another_port_for_the_same_tenant(two_snapshots, capsys, monkeypatch,
+                                                                             simulator, tmp_path):
+    folder = _copy_with_api_host(two_snapshots[0], tmp_path / "local", None)
+    sim = simulator(30)  # a new simulator: a new port on 127.0.0.1, and a fleet no smaller than the folder's
+    previous_host = json.loads(sorted((folder / "snapshots" / "manifests").glob("dt=*/*/manifest.json"))[-1]
+                               .read_text())["api_host"]
+    assert previous_host.startswith("127.0.0.1:") and previous_host != f"127.0.0.1:{sim.port}"
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, _, err = run(capsys, "collect", "--url", sim.base_url, "--allow-insecure-localhost", "-o", str(folder),
+                       "--max-requests-per-second", "1000")
+    assert code == 0, err
+    assert len(snapshot_ids(folder)) == 3
 
 
 def test_progress_bar_redraws_in_place_on_a_terminal():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,6 @@ from conftest import load_handler
 from kandji_fakes import FakeClock, run_handler_on
 from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiAuthError, KandjiSnapshotsError,
                                      RateLimitExhausted)
-from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row
 from simulator import Fleet, KandjiSimulator
 
 TOKEN = "kst-9f8e7d6c5b4a-integration-token"
@@ -52,8 +52,11 @@ def app_identities(rows) -> list[tuple]:
     return sorted(tuple(row[name] or "" for name in APP_IDENTITY) for row in rows)
 
 
-def expected_apps(fleet: Fleet, device_id: str) -> list[tuple]:
-    return app_identities(app_rows(fleet.apps(device_id), "S", device_id, "T"))
+def served_apps(fleet: Fleet, device_id: str) -> list[tuple]:
+    """The identity of each app as the simulator serves it (app_id may be a number there)."""
+    def served(value):  # Kandji's "No value" is no value
+        return "" if value in (None, "No value") else str(value)
+    return sorted((device_id, *(served(app.get(name)) for name in APP_IDENTITY[1:])) for app in fleet.apps(device_id))
 
 
 def test_snapshot_of_a_large_fleet_is_complete_and_faithful(pipeline, lambda_context):
@@ -74,20 +77,98 @@ def test_snapshot_of_a_large_fleet_is_complete_and_faithful(pipeline, lambda_con
     assert [row["device_id"] for row in details] == sorted(ids)
     assert {row["platform"] for row in devices} == {"Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android"}
     assert manifest["tables"]["device_apps"]["rows"] == len(apps) == sum(fleet.app_count(i) for i in ids)
-    served = sorted(entry for device_id in ids for entry in expected_apps(fleet, device_id))
+    served = sorted(entry for device_id in ids for entry in served_apps(fleet, device_id))
     written = app_identities(apps)
     assert written == served
-    # Every value is what the simulator served, normalized the same way.
+    # Each row is its own device's (every value, exactly: test_a_device_is_written_exactly_as_served).
     by_id = {row["device_id"]: row for row in devices}
     details_by_id = {row["device_id"]: row for row in details}
     for device_id in ids[::37]:
-        expected = device_row(fleet.list_item(device_id), manifest["snapshot_id"])
-        assert by_id[device_id] == expected
-        expected_details = details_row(fleet.details(device_id), manifest["snapshot_id"], device_id,
-                                       details_by_id[device_id]["fetched_at"])
-        assert details_by_id[device_id] == expected_details
+        item, raw_details = fleet.list_item(device_id), fleet.details(device_id)
+        assert [by_id[device_id][name] for name in ("serial_number", "device_name", "platform", "model")] == [
+            item.get("serial_number"), item.get("device_name"), item.get("platform"), item.get("model")]
+        assert details_by_id[device_id]["general"]["device_name"] == raw_details["general"]["device_name"]
     assert manifest["requests"]["total"] == sim.stats.requests
     assert manifest["skipped_devices"] == []
+
+
+# One device's details and apps, pinned to payloads written here, in the forms Kandji sends them.
+PINNED_DETAILS = {
+    "general": {"device_id": "PINNED", "device_name": "Ann's MacBook Air", "platform": "Mac", "os_version": "15.1.1",
+                "last_user": "ann", "assigned_user": "", "first_enrollment": "2024-03-01 08:15:00.123456+00:00"},
+    "mdm": {"mdm_enabled": "True", "supervised": "False", "last_check_in": "2026-11-23 09:58:07 +0000"},
+    "filevault": {"filevault_enabled": True, "filevault_prk_escrowed": "Yes"},
+    "lost_mode": {"lost_mode_status": "", "last_location": {"latitude": "52.5200", "longitude": "13.4050"}},
+    "volumes": [{"name": "Macintosh HD", "format": "APFS", "percent_used": "41%", "capacity": "494.38 GB",
+                 "available": "291.2 GB", "encrypted": "Yes"}],
+    "users": {"regular_users": [{"username": "ann", "uid": "501"}]},
+    "battery_cycles": 87,  # a field the schema does not know
+}
+PINNED_APPS = {"apps": [
+    {"app_name": "zoom.us", "bundle_id": "us.zoom.xos", "path": "/Applications/zoom.us.app", "version": "6.0.2",
+     "app_id": 412, "source": "Kandji", "creation_date": "2024-05-01T10:00:00Z", "app_store_vendable": "false"},
+    {"app_name": "Zed Legacy Tool", "path": "/Applications/Zed Legacy Tool.app", "version": "1.0"},  # no bundle_id
+    {"app_name": "Safari", "bundle_id": "com.apple.Safari", "path": "/Applications/Safari.app", "version": "18.1",
+     "signature": ["Apple"], "device_based_vpp": "maybe"},  # a list for a string, an unreadable boolean
+]}
+
+
+def test_a_device_is_written_exactly_as_served(pipeline, lambda_context):
+    fleet = Fleet.generate(3, seed=1)
+    sim = pipeline(fleet)
+    device_id = fleet.device_ids()[1]
+    sim.faults.fail(rf"/devices/{device_id}/details$", status=200, body=PINNED_DETAILS, times=None)
+    sim.faults.fail(rf"/devices/{device_id}/apps$", status=200, body=PINNED_APPS, times=None)
+    run_collector(lambda_context)
+    [manifest] = manifests()
+    snapshot_id = manifest["snapshot_id"]
+    [details] = [row for row in read_rows(manifest["tables"]["device_details"]["keys"])
+                 if row["device_id"] == device_id]
+    fetched_at = details["fetched_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", fetched_at)
+    assert details == {
+        "snapshot_id": snapshot_id, "device_id": device_id, "fetched_at": fetched_at,
+        "general": {"device_id": "PINNED", "device_name": "Ann's MacBook Air", "model": None, "platform": "Mac",
+                    "os_version": "15.1.1", "system_version": None, "supplemental_build_version": None,
+                    "supplemental_os_version_extra": None, "boot_volume": None, "time_since_boot": None,
+                    "last_user": "ann", "asset_tag": None, "assigned_user": None, "blueprint_name": None,
+                    "blueprint_uuid": None, "first_enrollment": "2024-03-01T08:15:00.123456Z",
+                    "last_enrollment": None},
+        "mdm": {"mdm_enabled": True, "supervised": False, "install_date": None,
+                "last_check_in": "2026-11-23T09:58:07.000000Z", "mdm_enabled_user": None},
+        "activation_lock": None,
+        "filevault": {"filevault_enabled": True, "filevault_recoverykey_type": None, "filevault_prk_escrowed": True,
+                      "filevault_next_rotation": None, "filevault_regen_required": None},
+        "lost_mode": {"lost_mode_status": None, "enabled_by": None, "enable_status_at": None, "disable_status": None,
+                      "disabled_by": None, "disable_status_at": None, "lock_screen_message": None,
+                      "lock_screen_phone_number": None, "lock_screen_footnote": None, "last_location_status": None,
+                      "last_location_status_at": None, "last_location": {"latitude": 52.52, "longitude": 13.405},
+                      "last_location_at": None, "sound_status": None, "sound_status_at": None},
+        "automated_device_enrollment": None, "kandji_agent": None, "hardware_overview": None,
+        "volumes": [{"name": "Macintosh HD", "format": "APFS", "identifier": None, "percent_used": "41%",
+                     "capacity": "494.38 GB", "available": "291.2 GB", "encrypted": True}],
+        "network": None, "recovery_information": None,
+        "users": '{"regular_users":[{"uid":"501","username":"ann"}]}',
+        "installed_profiles": None, "apple_business_manager": None, "security_information": None, "cellular": None,
+        "tags": None,
+        "extra": '{"battery_cycles":87}',
+    }
+    apps = [row for row in read_rows(manifest["tables"]["device_apps"]["keys"]) if row["device_id"] == device_id]
+    empty = {"bundle_size": None, "app_store_vendable": None, "device_based_vpp": None, "source": None,
+             "process": None, "signature": None, "creation_date": None, "modification_date": None, "extra": None}
+    key = {"snapshot_id": snapshot_id, "device_id": device_id}
+    assert [row["fetched_at"] for row in apps] == [apps[0]["fetched_at"]] * 3
+    assert [{name: value for name, value in row.items() if name != "fetched_at"} for row in apps] == [
+        # in identity order: no bundle id first, then by bundle id
+        {**key, **empty, "app_id": None, "app_name": "Zed Legacy Tool", "bundle_id": None,
+         "path": "/Applications/Zed Legacy Tool.app", "version": "1.0"},
+        {**key, **empty, "app_id": None, "app_name": "Safari", "bundle_id": "com.apple.Safari",
+         "path": "/Applications/Safari.app", "version": "18.1", "signature": '["Apple"]',  # as JSON text
+         "extra": '{"device_based_vpp":"maybe"}'},  # kept verbatim, not lost
+        {**key, **empty, "app_id": "412", "app_name": "zoom.us", "bundle_id": "us.zoom.xos",
+         "app_store_vendable": False, "source": "Kandji", "creation_date": "2024-05-01T10:00:00.000000Z",
+         "path": "/Applications/zoom.us.app", "version": "6.0.2"},
+    ]
 
 
 def test_rate_limits_and_server_errors_lose_no_device(pipeline, lambda_context):
@@ -118,10 +199,20 @@ def test_device_unenrolled_mid_run_is_skipped_and_recorded(pipeline, lambda_cont
 
 
 def test_wrong_token_fails_clearly_and_commits_nothing(pipeline, lambda_context):
-    pipeline(Fleet.generate(30, seed=1), secret={"api_url": "", "api_token": "not-the-token"},
-             env={"KANDJI_API_URL": ""})
+    sim = pipeline(Fleet.generate(30, seed=1))
+    sim.token = "the-token-kandji-knows"  # the secret still holds TOKEN: Kandji no longer accepts it
+    with pytest.raises(KandjiAuthError, match="401 Unauthorized: the API token is wrong, revoked or expired"):
+        run_collector(lambda_context)
+    assert sim.stats.status_counts[401] >= 1
+    assert all_keys() == []  # not a part, not a manifest
+
+
+def test_a_secret_without_an_api_url_fails_clearly_and_commits_nothing(pipeline, lambda_context):
+    sim = pipeline(Fleet.generate(30, seed=1), secret={"api_url": "", "api_token": TOKEN},
+                   env={"KANDJI_API_URL": ""})
     with pytest.raises(ConfigurationError, match="No Kandji API URL"):
         run_collector(lambda_context)
+    assert sim.stats.requests == 0 and all_keys() == []
 
 
 def test_revoked_token_fails_with_401_message_and_no_manifest(pipeline, lambda_context):
@@ -190,12 +281,13 @@ def test_api_outage_stops_before_the_lambda_times_out_and_commits_nothing(pipeli
 
 
 def test_limiter_keeps_under_the_api_limit_so_no_429(pipeline, lambda_context, monkeypatch):
-    sim = pipeline(Fleet.generate(120, seed=4), rate_limit_per_second=50)
-    monkeypatch.setenv("KANDJI_MAX_REQUESTS_PER_SECOND", "45")
+    # Half the API's limit: requests leave evenly spaced, but a busy machine may bunch their arrival.
+    sim = pipeline(Fleet.generate(60, seed=4), rate_limit_per_second=60)
+    monkeypatch.setenv("KANDJI_MAX_REQUESTS_PER_SECOND", "30")
     run_collector(lambda_context)
     assert sim.stats.rate_limited == 0
-    assert sim.stats.max_requests_in_any_second <= 50
-    assert manifests()[0]["device_count"] == 120
+    assert sim.stats.max_requests_in_any_second <= 60
+    assert manifests()[0]["device_count"] == 60
 
 
 # Prism has no app_id, bundle size or VPP columns; its other columns map onto the per-device ones.
@@ -211,7 +303,7 @@ def shared_columns(rows):
     {"prism_page_rows": 25},  # as recorded: short pages, null cursor, total larger
     {"prism_cursors": True},  # the vendor's newer script pages by cursor
 ], ids=["offset-null-cursor", "cursor"])
-def test_prism_apps_give_the_same_rows_as_per_device(pipeline, lambda_context, simulator_options):
+def test_prism_apps_give_the_same_rows_as_per_device(pipeline, lambda_context, monkeypatch, simulator_options):
     fleet = Fleet.generate(120, seed=8)
     sim = pipeline(fleet, env={"KANDJI_APPS_SOURCE": "prism"}, **simulator_options)
     run_collector(lambda_context)
@@ -222,10 +314,16 @@ def test_prism_apps_give_the_same_rows_as_per_device(pipeline, lambda_context, s
     if "prism_page_rows" in simulator_options:
         assert sim.stats.by_endpoint["prism_apps"] == -(-total // 25)  # every short page, none twice
     prism_rows = read_rows(manifest["tables"]["device_apps"]["keys"])
-    expected = [row for device_id in sorted(fleet.device_ids())
-                for row in app_rows(fleet.apps(device_id), "S", device_id, "T")]
-    assert len(prism_rows) == total
-    assert shared_columns(prism_rows) == shared_columns(expected)  # column for column
+    # The same fleet collected per device, into another bucket: the rows must not tell the two apart.
+    create_bucket("per-device-snapshots")
+    monkeypatch.setenv("SNAPSHOT_BUCKET", "per-device-snapshots")
+    monkeypatch.setenv("KANDJI_APPS_SOURCE", "per-device")
+    run_collector(lambda_context)
+    [per_device] = manifests("per-device-snapshots")
+    assert per_device["apps_source"] == "per-device"
+    per_device_rows = read_rows(per_device["tables"]["device_apps"]["keys"], "per-device-snapshots")
+    assert len(prism_rows) == len(per_device_rows) == total
+    assert shared_columns(prism_rows) == shared_columns(per_device_rows)  # column for column
     assert all(row[column] for row in prism_rows[:50] for column in ("app_name", "creation_date"))
     assert all(row["app_id"] is None for row in prism_rows)
     # Prism's device columns belong to the devices table, not to the app rows' extra.

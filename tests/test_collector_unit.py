@@ -148,3 +148,28 @@ def test_a_run_in_the_same_second_as_a_committed_snapshot_takes_the_next_second(
     second = SnapshotCollector(fleet(), store, clock=clock, sleep=sleep).collect()
     assert (first.snapshot_id, second.snapshot_id) == ("20261123T100000Z", "20261123T100001Z")
     assert slept == [0.75]
+
+
+def test_a_listed_device_is_written_exactly_as_served():
+    item = {"device_id": "id-007", "device_name": "Ann's iPhone", "model": "iPhone 15", "serial_number": "F2LX",
+            "platform": "iPhone", "os_version": "18.1", "supplemental_build_version": "",
+            "last_check_in": "2026-11-23 09:00:00+00:00", "user": {"email": "ann@example.com", "name": "Ann",
+                                                                   "id": 12, "is_archived": "False"},
+            "asset_tag": None, "blueprint_id": "bp-1", "blueprint_name": "Phones", "mdm_enabled": True,
+            "agent_installed": "", "is_missing": "False", "is_removed": False,
+            "first_enrollment": "2024-01-02T03:04:05.5Z", "last_enrollment": "2025-06-07 08:09:10 +0200",
+            "lost_mode_status": "", "tags": ["sales", "emea"], "carrier": "Telco"}
+    manifest, store = collect(FakeKandjiApi([item], {"id-007": {}}, {"id-007": []}))
+    [row] = list(iter_rows(store, manifest.table_keys("devices")))
+    assert row == {
+        "snapshot_id": "20261123T100000Z", "device_id": "id-007", "device_name": "Ann's iPhone",
+        "model": "iPhone 15", "serial_number": "F2LX", "platform": "iPhone", "os_version": "18.1",
+        "supplemental_build_version": None, "supplemental_os_version_extra": None,
+        "last_check_in": "2026-11-23T09:00:00.000000Z",
+        "user": {"email": "ann@example.com", "name": "Ann", "id": "12", "is_archived": False},
+        "asset_tag": None, "blueprint_id": "bp-1", "blueprint_name": "Phones",
+        "mdm_enabled": True, "agent_installed": None, "is_missing": False, "is_removed": False, "agent_version": None,
+        "first_enrollment": "2024-01-02T03:04:05.500000Z", "last_enrollment": "2025-06-07T06:09:10.000000Z",
+        "lost_mode_status": None, "tags": ["sales", "emea"],
+        "extra": '{"carrier":"Telco"}',
+    }

@@ -247,17 +247,18 @@ def test_security_relevant_changes_are_high(mutate, field, reason):
     assert change["severity"] == "high" and change["reason"] == reason
 
 
-@pytest.mark.parametrize("mutate", [
-    _set("devices", "os_version", "14.10"),  # an upgrade, compared as a version, not as text
-    _set("details", "general", "os_version", "15.0"),
-    _set("details", "filevault", "filevault_enabled", True),  # unchanged (already on)
-    _set("devices", "is_missing", False),
-    _set("devices", "tags", ["eng", "laptop"]),
+@pytest.mark.parametrize(("mutate", "field"), [
+    (_set("devices", "os_version", "14.10"), "os_version"),  # an upgrade, compared as a version, not as text
+    (_set("details", "general", "os_version", "15.0"), "general.os_version"),
+    (_set("details", "filevault", "filevault_prk_escrowed", False), "filevault.filevault_prk_escrowed"),
+    (_set("devices", "lost_mode_status", "DISABLED"), "lost_mode_status"),  # "" -> DISABLED: still off
+    (_set("devices", "tags", ["eng", "laptop"]), "tags"),
 ])
-def test_other_changes_are_info(mutate):
-    events = diff(mutate).events
-    assert all(event["severity"] == "info" for event in events)
-    assert all(change["severity"] == "info" for event in events for change in event["changes"])
+def test_other_changes_are_info(mutate, field):
+    event = only_event(diff(mutate))  # every case is a change: the severity checks hold on something
+    assert field in fields(event)
+    assert event["severity"] == "info"
+    assert [change["severity"] for change in event["changes"]] == ["info"] * len(event["changes"])
 
 
 def test_firmware_password_removed_is_high():
@@ -636,3 +637,23 @@ def test_large_tables_in_several_parts_are_read_in_order():
 def test_list_values_are_reported_as_json_text():
     event = only_event(diff(_set("devices", "tags", ["eng", "laptop"])))
     assert fields(event) == {"tags": ('["eng"]', '["eng","laptop"]')}
+
+
+# --- the previous snapshot on an earlier day -----------------------------------------------------
+
+@pytest.mark.parametrize(("first", "second"), [
+    ((23, 23), (24, 0)),  # 23:00 and the next run just after midnight UTC
+    ((20, 10), (24, 10)),  # a schedule paused for four days
+])
+def test_a_diff_finds_the_previous_snapshot_on_an_earlier_day(first, second):
+    store, fleet = MemoryObjectStore(), FakeFleet.of(3)
+    before = fleet.collect(store, day=first[0], hour=first[1]).snapshot_id
+    fleet.check_in()
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
+    after = fleet.collect(store, day=second[0], hour=second[1]).snapshot_id
+    assert before[:8] != after[:8]
+    publisher = MemoryPublisher()
+    result = SnapshotDiffer(store, publisher).run(after)
+    assert result.previous_snapshot_id == before and not result.first_snapshot
+    [event] = [event for event in publisher.events if event["change_type"] != "snapshot_summary"]
+    assert (event["device_id"], event["severity"]) == ("id-001", "high")

@@ -69,6 +69,11 @@ def test_os_versions_compare_as_versions(before, after, expected):
 
 def test_version_key():
     assert version_key("14.6.1") == (14, 6, 1) and version_key("15.0") == (15,) and version_key("n/a") is None
+    assert version_key("14.0.1") == (14, 0, 1) and version_key("0") == (0,) and version_key(None) is None
+
+
+def test_no_ignore_setting_adds_nothing():
+    assert parse_ignore_fields(None) == () and parse_ignore_fields("") == ()
 
 
 @pytest.mark.parametrize(("before", "after", "expected"), [
@@ -79,8 +84,36 @@ def test_lost_mode_becoming_enabled(before, after, expected):
     assert lost_mode_enabled(before, after) is expected
 
 
-def test_every_rule_names_its_fields_and_reason():
-    assert all(rule.fields and rule.reason for rule in SEVERITY_RULES)
+# Every field of SEVERITY_RULES: a transition that is high, with its reason, and the way back that is not.
+# The last column: the severity when the value was unknown (None) before.
+HIGH_TRANSITIONS = [
+    ("filevault.filevault_enabled", True, False, "FileVault turned off", INFO),
+    ("agent_installed", True, False, "Kandji agent removed", INFO),
+    ("kandji_agent.agent_installed", True, False, "Kandji agent removed", INFO),
+    ("mdm_enabled", True, False, "MDM disabled", INFO),
+    ("mdm.mdm_enabled", True, False, "MDM disabled", INFO),
+    ("is_missing", False, True, "device went missing", INFO),
+    ("lost_mode_status", "", "ENABLED", "lost mode enabled", HIGH),  # no status yet counts as off
+    ("lost_mode.status", "Disabled", "Enabled", "lost mode enabled", HIGH),
+    ("os_version", "14.5", "14.4.1", "OS downgraded", INFO),
+    ("general.os_version", "15.1", "14.7", "OS downgraded", INFO),
+]
+
+
+@pytest.mark.parametrize(("field", "before", "after", "reason", "from_unknown"), HIGH_TRANSITIONS)
+def test_each_severity_rule_is_high_one_way_only(field, before, after, reason, from_unknown):
+    assert ChangeRules.assess(field, before, after) == (HIGH, reason)
+    assert ChangeRules.assess(field, None, after)[0] == from_unknown
+    assert ChangeRules.assess(field, after, before) == (INFO, None)
+    assert ChangeRules.assess(field, before, before) == (INFO, None)
+
+
+def test_the_severity_table_has_no_rule_without_a_test():
+    assert sorted(field for rule in SEVERITY_RULES for field in rule.fields) == sorted(
+        field for field, *_ in HIGH_TRANSITIONS)
+
+
+def test_assess_examples_and_the_highest_severity():
     assert ChangeRules.assess("filevault.filevault_enabled", True, False) == (HIGH, "FileVault turned off")
     assert ChangeRules.assess("filevault.filevault_enabled", None, False) == (INFO, None)
     assert ChangeRules.assess("is_missing", False, True) == (HIGH, "device went missing")

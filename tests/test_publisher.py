@@ -199,3 +199,18 @@ def test_plan_batches_respects_both_limits():
 def test_message_size_counts_body_and_attributes():
     message = Message("a", "héllo", {"severity": "high"})
     assert message.size == len("héllo".encode()) + len("severity") + len("String") + len("high")
+
+
+def test_an_event_with_too_many_changes_keeps_the_first_half_that_fits():
+    from kandji_snapshots.diff.events import encode_event, shrink_event
+
+    big = event(7)
+    big["changes"] = [{"field": f"field_{n:02d}", "before": "a" * 40, "after": "b" * 40, "severity": "info"}
+                      for n in range(40)]
+    # Room for 12 changes: halving 40 -> 20 -> 10 keeps ten, the first ten, and says how many there were.
+    room = len(encode_event(dict(big, changes=big["changes"][:12], truncated=True, changes_uri=CHANGES_URI,
+                                 change_count=40)))
+    small = shrink_event(big, CHANGES_URI, lambda body: len(body) <= room)
+    assert small["changes"] == big["changes"][:10]
+    assert small["change_count"] == 40 and small["truncated"] is True and small["changes_uri"] == CHANGES_URI
+    assert small["device_name"] == big["device_name"]  # the rest of the event is kept

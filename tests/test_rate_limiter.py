@@ -39,7 +39,9 @@ def test_starts_never_exceed_the_ceiling_in_any_second():
 
 
 def test_concurrent_callers_share_one_pace():
-    limiter = RateLimiter(200)
+    # 200 starts at 50 a second: four seconds' worth, so the per-second bound can be broken.
+    fake = FakeTime()
+    limiter = RateLimiter(50, clock=fake.clock, sleep=fake.sleep)
     starts, lock = [], threading.Lock()
 
     def worker():
@@ -54,9 +56,9 @@ def test_concurrent_callers_share_one_pace():
     for thread in threads:
         thread.join()
     assert len(starts) == 200
-    assert max_in_any_window(starts) <= 200
+    assert max_in_any_window(starts) == 50
     gaps = [b - a for a, b in zip(sorted(starts), sorted(starts)[1:])]
-    assert min(gaps) >= 1 / 200 - 1e-9  # granted slots, not wall-clock arrival: exact
+    assert min(gaps) >= 1 / 50 - 1e-9  # granted slots, not wall-clock arrival: exact
 
 
 def test_pause_holds_every_worker():
@@ -74,3 +76,39 @@ def test_deadline_stops_waiting():
     limiter.pause(60)
     with pytest.raises(DeadlineExceeded, match="ran out of time"):
         limiter.acquire(deadline=30.0)
+
+
+def test_a_rate_must_be_positive():
+    with pytest.raises(ValueError, match="per_second must be positive"):
+        RateLimiter(0)
+    with pytest.raises(ValueError, match="per_second must be positive"):
+        RateLimiter(-1)
+    assert RateLimiter(45).per_second == 45
+
+
+def test_an_idle_limiter_grants_the_present_not_a_past_slot():
+    fake = FakeTime()
+    limiter = RateLimiter(10, clock=fake.clock, sleep=fake.sleep)
+    assert limiter.acquire() == 0.0
+    fake.now = 100.0  # idle for a while
+    assert limiter.acquire() == 100.0
+    assert limiter.acquire() == pytest.approx(100.1, abs=1e-5)
+
+
+def test_a_slot_exactly_at_the_deadline_is_still_granted():
+    fake = FakeTime()
+    limiter = RateLimiter(1, clock=fake.clock, sleep=fake.sleep)
+    limiter.pause(30)
+    assert limiter.acquire(deadline=30.0) == 30.0
+
+
+def test_a_zero_or_negative_pause_holds_nobody():
+    fake = FakeTime()
+    limiter = RateLimiter(10, clock=fake.clock, sleep=fake.sleep)
+    fake.now = 5.0
+    limiter.pause(0)
+    limiter.pause(-3)
+    assert limiter.paused_until == 5.0 and limiter.acquire() == 5.0
+    limiter.pause(10)
+    limiter.pause(2)  # a shorter pause does not shorten the longer one
+    assert limiter.paused_until == 15.0

@@ -1,6 +1,8 @@
 import gzip
 import json
 
+import pytest
+
 from kandji_snapshots.snapshots.layout import table_part_key
 from kandji_snapshots.snapshots.table_io import TableWriter, iter_rows
 from kandji_snapshots.snapshots.storage import LocalObjectStore, MemoryObjectStore
@@ -60,3 +62,29 @@ def test_abort_drops_the_buffer_and_returns_what_was_written():
     written = writer.abort()
     assert written == [table_part_key("device_apps", SNAPSHOT, part) for part in (0, 1)]
     assert sorted(store.objects) == written  # the third, buffered part never reaches the store
+
+
+def test_rows_out_of_device_id_order_are_refused():
+    writer = TableWriter(MemoryObjectStore(), "devices", SNAPSHOT, rows_per_part=10)
+    writer.write({"snapshot_id": SNAPSHOT, "device_id": "d0002"})
+    writer.write({"snapshot_id": SNAPSHOT, "device_id": "d0002"})  # an equal id is in order (app rows repeat it)
+    writer.write_line(b'{"device_id":"d0003"}\n', "d0003")
+    with pytest.raises(AssertionError, match="devices rows out of device_id order: d0001 after d0003"):
+        writer.write({"snapshot_id": SNAPSHOT, "device_id": "d0001"})
+    with pytest.raises(AssertionError, match="out of device_id order"):
+        writer.write_line(b'{"device_id":"d0000"}\n', "d0000")
+    assert writer.rows == 3
+
+
+@pytest.mark.parametrize("key", ["../outside.json", "snapshots/../../outside.json", "/etc/passwd",
+                                 "snapshots/manifests/../../../outside.json"])
+def test_local_store_refuses_keys_that_escape_its_folder(tmp_path, key):
+    root = tmp_path / "store"
+    store = LocalObjectStore(root)
+    for use in (lambda: store.put(key, b"x"), lambda: store.get(key), lambda: store.open(key),
+                lambda: store.delete([key])):
+        with pytest.raises(ValueError, match="escapes the store's folder"):
+            use()
+    assert not (tmp_path / "outside.json").exists()
+    store.put("snapshots/../inside.json", b"y")  # `..` that stays inside is just a path
+    assert (root / "inside.json").read_bytes() == b"y"

@@ -26,7 +26,6 @@ from tests.test_template import (
     resolved_resources,
     resources_of_type,
 )
-from tests.test_template_security import checkov_reports  # noqa: F401  (session fixture: checkov runs once)
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_SOURCES = [ROOT / "layers/common/kandji_snapshots/metrics.py"]
@@ -407,7 +406,7 @@ def test_dashboard_url_output(cfn: dict[str, Any]) -> None:
 # checkov (run once per session by tests/test_template_security.py)
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("form", ["sam", "transformed"])
-def test_checkov_passes_the_alarm_resources(checkov_reports: dict[str, dict[str, Any]], form: str) -> None:  # noqa: F811
+def test_checkov_passes_the_alarm_resources(checkov_reports: dict[str, dict[str, Any]], form: str) -> None:
     results = checkov_reports[form]["results"]
     assert results["failed_checks"] == []
     passed = {(c["check_id"], c["resource"]) for c in results["passed_checks"]}
@@ -416,3 +415,9 @@ def test_checkov_passes_the_alarm_resources(checkov_reports: dict[str, dict[str,
     assert ("CKV_AWS_33", "AWS::KMS::Key.AlarmTopicKey") in passed, "its key policy has no wildcard principal"
     skipped = {c["resource"] for c in results["skipped_checks"]}
     assert not {r for r in skipped if "Alarm" in r or "Dashboard" in r}, "nothing of the alarms is skipped"
+
+
+def test_checkov_ran_once_for_this_module_and_the_security_tests(checkov_reports: dict[str, dict[str, Any]]) -> None:
+    from conftest import CHECKOV_SCANS
+
+    assert CHECKOV_SCANS == ["scan"]  # a second scan would mean the fixture is not session-wide after all

@@ -123,8 +123,8 @@ def run_checkov(template_file: Path, workdir: Path) -> dict[str, Any]:
     return report
 
 
-def _reports(tmp_root: str) -> dict[str, dict[str, Any]]:
-    """checkov on the SAM template and on its transform: run once per test session."""
+def checkov_reports_of(tmp_root: str) -> dict[str, dict[str, Any]]:
+    """checkov on the SAM template and on its transform (conftest's session fixture `checkov_reports`)."""
     tmp = Path(tmp_root)
     everything = _with_optional_features_enabled(tmp / "template.yaml")
     transformed = tmp / "transformed.json"
@@ -150,9 +150,13 @@ def _with_optional_features_enabled(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def checkov_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    return _reports(str(tmp_path_factory.mktemp("checkov")))
+def test_checkov_runs_once_per_session(checkov_reports: dict[str, dict[str, Any]], request) -> None:
+    """test_template_alarms.py reads the same reports: the scan (two checkov runs) is not repeated for it."""
+    from conftest import CHECKOV_SCANS
+
+    [definition] = request._fixturemanager.getfixturedefs("checkov_reports", request.node)
+    assert definition.scope == "session"
+    assert CHECKOV_SCANS == ["scan"]
 
 
 def _resource_name(check: dict[str, Any]) -> str:

@@ -1,0 +1,100 @@
+"""KandjiClient against the simulator on 127.0.0.1: the guards and headers no other test reaches.
+
+The rate limiter runs on a fake clock, so a pause is read as a number, not waited out.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+import pytest
+
+from kandji_snapshots.errors import KandjiApiError
+from kandji_snapshots.kandji.client import KandjiClient, rate_limit_wait
+from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from simulator import Fleet, KandjiSimulator
+
+TOKEN = "kst-client-0a1b2c3d4e-unit-token"
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def sim():
+    with KandjiSimulator(Fleet.generate(20, seed=2), token=TOKEN) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def fake_time():
+    return FakeTime()
+
+
+@pytest.fixture
+def limiter(fake_time):
+    return RateLimiter(1000, clock=fake_time.clock, sleep=fake_time.sleep)
+
+
+@pytest.fixture
+def client(sim, fake_time, limiter):
+    credentials = KandjiCredentials(validate_api_url(sim.base_url, allow_insecure_localhost=True), TOKEN)
+    return KandjiClient(credentials, limiter=limiter, clock=fake_time.clock, sleep=fake_time.sleep)
+
+
+def test_a_prism_cursor_that_repeats_stops_the_paging(sim, client):
+    sim.faults.fail(r"/prism/apps$", status=200, times=None,
+                    body={"data": [{"device_id": "d1", "app_name": "Safari"}], "cursor": "c-again"})
+    rows = []
+    with pytest.raises(KandjiApiError, match="served a page it had served before|returned the same cursor twice"):
+        for row in client.prism_apps():
+            rows.append(row)
+            assert len(rows) <= 10, "the paging went on after the cursor repeated"
+    assert len(rows) == 1 and sim.stats.by_endpoint["prism_apps"] == 2  # the repeated page is not read again
+
+
+def test_prism_paging_follows_the_cursor_to_the_end(sim, client):
+    rows = list(client.prism_apps())
+    assert len(rows) == sim.fleet.prism_app_total() > 300  # more than one page
+    assert sim.stats.by_endpoint["prism_apps"] >= 2
+
+
+def test_an_exhausted_per_second_window_pauses_every_worker_for_a_second(sim, client, limiter, fake_time):
+    device_id = client.list_devices()[0]["device_id"]
+    assert limiter.paused_until == 0.0  # the simulator sends no per-second headers by default
+    fake_time.now = 5.0
+    sim.faults.fail(r"/details$", status=200, body={"general": {}}, headers={"x-ratelimit-remaining-second": "0"})
+    client.device_details(device_id)
+    assert limiter.paused_until == pytest.approx(6.0)
+    sim.faults.fail(r"/details$", status=200, body={"general": {}}, headers={"x-ratelimit-remaining-second": "3"})
+    client.device_details(device_id)
+    assert limiter.paused_until == pytest.approx(6.0)  # budget left: no new pause
+
+
+def test_a_429_with_an_http_date_retry_after_waits_until_that_date(sim, client, limiter):
+    sim.faults.fail(r"/devices$", status=429, body={"message": "API rate limit exceeded"},
+                    headers={"Retry-After": formatdate(time.time() + 600, usegmt=True), "ratelimit-reset": "7"})
+    devices = client.list_devices()
+    assert len(devices) == 20 and client.stats.rate_limited == 1
+    # The date, not the 7 s of ratelimit-reset: about ten minutes (less the seconds this test took).
+    assert 300 < limiter.paused_until <= 600
+
+
+def test_retry_after_forms():
+    future = formatdate(time.time() + 600, usegmt=True)
+    assert rate_limit_wait({"Retry-After": "12"}) == 12.0
+    assert 300 < rate_limit_wait({"Retry-After": future, "ratelimit-reset": "7"}) <= 600
+    assert rate_limit_wait({"Retry-After": formatdate(time.time() - 60, usegmt=True)}) == 0.0  # already past
+    assert rate_limit_wait({"Retry-After": "soon", "ratelimit-reset": "7"}) == 7.0  # unreadable: the reset
+    assert rate_limit_wait({"Retry-After": "99999"}) == 3600.0  # capped at an hour
+    assert rate_limit_wait({}) is None
