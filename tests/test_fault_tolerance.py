@@ -459,7 +459,35 @@ def test_a_device_unenrolled_mid_run_is_not_reported_removed_until_a_complete_ru
     [removed] = [message for message in messages if message["change_type"] == "device_removed"]
     assert (removed["device_id"], removed["serial_number"], removed["snapshot_id"]) == (
         gone, item["serial_number"], fifth)
-    assert removed["apps"] is None  # never read, so unknown rather than empty
+    # Its rows were carried through the 404 run: the removal shows what was last known of its apps.
+    assert removed["apps"] and all(app["app_name"] for app in removed["apps"])
+
+
+def test_a_change_hidden_by_one_404_glitch_is_reported_once_by_the_next_complete_read(pipeline):
+    run = pipeline(Fleet.generate(20, seed=31, platforms={"Mac": 1.0}))
+    flaky = run.fleet.device_ids()[7]
+    first = run.collect()["snapshot_id"]
+    run.diff(first)
+
+    # Details answer 404 once, and meanwhile FileVault is turned off: the device keeps its last known rows.
+    run.sim.faults.unenroll_during_run(flaky)
+    run.fleet.set_filevault(flaky, False)
+    second = run.collect()
+    [item] = the_manifest(second)["skipped_devices"]
+    assert (item["device_id"], item["carried"]) == (flaky, True)
+    assert flaky in [row["device_id"] for row in read_rows(the_manifest(second)["tables"]["device_details"]["keys"])]
+    assert run.diff(second["snapshot_id"])["events"] == 0  # nothing read, nothing reported, nothing removed
+    run.sim.faults.clear()
+    third = run.collect()["snapshot_id"]
+    assert run.diff(third)["events"] == 1
+    fourth = run.collect()["snapshot_id"]
+    assert run.diff(fourth)["events"] == 0
+
+    messages = run.published_once()
+    assert change_types(messages) == {"snapshot_summary": 4, "device_changed": 1}
+    [changed] = [message for message in messages if message["change_type"] == "device_changed"]
+    assert (changed["device_id"], changed["snapshot_id"], changed["severity"]) == (flaky, third, "high")
+    assert "filevault.filevault_enabled" in [change["field"] for change in changed["changes"]]
 
 
 # --- S3 write failures mid-snapshot ------------------------------------------------------------------------

@@ -246,10 +246,25 @@ class SnapshotCollector:
                                                    len(devices), self._progress):
             device_id = str(device["device_id"])
             if isinstance(outcome, _Skipped):
+                # A 404 may be a glitch: keep what the previous snapshot knew, so the next complete
+                # read is compared with it (a change in between is reported then, once).
+                previous_details, previous_apps = carried.take(device_id)
                 skipped.append({"device_id": device_id, "serial_number": device.get("serial_number"),
                                 "device_name": device.get("device_name"), "platform": device.get("platform"),
-                                "reason": outcome.reason})
-                logger.warning("device skipped", extra={"device_id": device_id, "reason": outcome.reason})
+                                "reason": outcome.reason, "carried": bool(previous_details)})
+                logger.warning("device skipped", extra={"device_id": device_id, "reason": outcome.reason,
+                                                        "carried": bool(previous_details)})
+                if not previous_details:
+                    continue  # nothing known to carry: the device is absent from this snapshot
+                writers["devices"].write(device_row(device, snapshot_id))
+                for line in previous_details:
+                    writers["device_details"].write_line(with_snapshot_id(line, snapshot_id), device_id)
+                if prism is not None:
+                    fetched_at, index = prism
+                    self._write_apps(writers, index.take(device_id), snapshot_id, device_id, fetched_at)
+                else:
+                    for line in previous_apps:
+                        writers["device_apps"].write_line(with_snapshot_id(line, snapshot_id), device_id)
                 continue
             writers["devices"].write(device_row(device, snapshot_id))
             if isinstance(outcome, _Fetched):
