@@ -490,6 +490,26 @@ def test_a_change_hidden_by_one_404_glitch_is_reported_once_by_the_next_complete
     assert "filevault.filevault_enabled" in [change["field"] for change in changed["changes"]]
 
 
+def test_one_os_downgrade_is_reported_once_when_the_details_are_read_a_run_later(pipeline):
+    run = pipeline(Fleet.generate(12, seed=32, platforms={"Mac": 1.0}))
+    target = run.fleet.device_ids()[3]
+    first = run.collect()["snapshot_id"]
+    run.diff(first)
+    run.fleet.update_os(target, "12.0.1")  # a downgrade: list and details change together in Kandji
+    # This run reads the new list but not the details (kept from the last run, as under rolling refresh).
+    run.sim.faults.unenroll_during_run(target)
+    second = run.collect()["snapshot_id"]
+    run.diff(second)
+    run.sim.faults.clear()
+    third = run.collect()["snapshot_id"]  # the details are read again: general.os_version catches up
+    run.diff(third)
+
+    messages = run.published_once()
+    changed = [message for message in messages if message["change_type"] == "device_changed"]
+    assert [(message["snapshot_id"], message["severity"]) for message in changed] == [(second, "high")]
+    assert [change["field"] for change in changed[0]["changes"]] == ["os_version"]
+
+
 # --- S3 write failures mid-snapshot ------------------------------------------------------------------------
 
 def deny_put(resource: str) -> None:

@@ -30,7 +30,7 @@ from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
                             DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, app_event,
                             app_identity, app_list, device_event, summary_event)
-from kandji_snapshots.diff.rules import ChangeRules, highest
+from kandji_snapshots.diff.rules import ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
 from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
@@ -127,7 +127,8 @@ class SnapshotComparison:
         if (before.details or after.details) and not self._same_details(before, after):
             # Details never fetched (rolling refresh) are unknown, not empty: nothing to compare.
             if before.details_known() and after.details_known():
-                changes += field_changes(self._rules, "device_details", *_first_rows(before, after))
+                changes += [change for change in field_changes(self._rules, "device_details", *_first_rows(before, after))
+                            if not repeats_device_list(change["field"], change["after"], after.device_row)]
         if changes:
             severity = highest(change["severity"] for change in changes)
             yield device_event(DEVICE_CHANGED, device=after.device_row, severity=severity, changes=changes,
