@@ -288,6 +288,22 @@ def test_a_device_skipped_by_the_previous_snapshot_is_not_added():
     assert [item["device_id"] for item in load_manifest(run.store, FIRST).document["skipped_devices"]] == ["id-002"]
 
 
+def test_a_new_device_skipped_by_a_404_on_its_first_run_is_announced_added_when_first_read():
+    store, fleet = MemoryObjectStore(), FakeFleet.of(2)
+    fleet.collect(store, hour=10)
+    fleet.add("id-009")
+    fleet.unenrolled.add("id-009")  # new, and its details answer 404: nothing known to carry
+    fleet.collect(store, hour=11)
+    fleet.unenrolled.clear()
+    fleet.collect(store, hour=12)
+    publisher = MemoryPublisher()
+    for snapshot_id in (SECOND, "20261123T120000Z"):
+        SnapshotDiffer(store, publisher).run(snapshot_id)
+    assert [item["carried"] for item in load_manifest(store, SECOND).document["skipped_devices"]] == [False]
+    assert [(event["change_type"], event["snapshot_id"], len(event["apps"])) for event in publisher.events
+            if event["change_type"] != "snapshot_summary"] == [("device_added", "20261123T120000Z", 3)]
+
+
 def one_device_budget() -> RequestBudget:
     """Enough requests for one device's details and apps (plus the budget's retry slack)."""
     return RequestBudget(per_run=4)
@@ -303,7 +319,9 @@ def test_devices_not_fetched_by_a_rolling_refresh_are_unknown_not_changed():
     publisher = MemoryPublisher()
     SnapshotDiffer(store, publisher).run(SECOND)
     assert load_manifest(store, FIRST).document["pending_devices"] == 2
-    assert [event["change_type"] for event in publisher.events] == ["snapshot_summary"]
+    # Nothing changed; the two devices' apps, unknown until now, are said once (not as app_installed).
+    assert [(event["change_type"], event.get("device_id"), len(event.get("apps") or [])) for event in publisher.events] == [
+        ("device_apps_first_read", "id-001", 3), ("device_apps_first_read", "id-002", 3), ("snapshot_summary", None, 0)]
 
 
 def test_carried_rows_are_no_change():
@@ -361,7 +379,7 @@ def test_changes_file_holds_exactly_the_published_events():
     summary = run.summaries[0]
     assert summary["changes_uri"] == f"memory://{changes_key(SECOND)}"
     assert summary["counts"] == {"device_added": 1, "device_removed": 1, "device_changed": 1,
-                                                "app_installed": 1, "app_updated": 1, "app_removed": 0}
+                                 "device_apps_first_read": 0, "app_installed": 1, "app_updated": 1, "app_removed": 0}
     assert summary["severity_counts"] == {"info": 4, "high": 1} and summary["severity"] == "high"
     assert summary["device_count"] == 3 and summary["published_events"] == 5
 

@@ -510,6 +510,33 @@ def test_one_os_downgrade_is_reported_once_when_the_details_are_read_a_run_later
     assert [change["field"] for change in changed[0]["changes"]] == ["os_version"]
 
 
+def test_new_devices_a_budgeted_run_cannot_afford_have_unknown_apps_announced_once_when_read(pipeline, monkeypatch):
+    run = pipeline(Fleet.generate(10, seed=33, platforms={"Mac": 1.0}))
+    first = run.collect()["snapshot_id"]
+    run.diff(first)
+    new = sorted(run.fleet.enroll("Mac") for _ in range(6))
+    monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "10")  # the list, then details + apps of a few devices
+    second = run.collect()
+    assert 0 < the_manifest(second)["refreshed_devices"] < len(new)
+    run.diff(second["snapshot_id"])
+    monkeypatch.delenv("KANDJI_REQUEST_BUDGET")
+    third = run.collect()["snapshot_id"]
+    run.diff(third)
+    fourth = run.collect()["snapshot_id"]
+    run.diff(fourth)
+
+    messages = run.published_once()
+    added = {m["device_id"]: m["apps"] for m in messages if m["change_type"] == "device_added"}
+    assert sorted(added) == new
+    unread = sorted(device_id for device_id, apps in added.items() if apps is None)  # unknown, not "no apps"
+    assert len(unread) == len(new) - the_manifest(second)["refreshed_devices"] and all(len(added[device_id]) == run.fleet.app_count(device_id)
+                                    for device_id in set(new) - set(unread))
+    first_read = [m for m in messages if m["change_type"] == "device_apps_first_read"]
+    assert [(m["device_id"], m["snapshot_id"]) for m in first_read] == [(device_id, third) for device_id in unread]
+    assert all(len(m["apps"]) == run.fleet.app_count(m["device_id"]) > 0 for m in first_read)
+    assert change_types(messages)["app_installed"] == 0
+
+
 # --- S3 write failures mid-snapshot ------------------------------------------------------------------------
 
 def deny_put(resource: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_snapshot_id
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
-                            DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, app_event,
+                            DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, app_event,
                             app_identity, app_list, device_event, summary_event)
 from kandji_snapshots.diff.rules import ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
@@ -74,6 +74,11 @@ class SnapshotComparison:
         # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
         self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
         self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}
+        # Skipped with nothing to carry although the collector had a snapshot to carry from: new
+        # then, and never announced, so announced as added once it is read.
+        self._new_unread_before = {str(item["device_id"]).encode()
+                                   for item in previous.document.get("skipped_devices", [])
+                                   if item.get("carried") is False and previous.document.get("previous_snapshot_id")}
         # Skipped by the previous snapshot and not listed by this one: the 404 was an unenrolment.
         self._skipped_before = {str(item["device_id"]).encode(): item
                                 for item in previous.document.get("skipped_devices", [])}
@@ -96,7 +101,7 @@ class SnapshotComparison:
                     yield self._whole_device(DEVICE_REMOVED, before)
                 before = next(before_rows, None)
             elif before is None or after.device_id < before.device_id:
-                if after.device_id not in self._unknown_before:
+                if after.device_id not in self._unknown_before or after.device_id in self._new_unread_before:
                     yield self._whole_device(DEVICE_ADDED, after)
                 after = next(after_rows, None)
             else:
@@ -118,8 +123,7 @@ class SnapshotComparison:
         return device_event(DEVICE_REMOVED, device=device, apps=None, **self._ids)
 
     def _whole_device(self, change_type: str, rows: DeviceRows) -> dict[str, Any]:
-        apps = app_list(json.loads(line) for line in rows.apps)
-        return device_event(change_type, device=rows.device_row, apps=apps, **self._ids)
+        return device_event(change_type, device=rows.device_row, apps=_known_apps(rows), **self._ids)
 
     def _device_changes(self, before: DeviceRows, after: DeviceRows) -> Iterator[dict[str, Any]]:
         changes = self._row_changes("devices", before.device, before.device_head, after.device, after.device_head,
@@ -135,6 +139,8 @@ class SnapshotComparison:
                                **self._ids)
         if before.apps_known() and after.apps_known():
             yield from self._app_changes(before, after)
+        elif after.apps_known():  # announced with `apps: null`; now read: say what they are, once
+            yield device_event(DEVICE_APPS_FIRST_READ, device=after.device_row, apps=_known_apps(after), **self._ids)
 
     def _same_details(self, before: DeviceRows, after: DeviceRows) -> bool:
         if len(before.details) != 1 or len(after.details) != 1:
@@ -178,6 +184,11 @@ class SnapshotComparison:
                            app_event(change_type, device=after.device_row, before=was, after=now, **self._ids)))
         events.sort(key=lambda item: item[:2])
         return [event for _, _, event in events]
+
+
+def _known_apps(rows: DeviceRows) -> list[dict[str, Any]] | None:
+    """The device's apps, or None when they were never read (unknown, not "no apps")."""
+    return app_list(json.loads(line) for line in rows.apps) if rows.apps_known() else None
 
 
 def _first_rows(before: DeviceRows, after: DeviceRows) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

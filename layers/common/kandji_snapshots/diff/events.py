@@ -4,7 +4,8 @@ Every event is one JSON object:
 
     schema_version, event_id, change_type, severity, snapshot_id, previous_snapshot_id,
     device_id, device_name, serial_number, platform,
-    then `changes` (device_changed), `app` (app_*) or `apps` (device_added/removed).
+    then `changes` (device_changed), `app` (app_*) or `apps` (device_added/removed, device_apps_first_read;
+    null when the apps were never read).
 
 `event_id` is a hash of what the event is about, so diffing the same two snapshots
 again gives the same ids: subscribers can drop duplicates by id.
@@ -24,13 +25,17 @@ SCHEMA_VERSION = 1
 DEVICE_ADDED = "device_added"
 DEVICE_REMOVED = "device_removed"
 DEVICE_CHANGED = "device_changed"
+# A device whose apps were unknown (listed, never read: `apps: null`) has them read for the first
+# time: its `apps`, once, like device_added's. Not app_installed: they may have been there all along.
+DEVICE_APPS_FIRST_READ = "device_apps_first_read"
 APP_INSTALLED = "app_installed"
 APP_UPDATED = "app_updated"
 APP_REMOVED = "app_removed"
 SNAPSHOT_SUMMARY = "snapshot_summary"
 
 # Events of one device come in this order (then by app identity): deterministic output.
-CHANGE_TYPES = (DEVICE_ADDED, DEVICE_REMOVED, DEVICE_CHANGED, APP_INSTALLED, APP_UPDATED, APP_REMOVED)
+CHANGE_TYPES = (DEVICE_ADDED, DEVICE_REMOVED, DEVICE_CHANGED, DEVICE_APPS_FIRST_READ, APP_INSTALLED, APP_UPDATED,
+                APP_REMOVED)
 CHANGE_TYPE_RANK = {change_type: rank for rank, change_type in enumerate(CHANGE_TYPES)}
 
 # What an `apps` list item (device_added/removed) keeps of each app row.
