@@ -419,18 +419,30 @@ def test_first_snapshot_publishes_only_a_summary():
     assert list(iter_rows(store, [changes_key(FIRST)])) == []
 
 
-def test_more_events_than_the_limit_publish_only_the_summary():
+def test_more_events_than_the_limit_publish_only_the_high_severity_ones_and_the_summary():
     def mass_update(fleet):
         for apps in fleet.apps.values():
             apps[0]["version"] = "121.0"
         fleet.devices["id-000"]["agent_installed"] = False
 
     run = diff(mass_update, max_events_per_run=2)
-    [summary] = run.publisher.events
-    assert summary["suppressed"] is True and summary["event_count"] == 4 and summary["published_events"] == 0
-    assert summary["severity"] == "high" and run.publisher.messages[0].attributes["severity"] == "high"
+    [agent_removed, summary] = run.publisher.events
+    assert (agent_removed["change_type"], agent_removed["severity"]) == ("device_changed", "high")
+    assert summary["suppressed"] is True and summary["event_count"] == 4 and summary["published_events"] == 1
+    assert summary["severity"] == "high" and run.publisher.messages[-1].attributes["severity"] == "high"
+    assert summary["noisy_field"] is None  # app updates, no one field; and agent_installed is never "noise"
     assert len(run.changes_file()) == 4  # everything is still on record
-    assert run.result.suppressed and run.result.published_messages == 1
+    assert run.result.suppressed and run.result.published_messages == 2
+
+
+def test_more_high_severity_events_than_the_limit_publish_only_the_summary():
+    def mass_removal(fleet):
+        for device in fleet.devices.values():
+            device["agent_installed"] = False
+
+    run = diff(mass_removal, max_events_per_run=2)
+    [summary] = run.publisher.events
+    assert summary["suppressed"] is True and summary["event_count"] == 3 and summary["published_events"] == 0
 
 
 def test_exactly_the_limit_is_published():

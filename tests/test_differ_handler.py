@@ -132,3 +132,42 @@ def test_environment_is_read_and_checked():
         DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b"})
     with pytest.raises(ConfigurationError, match="MAX_EVENTS_PER_RUN='many'"):
         DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b", "CHANGES_TOPIC_ARN": "t", "MAX_EVENTS_PER_RUN": "many"})
+
+
+def test_a_field_moving_on_every_device_does_not_bury_a_filevault_turned_off(deployed, lambda_context, monkeypatch):
+    """MAX_EVENTS_PER_RUN is 100: 300 devices report a new unknown field moving, one also turned FileVault off."""
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(300)
+    fleet.collect(store, hour=10)
+
+    def check_in_with_a_moving_counter(hour: int) -> None:
+        fleet.check_in()
+        for device_id, item in fleet.devices.items():
+            item["kandji_heartbeat_seq"] = f"{hour}-{device_id}"  # unknown to the schema: lands in `extra`
+        fleet.collect(store, hour=hour)
+
+    check_in_with_a_moving_counter(11)
+    fleet.details["id-123"]["filevault"]["filevault_enabled"] = False
+    check_in_with_a_moving_counter(12)
+    handler = load_differ_handler()
+    handler.lambda_handler(manifest_event(manifest_key(SECOND)), lambda_context)
+    deployed()
+    result = handler.lambda_handler(manifest_event(manifest_key("20261123T120000Z")), lambda_context)
+
+    bodies = [json.loads(message["Body"]) for message in deployed()]
+    assert result["events"] == 300 and result["suppressed"]
+    [filevault, summary] = sorted(bodies, key=lambda body: body["change_type"])
+    assert (filevault["change_type"], filevault["device_id"], filevault["severity"]) == (
+        "device_changed", "id-123", "high")
+    assert summary["published_events"] == 1 and summary["suppressed"]
+    noisy = summary["noisy_field"]
+    assert noisy["field"].startswith("extra") and noisy["devices"] == 300
+    assert noisy["silence_with"] == f"DIFF_IGNORE_FIELDS={noisy['field']}"
+
+    # The suggested setting silences the noise; the next FileVault change is one event, as usual.
+    monkeypatch.setenv("DIFF_IGNORE_FIELDS", noisy["field"])
+    fleet.details["id-200"]["filevault"]["filevault_enabled"] = False
+    check_in_with_a_moving_counter(13)
+    result = handler.lambda_handler(manifest_event(manifest_key("20261123T130000Z")), lambda_context)
+    assert result["events"] == 1 and not result["suppressed"]
+    assert sorted(json.loads(message["Body"]).get("device_id", "-") for message in deployed()) == ["-", "id-200"]

@@ -28,9 +28,9 @@ from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_snapshot_id
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
-                            DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, app_event,
+                            DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, FieldTally, app_event,
                             app_identity, app_list, device_event, summary_event)
-from kandji_snapshots.diff.rules import ChangeRules, highest, repeats_device_list
+from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
 from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
@@ -273,33 +273,49 @@ class SnapshotDiffer:
                                              duration_seconds=round(self._clock() - started, 3))
         previous_id = previous_snapshot_id(self._store, snapshot_id)
         changes_file = ChangesFile(self._store, snapshot_id)
-        tally = EventTally()
+        tally, fields = EventTally(), FieldTally()
+        limit = self._settings.max_events_per_run
         kept: list[dict[str, Any]] | None = []  # the events to publish; None once over the limit
+        high: list[dict[str, Any]] | None = []  # the high-severity ones, published even when the rest is not
         try:
             for event in self._events(changes_file, previous_id, current):
                 tally.add(event)
+                fields.add(event)
                 if kept is not None:
                     kept.append(event)
-                    if len(kept) > self._settings.max_events_per_run:
+                    if len(kept) > limit:
                         kept = None
+                if high is not None and event["severity"] == HIGH:
+                    high.append(event)
+                    if len(high) > limit:
+                        high = None
         except ObjectNotFound as missing:
             raise self._incomplete(str(missing.args[0]), snapshot_id) from None
         suppressed = kept is None
+        noisy_field = fields.dominant(tally.total, IGNORE_FIELDS_ENV) if suppressed else None
         if suppressed:
-            logger.warning("too many changes to publish one by one: publishing the summary only",
-                           extra={"snapshot_id": snapshot_id, "events": tally.total,
-                                  "max_events_per_run": self._settings.max_events_per_run})
-        published_now = self._publish_events(kept or [], markers, changes_file.uri, snapshot_id, time_left)
+            # A flood (often one field moving on every device) must not bury a FileVault turned off.
+            kept = high or []
+            logger.warning("too many changes to publish one by one: publishing the high-severity events and the "
+                           "summary only", extra={"snapshot_id": snapshot_id, "events": tally.total,
+                                                   "high_severity_events": len(high) if high is not None else None,
+                                                   "max_events_per_run": limit, "noisy_field": noisy_field})
+            if noisy_field:
+                logger.warning(f"field {noisy_field['field']} changed on {noisy_field['devices']} of "
+                               f"{noisy_field['devices_changed']} changed devices; if it means nothing to you, "
+                               f"set {noisy_field['silence_with']} on the differ",
+                               extra={"snapshot_id": snapshot_id})
+        published_now = self._publish_events(kept, markers, changes_file.uri, snapshot_id, time_left)
         summary = summary_event(snapshot_id=snapshot_id, previous_snapshot_id=previous_id, tally=tally,
                                 device_count=int(current.document["device_count"]), changes_uri=changes_file.uri,
-                                published_events=len(kept or []), suppressed=suppressed,
-                                max_events_per_run=self._settings.max_events_per_run)
+                                published_events=len(kept), suppressed=suppressed, max_events_per_run=limit,
+                                noisy_field=noisy_field)
         summary_attributes = {"change_type": SNAPSHOT_SUMMARY, "severity": summary["severity"], "platform": "all"}
-        self._check_time(time_left, snapshot_id, len(kept or []), len(kept or []), markers)
+        self._check_time(time_left, snapshot_id, len(kept), len(kept), markers)
         try:
             self._publisher.publish_batch([event_message(summary, changes_file.uri, attributes=summary_attributes)])
         except PublishError as error:
-            raise _resumable(error, snapshot_id, len(kept or []), len(kept or []), markers) from error
+            raise _resumable(error, snapshot_id, len(kept), len(kept), markers) from error
         markers.mark_done(summary)
         result = DifferResult.from_summary(summary, published_events=published_now,
                                            published_messages=published_now + 1,
