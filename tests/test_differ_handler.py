@@ -171,3 +171,70 @@ def test_a_field_moving_on_every_device_does_not_bury_a_filevault_turned_off(dep
     result = handler.lambda_handler(manifest_event(manifest_key("20261123T130000Z")), lambda_context)
     assert result["events"] == 1 and not result["suppressed"]
     assert sorted(json.loads(message["Body"]).get("device_id", "-") for message in deployed()) == ["-", "id-200"]
+
+
+def overlapping_runs(store: S3ObjectStore) -> tuple[str, str, str]:
+    """Snapshot 09:00, then runs A (10:00) and B (10:01) that both started after it: FileVault went off
+    before A, an app was updated between A and B."""
+    fleet = FakeFleet.of(3)
+    base = fleet.collect(store, hour=9).snapshot_id
+    fleet.check_in()
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
+    a = fleet.collect(store, hour=10).snapshot_id
+    fleet.apps["id-002"][0]["version"] = "121.0"
+    b = fleet.collect(store, hour=10, minute=1).snapshot_id
+    return base, a, b
+
+
+def published_changes(messages: list[dict]) -> list[tuple[str, str, str]]:
+    bodies = [json.loads(message["Body"]) for message in messages]
+    return sorted((body["change_type"], body["device_id"], body["previous_snapshot_id"]) for body in bodies
+                  if body["change_type"] != "snapshot_summary")
+
+
+@pytest.mark.parametrize("order", ["a_first", "b_first"])
+def test_overlapping_runs_diff_against_the_latest_committed_snapshot(deployed, lambda_context, order):
+    base, a, b = overlapping_runs(S3ObjectStore(boto3.client("s3"), BUCKET))
+    handler = load_differ_handler()
+    results = {snapshot_id: handler.lambda_handler(manifest_event(manifest_key(snapshot_id)), lambda_context)
+               for snapshot_id in ((a, b) if order == "a_first" else (b, a))}
+    assert results[a]["previous_snapshot_id"] == base and results[b]["previous_snapshot_id"] == a
+    assert published_changes(deployed()) == [("app_updated", "id-002", a), ("device_changed", "id-001", base)]
+
+
+def test_a_run_that_commits_after_a_newer_one_was_diffed_publishes_nothing_twice(deployed, lambda_context):
+    """B's differ runs while A is still writing (its manifest not there yet): B covers A's changes."""
+    s3 = boto3.client("s3")
+    base, a, b = overlapping_runs(S3ObjectStore(s3, BUCKET))
+    a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))  # A not committed yet
+    handler = load_differ_handler()
+    assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == base
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)  # A commits
+    result = handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)
+    assert result["superseded_by"] == b and result["published_messages"] == 0
+    # Redelivered, each trigger publishes nothing again.
+    for snapshot_id in (a, b):
+        handler.lambda_handler(manifest_event(manifest_key(snapshot_id)), lambda_context)
+
+    messages = deployed()
+    assert published_changes(messages) == [("app_updated", "id-002", base), ("device_changed", "id-001", base)]
+    ids = [json.loads(message["Body"])["event_id"] for message in messages]
+    assert len(ids) == len(set(ids)) == 3  # two changes and B's summary
+
+
+def test_a_retry_keeps_the_previous_snapshot_it_claimed(deployed, lambda_context):
+    """B's first attempt claimed 09:00 (A not committed) and died; A commits; the retry still diffs against 09:00."""
+    s3 = boto3.client("s3")
+    store = S3ObjectStore(s3, BUCKET)
+    base, a, b = overlapping_runs(store)
+    a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))
+    from kandji_snapshots.diff.progress import TransitionClaims
+    from kandji_snapshots.snapshots.catalog import previous_snapshot_id
+    assert TransitionClaims(store, b).claim(lambda: previous_snapshot_id(store, b)).previous_snapshot_id == base
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)
+    handler = load_differ_handler()
+    assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == base
+    assert handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)["superseded_by"] == b
+    assert published_changes(deployed()) == [("app_updated", "id-002", base), ("device_changed", "id-001", base)]

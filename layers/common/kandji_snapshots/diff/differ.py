@@ -30,9 +30,9 @@ from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
                             DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, FieldTally, app_event,
                             app_identity, app_list, device_event, summary_event)
-from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, ChangeRules, highest, repeats_device_list
+from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
-from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers
+from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers, TransitionClaims
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
 from kandji_snapshots.snapshots.layout import manifest_key
@@ -234,6 +234,7 @@ class DifferResult:
     published_events: int = 0  # by this invocation (a retry counts only what it added)
     published_messages: int = 0  # events and summary, by this invocation
     already_done: bool = False
+    superseded_by: str | None = None  # a newer snapshot's diff covers this one's changes: nothing published
     duration_seconds: float = 0.0
 
     @classmethod
@@ -271,7 +272,13 @@ class SnapshotDiffer:
             logger.info("snapshot already diffed and published: nothing to do", extra={"snapshot_id": snapshot_id})
             return DifferResult.from_summary(done, already_done=True,
                                              duration_seconds=round(self._clock() - started, 3))
-        previous_id = previous_snapshot_id(self._store, snapshot_id)
+        # The latest snapshot committed before this one, claimed so that overlapping runs never
+        # publish one change twice (progress.TransitionClaims).
+        transition = TransitionClaims(self._store, snapshot_id).claim(
+            lambda: previous_snapshot_id(self._store, snapshot_id))
+        previous_id = transition.previous_snapshot_id
+        if transition.superseded_by is not None:
+            return self._superseded(current, previous_id, transition.superseded_by, started)
         changes_file = ChangesFile(self._store, snapshot_id)
         tally, fields = EventTally(), FieldTally()
         limit = self._settings.max_events_per_run
@@ -322,6 +329,17 @@ class SnapshotDiffer:
                                            duration_seconds=round(self._clock() - started, 3))
         logger.info("snapshot diffed", extra=result.as_dict())
         return result
+
+    def _superseded(self, current: Manifest, previous_id: str | None, newer: str, started: float) -> DifferResult:
+        logger.warning(f"snapshot {newer} was already diffed against {previous_id or 'nothing (first snapshot)'}, "
+                       f"so its events include this snapshot's changes: nothing published for "
+                       f"{current.snapshot_id} (two collector runs overlapped)",
+                       extra={"snapshot_id": current.snapshot_id, "superseded_by": newer})
+        return DifferResult(snapshot_id=current.snapshot_id, previous_snapshot_id=previous_id,
+                            first_snapshot=previous_id is None, device_count=int(current.document["device_count"]),
+                            event_count=0, counts_by_change_type={}, counts_by_severity={}, highest_severity=INFO,
+                            suppressed=False, changes_uri="", superseded_by=newer,
+                            duration_seconds=round(self._clock() - started, 3))
 
     def _incomplete(self, key: str, snapshot_id: str) -> SnapshotIncomplete:
         owner = key.rsplit("/", 1)[-1][:16]  # parts are named <snapshot_id>[-NNNNN].json.gz
