@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import importlib.util
 import json
 import sys
@@ -12,9 +13,10 @@ import boto3
 import pytest
 
 from aws_helpers import drain_queue
+from conftest import FakeLambdaContext
 from differ_fixtures import FakeFleet
 from kandji_snapshots.diff.runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
-from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.errors import ConfigurationError, DeadlineExceeded
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 
@@ -238,3 +240,49 @@ def test_a_retry_keeps_the_previous_snapshot_it_claimed(deployed, lambda_context
     assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == base
     assert handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)["superseded_by"] == b
     assert published_changes(deployed()) == [("app_updated", "id-002", base), ("device_changed", "id-001", base)]
+
+
+class SteppingContext(FakeLambdaContext):
+    """A Lambda context whose clock moves one second each time the remaining time is read."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.remaining_ms -= 1000
+        return self.remaining_ms
+
+
+def test_a_comparison_cut_short_by_the_deadline_goes_on_where_it_stopped(deployed, monkeypatch):
+    """Each attempt has ~4 deadline checks before the 30 s margin: about 64 of 200 devices."""
+    monkeypatch.setenv("MAX_EVENTS_PER_RUN", "1000")
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(200)
+    fleet.collect(store, hour=10)
+    fleet.check_in()
+    for item in fleet.devices.values():
+        item["agent_version"] = "4.6.0"  # a mass update: one device_changed per device
+    fleet.collect(store, hour=11)
+    handler = load_differ_handler()
+
+    attempts, checkpoints = 0, []
+    while True:
+        attempts += 1
+        assert attempts <= 10, "no progress from one attempt to the next"
+        try:
+            result = handler.lambda_handler(manifest_event(manifest_key(SECOND)), SteppingContext(remaining_ms=34_000))
+            break
+        except DeadlineExceeded as stopped:
+            if "stopped comparing" not in str(stopped):  # the comparison is done; publishing stopped in time
+                continue
+            assert "Nothing was published yet" in str(stopped) and "goes on from there" in str(stopped)
+            checkpoint = json.loads(store.get(f"changes/_published/{SECOND}/comparison.json"))
+            checkpoints.append((checkpoint["after_device"], checkpoint["events"]))
+            assert list(store.list_keys(changes_key(SECOND))) == []  # no changes file until the comparison ends
+    assert len(checkpoints) >= 2 and checkpoints == sorted(checkpoints)
+    assert len({after for after, _ in checkpoints}) == len(checkpoints)  # every attempt got further
+    assert result["events"] == 200 and not result["suppressed"]
+    bodies = [json.loads(message["Body"]) for message in deployed()]
+    assert sorted(body.get("device_id", "~") for body in bodies) == [f"id-{n:03d}" for n in range(200)] + ["~"]
+    assert len({body["event_id"] for body in bodies}) == 201
+    # The changes file holds the events in device order, as an uninterrupted run writes them.
+    changes = [json.loads(line) for line in gzip.decompress(store.get(changes_key(SECOND))).splitlines()]
+    assert [event["device_id"] for event in changes] == [f"id-{n:03d}" for n in range(200)]
+    assert [key for key in store.list_keys(f"changes/_published/{SECOND}/") if "comparison" in key] == []

@@ -32,7 +32,8 @@ from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATE
                             app_identity, app_list, device_event, summary_event)
 from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
-from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers, TransitionClaims
+from kandji_snapshots.diff.progress import (ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers,
+                                            TransitionClaims)
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
 from kandji_snapshots.snapshots.layout import manifest_key
@@ -51,6 +52,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_EVENTS_PER_RUN = 500
 
 
+# Devices compared between two deadline checks: a check costs a call, a device costs far more.
+_STOP_CHECK_EVERY = 16
+
+
 class SnapshotNotCommitted(KandjiSnapshotsError):
     """The snapshot to diff has no manifest."""
 
@@ -64,7 +69,12 @@ class SnapshotIncomplete(KandjiSnapshotsError):
 class SnapshotComparison:
     """The events between two snapshots, in order: device_id, change type, app identity."""
 
-    def __init__(self, store: ObjectStore, previous: Manifest, current: Manifest, rules: ChangeRules):
+    def __init__(self, store: ObjectStore, previous: Manifest, current: Manifest, rules: ChangeRules, *,
+                 resume_after: bytes | None = None, should_stop: Callable[[], bool] | None = None):
+        # resume_after: devices up to this id were compared by an earlier attempt (checkpoint), skip them.
+        # should_stop: asked every few devices; True raises ComparisonPaused at a device boundary.
+        self._resume_after = resume_after
+        self._should_stop = should_stop
         self._store = store
         self._previous = previous
         self._current = current
@@ -88,10 +98,24 @@ class SnapshotComparison:
         after_rows = iter_device_rows(self._store, self._current)
         before = next(before_rows, None)
         after = next(after_rows, None)
-        gone = iter(sorted(self._unknown_before - self._unknown_now))
+        resume_after = self._resume_after
+        gone = iter(sorted(device_id for device_id in self._unknown_before - self._unknown_now
+                           if resume_after is None or device_id > resume_after))
         skipped = next(gone, None)
+        done_through: bytes | None = resume_after  # every device up to this id is compared
+        steps = 0
         while before is not None or after is not None:
             position = min(rows.device_id for rows in (before, after) if rows is not None)
+            if resume_after is not None and position <= resume_after:  # compared by an earlier attempt
+                if before is not None and before.device_id == position:
+                    before = next(before_rows, None)
+                if after is not None and after.device_id == position:
+                    after = next(after_rows, None)
+                continue
+            steps += 1
+            if self._should_stop is not None and steps % _STOP_CHECK_EVERY == 0 and self._should_stop():
+                raise ComparisonPaused(done_through)
+            done_through = position
             while skipped is not None and skipped <= position:
                 if after is None or after.device_id != skipped:  # listed again: it was never gone
                     yield self._skipped_device_removed(skipped)
@@ -217,6 +241,8 @@ class DifferSettings:
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN
     ignore_fields: tuple[str, ...] = ()  # added to change_rules.DEFAULT_IGNORED_FIELDS
     time_margin_seconds: float = 10.0  # publish no batch with less time left than this
+    # Stop comparing with less time left than this: enough to save the checkpoint (the events so far).
+    compare_margin_seconds: float = 30.0
 
 
 @dataclass
@@ -280,12 +306,13 @@ class SnapshotDiffer:
         if transition.superseded_by is not None:
             return self._superseded(current, previous_id, transition.superseded_by, started)
         changes_file = ChangesFile(self._store, snapshot_id)
+        checkpoint = ComparisonCheckpoint(self._store, snapshot_id, previous_id)
         tally, fields = EventTally(), FieldTally()
         limit = self._settings.max_events_per_run
         kept: list[dict[str, Any]] | None = []  # the events to publish; None once over the limit
         high: list[dict[str, Any]] | None = []  # the high-severity ones, published even when the rest is not
         try:
-            for event in self._events(changes_file, previous_id, current):
+            for event in self._events(changes_file, checkpoint, previous_id, current, time_left):
                 tally.add(event)
                 fields.add(event)
                 if kept is not None:
@@ -298,6 +325,9 @@ class SnapshotDiffer:
                         high = None
         except ObjectNotFound as missing:
             raise self._incomplete(str(missing.args[0]), snapshot_id) from None
+        except ComparisonPaused as paused:
+            raise self._paused(paused, checkpoint, snapshot_id, previous_id) from None
+        checkpoint.clear()  # the changes file now holds its events
         suppressed = kept is None
         noisy_field = fields.dominant(tally.total, IGNORE_FIELDS_ENV) if suppressed else None
         if suppressed:
@@ -370,9 +400,13 @@ class SnapshotDiffer:
                 f"{self._store.location}/{manifest_key(snapshot_id)} does not exist: snapshot {snapshot_id} "
                 "was never committed (or its manifest was deleted), so there is nothing to diff.") from None
 
-    def _events(self, changes_file: ChangesFile, previous_id: str | None,
-                current: Manifest) -> Iterator[dict[str, Any]]:
-        """This run's events: from the changes file when an earlier attempt wrote it, else computed and written."""
+    def _events(self, changes_file: ChangesFile, checkpoint: ComparisonCheckpoint, previous_id: str | None,
+                current: Manifest, time_left: Callable[[], float] | None) -> Iterator[dict[str, Any]]:
+        """This run's events: from the changes file when an earlier attempt wrote it, else computed and written.
+
+        A comparison that runs short of time stops at a device boundary (ComparisonPaused); the
+        events found so far are saved as a checkpoint, and the next attempt goes on from there.
+        """
         if changes_file.exists():
             # What an earlier attempt may already have published: reuse it, never recompute differently.
             logger.info("resuming from the changes file", extra={"changes_uri": changes_file.uri})
@@ -381,7 +415,28 @@ class SnapshotDiffer:
             logger.info("first snapshot: nothing to compare with", extra={"snapshot_id": current.snapshot_id})
             return changes_file.write(())
         previous = load_manifest(self._store, previous_id)
-        return changes_file.write(SnapshotComparison(self._store, previous, current, self._rules))
+        if checkpoint.after_device is not None:
+            logger.info("resuming the comparison", extra={"snapshot_id": current.snapshot_id,
+                                                          "events_so_far": checkpoint.events_so_far})
+        margin = self._settings.compare_margin_seconds
+        comparison = SnapshotComparison(self._store, previous, current, self._rules,
+                                        resume_after=checkpoint.after_device,
+                                        should_stop=None if time_left is None else lambda: time_left() < margin)
+
+        def events() -> Iterator[dict[str, Any]]:
+            yield from checkpoint.events()
+            yield from changes_file.write(comparison, head=checkpoint.head())
+        return events()
+
+    def _paused(self, paused: ComparisonPaused, checkpoint: ComparisonCheckpoint, snapshot_id: str,
+                previous_id: str | None) -> DeadlineExceeded:
+        saved = checkpoint.save(paused)
+        return DeadlineExceeded(
+            f"The differ stopped comparing snapshot {snapshot_id} with {previous_id} before the Lambda's time ran "
+            f"out: the devices up to {saved['after_device']!r} are compared and their {saved['events']} change "
+            f"events saved under {self._store.location.rstrip('/')}/{checkpoint.key}. Nothing was published yet; "
+            "the Lambda's retry (or invoking the differ again with the same manifest event) goes on from there. "
+            "If the retries run out first, invoke it again; if this happens every run, raise the differ's timeout.")
 
     def _publish_events(self, events: list[dict[str, Any]], markers: ProgressMarkers, changes_uri: str,
                         snapshot_id: str, time_left: Callable[[], float] | None = None) -> int:

@@ -61,6 +61,82 @@ class ProgressMarkers:
         self._store.put(self.done_key, json.dumps(summary, indent=2).encode(), content_type="application/json")
 
 
+class ComparisonPaused(Exception):
+    """The comparison stopped at a device boundary: every device up to `after_device` is compared."""
+
+    def __init__(self, after_device: bytes | None):
+        super().__init__(after_device)
+        self.after_device = after_device
+        self.partial = b""  # the events found since the last checkpoint, one gzip member (set by ChangesFile)
+
+
+class ComparisonCheckpoint:
+    """How far an interrupted comparison got, so the next attempt goes on instead of starting over.
+
+    comparison.json          {"previous_snapshot_id", "after_device", "events", "parts": [...]}
+    comparison-NNNNN.json.gz the events each attempt found, one gzip member each: the changes file
+                             starts with them, in order, byte for byte
+    """
+
+    def __init__(self, store: ObjectStore, snapshot_id: str, previous_snapshot_id: str | None):
+        self._store = store
+        self._prefix = published_marker_prefix(snapshot_id)
+        self._previous = previous_snapshot_id
+        self.key = f"{self._prefix}comparison.json"
+        self._document = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            document = json.loads(self._store.get(self.key))
+        except ObjectNotFound:
+            return {}
+        # Made against another previous snapshot (it cannot be, with transition claims): not ours to resume.
+        return document if document.get("previous_snapshot_id") == self._previous else {}
+
+    @property
+    def after_device(self) -> bytes | None:
+        after = self._document.get("after_device")
+        return None if after is None else after.encode("latin-1")  # the id's raw bytes, kept losslessly
+
+    @property
+    def events_so_far(self) -> int:
+        return int(self._document.get("events", 0))
+
+    def _parts(self) -> list[str]:
+        return list(self._document.get("parts", []))
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        for line in iter_lines(self._store, self._parts()):
+            yield json.loads(line)
+
+    def head(self) -> bytes:
+        return b"".join(self._store.get(key) for key in self._parts())
+
+    def save(self, paused: ComparisonPaused) -> dict[str, Any]:
+        parts = self._parts()
+        events = self.events_so_far + sum(1 for _ in iter_lines_of(paused.partial))
+        if paused.after_device is not None and paused.after_device != self.after_device:
+            part = f"{self._prefix}comparison-{len(parts):05d}.json.gz"
+            self._store.put(part, paused.partial, content_type="application/x-ndjson", content_encoding="gzip")
+            parts.append(part)
+            after = paused.after_device.decode("latin-1")
+        else:  # not one device further: nothing new to keep
+            after, events = self._document.get("after_device"), self.events_so_far
+        self._document = {"previous_snapshot_id": self._previous, "after_device": after, "events": events,
+                          "parts": parts}
+        self._store.put(self.key, json.dumps(self._document).encode(), content_type="application/json")
+        return self._document
+
+    def clear(self) -> None:
+        if self._document:
+            self._store.delete([*self._parts(), self.key])
+            self._document = {}
+
+
+def iter_lines_of(member: bytes) -> Iterator[bytes]:
+    return iter(gzip.decompress(member).splitlines()) if member else iter(())
+
+
 class ChangesFile:
     """changes/dt=…/<snapshot_id>.json.gz: every event of a run, one JSON line each."""
 
@@ -73,14 +149,22 @@ class ChangesFile:
     def exists(self) -> bool:
         return any(key == self.key for key in self._store.list_keys(self.key))
 
-    def write(self, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Pass `events` through while compressing them; stored once the iteration ends."""
+    def write(self, events: Iterable[dict[str, Any]], head: bytes = b"") -> Iterator[dict[str, Any]]:
+        """Pass `events` through while compressing them; stored, after `head` (gzip members of events
+        an earlier attempt found), once the iteration ends. A pause keeps what was found in the pause."""
         buffer = io.BytesIO()
-        with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as stream:
+        stream = gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0)
+        try:
             for event in events:
                 stream.write(encode_event(event).encode() + b"\n")
                 yield event
-        self._store.put(self.key, buffer.getvalue(), content_type="application/x-ndjson", content_encoding="gzip")
+        except ComparisonPaused as paused:
+            stream.close()
+            paused.partial = buffer.getvalue()
+            raise
+        stream.close()
+        self._store.put(self.key, head + buffer.getvalue(), content_type="application/x-ndjson",
+                        content_encoding="gzip")
 
     def read(self) -> Iterator[dict[str, Any]]:
         for line in iter_lines(self._store, [self.key]):
