@@ -15,8 +15,10 @@ import pytest
 from aws_helpers import drain_queue
 from conftest import FakeLambdaContext
 from differ_fixtures import FakeFleet
+from kandji_snapshots.diff.progress import TransitionClaims
 from kandji_snapshots.diff.runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
 from kandji_snapshots.errors import ConfigurationError, DeadlineExceeded
+from kandji_snapshots.snapshots.catalog import previous_snapshot_id
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 
@@ -225,18 +227,33 @@ def test_a_run_that_commits_after_a_newer_one_was_diffed_publishes_nothing_twice
     assert len(ids) == len(set(ids)) == 3  # two changes and B's summary
 
 
-def test_a_retry_keeps_the_previous_snapshot_it_claimed(deployed, lambda_context):
-    """B's first attempt claimed 09:00 (A not committed) and died; A commits; the retry still diffs against 09:00."""
+def test_a_retry_chooses_afresh_until_events_were_computed_then_keeps_its_previous(deployed, lambda_context):
+    """B's differ claimed 09:00 while A was still writing. Whether its retry may move on to A depends on
+    whether events were computed (and maybe published) against 09:00."""
     s3 = boto3.client("s3")
     store = S3ObjectStore(s3, BUCKET)
     base, a, b = overlapping_runs(store)
     a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
     s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))
-    from kandji_snapshots.diff.progress import TransitionClaims
-    from kandji_snapshots.snapshots.catalog import previous_snapshot_id
-    assert TransitionClaims(store, b).claim(lambda: previous_snapshot_id(store, b)).previous_snapshot_id == base
-    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)
     handler = load_differ_handler()
+    # Claimed, then died before comparing: nothing computed, so the retry moves on to A and releases 09:00.
+    assert TransitionClaims(store, b).claim(lambda: previous_snapshot_id(store, b),
+                                            keep_choice=False).previous_snapshot_id == base
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)
+    assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == a
+    assert handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)["previous_snapshot_id"] == base
+    assert published_changes(deployed()) == [("app_updated", "id-002", a), ("device_changed", "id-001", base)]
+
+
+def test_a_retry_keeps_the_previous_it_computed_events_against(deployed, lambda_context):
+    s3 = boto3.client("s3")
+    base, a, b = overlapping_runs(S3ObjectStore(s3, BUCKET))
+    a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))
+    handler = load_differ_handler()
+    with pytest.raises(DeadlineExceeded):  # changes file written against 09:00, then no time to publish
+        handler.lambda_handler(manifest_event(manifest_key(b)), FakeLambdaContext(remaining_ms=5_000))
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)
     assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == base
     assert handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)["superseded_by"] == b
     assert published_changes(deployed()) == [("app_updated", "id-002", base), ("device_changed", "id-001", base)]

@@ -300,12 +300,14 @@ class SnapshotDiffer:
                                              duration_seconds=round(self._clock() - started, 3))
         # The latest snapshot committed before this one, claimed so that overlapping runs never
         # publish one change twice (progress.TransitionClaims).
-        transition = TransitionClaims(self._store, snapshot_id).claim(
-            lambda: previous_snapshot_id(self._store, snapshot_id))
+        changes_file = ChangesFile(self._store, snapshot_id)
+        claims = TransitionClaims(self._store, snapshot_id)
+        transition = claims.claim(lambda: previous_snapshot_id(self._store, snapshot_id),
+                                  keep_choice=changes_file.exists() or ComparisonCheckpoint.exists(self._store,
+                                                                                                    snapshot_id))
         previous_id = transition.previous_snapshot_id
         if transition.superseded_by is not None:
             return self._superseded(current, previous_id, transition.superseded_by, started)
-        changes_file = ChangesFile(self._store, snapshot_id)
         checkpoint = ComparisonCheckpoint(self._store, snapshot_id, previous_id)
         tally, fields = EventTally(), FieldTally()
         limit = self._settings.max_events_per_run
@@ -324,6 +326,7 @@ class SnapshotDiffer:
                     if len(high) > limit:
                         high = None
         except ObjectNotFound as missing:
+            claims.release()  # nothing computed: the retry (after the repair) chooses afresh
             raise self._incomplete(str(missing.args[0]), snapshot_id) from None
         except ComparisonPaused as paused:
             raise self._paused(paused, checkpoint, snapshot_id, previous_id) from None

@@ -78,6 +78,11 @@ class ComparisonCheckpoint:
                              starts with them, in order, byte for byte
     """
 
+    @staticmethod
+    def exists(store: ObjectStore, snapshot_id: str) -> bool:
+        key = f"{published_marker_prefix(snapshot_id)}comparison.json"
+        return any(found == key for found in store.list_keys(key))
+
     def __init__(self, store: ObjectStore, snapshot_id: str, previous_snapshot_id: str | None):
         self._store = store
         self._prefix = published_marker_prefix(snapshot_id)
@@ -186,8 +191,9 @@ class TransitionClaims:
     Either way every change is published by one differ only.
 
     changes/_transitions/<previous>.json        {"snapshot_id": who diffs against it}, written if absent
-    changes/_published/<snapshot>/previous.json  {"previous_snapshot_id": ...}, this snapshot's last choice,
-                                                 so a retry keeps the previous it may have published against
+    changes/_published/<snapshot>/previous.json  {"previous_snapshot_id": ...}, this snapshot's last choice:
+                                                 a retry keeps it once events were computed against it, and
+                                                 else releases its claim and chooses afresh
     """
 
     def __init__(self, store: ObjectStore, snapshot_id: str):
@@ -195,12 +201,18 @@ class TransitionClaims:
         self._snapshot_id = snapshot_id
         self._choice_key = f"{published_marker_prefix(snapshot_id)}previous.json"
 
-    def claim(self, latest_before: Callable[[], str | None]) -> Transition:
-        """The previous snapshot to diff against, claimed; `latest_before` lists the committed ones."""
+    def claim(self, latest_before: Callable[[], str | None], *, keep_choice: bool) -> Transition:
+        """The previous snapshot to diff against, claimed; `latest_before` lists the committed ones.
+
+        `keep_choice`: an earlier attempt computed events against its choice (they may be published):
+        keep it. Otherwise choose afresh, releasing an earlier attempt's claim if the choice moved on.
+        """
         choice = self._choice()
-        previous = latest_before() if isinstance(choice, _Unset) else choice
+        previous = choice if keep_choice and not isinstance(choice, _Unset) else latest_before()
         while True:
             if previous != choice:
+                if not isinstance(choice, _Unset):
+                    self._release(choice)
                 self._store.put(self._choice_key, json.dumps({"previous_snapshot_id": previous}).encode(),
                                 content_type="application/json")
                 choice = previous
@@ -217,6 +229,22 @@ class TransitionClaims:
                     f"longer committed, so snapshot {self._snapshot_id} has no consistent previous snapshot. "
                     f"Restore its manifest, or delete {transition_key(previous)} and invoke the differ again.")
             previous = newer
+
+    def release(self) -> None:
+        """Nothing was computed against this run's choice (it failed before): let the next attempt choose."""
+        choice = self._choice()
+        if not isinstance(choice, _Unset):
+            self._release(choice)
+        self._store.delete([self._choice_key])
+
+    def _release(self, previous: str | None) -> None:
+        key = transition_key(previous)
+        try:
+            holder = json.loads(self._store.get(key))["snapshot_id"]
+        except ObjectNotFound:
+            return
+        if holder == self._snapshot_id:  # only ever our own claim
+            self._store.delete([key])
 
     def _choice(self) -> str | None | _Unset:
         try:
