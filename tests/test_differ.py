@@ -338,6 +338,23 @@ def test_carried_rows_are_no_change():
     assert [event["change_type"] for event in publisher.events] == ["device_changed", "snapshot_summary"]
 
 
+def test_an_os_downgrade_seen_in_the_list_before_the_details_is_reported_once_under_rolling_refresh():
+    store = MemoryObjectStore()
+    fleet = FakeFleet.of(3)
+    fleet.collect(store, hour=10)
+    fleet.check_in()
+    fleet.devices["id-001"]["os_version"] = fleet.details["id-001"]["general"]["os_version"] = "13.6"
+    # One device refreshed (id-000, the oldest data): id-001's list row is new, its details carried.
+    SnapshotCollector(fleet, store, clock=StepClock(_at(11)), budget=one_device_budget()).collect()
+    fleet.collect(store, hour=12)  # everything read: general.os_version catches up with the list
+    publisher = MemoryPublisher()
+    for snapshot_id in (SECOND, "20261123T120000Z"):
+        SnapshotDiffer(store, publisher).run(snapshot_id)
+    changed = [event for event in publisher.events if event["change_type"] == "device_changed"]
+    assert [(event["snapshot_id"], event["severity"], [change["field"] for change in event["changes"]])
+            for event in changed] == [(SECOND, "high", ["os_version"])]
+
+
 def _at(hour: int) -> datetime:
     return datetime(2026, 11, 23, hour, tzinfo=timezone.utc)
 

@@ -60,3 +60,10 @@ def test_abort_drops_the_buffer_and_returns_what_was_written():
     written = writer.abort()
     assert written == [table_part_key("device_apps", SNAPSHOT, part) for part in (0, 1)]
     assert sorted(store.objects) == written  # the third, buffered part never reaches the store
+
+
+def test_create_writes_a_key_only_once(tmp_path):
+    for store in (MemoryObjectStore(), LocalObjectStore(tmp_path)):
+        assert store.create("changes/_transitions/first.json", b"a") is True
+        assert store.create("changes/_transitions/first.json", b"b") is False
+        assert store.get("changes/_transitions/first.json") == b"a"
