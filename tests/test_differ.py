@@ -320,7 +320,8 @@ def test_devices_not_fetched_by_a_rolling_refresh_are_unknown_not_changed():
     SnapshotDiffer(store, publisher).run(SECOND)
     assert load_manifest(store, FIRST).document["pending_devices"] == 2
     # Nothing changed; the two devices' apps, unknown until now, are said once (not as app_installed).
-    assert [(event["change_type"], event.get("device_id"), len(event.get("apps") or [])) for event in publisher.events] == [
+    assert [(event["change_type"], event.get("device_id"), len(event.get("apps") or []))
+            for event in publisher.events] == [
         ("device_apps_first_read", "id-001", 3), ("device_apps_first_read", "id-002", 3), ("snapshot_summary", None, 0)]
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_snapshot_id
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
-                            DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, FieldTally, app_event,
-                            app_identity, app_list, device_event, summary_event)
+                            DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally,
+                            FieldTally, app_event, app_identity, app_list, device_event, summary_event)
 from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
 from kandji_snapshots.diff.progress import (ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers,
@@ -155,7 +155,8 @@ class SnapshotComparison:
         if (before.details or after.details) and not self._same_details(before, after):
             # Details never fetched (rolling refresh) are unknown, not empty: nothing to compare.
             if before.details_known() and after.details_known():
-                changes += [change for change in field_changes(self._rules, "device_details", *_first_rows(before, after))
+                details = field_changes(self._rules, "device_details", *_first_rows(before, after))
+                changes += [change for change in details
                             if not repeats_device_list(change["field"], change["after"], after.device_row)]
         if changes:
             severity = highest(change["severity"] for change in changes)
