@@ -137,8 +137,9 @@ class FakeFleet:
     def device_apps(self, device_id: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.apps[device_id])
 
-    def collect(self, store: ObjectStore, *, hour: int, day: int = 23, rows_per_part: int = 100_000) -> Manifest:
-        clock = StepClock(datetime(2026, 11, day, hour, 0, 0, tzinfo=timezone.utc))
+    def collect(self, store: ObjectStore, *, hour: int, day: int = 23, minute: int = 0,
+                rows_per_part: int = 100_000) -> Manifest:
+        clock = StepClock(datetime(2026, 11, day, hour, minute, 0, tzinfo=timezone.utc))
         collector = SnapshotCollector(self, store, clock=clock,
                                       settings=CollectorSettings(max_workers=2, rows_per_part=rows_per_part))
         return collector.collect()

@@ -335,7 +335,8 @@ def test_lost_mode_turned_on_in_details_and_list_is_one_high_event():
     event = only_event(diff(_lost))
     assert event["severity"] == "high"
     reasons = {c["field"]: c.get("reason") for c in event["changes"]}
-    assert reasons["lost_mode_status"] == reasons["lost_mode.lost_mode_status"] == "lost mode enabled"
+    assert reasons["lost_mode_status"] == "lost mode enabled"
+    assert "lost_mode.lost_mode_status" not in reasons  # the details only repeat the list: reported once
     assert not {"lost_mode.last_location.latitude", "lost_mode.last_location_at",
                 "lost_mode.sound_status_at"} & set(reasons)  # where it is: ignored
     assert "lost_mode.lock_screen_phone_number" in reasons  # how it is configured: reported
@@ -421,6 +422,22 @@ def test_a_device_skipped_by_the_previous_snapshot_is_not_added():
     assert [item["device_id"] for item in load_manifest(run.store, FIRST).document["skipped_devices"]] == ["id-002"]
 
 
+def test_a_new_device_skipped_by_a_404_on_its_first_run_is_announced_added_when_first_read():
+    store, fleet = MemoryObjectStore(), FakeFleet.of(2)
+    fleet.collect(store, hour=10)
+    fleet.add("id-009")
+    fleet.unenrolled.add("id-009")  # new, and its details answer 404: nothing known to carry
+    fleet.collect(store, hour=11)
+    fleet.unenrolled.clear()
+    fleet.collect(store, hour=12)
+    publisher = MemoryPublisher()
+    for snapshot_id in (SECOND, "20261123T120000Z"):
+        SnapshotDiffer(store, publisher).run(snapshot_id)
+    assert [item["carried"] for item in load_manifest(store, SECOND).document["skipped_devices"]] == [False]
+    assert [(event["change_type"], event["snapshot_id"], len(event["apps"])) for event in publisher.events
+            if event["change_type"] != "snapshot_summary"] == [("device_added", "20261123T120000Z", 3)]
+
+
 def one_device_budget() -> RequestBudget:
     """Enough requests for one device's details and apps (plus the budget's retry slack)."""
     return RequestBudget(per_run=4)
@@ -436,7 +453,10 @@ def test_devices_not_fetched_by_a_rolling_refresh_are_unknown_not_changed():
     publisher = MemoryPublisher()
     SnapshotDiffer(store, publisher).run(SECOND)
     assert load_manifest(store, FIRST).document["pending_devices"] == 2
-    assert [event["change_type"] for event in publisher.events] == ["snapshot_summary"]
+    # Nothing changed; the two devices' apps, unknown until now, are said once (not as app_installed).
+    assert [(event["change_type"], event.get("device_id"), len(event.get("apps") or []))
+            for event in publisher.events] == [
+        ("device_apps_first_read", "id-001", 3), ("device_apps_first_read", "id-002", 3), ("snapshot_summary", None, 0)]
 
 
 def test_carried_rows_are_no_change():
@@ -451,6 +471,23 @@ def test_carried_rows_are_no_change():
     publisher = MemoryPublisher()
     SnapshotDiffer(store, publisher).run(SECOND)
     assert [event["change_type"] for event in publisher.events] == ["device_changed", "snapshot_summary"]
+
+
+def test_an_os_downgrade_seen_in_the_list_before_the_details_is_reported_once_under_rolling_refresh():
+    store = MemoryObjectStore()
+    fleet = FakeFleet.of(3)
+    fleet.collect(store, hour=10)
+    fleet.check_in()
+    fleet.devices["id-001"]["os_version"] = fleet.details["id-001"]["general"]["os_version"] = "13.6"
+    # One device refreshed (id-000, the oldest data): id-001's list row is new, its details carried.
+    SnapshotCollector(fleet, store, clock=StepClock(_at(11)), budget=one_device_budget()).collect()
+    fleet.collect(store, hour=12)  # everything read: general.os_version catches up with the list
+    publisher = MemoryPublisher()
+    for snapshot_id in (SECOND, "20261123T120000Z"):
+        SnapshotDiffer(store, publisher).run(snapshot_id)
+    changed = [event for event in publisher.events if event["change_type"] == "device_changed"]
+    assert [(event["snapshot_id"], event["severity"], [change["field"] for change in event["changes"]])
+            for event in changed] == [(SECOND, "high", ["os_version"])]
 
 
 def _at(hour: int) -> datetime:
@@ -494,7 +531,7 @@ def test_changes_file_holds_exactly_the_published_events():
     summary = run.summaries[0]
     assert summary["changes_uri"] == f"memory://{changes_key(SECOND)}"
     assert summary["counts"] == {"device_added": 1, "device_removed": 1, "device_changed": 1,
-                                                "app_installed": 1, "app_updated": 1, "app_removed": 0}
+                                 "device_apps_first_read": 0, "app_installed": 1, "app_updated": 1, "app_removed": 0}
     assert summary["severity_counts"] == {"info": 4, "high": 1} and summary["severity"] == "high"
     assert summary["device_count"] == 3 and summary["published_events"] == 5
 
@@ -534,18 +571,30 @@ def test_first_snapshot_publishes_only_a_summary():
     assert list(iter_rows(store, [changes_key(FIRST)])) == []
 
 
-def test_more_events_than_the_limit_publish_only_the_summary():
+def test_more_events_than_the_limit_publish_only_the_high_severity_ones_and_the_summary():
     def mass_update(fleet):
         for apps in fleet.apps.values():
             apps[0]["version"] = "121.0"
         fleet.devices["id-000"]["agent_installed"] = False
 
     run = diff(mass_update, max_events_per_run=2)
-    [summary] = run.publisher.events
-    assert summary["suppressed"] is True and summary["event_count"] == 4 and summary["published_events"] == 0
-    assert summary["severity"] == "high" and run.publisher.messages[0].attributes["severity"] == "high"
+    [agent_removed, summary] = run.publisher.events
+    assert (agent_removed["change_type"], agent_removed["severity"]) == ("device_changed", "high")
+    assert summary["suppressed"] is True and summary["event_count"] == 4 and summary["published_events"] == 1
+    assert summary["severity"] == "high" and run.publisher.messages[-1].attributes["severity"] == "high"
+    assert summary["noisy_field"] is None  # app updates, no one field; and agent_installed is never "noise"
     assert len(run.changes_file()) == 4  # everything is still on record
-    assert run.result.suppressed and run.result.published_messages == 1
+    assert run.result.suppressed and run.result.published_messages == 2
+
+
+def test_more_high_severity_events_than_the_limit_publish_only_the_summary():
+    def mass_removal(fleet):
+        for device in fleet.devices.values():
+            device["agent_installed"] = False
+
+    run = diff(mass_removal, max_events_per_run=2)
+    [summary] = run.publisher.events
+    assert summary["suppressed"] is True and summary["event_count"] == 3 and summary["published_events"] == 0
 
 
 def test_exactly_the_limit_is_published():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import importlib.util
 import json
 import sys
@@ -12,9 +13,12 @@ import boto3
 import pytest
 
 from aws_helpers import drain_queue
+from conftest import FakeLambdaContext
 from differ_fixtures import FakeFleet
+from kandji_snapshots.diff.progress import TransitionClaims
 from kandji_snapshots.diff.runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
-from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.errors import ConfigurationError, DeadlineExceeded
+from kandji_snapshots.snapshots.catalog import previous_snapshot_id
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 
@@ -132,3 +136,170 @@ def test_environment_is_read_and_checked():
         DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b"})
     with pytest.raises(ConfigurationError, match="MAX_EVENTS_PER_RUN='many'"):
         DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b", "CHANGES_TOPIC_ARN": "t", "MAX_EVENTS_PER_RUN": "many"})
+
+
+def test_a_field_moving_on_every_device_does_not_bury_a_filevault_turned_off(deployed, lambda_context, monkeypatch):
+    """MAX_EVENTS_PER_RUN is 100: 300 devices report a new unknown field moving, one also turned FileVault off."""
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(300)
+    fleet.collect(store, hour=10)
+
+    def check_in_with_a_moving_counter(hour: int) -> None:
+        fleet.check_in()
+        for device_id, item in fleet.devices.items():
+            item["kandji_heartbeat_seq"] = f"{hour}-{device_id}"  # unknown to the schema: lands in `extra`
+        fleet.collect(store, hour=hour)
+
+    check_in_with_a_moving_counter(11)
+    fleet.details["id-123"]["filevault"]["filevault_enabled"] = False
+    check_in_with_a_moving_counter(12)
+    handler = load_differ_handler()
+    handler.lambda_handler(manifest_event(manifest_key(SECOND)), lambda_context)
+    deployed()
+    result = handler.lambda_handler(manifest_event(manifest_key("20261123T120000Z")), lambda_context)
+
+    bodies = [json.loads(message["Body"]) for message in deployed()]
+    assert result["events"] == 300 and result["suppressed"]
+    [filevault, summary] = sorted(bodies, key=lambda body: body["change_type"])
+    assert (filevault["change_type"], filevault["device_id"], filevault["severity"]) == (
+        "device_changed", "id-123", "high")
+    assert summary["published_events"] == 1 and summary["suppressed"]
+    noisy = summary["noisy_field"]
+    assert noisy["field"].startswith("extra") and noisy["devices"] == 300
+    assert noisy["silence_with"] == f"DIFF_IGNORE_FIELDS={noisy['field']}"
+
+    # The suggested setting silences the noise; the next FileVault change is one event, as usual.
+    monkeypatch.setenv("DIFF_IGNORE_FIELDS", noisy["field"])
+    fleet.details["id-200"]["filevault"]["filevault_enabled"] = False
+    check_in_with_a_moving_counter(13)
+    result = handler.lambda_handler(manifest_event(manifest_key("20261123T130000Z")), lambda_context)
+    assert result["events"] == 1 and not result["suppressed"]
+    assert sorted(json.loads(message["Body"]).get("device_id", "-") for message in deployed()) == ["-", "id-200"]
+
+
+def overlapping_runs(store: S3ObjectStore) -> tuple[str, str, str]:
+    """Snapshot 09:00, then runs A (10:00) and B (10:01) that both started after it: FileVault went off
+    before A, an app was updated between A and B."""
+    fleet = FakeFleet.of(3)
+    base = fleet.collect(store, hour=9).snapshot_id
+    fleet.check_in()
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
+    a = fleet.collect(store, hour=10).snapshot_id
+    fleet.apps["id-002"][0]["version"] = "121.0"
+    b = fleet.collect(store, hour=10, minute=1).snapshot_id
+    return base, a, b
+
+
+def published_changes(messages: list[dict]) -> list[tuple[str, str, str]]:
+    bodies = [json.loads(message["Body"]) for message in messages]
+    return sorted((body["change_type"], body["device_id"], body["previous_snapshot_id"]) for body in bodies
+                  if body["change_type"] != "snapshot_summary")
+
+
+@pytest.mark.parametrize("order", ["a_first", "b_first"])
+def test_overlapping_runs_diff_against_the_latest_committed_snapshot(deployed, lambda_context, order):
+    base, a, b = overlapping_runs(S3ObjectStore(boto3.client("s3"), BUCKET))
+    handler = load_differ_handler()
+    results = {snapshot_id: handler.lambda_handler(manifest_event(manifest_key(snapshot_id)), lambda_context)
+               for snapshot_id in ((a, b) if order == "a_first" else (b, a))}
+    assert results[a]["previous_snapshot_id"] == base and results[b]["previous_snapshot_id"] == a
+    assert published_changes(deployed()) == [("app_updated", "id-002", a), ("device_changed", "id-001", base)]
+
+
+def test_a_run_that_commits_after_a_newer_one_was_diffed_publishes_nothing_twice(deployed, lambda_context):
+    """B's differ runs while A is still writing (its manifest not there yet): B covers A's changes."""
+    s3 = boto3.client("s3")
+    base, a, b = overlapping_runs(S3ObjectStore(s3, BUCKET))
+    a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))  # A not committed yet
+    handler = load_differ_handler()
+    assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == base
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)  # A commits
+    result = handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)
+    assert result["superseded_by"] == b and result["published_messages"] == 0
+    # Redelivered, each trigger publishes nothing again.
+    for snapshot_id in (a, b):
+        handler.lambda_handler(manifest_event(manifest_key(snapshot_id)), lambda_context)
+
+    messages = deployed()
+    assert published_changes(messages) == [("app_updated", "id-002", base), ("device_changed", "id-001", base)]
+    ids = [json.loads(message["Body"])["event_id"] for message in messages]
+    assert len(ids) == len(set(ids)) == 3  # two changes and B's summary
+
+
+def test_a_retry_chooses_afresh_until_events_were_computed_then_keeps_its_previous(deployed, lambda_context):
+    """B's differ claimed 09:00 while A was still writing. Whether its retry may move on to A depends on
+    whether events were computed (and maybe published) against 09:00."""
+    s3 = boto3.client("s3")
+    store = S3ObjectStore(s3, BUCKET)
+    base, a, b = overlapping_runs(store)
+    a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))
+    handler = load_differ_handler()
+    # Claimed, then died before comparing: nothing computed, so the retry moves on to A and releases 09:00.
+    assert TransitionClaims(store, b).claim(lambda: previous_snapshot_id(store, b),
+                                            keep_choice=False).previous_snapshot_id == base
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)
+    assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == a
+    assert handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)["previous_snapshot_id"] == base
+    assert published_changes(deployed()) == [("app_updated", "id-002", a), ("device_changed", "id-001", base)]
+
+
+def test_a_retry_keeps_the_previous_it_computed_events_against(deployed, lambda_context):
+    s3 = boto3.client("s3")
+    base, a, b = overlapping_runs(S3ObjectStore(s3, BUCKET))
+    a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))
+    handler = load_differ_handler()
+    with pytest.raises(DeadlineExceeded):  # changes file written against 09:00, then no time to publish
+        handler.lambda_handler(manifest_event(manifest_key(b)), FakeLambdaContext(remaining_ms=5_000))
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)
+    assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == base
+    assert handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)["superseded_by"] == b
+    assert published_changes(deployed()) == [("app_updated", "id-002", base), ("device_changed", "id-001", base)]
+
+
+class SteppingContext(FakeLambdaContext):
+    """A Lambda context whose clock moves one second each time the remaining time is read."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.remaining_ms -= 1000
+        return self.remaining_ms
+
+
+def test_a_comparison_cut_short_by_the_deadline_goes_on_where_it_stopped(deployed, monkeypatch):
+    """Each attempt has ~4 deadline checks before the 30 s margin: about 64 of 200 devices."""
+    monkeypatch.setenv("MAX_EVENTS_PER_RUN", "1000")
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(200)
+    fleet.collect(store, hour=10)
+    fleet.check_in()
+    for item in fleet.devices.values():
+        item["agent_version"] = "4.6.0"  # a mass update: one device_changed per device
+    fleet.collect(store, hour=11)
+    handler = load_differ_handler()
+
+    attempts, checkpoints = 0, []
+    while True:
+        attempts += 1
+        assert attempts <= 10, "no progress from one attempt to the next"
+        try:
+            result = handler.lambda_handler(manifest_event(manifest_key(SECOND)), SteppingContext(remaining_ms=34_000))
+            break
+        except DeadlineExceeded as stopped:
+            if "stopped comparing" not in str(stopped):  # the comparison is done; publishing stopped in time
+                continue
+            assert "Nothing was published yet" in str(stopped) and "goes on from there" in str(stopped)
+            checkpoint = json.loads(store.get(f"changes/_published/{SECOND}/comparison.json"))
+            checkpoints.append((checkpoint["after_device"], checkpoint["events"]))
+            assert list(store.list_keys(changes_key(SECOND))) == []  # no changes file until the comparison ends
+    assert len(checkpoints) >= 2 and checkpoints == sorted(checkpoints)
+    assert len({after for after, _ in checkpoints}) == len(checkpoints)  # every attempt got further
+    assert result["events"] == 200 and not result["suppressed"]
+    bodies = [json.loads(message["Body"]) for message in deployed()]
+    assert sorted(body.get("device_id", "~") for body in bodies) == [f"id-{n:03d}" for n in range(200)] + ["~"]
+    assert len({body["event_id"] for body in bodies}) == 201
+    # The changes file holds the events in device order, as an uninterrupted run writes them.
+    changes = [json.loads(line) for line in gzip.decompress(store.get(changes_key(SECOND))).splitlines()]
+    assert [event["device_id"] for event in changes] == [f"id-{n:03d}" for n in range(200)]
+    assert [key for key in store.list_keys(f"changes/_published/{SECOND}/") if "comparison" in key] == []

@@ -94,9 +94,20 @@ HIGH_TRANSITIONS = [
     ("mdm.mdm_enabled", True, False, "MDM disabled", INFO),
     ("is_missing", False, True, "device went missing", INFO),
     ("lost_mode_status", "", "ENABLED", "lost mode enabled", HIGH),  # no status yet counts as off
-    ("lost_mode.status", "Disabled", "Enabled", "lost mode enabled", HIGH),
+    ("lost_mode.lost_mode_status", "DISABLED", "ENABLED", "lost mode enabled", HIGH),
     ("os_version", "14.5", "14.4.1", "OS downgraded", INFO),
     ("general.os_version", "15.1", "14.7", "OS downgraded", INFO),
+    ("supplemental_build_version", "22631.3880", "22631.3737", "OS build downgraded", INFO),
+    ("general.supplemental_build_version", "26100.2314", "26100.1742", "OS build downgraded", INFO),
+    ("recovery_information.recovery_lock_enabled", True, False, "recovery lock turned off", INFO),
+    ("recovery_information.firmware_password_exist", True, False, "firmware password removed", INFO),
+    ("activation_lock.bypass_code_failed", False, True, "activation lock bypass code failed", INFO),
+]
+# Activation lock is high either way (on or off is a change of who can wipe the device), once reported.
+TWO_WAY_TRANSITIONS = [
+    ("activation_lock.user_activation_lock_enabled", False, True, "activation lock changed"),
+    ("activation_lock.device_activation_lock_enabled", True, False, "activation lock changed"),
+    ("activation_lock.activation_lock_allowed_while_supervised", True, False, "activation lock changed"),
 ]
 
 
@@ -108,9 +119,17 @@ def test_each_severity_rule_is_high_one_way_only(field, before, after, reason, f
     assert ChangeRules.assess(field, before, before) == (INFO, None)
 
 
+@pytest.mark.parametrize(("field", "before", "after", "reason"), TWO_WAY_TRANSITIONS)
+def test_activation_lock_changes_are_high_both_ways_once_reported(field, before, after, reason):
+    assert ChangeRules.assess(field, before, after) == (HIGH, reason)
+    assert ChangeRules.assess(field, after, before) == (HIGH, reason)
+    assert ChangeRules.assess(field, None, after) == (INFO, None)  # a section appearing is no change of it
+    assert ChangeRules.assess(field, before, before) == (INFO, None)
+
+
 def test_the_severity_table_has_no_rule_without_a_test():
     assert sorted(field for rule in SEVERITY_RULES for field in rule.fields) == sorted(
-        field for field, *_ in HIGH_TRANSITIONS)
+        field for field, *_ in HIGH_TRANSITIONS + TWO_WAY_TRANSITIONS)
 
 
 def test_assess_examples_and_the_highest_severity():

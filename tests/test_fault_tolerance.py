@@ -459,7 +459,83 @@ def test_a_device_unenrolled_mid_run_is_not_reported_removed_until_a_complete_ru
     [removed] = [message for message in messages if message["change_type"] == "device_removed"]
     assert (removed["device_id"], removed["serial_number"], removed["snapshot_id"]) == (
         gone, item["serial_number"], fifth)
-    assert removed["apps"] is None  # never read, so unknown rather than empty
+    # Its rows were carried through the 404 run: the removal shows what was last known of its apps.
+    assert removed["apps"] and all(app["app_name"] for app in removed["apps"])
+
+
+def test_a_change_hidden_by_one_404_glitch_is_reported_once_by_the_next_complete_read(pipeline):
+    run = pipeline(Fleet.generate(20, seed=31, platforms={"Mac": 1.0}))
+    flaky = run.fleet.device_ids()[7]
+    first = run.collect()["snapshot_id"]
+    run.diff(first)
+
+    # Details answer 404 once, and meanwhile FileVault is turned off: the device keeps its last known rows.
+    run.sim.faults.unenroll_during_run(flaky)
+    run.fleet.set_filevault(flaky, False)
+    second = run.collect()
+    [item] = the_manifest(second)["skipped_devices"]
+    assert (item["device_id"], item["carried"]) == (flaky, True)
+    details_keys = the_manifest(second)["tables"]["device_details"]["keys"]
+    assert flaky in [row["device_id"] for row in read_rows(details_keys)]
+    assert run.diff(second["snapshot_id"])["events"] == 0  # nothing read, nothing reported, nothing removed
+    run.sim.faults.clear()
+    third = run.collect()["snapshot_id"]
+    assert run.diff(third)["events"] == 1
+    fourth = run.collect()["snapshot_id"]
+    assert run.diff(fourth)["events"] == 0
+
+    messages = run.published_once()
+    assert change_types(messages) == {"snapshot_summary": 4, "device_changed": 1}
+    [changed] = [message for message in messages if message["change_type"] == "device_changed"]
+    assert (changed["device_id"], changed["snapshot_id"], changed["severity"]) == (flaky, third, "high")
+    assert "filevault.filevault_enabled" in [change["field"] for change in changed["changes"]]
+
+
+def test_one_os_downgrade_is_reported_once_when_the_details_are_read_a_run_later(pipeline):
+    run = pipeline(Fleet.generate(12, seed=32, platforms={"Mac": 1.0}))
+    target = run.fleet.device_ids()[3]
+    first = run.collect()["snapshot_id"]
+    run.diff(first)
+    run.fleet.update_os(target, "12.0.1")  # a downgrade: list and details change together in Kandji
+    # This run reads the new list but not the details (kept from the last run, as under rolling refresh).
+    run.sim.faults.unenroll_during_run(target)
+    second = run.collect()["snapshot_id"]
+    run.diff(second)
+    run.sim.faults.clear()
+    third = run.collect()["snapshot_id"]  # the details are read again: general.os_version catches up
+    run.diff(third)
+
+    messages = run.published_once()
+    changed = [message for message in messages if message["change_type"] == "device_changed"]
+    assert [(message["snapshot_id"], message["severity"]) for message in changed] == [(second, "high")]
+    assert [change["field"] for change in changed[0]["changes"]] == ["os_version"]
+
+
+def test_new_devices_a_budgeted_run_cannot_afford_have_unknown_apps_announced_once_when_read(pipeline, monkeypatch):
+    run = pipeline(Fleet.generate(10, seed=33, platforms={"Mac": 1.0}))
+    first = run.collect()["snapshot_id"]
+    run.diff(first)
+    new = sorted(run.fleet.enroll("Mac") for _ in range(6))
+    monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "10")  # the list, then details + apps of a few devices
+    second = run.collect()
+    assert 0 < the_manifest(second)["refreshed_devices"] < len(new)
+    run.diff(second["snapshot_id"])
+    monkeypatch.delenv("KANDJI_REQUEST_BUDGET")
+    third = run.collect()["snapshot_id"]
+    run.diff(third)
+    fourth = run.collect()["snapshot_id"]
+    run.diff(fourth)
+
+    messages = run.published_once()
+    added = {m["device_id"]: m["apps"] for m in messages if m["change_type"] == "device_added"}
+    assert sorted(added) == new
+    unread = sorted(device_id for device_id, apps in added.items() if apps is None)  # unknown, not "no apps"
+    assert len(unread) == len(new) - the_manifest(second)["refreshed_devices"] and all(len(added[device_id]) == run.fleet.app_count(device_id)
+                                    for device_id in set(new) - set(unread))
+    first_read = [m for m in messages if m["change_type"] == "device_apps_first_read"]
+    assert [(m["device_id"], m["snapshot_id"]) for m in first_read] == [(device_id, third) for device_id in unread]
+    assert all(len(m["apps"]) == run.fleet.app_count(m["device_id"]) > 0 for m in first_read)
+    assert change_types(messages)["app_installed"] == 0
 
 
 # --- S3 write failures mid-snapshot ------------------------------------------------------------------------
@@ -639,8 +715,11 @@ class ShrinkingContext(FakeLambdaContext):
 def test_the_differ_stops_between_batches_when_time_runs_out_and_its_retry_publishes_the_rest(pipeline):
     run = pipeline(Fleet.generate(30, seed=32))
     first, second = two_snapshots(run)
+    # The comparison reads the remaining time every 16 devices; then there is time for two batches of 10.
+    devices = {row["device_id"] for snapshot_id in (first, second)
+               for row in read_rows(the_manifest({"snapshot_id": snapshot_id})["tables"]["devices"]["keys"])}
     with pytest.raises(DeadlineExceeded) as failure:
-        run.diff(second, ShrinkingContext(calls=2))  # time for two batches of 10
+        run.diff(second, ShrinkingContext(calls=len(devices) // 16 + 2))
     message = str(failure.value)
     assert f"The differ stopped before the Lambda's time ran out: 20 of 24 change events of snapshot {second} " \
            "are published" in message

@@ -88,3 +88,10 @@ def test_local_store_refuses_keys_that_escape_its_folder(tmp_path, key):
     assert not (tmp_path / "outside.json").exists()
     store.put("snapshots/../inside.json", b"y")  # `..` that stays inside is just a path
     assert (root / "inside.json").read_bytes() == b"y"
+
+
+def test_create_writes_a_key_only_once(tmp_path):
+    for store in (MemoryObjectStore(), LocalObjectStore(tmp_path)):
+        assert store.create("changes/_transitions/first.json", b"a") is True
+        assert store.create("changes/_transitions/first.json", b"b") is False
+        assert store.get("changes/_transitions/first.json") == b"a"

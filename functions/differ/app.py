@@ -33,4 +33,4 @@ def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict:
     return {"snapshot_id": result.snapshot_id, "previous_snapshot_id": result.previous_snapshot_id,
             "events": result.event_count, "published_messages": result.published_messages,
             "suppressed": result.suppressed, "already_done": result.already_done,
-            "changes_uri": result.changes_uri}
+            "changes_uri": result.changes_uri, "superseded_by": result.superseded_by}

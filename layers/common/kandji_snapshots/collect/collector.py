@@ -246,26 +246,30 @@ class SnapshotCollector:
         for device, outcome in _reporting_progress(self._fetch_in_order(devices, refresh, with_apps=prism is None),
                                                    len(devices), self._progress):
             device_id = str(device["device_id"])
+            previous_details, previous_apps = ([], []) if isinstance(outcome, _Fetched) else carried.take(device_id)
             if isinstance(outcome, _Skipped):
+                # A 404 may be a glitch: keep what the previous snapshot knew, so the next complete
+                # read is compared with it (a change in between is reported then, once).
                 skipped.append({"device_id": device_id, "serial_number": device.get("serial_number"),
                                 "device_name": device.get("device_name"), "platform": device.get("platform"),
-                                "reason": outcome.reason})
-                logger.warning("device skipped", extra={"device_id": device_id, "reason": outcome.reason})
-                continue
+                                "reason": outcome.reason, "carried": bool(previous_details)})
+                logger.warning("device skipped", extra={"device_id": device_id, "reason": outcome.reason,
+                                                        "carried": bool(previous_details)})
+                if not previous_details:
+                    continue  # nothing known to carry: the device is absent from this snapshot
             writers["devices"].write(device_row(device, snapshot_id))
             if isinstance(outcome, _Fetched):
                 counts["refreshed"] += 1
                 writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
-            else:
-                previous_details, previous_apps = carried.take(device_id)
-                if previous_details and row_keys(previous_details[0])[1] is not None:
+            elif previous_details and (isinstance(outcome, _Skipped) or row_keys(previous_details[0])[1] is not None):
+                if isinstance(outcome, _NotFetched):  # a skipped device is counted as skipped
                     counts["carried"] += 1
-                    for line in previous_details:
-                        writers["device_details"].write_line(with_snapshot_id(line, snapshot_id), device_id)
-                else:
-                    # Never fetched, so nothing known to carry: keep the device, details unknown (fetched_at null).
-                    counts["pending"] += 1
-                    writers["device_details"].write(details_row({}, snapshot_id, device_id, None))
+                for line in previous_details:
+                    writers["device_details"].write_line(with_snapshot_id(line, snapshot_id), device_id)
+            else:
+                # Never fetched, so nothing known to carry: keep the device, details unknown (fetched_at null).
+                counts["pending"] += 1
+                writers["device_details"].write(details_row({}, snapshot_id, device_id, None))
             if prism is not None:  # Prism read every device's apps: always fresh
                 fetched_at, index = prism
                 self._write_apps(writers, index.take(device_id), snapshot_id, device_id, fetched_at)

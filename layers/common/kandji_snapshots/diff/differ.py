@@ -28,11 +28,12 @@ from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_snapshot_id
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
-                            DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally, app_event,
-                            app_identity, app_list, device_event, summary_event)
-from kandji_snapshots.diff.rules import ChangeRules, highest
+                            DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally,
+                            FieldTally, app_event, app_identity, app_list, device_event, summary_event)
+from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
-from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers
+from kandji_snapshots.diff.progress import (ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers,
+                                            TransitionClaims)
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
 from kandji_snapshots.snapshots.layout import manifest_key
@@ -52,6 +53,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_EVENTS_PER_RUN = 500
 
 
+# Devices compared between two deadline checks: a check costs a call, a device costs far more.
+_STOP_CHECK_EVERY = 16
+
+
 class SnapshotNotCommitted(KandjiSnapshotsError):
     """The snapshot to diff has no manifest."""
 
@@ -65,7 +70,12 @@ class SnapshotIncomplete(KandjiSnapshotsError):
 class SnapshotComparison:
     """The events between two snapshots, in order: device_id, change type, app identity."""
 
-    def __init__(self, store: ObjectStore, previous: Manifest, current: Manifest, rules: ChangeRules):
+    def __init__(self, store: ObjectStore, previous: Manifest, current: Manifest, rules: ChangeRules, *,
+                 resume_after: bytes | None = None, should_stop: Callable[[], bool] | None = None):
+        # resume_after: devices up to this id were compared by an earlier attempt (checkpoint), skip them.
+        # should_stop: asked every few devices; True raises ComparisonPaused at a device boundary.
+        self._resume_after = resume_after
+        self._should_stop = should_stop
         self._store = store
         self._previous = previous
         self._current = current
@@ -75,6 +85,11 @@ class SnapshotComparison:
         # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
         self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
         self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}
+        # Skipped with nothing to carry although the collector had a snapshot to carry from: new
+        # then, and never announced, so announced as added once it is read.
+        self._new_unread_before = {str(item["device_id"]).encode()
+                                   for item in previous.document.get("skipped_devices", [])
+                                   if item.get("carried") is False and previous.document.get("previous_snapshot_id")}
         # Skipped by the previous snapshot and not listed by this one: the 404 was an unenrolment.
         self._skipped_before = {str(item["device_id"]).encode(): item
                                 for item in previous.document.get("skipped_devices", [])}
@@ -84,10 +99,24 @@ class SnapshotComparison:
         after_rows = iter_device_rows(self._store, self._current)
         before = next(before_rows, None)
         after = next(after_rows, None)
-        gone = iter(sorted(self._unknown_before - self._unknown_now))
+        resume_after = self._resume_after
+        gone = iter(sorted(device_id for device_id in self._unknown_before - self._unknown_now
+                           if resume_after is None or device_id > resume_after))
         skipped = next(gone, None)
+        done_through: bytes | None = resume_after  # every device up to this id is compared
+        steps = 0
         while before is not None or after is not None:
             position = min(rows.device_id for rows in (before, after) if rows is not None)
+            if resume_after is not None and position <= resume_after:  # compared by an earlier attempt
+                if before is not None and before.device_id == position:
+                    before = next(before_rows, None)
+                if after is not None and after.device_id == position:
+                    after = next(after_rows, None)
+                continue
+            steps += 1
+            if self._should_stop is not None and steps % _STOP_CHECK_EVERY == 0 and self._should_stop():
+                raise ComparisonPaused(done_through)
+            done_through = position
             while skipped is not None and skipped <= position:
                 if after is None or after.device_id != skipped:  # listed again: it was never gone
                     yield self._skipped_device_removed(skipped)
@@ -97,7 +126,7 @@ class SnapshotComparison:
                     yield self._whole_device(DEVICE_REMOVED, before)
                 before = next(before_rows, None)
             elif before is None or after.device_id < before.device_id:
-                if after.device_id not in self._unknown_before:
+                if after.device_id not in self._unknown_before or after.device_id in self._new_unread_before:
                     yield self._whole_device(DEVICE_ADDED, after)
                 after = next(after_rows, None)
             else:
@@ -119,8 +148,7 @@ class SnapshotComparison:
         return device_event(DEVICE_REMOVED, device=device, apps=None, **self._ids)
 
     def _whole_device(self, change_type: str, rows: DeviceRows) -> dict[str, Any]:
-        apps = app_list(json.loads(line) for line in rows.apps)
-        return device_event(change_type, device=rows.device_row, apps=apps, **self._ids)
+        return device_event(change_type, device=rows.device_row, apps=_known_apps(rows), **self._ids)
 
     def _device_changes(self, before: DeviceRows, after: DeviceRows) -> Iterator[dict[str, Any]]:
         changes = self._row_changes("devices", before.device, before.device_head, after.device, after.device_head,
@@ -128,13 +156,17 @@ class SnapshotComparison:
         if (before.details or after.details) and not self._same_details(before, after):
             # Details never fetched (rolling refresh) are unknown, not empty: nothing to compare.
             if before.details_known() and after.details_known():
-                changes += field_changes(self._rules, "device_details", *_first_rows(before, after))
+                details = field_changes(self._rules, "device_details", *_first_rows(before, after))
+                changes += [change for change in details
+                            if not repeats_device_list(change["field"], change["after"], after.device_row)]
         if changes:
             severity = highest(change["severity"] for change in changes)
             yield device_event(DEVICE_CHANGED, device=after.device_row, severity=severity, changes=changes,
                                **self._ids)
         if before.apps_known() and after.apps_known():
             yield from self._app_changes(before, after)
+        elif after.apps_known():  # announced with `apps: null`; now read: say what they are, once
+            yield device_event(DEVICE_APPS_FIRST_READ, device=after.device_row, apps=_known_apps(after), **self._ids)
 
     def _same_details(self, before: DeviceRows, after: DeviceRows) -> bool:
         if len(before.details) != 1 or len(after.details) != 1:
@@ -180,6 +212,11 @@ class SnapshotComparison:
         return [event for _, _, event in events]
 
 
+def _known_apps(rows: DeviceRows) -> list[dict[str, Any]] | None:
+    """The device's apps, or None when they were never read (unknown, not "no apps")."""
+    return app_list(json.loads(line) for line in rows.apps) if rows.apps_known() else None
+
+
 def _first_rows(before: DeviceRows, after: DeviceRows) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The details rows to compare (a device has one; should there be several, the first counts)."""
     return (json.loads(before.details[0]) if before.details else None,
@@ -207,6 +244,8 @@ class DifferSettings:
     ignore_fields: tuple[str, ...] = ()  # added to change_rules.DEFAULT_IGNORED_FIELDS
     time_margin_seconds: float = 10.0  # publish no batch with less time left than this
     message_context: MessageContext = MessageContext()  # where e-mails and chat point readers (Athena)
+    # Stop comparing with less time left than this: enough to save the checkpoint (the events so far).
+    compare_margin_seconds: float = 30.0
 
 
 @dataclass
@@ -224,6 +263,7 @@ class DifferResult:
     published_events: int = 0  # by this invocation (a retry counts only what it added)
     published_messages: int = 0  # events and summary, by this invocation
     already_done: bool = False
+    superseded_by: str | None = None  # a newer snapshot's diff covers this one's changes: nothing published
     duration_seconds: float = 0.0
 
     @classmethod
@@ -261,42 +301,82 @@ class SnapshotDiffer:
             logger.info("snapshot already diffed and published: nothing to do", extra={"snapshot_id": snapshot_id})
             return DifferResult.from_summary(done, already_done=True,
                                              duration_seconds=round(self._clock() - started, 3))
-        previous_id = previous_snapshot_id(self._store, snapshot_id)
+        # The latest snapshot committed before this one, claimed so that overlapping runs never
+        # publish one change twice (progress.TransitionClaims).
         changes_file = ChangesFile(self._store, snapshot_id)
-        tally = EventTally()
+        claims = TransitionClaims(self._store, snapshot_id)
+        transition = claims.claim(lambda: previous_snapshot_id(self._store, snapshot_id),
+                                  keep_choice=changes_file.exists() or ComparisonCheckpoint.exists(self._store,
+                                                                                                    snapshot_id))
+        previous_id = transition.previous_snapshot_id
+        if transition.superseded_by is not None:
+            return self._superseded(current, previous_id, transition.superseded_by, started)
+        checkpoint = ComparisonCheckpoint(self._store, snapshot_id, previous_id)
+        tally, fields = EventTally(), FieldTally()
+        limit = self._settings.max_events_per_run
         kept: list[dict[str, Any]] | None = []  # the events to publish; None once over the limit
+        high: list[dict[str, Any]] | None = []  # the high-severity ones, published even when the rest is not
         try:
-            for event in self._events(changes_file, previous_id, current):
+            for event in self._events(changes_file, checkpoint, previous_id, current, time_left):
                 tally.add(event)
+                fields.add(event)
                 if kept is not None:
                     kept.append(event)
-                    if len(kept) > self._settings.max_events_per_run:
+                    if len(kept) > limit:
                         kept = None
+                if high is not None and event["severity"] == HIGH:
+                    high.append(event)
+                    if len(high) > limit:
+                        high = None
         except ObjectNotFound as missing:
+            claims.release()  # nothing computed: the retry (after the repair) chooses afresh
             raise self._incomplete(str(missing.args[0]), snapshot_id) from None
+        except ComparisonPaused as paused:
+            raise self._paused(paused, checkpoint, snapshot_id, previous_id) from None
+        checkpoint.clear()  # the changes file now holds its events
         suppressed = kept is None
+        noisy_field = fields.dominant(tally.total, IGNORE_FIELDS_ENV) if suppressed else None
         if suppressed:
-            logger.warning("too many changes to publish one by one: publishing the summary only",
-                           extra={"snapshot_id": snapshot_id, "events": tally.total,
-                                  "max_events_per_run": self._settings.max_events_per_run})
-        published_now = self._publish_events(kept or [], markers, changes_file.uri, snapshot_id, time_left)
+            # A flood (often one field moving on every device) must not bury a FileVault turned off.
+            kept = high or []
+            logger.warning("too many changes to publish one by one: publishing the high-severity events and the "
+                           "summary only", extra={"snapshot_id": snapshot_id, "events": tally.total,
+                                                   "high_severity_events": len(high) if high is not None else None,
+                                                   "max_events_per_run": limit, "noisy_field": noisy_field})
+            if noisy_field:
+                logger.warning(f"field {noisy_field['field']} changed on {noisy_field['devices']} of "
+                               f"{noisy_field['devices_changed']} changed devices; if it means nothing to you, "
+                               f"set {noisy_field['silence_with']} on the differ",
+                               extra={"snapshot_id": snapshot_id})
+        published_now = self._publish_events(kept, markers, changes_file.uri, snapshot_id, time_left)
         summary = summary_event(snapshot_id=snapshot_id, previous_snapshot_id=previous_id, tally=tally,
                                 device_count=int(current.document["device_count"]), changes_uri=changes_file.uri,
-                                published_events=len(kept or []), suppressed=suppressed,
-                                max_events_per_run=self._settings.max_events_per_run)
+                                published_events=len(kept), suppressed=suppressed, max_events_per_run=limit,
+                                noisy_field=noisy_field)
         summary_attributes = {"change_type": SNAPSHOT_SUMMARY, "severity": summary["severity"], "platform": "all"}
-        self._check_time(time_left, snapshot_id, len(kept or []), len(kept or []), markers)
+        self._check_time(time_left, snapshot_id, len(kept), len(kept), markers)
         try:
             self._publisher.publish_batch([event_message(summary, changes_file.uri, attributes=summary_attributes,
                                                           context=self._settings.message_context)])
         except PublishError as error:
-            raise _resumable(error, snapshot_id, len(kept or []), len(kept or []), markers) from error
+            raise _resumable(error, snapshot_id, len(kept), len(kept), markers) from error
         markers.mark_done(summary)
         result = DifferResult.from_summary(summary, published_events=published_now,
                                            published_messages=published_now + 1,
                                            duration_seconds=round(self._clock() - started, 3))
         logger.info("snapshot diffed", extra=result.as_dict())
         return result
+
+    def _superseded(self, current: Manifest, previous_id: str | None, newer: str, started: float) -> DifferResult:
+        logger.warning(f"snapshot {newer} was already diffed against {previous_id or 'nothing (first snapshot)'}, "
+                       f"so its events include this snapshot's changes: nothing published for "
+                       f"{current.snapshot_id} (two collector runs overlapped)",
+                       extra={"snapshot_id": current.snapshot_id, "superseded_by": newer})
+        return DifferResult(snapshot_id=current.snapshot_id, previous_snapshot_id=previous_id,
+                            first_snapshot=previous_id is None, device_count=int(current.document["device_count"]),
+                            event_count=0, counts_by_change_type={}, counts_by_severity={}, highest_severity=INFO,
+                            suppressed=False, changes_uri="", superseded_by=newer,
+                            duration_seconds=round(self._clock() - started, 3))
 
     def _incomplete(self, key: str, snapshot_id: str) -> SnapshotIncomplete:
         owner = key.rsplit("/", 1)[-1][:16]  # parts are named <snapshot_id>[-NNNNN].json.gz
@@ -327,9 +407,13 @@ class SnapshotDiffer:
                 f"{self._store.location}/{manifest_key(snapshot_id)} does not exist: snapshot {snapshot_id} "
                 "was never committed (or its manifest was deleted), so there is nothing to diff.") from None
 
-    def _events(self, changes_file: ChangesFile, previous_id: str | None,
-                current: Manifest) -> Iterator[dict[str, Any]]:
-        """This run's events: from the changes file when an earlier attempt wrote it, else computed and written."""
+    def _events(self, changes_file: ChangesFile, checkpoint: ComparisonCheckpoint, previous_id: str | None,
+                current: Manifest, time_left: Callable[[], float] | None) -> Iterator[dict[str, Any]]:
+        """This run's events: from the changes file when an earlier attempt wrote it, else computed and written.
+
+        A comparison that runs short of time stops at a device boundary (ComparisonPaused); the
+        events found so far are saved as a checkpoint, and the next attempt goes on from there.
+        """
         if changes_file.exists():
             # What an earlier attempt may already have published: reuse it, never recompute differently.
             logger.info("resuming from the changes file", extra={"changes_uri": changes_file.uri})
@@ -338,7 +422,28 @@ class SnapshotDiffer:
             logger.info("first snapshot: nothing to compare with", extra={"snapshot_id": current.snapshot_id})
             return changes_file.write(())
         previous = load_manifest(self._store, previous_id)
-        return changes_file.write(SnapshotComparison(self._store, previous, current, self._rules))
+        if checkpoint.after_device is not None:
+            logger.info("resuming the comparison", extra={"snapshot_id": current.snapshot_id,
+                                                          "events_so_far": checkpoint.events_so_far})
+        margin = self._settings.compare_margin_seconds
+        comparison = SnapshotComparison(self._store, previous, current, self._rules,
+                                        resume_after=checkpoint.after_device,
+                                        should_stop=None if time_left is None else lambda: time_left() < margin)
+
+        def events() -> Iterator[dict[str, Any]]:
+            yield from checkpoint.events()
+            yield from changes_file.write(comparison, head=checkpoint.head())
+        return events()
+
+    def _paused(self, paused: ComparisonPaused, checkpoint: ComparisonCheckpoint, snapshot_id: str,
+                previous_id: str | None) -> DeadlineExceeded:
+        saved = checkpoint.save(paused)
+        return DeadlineExceeded(
+            f"The differ stopped comparing snapshot {snapshot_id} with {previous_id} before the Lambda's time ran "
+            f"out: the devices up to {saved['after_device']!r} are compared and their {saved['events']} change "
+            f"events saved under {self._store.location.rstrip('/')}/{checkpoint.key}. Nothing was published yet; "
+            "the Lambda's retry (or invoking the differ again with the same manifest event) goes on from there. "
+            "If the retries run out first, invoke it again; if this happens every run, raise the differ's timeout.")
 
     def _publish_events(self, events: list[dict[str, Any]], markers: ProgressMarkers, changes_uri: str,
                         snapshot_id: str, time_left: Callable[[], float] | None = None) -> int:

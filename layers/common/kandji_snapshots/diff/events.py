@@ -4,7 +4,8 @@ Every event is one JSON object:
 
     schema_version, event_id, change_type, severity, snapshot_id, previous_snapshot_id,
     device_id, device_name, serial_number, platform,
-    then `changes` (device_changed), `app` (app_*) or `apps` (device_added/removed).
+    then `changes` (device_changed), `app` (app_*) or `apps` (device_added/removed, device_apps_first_read;
+    null when the apps were never read).
 
 `event_id` is a hash of what the event is about, so diffing the same two snapshots
 again gives the same ids: subscribers can drop duplicates by id.
@@ -14,23 +15,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kandji_snapshots.diff.rules import CHANGE_TYPE_SEVERITY, INFO, SEVERITIES, highest
+from kandji_snapshots.diff.rules import CHANGE_TYPE_SEVERITY, INFO, SEVERITIES, SEVERITY_RULES, highest
+
+_SECURITY_FIELDS = frozenset(field for rule in SEVERITY_RULES for field in rule.fields)
 
 SCHEMA_VERSION = 1
 
 DEVICE_ADDED = "device_added"
 DEVICE_REMOVED = "device_removed"
 DEVICE_CHANGED = "device_changed"
+# A device whose apps were unknown (listed, never read: `apps: null`) has them read for the first
+# time: its `apps`, once, like device_added's. Not app_installed: they may have been there all along.
+DEVICE_APPS_FIRST_READ = "device_apps_first_read"
 APP_INSTALLED = "app_installed"
 APP_UPDATED = "app_updated"
 APP_REMOVED = "app_removed"
 SNAPSHOT_SUMMARY = "snapshot_summary"
 
 # Events of one device come in this order (then by app identity): deterministic output.
-CHANGE_TYPES = (DEVICE_ADDED, DEVICE_REMOVED, DEVICE_CHANGED, APP_INSTALLED, APP_UPDATED, APP_REMOVED)
+CHANGE_TYPES = (DEVICE_ADDED, DEVICE_REMOVED, DEVICE_CHANGED, DEVICE_APPS_FIRST_READ, APP_INSTALLED, APP_UPDATED,
+                APP_REMOVED)
 CHANGE_TYPE_RANK = {change_type: rank for rank, change_type in enumerate(CHANGE_TYPES)}
 
 # What an `apps` list item (device_added/removed) keeps of each app row.
@@ -113,9 +121,46 @@ class EventTally:
         return highest(severity for severity, count in self.by_severity.items() if count)
 
 
+class FieldTally:
+    """How many device_changed events each field appears in: finds the field that floods a run."""
+
+    MAX_FIELDS = 10_000  # distinct names kept (names repeat across devices; this bounds memory)
+
+    def __init__(self) -> None:
+        self.devices_changed = 0
+        self._events_by_field: dict[str, int] = {}
+
+    def add(self, event: dict[str, Any]) -> None:
+        if event["change_type"] != DEVICE_CHANGED:
+            return
+        self.devices_changed += 1
+        counts = self._events_by_field
+        for field in {change["field"] for change in event.get("changes", ())}:
+            if field in counts:
+                counts[field] += 1
+            elif len(counts) < self.MAX_FIELDS:
+                counts[field] = 1
+
+    def dominant(self, total_events: int, ignore_setting: str) -> dict[str, Any] | None:
+        """The field in more than half of a run's events, and the setting that would silence it.
+
+        Fields with a severity rule are never suggested: a mass FileVault change is news, not noise.
+        """
+        candidates = [(devices, field) for field, devices in self._events_by_field.items()
+                      if field not in _SECURITY_FIELDS]
+        if not candidates:
+            return None
+        devices, field = max(candidates)
+        if devices * 2 <= total_events:
+            return None
+        pattern = re.sub(r"([*?\[])", r"[\1]", field)  # fnmatch: the field itself, nothing more
+        return {"field": field, "devices": devices, "devices_changed": self.devices_changed,
+                "silence_with": f"{ignore_setting}={pattern}"}
+
+
 def summary_event(*, snapshot_id: str, previous_snapshot_id: str | None, tally: EventTally, device_count: int,
                   changes_uri: str, published_events: int, suppressed: bool,
-                  max_events_per_run: int) -> dict[str, Any]:
+                  max_events_per_run: int, noisy_field: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": event_id(previous_snapshot_id, snapshot_id, SNAPSHOT_SUMMARY),
@@ -129,8 +174,9 @@ def summary_event(*, snapshot_id: str, previous_snapshot_id: str | None, tally: 
         "counts": dict(tally.by_change_type),  # per change type
         "severity_counts": dict(tally.by_severity),
         "published_events": published_events,
-        "suppressed": suppressed,
+        "suppressed": suppressed,  # over max_events_per_run: only the high-severity events were published
         "max_events_per_run": max_events_per_run,
+        "noisy_field": noisy_field,  # on a suppressed run: the field that moved on most changed devices
         "changes_uri": changes_uri,
     }
 

@@ -180,3 +180,35 @@ class ChangeRules:
             if rule.applies(before, after):
                 return HIGH, rule.reason
         return INFO, None
+
+
+# --- details fields that repeat a devices-list field ---------------------------
+
+def _same_version(list_value: Any, details_value: Any) -> bool:
+    key = version_key(list_value)
+    return key is not None and key == version_key(details_value)
+
+
+def _same_text(list_value: Any, details_value: Any) -> bool:
+    return list_value is not None and str(list_value).strip().lower() == str(details_value).strip().lower()
+
+
+# device_details field -> (devices field, "say the same"). The device list is read fresh on every run,
+# details only when refreshed (rolling refresh carries them), so one OS update would be reported
+# twice: from the list, and again when the details are re-read. A details change that only brings
+# the details in line with the list's current value is already reported (or being reported) by the
+# list, and is left out.
+DETAILS_MIRRORS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
+    "general.os_version": ("os_version", _same_version),
+    "general.system_version": ("os_version", _same_version),  # "14.6 (23G80)"
+    "mdm.mdm_enabled": ("mdm_enabled", _same_text),
+    "kandji_agent.agent_installed": ("agent_installed", _same_text),
+    "lost_mode.lost_mode_status": ("lost_mode_status", _same_text),
+    "general.supplemental_build_version": ("supplemental_build_version", _same_text),
+}
+
+
+def repeats_device_list(field: str, details_after: Any, device_row: dict[str, Any]) -> bool:
+    """True when a details change only catches up with what the devices row already says."""
+    mirror = DETAILS_MIRRORS.get(field)
+    return mirror is not None and mirror[1](device_row.get(mirror[0]), details_after)

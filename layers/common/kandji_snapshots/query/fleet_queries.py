@@ -41,7 +41,7 @@ from kandji_snapshots.snapshots.schema import BIGINT, BOOLEAN, STRING, Array, Ty
 CHANGES: dict[str, Type] = {
     "schema_version": BIGINT,
     "event_id": STRING,
-    "change_type": STRING,  # device_added | device_removed | device_changed | app_installed | app_removed | app_updated
+    "change_type": STRING,  # device_added | device_removed | device_changed | device_apps_first_read | app_*
     "severity": STRING,  # high | info
     "snapshot_id": STRING,
     "previous_snapshot_id": STRING,

@@ -32,7 +32,11 @@ class Manifest:
 
     @property
     def skipped_device_ids(self) -> set[str]:
-        return {item["device_id"] for item in self.document.get("skipped_devices", [])}
+        """Devices listed but not read (404) and absent from the tables: unknown in this snapshot.
+
+        A skipped device whose previous rows were carried (`carried: true`) is in the tables, as last known.
+        """
+        return {item["device_id"] for item in self.document.get("skipped_devices", []) if not item.get("carried")}
 
     def to_json(self) -> bytes:
         return json.dumps(self.document, indent=2, sort_keys=True).encode()

@@ -4,6 +4,7 @@
     snapshots/manifests/dt=YYYY-MM-DD/<snapshot_id>/manifest.json   (written last: the commit)
     changes/dt=YYYY-MM-DD/<snapshot_id>.json.gz
     changes/_published/<snapshot_id>/...                             (differ's progress markers)
+    changes/_transitions/<previous_snapshot_id>.json                 (which snapshot diffed against it)
 """
 
 from __future__ import annotations
@@ -53,3 +54,8 @@ def changes_key(snapshot_id: str) -> str:
 
 def published_marker_prefix(snapshot_id: str) -> str:
     return f"{CHANGES_PREFIX}_published/{snapshot_id}/"
+
+
+def transition_key(previous_snapshot_id: str | None) -> str:
+    """Who diffed against `previous_snapshot_id` (`first`: the first snapshot); written once."""
+    return f"{CHANGES_PREFIX}_transitions/{previous_snapshot_id or 'first'}.json"

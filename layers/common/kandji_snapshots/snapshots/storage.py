@@ -30,6 +30,10 @@ class ObjectStore(Protocol):
     def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
             content_encoding: str | None = None) -> None: ...
 
+    def create(self, key: str, body: bytes, *, content_type: str = "application/json") -> bool:
+        """Write `key` only if it does not exist yet (atomically); False when it already did."""
+        ...
+
     def get(self, key: str) -> bytes: ...
 
     def open(self, key: str) -> BinaryIO: ...
@@ -54,6 +58,22 @@ class S3ObjectStore:
             raise SnapshotWriteError(
                 f"Writing s3://{self.bucket}/{key} failed ({_aws_error(error)}). Check that the bucket "
                 "exists and the function's role may write to it. Nothing was committed.") from error
+
+    def create(self, key: str, body: bytes, *, content_type: str = "application/json") -> bool:
+        for attempt in range(5):
+            try:
+                self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+                return True
+            except Exception as error:
+                code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+                if code == "PreconditionFailed":  # 412: the key exists
+                    return False
+                if code == "ConditionalRequestConflict" and attempt < 4:  # 409: a concurrent write; ask again
+                    continue
+                raise SnapshotWriteError(
+                    f"Writing s3://{self.bucket}/{key} failed ({_aws_error(error)}). Check that the bucket "
+                    "exists and the function's role may write to it.") from error
+        return False  # unreachable: the loop returns or raises
 
     def get(self, key: str) -> bytes:
         return self.open(key).read()
@@ -117,6 +137,18 @@ class LocalObjectStore:
         except OSError as error:
             raise SnapshotWriteError(f"Writing {path} failed ({error}). Nothing was committed.") from error
 
+    def create(self, key: str, body: bytes, *, content_type: str = "application/json") -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("xb") as file:  # O_EXCL: one creator wins
+                file.write(body)
+        except FileExistsError:
+            return False
+        except OSError as error:
+            raise SnapshotWriteError(f"Writing {path} failed ({error}).") from error
+        return True
+
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
@@ -155,6 +187,13 @@ class MemoryObjectStore:
             content_encoding: str | None = None) -> None:
         with self._lock:
             self.objects[key] = bytes(body)
+
+    def create(self, key: str, body: bytes, *, content_type: str = "application/json") -> bool:
+        with self._lock:
+            if key in self.objects:
+                return False
+            self.objects[key] = bytes(body)
+            return True
 
     def get(self, key: str) -> bytes:
         try:
