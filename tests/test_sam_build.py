@@ -221,3 +221,23 @@ def test_built_collector_and_differ_commit_a_snapshot_and_publish_the_change(
                      ("app_updated", made["app_updated"]["device_id"]),
                      ("device_changed", made["filevault_disabled"]["device_id"])}
     assert TOKEN not in json.dumps(published)
+
+
+def test_samconfig_example_deploys_arm64_template_parameters_and_holds_no_account_or_secret(sam):
+    import re
+    import tomllib
+
+    text = (ROOT / "samconfig.example.toml").read_text()
+    config = tomllib.loads(text)
+    deploy = config["default"]["deploy"]["parameters"]
+    assert not re.search(r"(?<!\d)\d{12}(?!\d)", text), "no account id in the example"
+    assert "arn:" not in text and "api_token" not in text, "no ARN or credential in the example"
+    overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
+    assert set(overrides) <= set(sam["Parameters"]), f"unknown parameters: {set(overrides) - set(sam['Parameters'])}"
+    assert "CAPABILITY_IAM" in deploy["capabilities"]
+    assert not (ROOT / ".gitignore").read_text().count("samconfig.example"), "the example is committed"
+    for logical_id in (LAYER, *FUNCTIONS.values()):  # what the README states: arm64 everywhere
+        resource = sam["Resources"][logical_id]
+        architecture = resource["Properties"].get("CompatibleArchitectures") or \
+            sam["Globals"]["Function"]["Architectures"]
+        assert architecture == ["arm64"], logical_id
