@@ -14,10 +14,25 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = {"collector": "CollectorFunction", "differ": "DifferFunction"}
 LAYER = "CommonLayer"
 # What the python3.13 Lambda runtime itself provides next to the standard library (/var/runtime).
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
+
+
+def template_functions(template: Path = ROOT / "template.yaml") -> dict[str, str]:
+    """{folder under functions/: logical id} of every function the template deploys."""
+    import yaml
+
+    class TemplateLoader(yaml.SafeLoader):
+        pass
+
+    TemplateLoader.add_multi_constructor("!", lambda loader, suffix, node: None)  # intrinsics: not needed here
+    resources = yaml.load(template.read_text(), Loader=TemplateLoader)["Resources"]
+    return {Path(resource["Properties"]["CodeUri"]).name: logical_id for logical_id, resource in resources.items()
+            if resource["Type"] == "AWS::Serverless::Function"}
+
+
+FUNCTIONS = template_functions()
 
 
 class MissingTool(RuntimeError):

@@ -42,7 +42,8 @@ class Context:
         return 600_000
 
 module, function = handler.rsplit(".", 1)  # the built template's Handler, resolved as Lambda does
-result = getattr(importlib.import_module(module), function)(event, Context())
+entry = getattr(importlib.import_module(module), function)
+result = None if event is None else entry(event, Context())
 from_source = sorted(name for name, module in list(sys.modules.items())
                      if (getattr(module, "__file__", None) or "").startswith(source_tree))
 import kandji_snapshots
@@ -173,6 +174,13 @@ def run_built(python: str, build_dir: Path, runtime: Path, function: str, event:
     assert output["from_source"] == [], f"imported from the source tree: {output['from_source']}"
     assert output["package"].startswith(str(build_dir / LAYER / "python"))
     return output["result"]
+
+
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_every_built_handler_resolves_from_the_artifacts_alone(python_313, build_dir, runtime_dir, function,
+                                                                tmp_path):
+    """Lambda's init for each function: its Handler imported with only the built code on sys.path."""
+    run_built(python_313, build_dir, runtime_dir, function, None, "http://127.0.0.1:9", {}, tmp_path)
 
 
 def test_built_collector_and_differ_commit_a_snapshot_and_publish_the_change(
