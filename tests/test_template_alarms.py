@@ -197,7 +197,8 @@ def test_alarm_names_and_descriptions(cfn: dict[str, Any], alarm_id: str) -> Non
 
 def schedule_seconds(resources: dict[str, Any], minutes: int) -> int:
     """The collector schedule's period as EventBridge Scheduler reads its rate() expression."""
-    [schedule] = [r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
+    [schedule] = [r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"
+                  and r["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": ["CollectorFunction", "Arn"]}]
     expression = schedule["Properties"]["ScheduleExpression"]
     if isinstance(expression, dict):  # !Sub over the one parameter it may use
         expression = expression["Fn::Sub"].replace("${ScheduleIntervalMinutes}", str(minutes))
