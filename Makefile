@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SAM_STAMP := .venv-sam/.installed
 
 .PHONY: local test bench mutate clean
 
@@ -17,13 +18,20 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@rm -rf layers/common/kandji_snapshots.egg-info  # a by-product of the install: never ship it in the layer
 	@touch $(STAMP)
 
+# The SAM CLI the build test runs (tests/test_sam_build.py), in its own virtualenv: see requirements-sam.txt.
+$(SAM_STAMP): requirements-sam.txt
+	$(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/python -m pip install --quiet --upgrade pip
+	.venv-sam/bin/python -m pip install --quiet -r requirements-sam.txt
+	@touch $(SAM_STAMP)
+
 local: $(STAMP)
 	$(BIN)/python scripts/local_run.py
 
-test: $(STAMP)
+test: $(STAMP) $(SAM_STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(SAM_STAMP)
 	$(BIN)/python bench/run_all.py
 
 # Mutation testing, a development aid (configuration: [mutmut] in setup.cfg). mutmut only finds a
@@ -36,4 +44,4 @@ mutate: $(STAMP)
 	cd .mutmut && nice -n 19 ../$(BIN)/mutmut run && ../$(BIN)/mutmut results
 
 clean:
-	rm -rf $(VENV) .pytest_cache local-data .mutmut mutants
+	rm -rf $(VENV) .venv-sam .pytest_cache local-data .mutmut mutants

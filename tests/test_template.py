@@ -294,7 +294,8 @@ def test_sam_transform_succeeds_offline_with_existing_secret(sam: dict[str, Any]
 
 def test_parameter_defaults(sam: dict[str, Any]) -> None:
     params = sam["Parameters"]
-    assert params["ScheduleExpression"]["Default"] == "rate(1 hour)"
+    assert int(params["ScheduleIntervalMinutes"]["Default"]) == 60
+    assert "ScheduleExpression" not in params, "one schedule parameter: the interval builds the expression"
     assert params["ExistingSecretArn"]["Default"] == ""
     assert params["ExistingSecretKmsKeyArn"]["Default"] == ""
     assert params["KandjiApiUrl"]["Default"] == ""
@@ -346,7 +347,7 @@ def test_common_layer(sam: dict[str, Any], cfn: dict[str, Any]) -> None:
     layer = sam["Resources"]["CommonLayer"]
     assert layer["Type"] == "AWS::Serverless::LayerVersion"
     assert layer["Properties"]["ContentUri"] == "layers/common"
-    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"  # layers/common/Makefile (tests/test_sam_build.py)
     assert layer["Metadata"].get("BuildArchitecture") == "arm64"
     (built,) = resources_of_type(cfn, "AWS::Lambda::LayerVersion").values()
     assert built["Properties"]["CompatibleRuntimes"] == ["python3.13"]
@@ -395,7 +396,8 @@ def test_collector_schedule(cfn: dict[str, Any]) -> None:
     schedules = resources_of_type(cfn, "AWS::Scheduler::Schedule")
     assert schedules.keys() == {"CollectorFunctionSchedule", "DigestFunctionDaily"}  # the digest's: test_template_alerts
     schedule = schedules["CollectorFunctionSchedule"]["Properties"]
-    assert schedule["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
+    assert schedule["ScheduleExpression"] == {"Fn::If": ["ScheduleEveryMinute", "rate(1 minute)",
+                                                         {"Fn::Sub": "rate(${ScheduleIntervalMinutes} minutes)"}]}
     target = schedule["Target"]
     assert target["Arn"] == {"Fn::GetAtt": ["CollectorFunction", "Arn"]}
     payload = json.loads(target["Input"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import tempfile
 from collections.abc import Iterable
 from typing import Any
@@ -52,6 +51,8 @@ class PrismAppsIndex:
     """Apps by device, read back in device order; memory stays flat however many rows."""
 
     def __init__(self, directory: str | None = None):
+        import sqlite3  # only runs that read apps from Prism need it: not imported at every cold start
+
         handle, self._path = tempfile.mkstemp(prefix="prism-apps-", suffix=".sqlite", dir=directory)
         os.close(handle)
         self._db = sqlite3.connect(self._path, check_same_thread=False)
