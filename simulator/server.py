@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .fleet import Fleet
+from . import prism_categories
 
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -43,7 +44,7 @@ HTML_TYPE = "text/html; charset=utf-8"
 MAX_LIMIT = 300  # the API's page-size ceiling (and default)
 
 # Permission names a token can hold, one per endpoint family.
-PERMISSIONS = frozenset({"devices", "details", "apps", "prism"})
+PERMISSIONS = frozenset({"devices", "details", "apps", "prism"}) | prism_categories.PERMISSIONS
 
 # Django's production 404 page: what the API answers for unknown paths and unknown devices.
 NOT_FOUND_HTML = (
@@ -64,6 +65,8 @@ _ROUTES = (
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/apps/?$"), "apps", "apps"),
     (re.compile(r"^/api/v1/prism/apps/?$"), "prism_apps", "prism"),
     (re.compile(r"^/api/v1/prism/count/?$"), "prism_count", "prism"),
+    # Posture categories (simulator/prism_categories.py): each its own permission, set in _route.
+    (re.compile(r"^/api/v1/prism/(?P<category>[^/]+)/?$"), "prism_category", None),
 )
 
 # Filters /devices understands: query name -> how to read it from a list item.
@@ -441,6 +444,7 @@ class KandjiSimulator:
         self.send_rate_limit_headers = send_rate_limit_headers
         self.faults = Faults()
         self.stats = Stats()
+        self.prism = prism_categories.PrismCategories(fleet)  # posture categories and their test knobs
         self._limiter = _RateLimiter(rate_limit_per_second, rate_limit_per_hour)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -565,7 +569,13 @@ class KandjiSimulator:
         for pattern, endpoint, permission in _ROUTES:
             match = pattern.match(path)
             if match:
-                return endpoint, permission, {k: unquote(v) for k, v in match.groupdict().items()}
+                params = {k: unquote(v) for k, v in match.groupdict().items()}
+                if endpoint == "prism_category":  # per-category stats and permission; unknown: 400, not 403
+                    category = params["category"]
+                    known = category in prism_categories.CATEGORIES or category in prism_categories.OTHER_CATEGORIES
+                    return (f"prism_{category}" if known else "prism_category",
+                            prism_categories.permission_for(category) if known else None, params)
+                return endpoint, permission, params
         return None, None, {}
 
     @staticmethod
@@ -645,12 +655,13 @@ class KandjiSimulator:
             return replace(injected, headers=dict(injected.headers))
         if endpoint is None:
             return _not_found()
-        if permission not in self.permissions:
+        if permission is not None and permission not in self.permissions:
             return _json(403, {"detail": "You do not have permission to perform this action."})
         malformed = self.faults._take("malformed", path, target)
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         try:
-            response = getattr(self, f"_ep_{endpoint}")(params, path, target, **route_params)
+            handler = "_ep_prism_category" if "category" in route_params else f"_ep_{endpoint}"
+            response = getattr(self, handler)(params, path, target, **route_params)
         except _BadRequest as bad:
             response = _json(400, bad.body)
         if malformed is not None:
@@ -725,6 +736,14 @@ class KandjiSimulator:
         following = offset + len(rows)
         cursor = encode_cursor(following) if rows and following < total else None
         return _json(200, {"offset": offset, "limit": limit, "total": total, "data": rows, "cursor": cursor})
+
+    def _ep_prism_category(self, params: dict[str, str], path: str, target: str, category: str) -> Response:
+        limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT)
+        offset = decode_cursor(params["cursor"]) if params.get("cursor") else self._int_param(params, "offset", 0, 0)
+        try:
+            return _json(200, self.prism.page(category, params, offset, limit))
+        except prism_categories.InvalidCategory:
+            raise _BadRequest({"detail": f"Invalid category: {category}"}) from None
 
     def _ep_prism_count(self, params: dict[str, str], path: str, target: str) -> Response:
         category = params.get("category", "")
