@@ -50,7 +50,7 @@ def test_snapshot_is_complete_sorted_and_committed_by_its_manifest():
     assert all(row["fetched_at"] for row in details + apps)
     assert details[0]["mdm"]["mdm_enabled"] is True
     assert {name: table["rows"] for name, table in doc["tables"].items()} == {
-        "devices": 5, "device_details": 5, "device_apps": 10}
+        "devices": 5, "device_details": 5, "device_apps": 10, "device_posture": 5}
     assert doc["device_count"] == 5 and doc["skipped_devices"] == []
 
 

@@ -26,6 +26,7 @@ from kandji_snapshots.errors import (DeadlineExceeded, DeviceNotFound, KandjiApi
                      RateLimitExhausted)
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.collect.refresh import RequestBudget
+from kandji_snapshots.collect.posture import prism_permission
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ class KandjiClient:
         if not re.fullmatch(r"[a-z][a-z_]*", category):
             raise ValueError(f"not a Prism category name: {category!r}")
         endpoint, path = f"prism_{category}", f"prism/{category}"
-        PERMISSIONS.setdefault(endpoint, f"GET /prism/{category} (Prism: {category.replace('_', ' ')})")
+        PERMISSIONS.setdefault(endpoint, prism_permission(category))  # named by the 403 error
         read, cursor = 0, None
         seen_cursors: set[str] = set()
         previous_page: tuple[Any, ...] | None = None

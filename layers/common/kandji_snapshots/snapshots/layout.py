@@ -15,7 +15,7 @@ from kandji_snapshots.snapshots.timeutil import partition_date
 SNAPSHOT_PREFIX = "snapshots/"
 MANIFEST_PREFIX = "snapshots/manifests/"
 CHANGES_PREFIX = "changes/"
-TABLE_NAMES = ("devices", "device_details", "device_apps")
+TABLE_NAMES = ("devices", "device_details", "device_apps", "device_posture")
 
 _MANIFEST_KEY = re.compile(r"^snapshots/manifests/dt=(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)/manifest\.json$")
 
