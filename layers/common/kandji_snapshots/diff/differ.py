@@ -33,6 +33,7 @@ from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATE
 from kandji_snapshots.diff.rules import ChangeRules, highest
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
 from kandji_snapshots.diff.progress import ChangesFile, ProgressMarkers
+from kandji_snapshots.diff.posture_changes import PostureComparison
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
 from kandji_snapshots.snapshots.layout import manifest_key
@@ -71,6 +72,7 @@ class SnapshotComparison:
         self._rules = rules
         self._ids = {"snapshot_id": current.snapshot_id, "previous_snapshot_id": previous.snapshot_id}
         self._volatile = {table: VolatileValues.for_table(table, rules) for table in ("devices", "device_details")}
+        self._posture = PostureComparison(rules, previous, current)  # device_posture + FileVault as one fact
         # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
         self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
         self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}
@@ -128,6 +130,7 @@ class SnapshotComparison:
             # Details never fetched (rolling refresh) are unknown, not empty: nothing to compare.
             if before.details_known() and after.details_known():
                 changes += field_changes(self._rules, "device_details", *_first_rows(before, after))
+        changes = self._posture.changes(before, after, changes)
         if changes:
             severity = highest(change["severity"] for change in changes)
             yield device_event(DEVICE_CHANGED, device=after.device_row, severity=severity, changes=changes,

@@ -116,7 +116,7 @@ class DeviceRows:
     """One device's rows in one snapshot, still raw."""
 
     __slots__ = ("device_id", "device", "device_head", "details", "details_prefix", "apps", "apps_prefix",
-                 "_parsed")
+                 "_parsed", "posture")
 
     def __init__(self, device_id: bytes, device: bytes, device_head: int, details: list[bytes],
                  details_prefix: bytes | None, apps: list[bytes], apps_prefix: bytes | None):
@@ -128,6 +128,7 @@ class DeviceRows:
         self.apps = apps
         self.apps_prefix = apps_prefix
         self._parsed: dict[str, Any] | None = None
+        self.posture: list[bytes] = []  # device_posture rows (snapshots before that table have none)
 
     @property
     def device_row(self) -> dict[str, Any]:
@@ -161,11 +162,16 @@ def iter_device_rows(store: ObjectStore, manifest: Manifest) -> Iterator[DeviceR
     """Every device of a snapshot with its details and apps rows, in device_id order, streamed."""
     details = _TableCursor(iter_lines(store, manifest.table_keys("device_details")), True)
     apps = _TableCursor(iter_lines(store, manifest.table_keys("device_apps")), True)
+    posture = (_TableCursor(iter_lines(store, manifest.table_keys("device_posture")), True)
+               if "device_posture" in manifest.document["tables"] else None)
     for line in iter_lines(store, manifest.table_keys("devices")):
         device_id, head = row_head(line, False)
         detail_rows, details_prefix = details.take(device_id)
         app_rows, apps_prefix = apps.take(device_id)
-        yield DeviceRows(device_id, line, head, detail_rows, details_prefix, app_rows, apps_prefix)
+        rows = DeviceRows(device_id, line, head, detail_rows, details_prefix, app_rows, apps_prefix)
+        if posture is not None:
+            rows.posture = posture.take(device_id)[0]
+        yield rows
     if details.orphan_rows or apps.orphan_rows:
         logger.warning("rows of devices missing from the devices table were ignored",
                        extra={"snapshot_id": manifest.snapshot_id, "details_rows": details.orphan_rows,
