@@ -84,13 +84,10 @@ def reconcile_filevault(changes: list[dict[str, Any]], was: bool | None, now: bo
         out.append(change)
     if not turned_off(was, now):
         return out
-    fields = [change["field"] for change in out]
-    target = next((name for name in (_POSTURE_FILEVAULT, _DETAILS_FILEVAULT) if name in fields), None)
-    if target is None:  # Prism saw it off in a category the previous snapshot could not read
-        out.append({"field": _POSTURE_FILEVAULT, "before": was, "after": now})
-        target = _POSTURE_FILEVAULT
-    for change in out:
-        if change["field"] == target:
-            change["severity"], change["reason"] = HIGH, FILEVAULT_OFF
-            break
+    off = {change["field"]: change for change in out if change["field"] in FILEVAULT_FIELDS and change["after"] is False}
+    target = off.get(_POSTURE_FILEVAULT) or off.get(_DETAILS_FILEVAULT)
+    if target is None:  # the source that says "off" did not change here (e.g. Prism unread before)
+        target = {"field": _POSTURE_FILEVAULT, "before": was, "after": now}
+        out.append(target)
+    target["severity"], target["reason"] = HIGH, FILEVAULT_OFF
     return out
