@@ -308,3 +308,36 @@ def test_a_token_without_prism_permissions_still_gets_complete_snapshots(deploym
     assert manifest["posture"]["missing_permissions"] == [prism_permission(name) for name in POSTURE_CATEGORIES]
     assert {e["change_type"] for e in events} >= {"device_added", "device_removed", "device_changed"}
     assert any(c.get("reason") == "FileVault turned off" for e in events for c in e.get("changes", []))
+
+
+# --- the saved queries, run with DuckDB over a local folder ----------------------------------
+
+def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from kandji_snapshots.query import local_duckdb as local_query
+    from kandji_snapshots.snapshots.storage import LocalObjectStore
+    from tests.test_schema_guard import collect_with_simulator
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    fleet = Fleet.generate(30, seed=33)
+    fleet.clock = lambda: now - timedelta(minutes=90)
+    store = LocalObjectStore(tmp_path)
+    with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None) as sim:
+        first = collect_with_simulator(sim, store, now - timedelta(hours=2))
+        macs = [row["device_id"] for row in sim.prism.rows("startup_settings") if row["sip"]]
+        sim.prism.set(macs[0], "application_firewall", status=False)
+        sim.prism.set(macs[1], "startup_settings", sip=False)
+        firewall_off = {row["serial_number"] for row in sim.prism.rows("application_firewall") if not row["status"]}
+        sip_off = {row["serial_number"] for row in sim.prism.rows("startup_settings") if not row["sip"]}
+        second = collect_with_simulator(sim, store, now - timedelta(hours=1))
+    for manifest in (first, second):
+        SnapshotDiffer(store, MemoryPublisher()).run(manifest.snapshot_id)
+    con = local_query.connect(tmp_path)
+    assert {row["serial_number"] for row in local_query.run_query(con, "firewall_off")} == firewall_off
+    assert {row["serial_number"] for row in local_query.run_query(con, "sip_disabled")} == sip_off
+    changes = {(row["serial_number"], row["change_field"], row["value_after"], row["change_reason"])
+               for row in local_query.run_query(con, "posture_changes")}
+    serial = {device_id: fleet.list_item(device_id)["serial_number"] for device_id in macs[:2]}
+    assert changes == {(serial[macs[0]], "posture.application_firewall.status", "false", "firewall turned off"),
+                       (serial[macs[1]], "posture.startup_settings.sip", "false", "SIP disabled")}
