@@ -269,7 +269,7 @@ def test_diff_prints_the_changes_as_a_table(two_snapshots, capsys):
     assert out.splitlines()[0] == f"changes from {first} to {second} in {folder}"
     assert ("6 changes (2 high): device_added 1, device_removed 1, device_changed 2, app_installed 1, "
             "app_updated 1") in out
-    assert "posture.filevault.status: true -> false (FileVault turned off)" in out  # Prism saw it: once
+    assert "filevault.filevault_enabled: true -> false" in out  # high once: on posture.filevault.status
     assert "Demo Tool (com.example.demo-tool) 1.0.0" in out
     updated = changes["app_updated"]
     assert f"{updated['before']} -> {updated['after']}" in out
