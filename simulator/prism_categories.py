@@ -111,7 +111,7 @@ class PrismCategories:
         platforms = CATEGORIES[category]
         rows = [self._row(category, item) for item in self.fleet.list_items(ordering=None)
                 if item.get("platform") in platforms]
-        self._tables[category] = (version, rows)
+        self._tables = {category: (version, rows)}  # one table at a time: clients read them one by one
         return rows
 
     def page(self, category: str, params: dict[str, str], offset: int, limit: int) -> dict[str, Any]:
