@@ -85,6 +85,31 @@ def test_an_unknown_category_answers_400_and_a_missing_permission_403():
             list(client.iter_prism_category("startup_settings"))
 
 
+def test_the_simulator_serves_each_category_with_its_real_row_shape():
+    import requests
+
+    fleet = Fleet.generate(20, seed=9)
+    with KandjiSimulator(fleet, token=TOKEN) as sim:
+        body = requests.get(sim.api_url + "prism/startup_settings", params={"limit": 3},
+                            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+        assert set(body) == {"offset", "limit", "total", "data", "cursor"}
+        assert body["offset"] is None and body["cursor"] is None and body["total"] > len(body["data"]) == 3
+        row = body["data"][0]
+        assert {"device_id", "device__name", "device__family", "serial_number", "blueprint_name", "sip", "ssv",
+                "secure_boot_level", "external_boot_level", "last_collected_at"} <= set(row)
+        assert isinstance(row["sip"], bool) and row["last_collected_at"].endswith("+00:00")
+        mac = row["device_id"]
+        filevault = {r["device_id"]: r for r in sim.prism.rows("filevault")}[mac]
+        assert filevault["status"] is fleet.details(mac)["filevault"]["filevault_enabled"]  # derived from details
+        fleet.set_filevault(mac, not filevault["status"])
+        assert {r["device_id"]: r for r in sim.prism.rows("filevault")}[mac]["status"] is not filevault["status"]
+        sim.prism.set(mac, "startup_settings", secure_boot_level="permissive")
+        assert {r["device_id"]: r for r in sim.prism.rows("startup_settings")}[mac]["secure_boot_level"] == \
+            "permissive"
+        platforms = {r["device__family"] for r in sim.prism.rows("application_firewall")}
+        assert platforms == {"Mac"} and len(sim.prism.rows("device_information")) == len(fleet)
+
+
 # --- the table and the manifest (collector over an in-memory fleet) --------------------------
 
 def mac_posture(firewall: bool = True, sip: bool = True, boot: str = "full", filevault: bool = True,
