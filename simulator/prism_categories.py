@@ -21,7 +21,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from .fleet import TIMESTAMP_FORMATS, Fleet
+from .fleet import Fleet
 
 MAX_LIMIT = 300
 
@@ -55,10 +55,15 @@ def _prism_time(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat()  # 2024-07-23T14:11:37.150080+00:00, like Prism
 
 
+# The spellings the device list uses for last_check_in (the fleet picks one per device).
+_LIST_TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%d %H:%M:%S.%f%z", "%Y-%m-%d %H:%M:%S%z",
+                      "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
+
+
 def _parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
-    for fmt in TIMESTAMP_FORMATS:
+    for fmt in _LIST_TIME_FORMATS:
         try:
             parsed = datetime.strptime(value, fmt)
         except ValueError:
