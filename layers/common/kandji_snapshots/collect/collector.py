@@ -1,8 +1,9 @@
 """The collector's domain: one complete snapshot of the fleet, committed by its manifest.
 
-    list devices -> plan which to refresh (all, unless the request budget or the time
-    says otherwise) -> fetch details + apps concurrently, in device_id order -> normalize
-    -> stream three tables to the store, carrying the rest forward -> write the manifest last
+    list devices -> read every device's Prism posture (collect/posture.py) -> plan which to
+    refresh (all, unless the request budget or the time says otherwise) -> fetch details + apps
+    concurrently, in device_id order -> normalize -> stream four tables to the store, carrying
+    the rest forward -> write the manifest last
 
 If anything fails before the manifest is written, the parts already written are
 deleted and the error propagates: a snapshot without its manifest does not exist,
