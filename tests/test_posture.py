@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import math
 
-import boto3
 import pytest
 
-from aws_helpers import BUCKET, read_rows
-from differ_fixtures import FakeFleet, StepClock
-from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from aws_helpers import read_rows
+from differ_fixtures import FakeFleet
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES, prism_permission
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
@@ -22,7 +20,6 @@ from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
 from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy
 from kandji_snapshots.kandji.config import parse_secret
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
-from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
 from simulator import Fleet, KandjiSimulator
