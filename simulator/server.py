@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .fleet import Fleet
 from .raw_values import RawValues
+from . import prism_categories
 
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -57,7 +58,7 @@ PRISM_PAGE_ROWS = 100
 HEADER_ERAS = ("2022", "2023", "2024")
 
 # Permission names a token can hold, one per endpoint family.
-PERMISSIONS = frozenset({"devices", "details", "apps", "prism"})
+PERMISSIONS = frozenset({"devices", "details", "apps", "prism"}) | prism_categories.PERMISSIONS
 
 # Django's production 404 page: what the API answers for unknown paths and unknown devices.
 NOT_FOUND_HTML = (
@@ -81,6 +82,8 @@ _ROUTES = (
     # FileVault key, bypass code, unlock PIN, recovery password: a collector must never ask.
     # No token here holds the permission, so these answer 403 (and show in stats).
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/secrets/.*$"), "secrets", "secrets"),
+    # Posture categories (simulator/prism_categories.py): each its own permission, set in _route.
+    (re.compile(r"^/api/v1/prism/(?P<category>[^/]+)/?$"), "prism_category", None),
 )
 
 # Filters /devices understands: query name -> how to read it from a list item.
@@ -470,6 +473,7 @@ class KandjiSimulator:
         self.faults = Faults()
         self.raw_values = RawValues()  # tests: raw values and reordered lists in served payloads
         self.stats = Stats()
+        self.prism = prism_categories.PrismCategories(fleet)  # posture categories and their test knobs
         self._limiter = _RateLimiter(rate_limit_per_second, rate_limit_per_hour)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -594,7 +598,13 @@ class KandjiSimulator:
         for pattern, endpoint, permission in _ROUTES:
             match = pattern.match(path)
             if match:
-                return endpoint, permission, {k: unquote(v) for k, v in match.groupdict().items()}
+                params = {k: unquote(v) for k, v in match.groupdict().items()}
+                if endpoint == "prism_category":  # per-category stats and permission; unknown: 400, not 403
+                    category = params["category"]
+                    known = category in prism_categories.CATEGORIES or category in prism_categories.OTHER_CATEGORIES
+                    return (f"prism_{category}" if known else "prism_category",
+                            prism_categories.permission_for(category) if known else None, params)
+                return endpoint, permission, params
         return None, None, {}
 
     @staticmethod
@@ -678,14 +688,15 @@ class KandjiSimulator:
             return replace(injected, headers=dict(injected.headers))
         if endpoint is None:
             return _not_found()
-        if permission not in self.permissions:
+        if permission is not None and permission not in self.permissions:
             if not self.permissions:  # a token stripped of every permission answers 401, not 403
                 return _json(401, {"detail": "Invalid token."})
             return _json(403, {"detail": "You do not have permission to perform this action."})
         malformed = self.faults._take("malformed", path, target)
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         try:
-            response = getattr(self, f"_ep_{endpoint}")(params, path, target, **route_params)
+            handler = "_ep_prism_category" if "category" in route_params else f"_ep_{endpoint}"
+            response = getattr(self, handler)(params, path, target, **route_params)
         except _BadRequest as bad:
             response = _json(400, bad.body)
         if malformed is not None:
@@ -766,6 +777,14 @@ class KandjiSimulator:
         cursor = encode_cursor(following) if self.prism_cursors and rows and following < total else None
         echoed = offset if "offset" in params or "cursor" in params else None  # null when not asked
         return _json(200, {"offset": echoed, "limit": limit, "total": total, "data": rows, "cursor": cursor})
+
+    def _ep_prism_category(self, params: dict[str, str], path: str, target: str, category: str) -> Response:
+        limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT)
+        offset = decode_cursor(params["cursor"]) if params.get("cursor") else self._int_param(params, "offset", 0, 0)
+        try:
+            return _json(200, self.prism.page(category, params, offset, limit))
+        except prism_categories.InvalidCategory:
+            raise _BadRequest({"detail": f"Invalid category: {category}"}) from None
 
     def _ep_prism_count(self, params: dict[str, str], path: str, target: str) -> Response:
         category = params.get("category", "")

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
-from kandji_snapshots.errors import DeviceNotFound
+from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
 from kandji_snapshots.diff.publisher import MemoryPublisher, Message, PublishError
 from kandji_snapshots.snapshots.storage import ObjectStore
 
@@ -93,6 +93,8 @@ class FakeFleet:
         self.apps: dict[str, list[dict[str, Any]]] = {}
         self.unenrolled: set[str] = set()  # listed, but 404 on details: skipped by the collector
         self.check_ins = 0
+        # Prism posture: category -> device_id -> that category's columns; a category left out answers 403.
+        self.posture: dict[str, dict[str, dict[str, Any]]] = {}
 
     @classmethod
     def of(cls, count: int) -> "FakeFleet":
@@ -107,7 +109,7 @@ class FakeFleet:
         self.apps[device_id] = default_apps() if apps is None else apps
 
     def remove(self, device_id: str) -> None:
-        for table in (self.devices, self.details, self.apps):
+        for table in (self.devices, self.details, self.apps, *self.posture.values()):
             table.pop(device_id, None)
 
     def check_in(self) -> None:
@@ -136,6 +138,13 @@ class FakeFleet:
 
     def device_apps(self, device_id: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.apps[device_id])
+
+    def iter_prism_category(self, category: str) -> Iterator[dict[str, Any]]:
+        if category not in self.posture:
+            raise KandjiAuthError("403", status=403, endpoint=f"prism_{category}")
+        for device_id, columns in self.posture[category].items():
+            yield {"device_id": device_id, "device__name": f"Mac {device_id}", "serial_number": "C02X",
+                   **copy.deepcopy(columns)}
 
     def collect(self, store: ObjectStore, *, hour: int, day: int = 23, minute: int = 0,
                 rows_per_part: int = 100_000) -> Manifest:

@@ -15,8 +15,9 @@ from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
 class FakeKandjiApi:
     host = "acme.api.kandji.io"
 
-    def __init__(self, devices, details=None, apps=None):
+    def __init__(self, devices, details=None, apps=None, prism=None):
         self.devices = list(devices)
+        self.prism = dict(prism or {})  # posture category -> rows; a category left out answers 403
         self.details = dict(details or {})
         self.apps = dict(apps or {})
         self.unenrolled: set[str] = set()
@@ -44,6 +45,12 @@ class FakeKandjiApi:
     def device_apps(self, device_id):
         self._record("apps", device_id)
         return self.apps.get(device_id, [])
+
+    def iter_prism_category(self, category):
+        if category not in self.prism:  # like a token without the category's permission
+            raise KandjiAuthError("403", status=403, endpoint=f"prism_{category}")
+        self._record(f"prism_{category}")
+        yield from self.prism[category]
 
 
 class StepClock:

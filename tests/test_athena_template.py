@@ -23,7 +23,7 @@ from tests.test_template import (
     transform_template,
 )
 
-TABLES = ("devices", "device_details", "device_apps", "changes")
+TABLES = ("devices", "device_details", "device_apps", "device_posture", "changes")
 SNAPSHOT_ID = "20261123T101500Z"
 
 

@@ -76,8 +76,10 @@ def test_check_with_every_permission_is_ready(simulator, capsys, monkeypatch):
     assert "26 requests per-device (2 x 12 devices for details and apps + 2 list pages)" in out
     assert "fits in one run" in out and "result      ready" in out
     assert "from KANDJI_API_TOKEN" in out
-    # One request per endpoint, plus the two Prism counts; a list page of one device only.
-    assert sim.stats.requests == 6 and f"this check  {sim.stats.requests} requests" in out
+    # One request per endpoint and posture category, plus the two Prism counts; a list page of one device only.
+    assert "present   GET /prism/startup_settings (Prism: startup settings)" in out
+    assert "to read them" not in out
+    assert sim.stats.requests == 12 and f"this check  {sim.stats.requests} requests" in out
     assert sim.stats.by_endpoint["devices"] == 1
 
 
@@ -91,6 +93,19 @@ def test_check_names_a_missing_permission_and_counts_by_paging(simulator, capsys
     assert "present   GET /devices/{device_id}/details (Device details)" in out
     assert "devices     12 (counted by paging /devices: 2 requests, one per 300 devices)" in out
     assert "NOT ready: the token lacks Device apps (GET /devices/{device_id}/apps)" in out
+    # Posture categories are optional: named with the permission to add, never what makes it not ready.
+    assert "missing   GET /prism/application_firewall (Prism: application firewall): 403: runs skip this " \
+           "category" in out
+    assert "to read them, add GET /prism/device_information (Prism: device information), " in out
+
+
+def test_check_without_posture_permissions_is_still_ready(simulator, capsys, monkeypatch):
+    sim = simulator(12, permissions={"devices", "details", "apps", "prism", "prism_filevault"})
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, out, _ = check(capsys, sim)
+    assert code == 0 and "result      ready" in out
+    assert "present   GET /prism/filevault (Prism: filevault)" in out
+    assert "missing   GET /prism/startup_settings (Prism: startup settings): 403: runs skip this category" in out
 
 
 def test_check_with_prism_as_apps_source_needs_prism_not_device_apps(simulator, capsys, monkeypatch):
@@ -273,7 +288,7 @@ def test_diff_prints_the_changes_as_a_table(two_snapshots, capsys):
     assert out.splitlines()[0] == f"changes from {first} to {second} in {folder}"
     assert ("6 changes (2 high): device_added 1, device_removed 1, device_changed 2, app_installed 1, "
             "app_updated 1") in out
-    assert "filevault.filevault_enabled: true -> false (FileVault turned off)" in out
+    assert "filevault.filevault_enabled: true -> false" in out  # high once: on posture.filevault.status
     assert "Demo Tool (com.example.demo-tool) 1.0.0" in out
     updated = changes["app_updated"]
     assert f"{updated['before']} -> {updated['after']}" in out

@@ -50,7 +50,7 @@ def test_snapshot_is_complete_sorted_and_committed_by_its_manifest():
     assert all(row["fetched_at"] for row in details + apps)
     assert details[0]["mdm"]["mdm_enabled"] is True
     assert {name: table["rows"] for name, table in doc["tables"].items()} == {
-        "devices": 5, "device_details": 5, "device_apps": 10}
+        "devices": 5, "device_details": 5, "device_apps": 10, "device_posture": 5}
     assert doc["device_count"] == 5 and doc["skipped_devices"] == []
 
 
@@ -65,7 +65,7 @@ def test_manifest_is_the_last_object_written():
             super().put(key, body, **kwargs)
 
     manifest, store = collect(fleet(), store=RecordingStore())
-    assert store.order[-1].endswith("/manifest.json") and len(store.order) == 4
+    assert store.order[-1].endswith("/manifest.json") and len(store.order) == 5  # four tables, then it
 
 
 def test_device_unenrolled_mid_run_is_skipped_and_recorded():
@@ -170,6 +170,6 @@ def test_a_listed_device_is_written_exactly_as_served():
         "asset_tag": None, "blueprint_id": "bp-1", "blueprint_name": "Phones",
         "mdm_enabled": True, "agent_installed": None, "is_missing": False, "is_removed": False, "agent_version": None,
         "first_enrollment": "2024-01-02T03:04:05.500000Z", "last_enrollment": "2025-06-07T06:09:10.000000Z",
-        "lost_mode_status": None, "tags": ["sales", "emea"],
+        "lost_mode_status": None, "tags": ["emea", "sales"],  # a set: stored sorted
         "extra": '{"carrier":"Telco"}',
     }

@@ -102,12 +102,21 @@ HIGH_TRANSITIONS = [
     ("recovery_information.recovery_lock_enabled", True, False, "recovery lock turned off", INFO),
     ("recovery_information.firmware_password_exist", True, False, "firmware password removed", INFO),
     ("activation_lock.bypass_code_failed", False, True, "activation lock bypass code failed", INFO),
+    ("posture.filevault.status", True, False, "FileVault turned off", INFO),
+    ("posture.application_firewall.status", True, False, "firewall turned off", INFO),
+    ("posture.gatekeeper_and_xprotect.gatekeeper_status", True, False, "Gatekeeper disabled", INFO),
+    ("posture.gatekeeper_and_xprotect.xprotect_version", "5287", None, "XProtect disabled", INFO),
+    ("posture.startup_settings.sip", True, False, "SIP disabled", INFO),
+    ("posture.startup_settings.secure_boot_level", "full", "permissive", "secure boot lowered", INFO),
 ]
 # Activation lock is high either way (on or off is a change of who can wipe the device), once reported.
 TWO_WAY_TRANSITIONS = [
     ("activation_lock.user_activation_lock_enabled", False, True, "activation lock changed"),
     ("activation_lock.device_activation_lock_enabled", True, False, "activation lock changed"),
     ("activation_lock.activation_lock_allowed_while_supervised", True, False, "activation lock changed"),
+    ("posture.activation_lock.activation_lock_enabled", False, True, "activation lock changed"),
+    ("posture.activation_lock.device_activation_lock_enabled", True, False, "activation lock changed"),
+    ("posture.activation_lock.user_activation_lock_enabled", False, True, "activation lock changed"),
 ]
 
 

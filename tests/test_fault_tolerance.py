@@ -793,6 +793,9 @@ class _FailAfter:
     def device_details(self, device_id):
         return self._api.device_details(device_id)
 
+    def iter_prism_category(self, category):
+        return self._api.iter_prism_category(category)
+
     def device_apps(self, device_id):
         self._left -= 1
         if self._left < 0:

@@ -125,6 +125,9 @@ class _BudgetedApi:
         self._budget.take()
         return self._api.device_apps(device_id)
 
+    def iter_prism_category(self, category):  # the fake's token has no Prism permission: 403, nothing read
+        return self._api.iter_prism_category(category)
+
 
 def test_unknown_details_are_pending_not_carried_and_get_fetched_first_next_run():
     store, clock = MemoryObjectStore(), StepClock()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots import metrics as run_metrics
 from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
 from tests.test_template import (
@@ -106,7 +107,10 @@ def emitted_metrics() -> set[str]:
     recorder = RecordingMetrics()
     run_metrics.record_requests(recorder, {"total": 1, "retries": 0, "rate_limited": 0})
     run_metrics.record_snapshot(recorder, {"device_count": 1, "skipped_devices": [], "refreshed_devices": 1,
-                                                 "carried_devices": 0, "pending_devices": 0, "duration_seconds": 1.0})
+                                                 "carried_devices": 0, "pending_devices": 0, "duration_seconds": 1.0,
+                                                 "posture": {"categories": {
+                                                     name: {"status": "read", "rows": 1, "requests": 1, "devices": 1}
+                                                     for name in POSTURE_CATEGORIES}}})
     run_metrics.record_failure(recorder, KandjiAuthError("401"))
     run_metrics.record_failure(recorder, RateLimitExhausted("429"))
     run_metrics.record_diff(recorder, SimpleNamespace(

@@ -26,6 +26,20 @@ def record_snapshot(metrics: Any, manifest: dict[str, Any]) -> None:
     metrics.add_metric("PendingDevices", MetricUnit.Count, manifest.get("pending_devices", 0))
     metrics.add_metric("RunDuration", MetricUnit.Seconds, manifest["duration_seconds"])
     metrics.add_metric("SnapshotsCommitted", MetricUnit.Count, 1)
+    record_posture(metrics, manifest.get("posture") or {})
+
+
+def record_posture(metrics: Any, posture: dict[str, Any]) -> None:
+    """Per Prism category: devices covered, rows read, requests spent (PostureDevicesFilevault, ...);
+    and how many categories were skipped (no permission, unknown to the tenant, unreadable)."""
+    categories = posture.get("categories") or {}
+    for category, read in categories.items():
+        name = "".join(word.capitalize() for word in category.split("_"))
+        for kind, key in (("Devices", "devices"), ("Rows", "rows"), ("Requests", "requests")):
+            metrics.add_metric(f"Posture{kind}{name}", MetricUnit.Count, int(read.get(key) or 0))
+    if categories:
+        skipped = sum(1 for read in categories.values() if read.get("status") != "read")
+        metrics.add_metric("SkippedPostureCategories", MetricUnit.Count, skipped)
 
 
 def record_failure(metrics: Any, error: BaseException) -> None:

@@ -20,6 +20,7 @@ from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.kandji.client import (PAGE_LIMIT, PERMISSIONS, KandjiClient, RetryPolicy, int_header,
                                             rate_limit_wait)
 from kandji_snapshots.cli.progress import format_duration
+from kandji_snapshots.cli.posture_check import posture_lines, probe_posture
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 
 PLACEHOLDER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"
@@ -203,6 +204,7 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
         if stop:
             raise stop
         results["prism"] = _permission("prism", prism)
+        posture = probe_posture(probe.get)
     except CheckStopped as stopped:
         console.err(f"error: {stopped}")
         console.out(f"{'this check':<12}{_requests(rate.responses)}")
@@ -217,6 +219,9 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
         role = "" if key in required else (" (one of Device apps / Prism: apps)" if needed else " (optional)")
         note = f": {result.note}" if result.note else ""
         console.out(f"  {state:<9} {result.label}{role}{note}")
+
+    for line in posture_lines(posture, TOKEN_SETTINGS):
+        console.out(line)
 
     count, count_note = _device_count(results, probe, host, source)
     app_rows = _prism_app_rows(results, probe)

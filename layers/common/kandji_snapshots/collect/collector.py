@@ -1,8 +1,9 @@
 """The collector's domain: one complete snapshot of the fleet, committed by its manifest.
 
-    list devices -> plan which to refresh (all, unless the request budget or the time
-    says otherwise) -> fetch details + apps concurrently, in device_id order -> normalize
-    -> stream three tables to the store, carrying the rest forward -> write the manifest last
+    list devices -> read every device's Prism posture (collect/posture.py) -> plan which to
+    refresh (all, unless the request budget or the time says otherwise) -> fetch details + apps
+    concurrently, in device_id order -> normalize -> stream four tables to the store, carrying
+    the rest forward -> write the manifest last
 
 If anything fails before the manifest is written, the parts already written are
 deleted and the error propagates: a snapshot without its manifest does not exist,
@@ -27,7 +28,8 @@ from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifes
                       write_manifest)
 from kandji_snapshots.errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
 from kandji_snapshots.snapshots.layout import TABLE_NAMES
-from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row
+from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, posture_row
+from kandji_snapshots.collect.posture import PostureIndex, PostureReader
 from kandji_snapshots.collect.prism_apps import PrismAppsIndex
 from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh, previous_fetched_at,
                       with_snapshot_id)
@@ -51,6 +53,8 @@ class KandjiApi(Protocol):
     def device_apps(self, device_id: str) -> list[dict[str, Any]]: ...
 
     def prism_apps(self) -> Iterator[dict[str, Any]]: ...
+
+    def iter_prism_category(self, category: str) -> Iterator[dict[str, Any]]: ...
 
 
 APPS_SOURCES = ("per-device", "prism", "auto")
@@ -114,13 +118,14 @@ class SnapshotCollector:
             with ExitStack() as cleanup:
                 devices = sorted(self._api.list_devices(), key=lambda device: str(device["device_id"]))
                 logger.info("device list read", extra={"devices": len(devices), "snapshot_id": snapshot_id})
+                posture = self._read_posture(devices)  # posture first: details and apps get what is left
                 prism = self._prism_apps()
                 if prism is not None:
                     cleanup.enter_context(prism[1])
                 previous = self._previous(snapshot_id)
                 self._check_fleet_drop(devices, previous)
                 refresh = self._plan(devices, previous, requests_per_device=1 if prism else 2)
-                counts = self._write_tables(devices, refresh, previous, prism, snapshot_id, writers)
+                counts = self._write_tables(devices, refresh, previous, prism, snapshot_id, writers, posture)
             tables = {table: writer.close() for table, writer in writers.items()}
             manifest = self._manifest(snapshot_id, correlation_id, started, previous, devices, prism is not None,
                                       counts, tables)
@@ -183,6 +188,7 @@ class SnapshotCollector:
             "pending_devices": counts["pending"],
             "request_budget": self._budget.per_run if self._budget else None,
             "tables": tables,
+            "posture": counts.get("posture"),
             "requests": self._request_stats(),
         })
 
@@ -225,6 +231,13 @@ class SnapshotCollector:
         logger.info("Prism apps read", extra={"rows": index.rows})
         return fetched_at, index
 
+    def _read_posture(self, devices: list[dict[str, Any]]) -> PostureIndex:
+        """Every device's Prism posture categories (collect/posture.py); each one optional."""
+        def spent(endpoint: str) -> int:
+            return int((self._request_stats().get("by_endpoint") or {}).get(endpoint, 0))
+        reader = PostureReader(self._api, requests_spent=spent)
+        return reader.read((str(device["device_id"]) for device in devices), format_timestamp(self._clock()))
+
     def _plan(self, devices: list[dict[str, Any]], previous: Manifest | None, *, requests_per_device: int) -> set[str]:
         """Every device, unless the budget or the time left cannot cover them all."""
         affordable = self._budget.affordable() if self._budget else None
@@ -239,7 +252,7 @@ class SnapshotCollector:
 
     def _write_tables(self, devices: list[dict[str, Any]], refresh: set[str], previous: Manifest | None,
                       prism: tuple[str, PrismAppsIndex] | None, snapshot_id: str,
-                      writers: dict[str, TableWriter]) -> dict[str, Any]:
+                      writers: dict[str, TableWriter], posture: PostureIndex | None = None) -> dict[str, Any]:
         skipped: list[dict[str, Any]] = []
         counts = {"refreshed": 0, "carried": 0, "pending": 0}
         carried = _CarriedRows(self._store, previous)
@@ -258,6 +271,9 @@ class SnapshotCollector:
                 if not previous_details:
                     continue  # nothing known to carry: the device is absent from this snapshot
             writers["devices"].write(device_row(device, snapshot_id))
+            if posture is not None:  # every listed device, every run
+                writers["device_posture"].write(posture_row(posture.take(device_id), snapshot_id, device_id,
+                                                            posture.fetched_at))
             if isinstance(outcome, _Fetched):
                 counts["refreshed"] += 1
                 writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
@@ -279,6 +295,8 @@ class SnapshotCollector:
                 for line in previous_apps:
                     writers["device_apps"].write_line(with_snapshot_id(line, snapshot_id), device_id)
         counts["skipped"] = skipped
+        if posture is not None:
+            counts["posture"] = posture.summary()
         return counts
 
     @staticmethod

@@ -34,6 +34,7 @@ from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRul
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
 from kandji_snapshots.diff.progress import (ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers,
                                             TransitionClaims)
+from kandji_snapshots.diff.posture_changes import PostureComparison
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
 from kandji_snapshots.snapshots.layout import manifest_key
@@ -82,6 +83,7 @@ class SnapshotComparison:
         self._rules = rules
         self._ids = {"snapshot_id": current.snapshot_id, "previous_snapshot_id": previous.snapshot_id}
         self._volatile = {table: VolatileValues.for_table(table, rules) for table in ("devices", "device_details")}
+        self._posture = PostureComparison(rules, previous, current)  # device_posture + FileVault as one fact
         # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
         self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
         self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}
@@ -159,6 +161,7 @@ class SnapshotComparison:
                 details = field_changes(self._rules, "device_details", *_first_rows(before, after))
                 changes += [change for change in details
                             if not repeats_device_list(change["field"], change["after"], after.device_row)]
+        changes = self._posture.changes(before, after, changes)
         if changes:
             severity = highest(change["severity"] for change in changes)
             yield device_event(DEVICE_CHANGED, device=after.device_row, severity=severity, changes=changes,

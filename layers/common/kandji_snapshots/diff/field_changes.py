@@ -27,6 +27,8 @@ _FIELD_NAMES = {
     "devices": {},
     "device_details": {name: f"details.{name}" for name in schema.DEVICE_DETAILS
                        if name in schema.DEVICES and name not in _PREFIX_COLUMNS and name != "extra"},
+    # Prism posture fields are reported as `posture.<category>.<column>` (diff/posture_changes.py).
+    "device_posture": {name: f"posture.{name}" for name in schema.DEVICE_POSTURE if name not in _PREFIX_COLUMNS},
 }
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, Devic
                                      KandjiAuthError, MalformedResponse, RateLimitExhausted)
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.collect.refresh import RequestBudget
+from kandji_snapshots.collect.posture import prism_permission
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +257,62 @@ class KandjiClient:
             cursor = next_cursor
         raise KandjiApiError("Prism apps paging did not end.", endpoint="prism")
 
+    def iter_prism_category(self, category: str) -> Iterator[dict[str, Any]]:
+        """Every row of one Prism category (`GET /prism/<category>`), read until `total` rows are in.
+
+        Prism's envelope is `{"offset", "limit", "total", "data", "cursor"}`. Real pages can be
+        shorter than `limit` and carry a null cursor while `total` is larger, so neither a short
+        page nor a null cursor ends the read: the next page is asked for by cursor when one is
+        given, else by offset (the rows read so far). A server that repeats a page or a cursor
+        is not followed round in circles. 401/403 raise KandjiAuthError (endpoint
+        `prism_<category>`); an unknown category answers 400 (KandjiApiError, status 400).
+        """
+        if not re.fullmatch(r"[a-z][a-z_]*", category):
+            raise ValueError(f"not a Prism category name: {category!r}")
+        endpoint, path = f"prism_{category}", f"prism/{category}"
+        PERMISSIONS.setdefault(endpoint, prism_permission(category))  # named by the 403 error
+        read, cursor = 0, None
+        seen_cursors: set[str] = set()
+        previous_page: tuple[Any, ...] | None = None
+        repeats = 0
+        for _ in range(MAX_PAGES * 10):
+            params: dict[str, Any] = {"limit": PAGE_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            else:
+                params["offset"] = read
+            body = self._get(endpoint, path, params, expect=dict)
+            data = body.get("data")
+            if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+                raise MalformedResponse(f"GET /api/v1/{path} returned no 'data' list of objects.", endpoint=endpoint)
+            total = body.get("total")
+            total = total if isinstance(total, int) and not isinstance(total, bool) else None
+            page = (len(data), _row_key(data[0]), _row_key(data[-1])) if data else None
+            if page is not None and page == previous_page and not cursor:
+                # The same rows again at a new offset: the server is repeating itself, not paging.
+                repeats += 1
+                self.stats.count("retries")
+                if repeats >= self._retry.max_attempts:
+                    raise KandjiApiError(f"GET /api/v1/{path} kept returning the same page: Prism's paging is "
+                                         "not advancing.", endpoint=endpoint)
+                continue
+            repeats, previous_page = 0, page
+            yield from data
+            read += len(data)
+            next_cursor = body.get("cursor") or None
+            if not data or (total is not None and read >= total):
+                if total is not None and read < total:
+                    logger.warning("Prism ran out of rows before its total (devices removed meanwhile?)",
+                                   extra={"category": category, "rows": read, "total": total})
+                return
+            if next_cursor is not None:
+                if next_cursor in seen_cursors:
+                    raise KandjiApiError(f"GET /api/v1/{path} returned a cursor it had returned before: Prism's "
+                                         "paging is looping.", endpoint=endpoint)
+                seen_cursors.add(next_cursor)
+            cursor = next_cursor
+        raise KandjiApiError(f"GET /api/v1/{path}: paging did not end.", endpoint=endpoint)
+
     # -- transport ---------------------------------------------------------
 
     def _get(self, endpoint: str, path: str, params: dict[str, Any] | None, *, expect: type,
@@ -424,6 +482,11 @@ def device_list_requests(devices: int) -> int:
     if devices < PAGE_LIMIT:
         return 2  # the devices, then the overlap alone
     return (devices - PAGE_LIMIT) // (PAGE_LIMIT - 1) + 2
+
+
+def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What tells one Prism row from another well enough to notice a repeated page."""
+    return tuple(str(row.get(name)) for name in ("device_id", "name", "path", "last_collected_at"))
 
 
 def int_header(headers: Any, name: str) -> int | None:

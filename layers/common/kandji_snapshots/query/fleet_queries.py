@@ -8,7 +8,7 @@ This module is the one place where the SQL lives:
 * `local_query` runs `duckdb_sql` over a local snapshot folder.
 
 Tables (Glue in Athena, views in DuckDB): `devices`, `device_details`,
-`device_apps` (columns: `schema.TABLES`) and `changes` (columns: `CHANGES`
+`device_apps`, `device_posture` (columns: `schema.TABLES`) and `changes` (columns: `CHANGES`
 below), each partitioned by `dt` (`YYYY-MM-DD`, the UTC day of the snapshot).
 
 "Latest" means the greatest `snapshot_id` of the latest `dt` partition. In
@@ -529,6 +529,94 @@ WHERE c.severity = 'high'
 ORDER BY c.snapshot_id DESC, c.event_id""",
     ),
 )
+
+# --- Prism posture (device_posture: one row per device per snapshot, a struct per category) -------
+def _posture_off(column: str, title: str, description: str, name: str) -> FleetQuery:
+    """Devices of the latest snapshot whose posture `column` (`category.field`) is false."""
+    category = column.split(".")[0]
+    select = f"""SELECT
+    d.device_name,
+    d.serial_number,
+    d.platform,
+    d."user".email AS user_email,
+    d.blueprint_name,
+    from_iso8601_timestamp(p.{category}.last_collected_at) AS reported_at,
+    d.device_id,
+    p.snapshot_id
+FROM device_posture p
+JOIN latest l ON p.dt = l.dt AND p.snapshot_id = l.snapshot_id
+JOIN devices d ON d.dt = p.dt AND d.snapshot_id = p.snapshot_id AND d.device_id = p.device_id"""
+    return FleetQuery(
+        name=name, title=title, description=description,
+        athena_sql=f"""{_ATHENA_LATEST}
+{select}
+WHERE p.dt >= {_RECENT}
+  AND d.dt >= {_RECENT}
+  AND p.{column} = false
+ORDER BY d.device_name, d.serial_number""",
+        duckdb_sql=f"""{_DUCKDB_LATEST}
+{select}
+WHERE p.{column} = false
+ORDER BY d.device_name, d.serial_number""",
+    )
+
+
+_POSTURE_FIELDS = "(t.change_field LIKE 'posture.%' OR t.change_field = 'filevault.filevault_enabled')"
+
+POSTURE_QUERIES: tuple[FleetQuery, ...] = (
+    _posture_off("application_firewall.status", "Kandji: devices with the firewall off",
+                 "Macs of the latest snapshot whose application firewall is off, as Prism reported it "
+                 "(device_posture.application_firewall), with when the device last reported it.",
+                 "firewall_off"),
+    _posture_off("startup_settings.sip", "Kandji: devices with SIP disabled",
+                 "Macs of the latest snapshot with System Integrity Protection disabled, as Prism reported it "
+                 "(device_posture.startup_settings), with when the device last reported it.",
+                 "sip_disabled"),
+    FleetQuery(
+        name="posture_changes",
+        title="Kandji: posture changes of the last 7 days",
+        description="Every change to a device's security posture detected in the last 7 days (firewall, "
+                    "Gatekeeper, XProtect, SIP, secure boot, activation lock, FileVault), newest first.",
+        athena_sql=f"""SELECT
+    {_ATHENA_DETECTED_AT} AS detected_at,
+    c.device_name,
+    c.serial_number,
+    c.platform,
+    t.change_field,
+    t.value_before,
+    t.value_after,
+    t.change_severity,
+    t.change_reason,
+    c.snapshot_id,
+    c.event_id
+FROM changes c
+CROSS JOIN UNNEST(c.changes) AS t(change_field, value_before, value_after, change_severity, change_reason)
+WHERE c.dt >= CAST(current_date - INTERVAL '7' DAY AS varchar)
+  AND c.change_type = 'device_changed'
+  AND {_POSTURE_FIELDS}
+  AND {_ATHENA_DETECTED_AT} >= current_timestamp - INTERVAL '7' DAY
+ORDER BY c.snapshot_id DESC, c.event_id, t.change_field""",
+        duckdb_sql=f"""SELECT
+    {_DUCKDB_DETECTED_AT} AS detected_at,
+    c.device_name,
+    c.serial_number,
+    c.platform,
+    t.ch.field AS change_field,
+    t.ch.before AS value_before,
+    t.ch.after AS value_after,
+    t.ch.severity AS change_severity,
+    t.ch.reason AS change_reason,
+    c.snapshot_id,
+    c.event_id
+FROM changes c
+JOIN LATERAL (SELECT unnest(c.changes) AS ch) t ON true
+WHERE c.change_type = 'device_changed'
+  AND (t.ch.field LIKE 'posture.%' OR t.ch.field = 'filevault.filevault_enabled')
+  AND {_DUCKDB_DETECTED_AT} >= current_localtimestamp() - INTERVAL 7 DAY
+ORDER BY c.snapshot_id DESC, c.event_id, change_field""",
+    ),
+)
+QUERIES += POSTURE_QUERIES
 
 _BY_NAME = {query.name: query for query in QUERIES}
 

@@ -139,6 +139,7 @@ class DeviceRows:
     apps: list[bytes]
     apps_prefix: bytes | None
     _parsed: dict[str, Any] | None = field(default=None, repr=False)
+    posture: list[bytes] = field(default_factory=list)  # device_posture rows (older snapshots have none)
 
     @property
     def device_row(self) -> dict[str, Any]:
@@ -172,11 +173,16 @@ def iter_device_rows(store: ObjectStore, manifest: Manifest) -> Iterator[DeviceR
     """Every device of a snapshot with its details and apps rows, in device_id order, streamed."""
     details = _TableCursor(iter_lines(store, manifest.table_keys("device_details")), True)
     apps = _TableCursor(iter_lines(store, manifest.table_keys("device_apps")), True)
+    posture = (_TableCursor(iter_lines(store, manifest.table_keys("device_posture")), True)
+               if "device_posture" in manifest.document["tables"] else None)
     for line in iter_lines(store, manifest.table_keys("devices")):
         device_id, head = row_head(line, False)
         detail_rows, details_prefix = details.take(device_id)
         app_rows, apps_prefix = apps.take(device_id)
-        yield DeviceRows(device_id, line, head, detail_rows, details_prefix, app_rows, apps_prefix)
+        rows = DeviceRows(device_id, line, head, detail_rows, details_prefix, app_rows, apps_prefix)
+        if posture is not None:
+            rows.posture = posture.take(device_id)[0]
+        yield rows
     if details.orphan_rows or apps.orphan_rows:
         logger.warning("rows of devices missing from the devices table were ignored",
                        extra={"snapshot_id": manifest.snapshot_id, "details_rows": details.orphan_rows,

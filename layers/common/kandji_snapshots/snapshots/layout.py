@@ -16,7 +16,7 @@ from kandji_snapshots.snapshots.timeutil import partition_date
 SNAPSHOT_PREFIX = "snapshots/"
 MANIFEST_PREFIX = "snapshots/manifests/"
 CHANGES_PREFIX = "changes/"
-TABLE_NAMES = ("devices", "device_details", "device_apps")
+TABLE_NAMES = ("devices", "device_details", "device_apps", "device_posture")
 
 # A snapshot id, `YYYYMMDDTHHMMSSZ` (timeutil.SNAPSHOT_ID_FORMAT): the one pattern every reader matches.
 SNAPSHOT_ID_PATTERN = r"\d{8}T\d{6}Z"

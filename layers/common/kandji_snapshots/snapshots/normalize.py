@@ -136,6 +136,13 @@ def details_row(raw: dict[str, Any], snapshot_id: str, device_id: str, fetched_a
     return _row(in_canonical_order(raw, SET_LIKE_LISTS["device_details"]), schema.DEVICE_DETAILS, fixed)
 
 
+def posture_row(categories: dict[str, dict[str, Any] | None], snapshot_id: str, device_id: str,
+                fetched_at: str) -> dict[str, Any]:
+    """One device's Prism posture: {category: that category's columns (or None)} -> a device_posture row."""
+    fixed = {"snapshot_id": snapshot_id, "device_id": device_id, "fetched_at": fetched_at}
+    return _row(categories, schema.DEVICE_POSTURE, fixed)
+
+
 def app_sort_key(row: dict[str, Any]) -> tuple[str, ...]:
     """Apps of one device in a stable order: identity (bundle id, path) first."""
     return tuple(row.get(name) or "" for name in ("bundle_id", "path", "version", "app_name", "app_id"))

@@ -194,3 +194,69 @@ TABLES: dict[str, dict[str, Type]] = {
 def hive_columns(table: str) -> dict[str, str]:
     """Column name -> Hive type, as the Glue table must declare it."""
     return {name: kind.hive() for name, kind in TABLES[table].items()}
+
+
+# --- device_posture: Prism's security categories, one row per device per snapshot -------------------
+# One struct per category, with the columns Prism's rows carry (confirmed from integrations that read
+# them; see collect/posture.py). A struct is null when the category was not read this run (no
+# permission) or has no row for the device (Prism covers Macs only for most of them).
+# `last_collected_at` is when the device last reported that category to Kandji.
+POSTURE_CATEGORY_COLUMNS: dict[str, dict[str, Type]] = {
+    "device_information": {
+        **strings("device_family", "model_name", "model_identifier", "os_version", "os_build",
+                  "display_os_version", "host_name", "local_hostname"),
+        "apple_silicon": BOOLEAN,
+        "device_capacity": DOUBLE,
+        "last_collected_at": TIMESTAMP,
+    },
+    "filevault": {
+        "status": BOOLEAN,
+        "key_type": STRING,
+        "key_escrowed": BOOLEAN,
+        "regeneration_needed": BOOLEAN,
+        "scheduled_key_rotation": TIMESTAMP,
+        "last_collected_at": TIMESTAMP,
+    },
+    "application_firewall": {
+        "status": BOOLEAN,
+        "block_all_incoming": BOOLEAN,
+        "stealth_mode": BOOLEAN,
+        "allow_signed_applications": BOOLEAN,
+        "logging": BOOLEAN,
+        "logging_option": STRING,
+        "version": STRING,
+        "unloading": BOOLEAN,
+        "last_collected_at": TIMESTAMP,
+    },
+    "gatekeeper_and_xprotect": {
+        "gatekeeper_status": BOOLEAN,
+        "trusted_developers": BOOLEAN,
+        **strings("gatekeeper_version", "gatekeeper_opaque_version", "xprotect_version",
+                  "malware_removal_tool_version"),
+        "last_collected_at": TIMESTAMP,
+    },
+    "startup_settings": {
+        "sip": BOOLEAN,
+        "ssv": BOOLEAN,
+        **strings("secure_boot_level", "external_boot_level"),
+        **{name: BOOLEAN for name in ("bootstrap_token_auth", "bootstrap_token_escrowed", "kext_requires_bst",
+                                      "software_update_requires_bst", "any_signed_os", "mdm_manages_kext",
+                                      "user_manages_kext")},
+        "last_collected_at": TIMESTAMP,
+    },
+    "activation_lock": {
+        **{name: BOOLEAN for name in ("activation_lock_enabled", "device_activation_lock_enabled",
+                                      "user_activation_lock_enabled", "activation_lock_allowed_while_supervised",
+                                      "activation_lock_supported", "bypass_code_failed")},
+        "last_collected_at": TIMESTAMP,
+    },
+}
+
+DEVICE_POSTURE: dict[str, Type] = {
+    **KEY_COLUMNS,
+    "fetched_at": TIMESTAMP,  # when this run read Prism
+    **{category: struct(**columns) for category, columns in POSTURE_CATEGORY_COLUMNS.items()},
+    "extra": JSON,
+}
+
+TABLES["device_posture"] = DEVICE_POSTURE

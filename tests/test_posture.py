@@ -1,0 +1,365 @@
+"""Whole-fleet posture from Prism: paging, the device_posture table, optional categories, the rules.
+
+Unit tests run the collector and the differ over an in-memory fleet; the rest go through the
+simulator over HTTP and, for the handler tests, the collector and differ handlers on moto.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from aws_helpers import read_rows
+from differ_fixtures import FakeFleet
+from kandji_snapshots.collect.posture import POSTURE_CATEGORIES, prism_permission
+from kandji_snapshots.diff.differ import SnapshotDiffer
+from kandji_snapshots.diff.publisher import MemoryPublisher
+from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
+from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy
+from kandji_snapshots.kandji.config import parse_secret
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.snapshots.storage import MemoryObjectStore
+from kandji_snapshots.snapshots.table_io import iter_rows
+from simulator import Fleet, KandjiSimulator
+from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (fixture)
+
+TOKEN = "sim-token"
+
+
+def client_for(sim: KandjiSimulator) -> KandjiClient:
+    credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
+    return KandjiClient(credentials, limiter=RateLimiter(1000), retry=RetryPolicy(max_attempts=3, base_backoff=0.01))
+
+
+def category_requests(sim: KandjiSimulator, category: str) -> list[str]:
+    return [query for _, _, path, query, _ in sim.stats.snapshot()["request_log"] if path.endswith(f"/{category}")]
+
+
+# --- paging ---------------------------------------------------------------------------------
+
+def test_a_category_is_read_whole_through_short_pages_and_null_cursors():
+    fleet = Fleet.generate(60, seed=5)
+    with KandjiSimulator(fleet, token=TOKEN) as sim:
+        sim.prism.page_size = 7  # shorter than the limit asked for, and `cursor: null` on every page
+        rows = list(client_for(sim).iter_prism_category("application_firewall"))
+        expected = [row["device_id"] for row in sim.prism.rows("application_firewall")]
+        assert [row["device_id"] for row in rows] == expected and len(expected) > 7
+        assert len(category_requests(sim, "application_firewall")) == math.ceil(len(expected) / 7)
+
+
+def test_cursors_are_followed_when_prism_gives_them():
+    fleet = Fleet.generate(40, seed=6)
+    with KandjiSimulator(fleet, token=TOKEN) as sim:
+        sim.prism.page_size, sim.prism.cursors = 5, True
+        rows = list(client_for(sim).iter_prism_category("device_information"))
+        assert len(rows) == len(fleet) == len({row["device_id"] for row in rows})
+        queries = category_requests(sim, "device_information")
+        assert "cursor=" not in queries[0] and all("cursor=" in query for query in queries[1:])
+
+
+def test_a_server_that_repeats_a_page_is_not_followed_in_circles(monkeypatch):
+    fleet = Fleet.generate(40, seed=7)
+    with KandjiSimulator(fleet, token=TOKEN) as sim:
+        sim.prism.page_size = 5
+        page = sim.prism.page
+        monkeypatch.setattr(sim.prism, "page", lambda category, params, offset, limit: page(category, params, 0, limit))
+        with pytest.raises(KandjiApiError, match="kept returning the same page"):
+            list(client_for(sim).iter_prism_category("device_information"))
+        assert len(category_requests(sim, "device_information")) <= 5
+
+
+def test_an_unknown_category_answers_400_and_a_missing_permission_403():
+    fleet = Fleet.generate(5, seed=8)
+    with KandjiSimulator(fleet, token=TOKEN) as sim:
+        client = client_for(sim)
+        with pytest.raises(KandjiApiError, match="Invalid category: firewalls") as bad:
+            list(client.iter_prism_category("firewalls"))
+        assert bad.value.status == 400
+        sim.permissions.discard("prism_startup_settings")
+        with pytest.raises(KandjiAuthError, match=r"GET /prism/startup_settings \(Prism: startup settings\)"):
+            list(client.iter_prism_category("startup_settings"))
+
+
+def test_the_simulator_serves_each_category_with_its_real_row_shape():
+    import requests
+
+    fleet = Fleet.generate(20, seed=9)
+    with KandjiSimulator(fleet, token=TOKEN) as sim:
+        body = requests.get(sim.api_url + "prism/startup_settings", params={"limit": 3},
+                            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+        assert set(body) == {"offset", "limit", "total", "data", "cursor"}
+        assert body["offset"] is None and body["cursor"] is None and body["total"] > len(body["data"]) == 3
+        row = body["data"][0]
+        assert {"device_id", "device__name", "device__family", "serial_number", "blueprint_name", "sip", "ssv",
+                "secure_boot_level", "external_boot_level", "last_collected_at"} <= set(row)
+        assert isinstance(row["sip"], bool) and row["last_collected_at"].endswith("+00:00")
+        mac = row["device_id"]
+        filevault = {r["device_id"]: r for r in sim.prism.rows("filevault")}[mac]
+        assert filevault["status"] is fleet.details(mac)["filevault"]["filevault_enabled"]  # derived from details
+        fleet.set_filevault(mac, not filevault["status"])
+        assert {r["device_id"]: r for r in sim.prism.rows("filevault")}[mac]["status"] is not filevault["status"]
+        sim.prism.set(mac, "startup_settings", secure_boot_level="permissive")
+        assert {r["device_id"]: r for r in sim.prism.rows("startup_settings")}[mac]["secure_boot_level"] == \
+            "permissive"
+        platforms = {r["device__family"] for r in sim.prism.rows("application_firewall")}
+        assert platforms == {"Mac"} and len(sim.prism.rows("device_information")) == len(fleet)
+
+
+# --- the table and the manifest (collector over an in-memory fleet) --------------------------
+
+def mac_posture(firewall: bool = True, sip: bool = True, boot: str = "full", filevault: bool = True,
+                gatekeeper: bool = True, xprotect: str | None = "5283", device_lock: bool = False,
+                collected: str = "2026-11-23T09:00:00+00:00") -> dict[str, dict]:
+    return {
+        "device_information": {"device__family": "Mac", "model_name": "MacBook Air", "apple_silicon": True,
+                               "device_capacity": 245.11, "last_collected_at": collected},
+        "filevault": {"status": filevault, "key_type": "Personal Recovery Key", "key_escrowed": True,
+                      "last_collected_at": collected},
+        "application_firewall": {"status": firewall, "stealth_mode": True, "logging_option": "throttled",
+                                 "last_collected_at": collected},
+        "gatekeeper_and_xprotect": {"gatekeeper_status": gatekeeper, "xprotect_version": xprotect,
+                                    "last_collected_at": collected},
+        "startup_settings": {"sip": sip, "ssv": True, "secure_boot_level": boot, "last_collected_at": collected},
+        "activation_lock": {"device_activation_lock_enabled": device_lock, "user_activation_lock_enabled": False,
+                            "last_collected_at": collected},
+    }
+
+
+def posture_fleet(count: int = 3, **overrides) -> FakeFleet:
+    fleet = FakeFleet.of(count)
+    for device_id in fleet.devices:
+        set_posture(fleet, device_id, **overrides)
+    return fleet
+
+
+def set_posture(fleet: FakeFleet, device_id: str, **values) -> None:
+    for category, columns in mac_posture(**values).items():
+        fleet.posture.setdefault(category, {})[device_id] = columns
+
+
+def posture_rows(store, manifest) -> list[dict]:
+    return list(iter_rows(store, manifest.table_keys("device_posture")))
+
+
+def test_every_device_has_a_typed_posture_row_and_the_manifest_counts_each_category():
+    fleet = posture_fleet(3)
+    fleet.posture["application_firewall"]["id-001"]["status"] = "False"  # string booleans are typed too
+    fleet.posture["filevault"]["id-000"]["unheard_of"] = "x"  # an unknown column is kept, in extra
+    fleet.posture["filevault"]["ghost"] = {"status": True}  # a device not in the list: not kept
+    store = MemoryObjectStore()
+    manifest = fleet.collect(store, hour=10)
+    rows = posture_rows(store, manifest)
+    assert [row["device_id"] for row in rows] == ["id-000", "id-001", "id-002"]
+    first = rows[0]
+    assert first["application_firewall"]["status"] is True and first["startup_settings"]["sip"] is True
+    assert first["device_information"] == {**first["device_information"], "device_family": "Mac",
+                                           "device_capacity": 245.11, "apple_silicon": True}
+    assert first["filevault"]["last_collected_at"] == "2026-11-23T09:00:00.000000Z"
+    assert json.loads(first["extra"]) == {"filevault.unheard_of": "x"}
+    assert "serial_number" not in json.dumps(first) and rows[1]["application_firewall"]["status"] is False
+    summary = manifest.document["posture"]
+    assert summary["missing_permissions"] == []
+    assert summary["categories"]["filevault"] == {"status": "read", "rows": 4, "requests": 0, "devices": 3}
+
+
+def test_a_category_the_token_may_not_read_is_skipped_named_and_never_fails_the_run(caplog):
+    fleet = posture_fleet(3)
+    del fleet.posture["startup_settings"]  # the fake answers 403 for it
+    store = MemoryObjectStore()
+    manifest = fleet.collect(store, hour=10)
+    rows = posture_rows(store, manifest)
+    assert len(rows) == 3 and all(row["startup_settings"] is None for row in rows)
+    assert all(row["application_firewall"]["status"] is True for row in rows)
+    summary = manifest.document["posture"]
+    assert summary["missing_permissions"] == [prism_permission("startup_settings")]
+    assert summary["categories"]["startup_settings"]["status"] == "forbidden"
+    assert any("posture category skipped" in r.message and getattr(r, "category", "") == "startup_settings"
+               for r in caplog.records)
+
+
+# --- rules (collector and differ over an in-memory fleet) ------------------------------------
+
+def diff_two_runs(fleet: FakeFleet, mutate) -> list[dict]:
+    store = MemoryObjectStore()
+    fleet.collect(store, hour=10)
+    mutate(fleet)
+    second = fleet.collect(store, hour=11)
+    publisher = MemoryPublisher()
+    SnapshotDiffer(store, publisher).run(second.snapshot_id)
+    return [event for event in publisher.events if event["change_type"] != "snapshot_summary"]
+
+
+def high_reasons(events: list[dict]) -> dict[str, set[str]]:
+    return {event["device_id"]: {change["reason"] for change in event["changes"] if change["severity"] == "high"}
+            for event in events}
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"firewall": False}, "firewall turned off"),
+    ({"gatekeeper": False}, "Gatekeeper disabled"),
+    ({"xprotect": None}, "XProtect disabled"),
+    ({"sip": False}, "SIP disabled"),
+    ({"boot": "reduced"}, "secure boot lowered"),
+    ({"device_lock": True}, "activation lock changed"),
+    ({"filevault": False}, "FileVault turned off"),
+])
+def test_a_posture_change_is_one_high_event_with_its_reason(change, reason):
+    events = diff_two_runs(posture_fleet(3), lambda fleet: set_posture(fleet, "id-001", **change))
+    assert high_reasons(events) == {"id-001": {reason}}
+    assert events[0]["severity"] == "high"
+
+
+def test_posture_that_only_reported_again_is_no_change_and_a_stronger_setting_is_info():
+    def mutate(fleet):
+        for device_id in fleet.devices:
+            set_posture(fleet, device_id, boot="medium", collected="2026-11-23T10:30:00+00:00")
+        fleet.posture["startup_settings"]["id-002"]["secure_boot_level"] = "full"
+    events = diff_two_runs(posture_fleet(3, boot="medium"), mutate)
+    assert {event["device_id"]: event["severity"] for event in events} == {"id-002": "info"}
+
+
+def test_a_category_one_snapshot_could_not_read_reports_nothing():
+    def lose_permission(fleet):
+        del fleet.posture["application_firewall"]
+        set_posture(fleet, "id-001", firewall=False)
+        del fleet.posture["application_firewall"]
+    assert diff_two_runs(posture_fleet(3), lose_permission) == []
+
+
+def test_filevault_off_is_reported_once_whether_prism_or_details_sees_it_first():
+    store = MemoryObjectStore()
+    fleet = posture_fleet(2)
+    publisher = MemoryPublisher()
+
+    def run(hour: int) -> list[dict]:
+        before = len(publisher.events)
+        manifest = fleet.collect(store, hour=hour)
+        SnapshotDiffer(store, publisher).run(manifest.snapshot_id)
+        return [e for e in publisher.events[before:] if e["change_type"] != "snapshot_summary"]
+
+    run(9)
+    set_posture(fleet, "id-000", filevault=False)  # Prism sees it first...
+    assert high_reasons(run(10)) == {"id-000": {"FileVault turned off"}}
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False  # ...details confirm it later: info
+    later = run(11)
+    assert high_reasons(later) == {"id-000": set()}
+    assert any(c["field"] == "filevault.filevault_enabled" and c["severity"] == "info" for c in later[0]["changes"])
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = False  # details first (Prism not yet)...
+    del fleet.posture["filevault"]["id-001"]  # ...while Prism has no row for it
+    assert high_reasons(run(12)) == {"id-001": {"FileVault turned off"}}
+    set_posture(fleet, "id-001", filevault=False)  # Prism reports it again, off: nothing new
+    assert all(not reasons for reasons in high_reasons(run(13)).values())
+
+
+# --- through the handlers: budget, freshness, permissions ------------------------------------
+
+def snapshot_rows(manifest: dict, table: str) -> list[dict]:
+    return read_rows(manifest["tables"][table]["keys"])
+
+
+def latest_manifest() -> dict:
+    from aws_helpers import manifests
+    return max(manifests(), key=lambda m: m["snapshot_id"])
+
+
+def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_every_run(
+        deployment, lambda_context, monkeypatch):  # noqa: F811 (fixture)
+    monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "200")
+    fleet = Fleet.generate(400, seed=31)
+    sim = start(fleet, monkeypatch)
+    try:
+        collect_and_diff(lambda_context)
+        deployment("all")
+        first = latest_manifest()
+        assert first["pending_devices"] > 0  # rolling refresh: details could not cover the fleet
+        fetched = {row["device_id"] for row in snapshot_rows(first, "device_details") if row["fetched_at"]}
+        macs = [d for d in fleet.device_ids() if fleet.platform(d) == "Mac"]
+        stale = [d for d in macs if d in fetched]  # carried, not refreshed, in the next run
+        firewall_on = {row["device_id"] for row in sim.prism.rows("application_firewall") if row["status"]}
+        firewall_off = [d for d in stale if d in firewall_on][:3]
+        filevault_off = [d for d in stale if d not in firewall_off
+                         and fleet.details(d)["filevault"]["filevault_enabled"] is True][:3]
+        for device_id in firewall_off:
+            sim.prism.set(device_id, "application_firewall", status=False)
+        for device_id in filevault_off:
+            fleet.set_filevault(device_id, False)
+        collect_and_diff(lambda_context)
+        second = latest_manifest()
+        events = deployment("all")
+        monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "8000")  # details catch up with FileVault
+        collect_and_diff(lambda_context)
+        third = deployment("all")
+    finally:
+        sim.stop()
+    for manifest in (first, second):
+        assert manifest["requests"]["total"] <= 200
+        rows = snapshot_rows(manifest, "device_posture")
+        assert len(rows) == manifest["device_count"] == len(fleet)
+        assert {row["fetched_at"] for row in rows} == {manifest["posture"]["fetched_at"]}
+        assert sum(row["application_firewall"] is not None for row in rows) == len(macs)
+        assert {name: read["devices"] for name, read in manifest["posture"]["categories"].items()} == {
+            name: len(sim.prism.rows(name)) for name in POSTURE_CATEGORIES}
+    changed = {event["device_id"]: event for event in events if event["change_type"] == "device_changed"}
+    assert set(changed) == set(firewall_off) | set(filevault_off)
+    assert high_reasons(list(changed.values())) == {
+        **{d: {"firewall turned off"} for d in firewall_off}, **{d: {"FileVault turned off"} for d in filevault_off}}
+    assert not any(change.get("severity") == "high" for event in third for change in event.get("changes", []))
+    assert {event["device_id"] for event in third if event["change_type"] == "device_changed"} >= set(filevault_off)
+
+
+def test_a_token_without_prism_permissions_still_gets_complete_snapshots(deployment, lambda_context,
+                                                                         monkeypatch):  # noqa: F811
+    fleet = Fleet.generate(50, seed=32)
+    sim = start(fleet, monkeypatch)
+    sim.permissions = {"devices", "details", "apps"}
+    try:
+        collect_and_diff(lambda_context)
+        fleet.apply_demo_changes()
+        collect_and_diff(lambda_context)
+        events = deployment("all")
+    finally:
+        sim.stop()
+    manifest = latest_manifest()
+    assert manifest["device_count"] == len(fleet) and manifest["skipped_devices"] == []
+    assert len(snapshot_rows(manifest, "device_details")) == len(fleet)
+    assert manifest["tables"]["device_apps"]["rows"] == sum(fleet.app_count(d) for d in fleet.device_ids())
+    posture = snapshot_rows(manifest, "device_posture")
+    assert len(posture) == len(fleet) and all(row[name] is None for row in posture for name in POSTURE_CATEGORIES)
+    assert manifest["posture"]["missing_permissions"] == [prism_permission(name) for name in POSTURE_CATEGORIES]
+    assert {e["change_type"] for e in events} >= {"device_added", "device_removed", "device_changed"}
+    assert any(c.get("reason") == "FileVault turned off" for e in events for c in e.get("changes", []))
+
+
+# --- the saved queries, run with DuckDB over a local folder ----------------------------------
+
+def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from kandji_snapshots.query import local_duckdb as local_query
+    from kandji_snapshots.snapshots.storage import LocalObjectStore
+    from tests.test_schema_guard import collect_with_simulator
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    fleet = Fleet.generate(30, seed=33)
+    fleet.clock = lambda: now - timedelta(minutes=90)
+    store = LocalObjectStore(tmp_path)
+    with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None) as sim:
+        first = collect_with_simulator(sim, store, now - timedelta(hours=2))
+        macs = [row["device_id"] for row in sim.prism.rows("startup_settings") if row["sip"]]
+        sim.prism.set(macs[0], "application_firewall", status=False)
+        sim.prism.set(macs[1], "startup_settings", sip=False)
+        firewall_off = {row["serial_number"] for row in sim.prism.rows("application_firewall") if not row["status"]}
+        sip_off = {row["serial_number"] for row in sim.prism.rows("startup_settings") if not row["sip"]}
+        second = collect_with_simulator(sim, store, now - timedelta(hours=1))
+    for manifest in (first, second):
+        SnapshotDiffer(store, MemoryPublisher()).run(manifest.snapshot_id)
+    con = local_query.connect(tmp_path)
+    assert {row["serial_number"] for row in local_query.run_query(con, "firewall_off")} == firewall_off
+    assert {row["serial_number"] for row in local_query.run_query(con, "sip_disabled")} == sip_off
+    changes = {(row["serial_number"], row["change_field"], row["value_after"], row["change_reason"])
+               for row in local_query.run_query(con, "posture_changes")}
+    serial = {device_id: fleet.list_item(device_id)["serial_number"] for device_id in macs[:2]}
+    assert changes == {(serial[macs[0]], "posture.application_firewall.status", "false", "firewall turned off"),
+                       (serial[macs[1]], "posture.startup_settings.sip", "false", "SIP disabled")}
