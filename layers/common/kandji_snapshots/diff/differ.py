@@ -158,10 +158,11 @@ class SnapshotComparison:
         if (before.details or after.details) and not self._same_details(before, after):
             # Details never fetched (rolling refresh) are unknown, not empty: nothing to compare.
             if before.details_known() and after.details_known():
-                details = field_changes(self._rules, "device_details", *_first_rows(before, after))
-                changes += [change for change in details
-                            if not repeats_device_list(change["field"], change["after"], after.device_row)]
+                changes += field_changes(self._rules, "device_details", *_first_rows(before, after))
         changes = self._posture.changes(before, after, changes)
+        # Details and Prism fields that only catch up with the device list: the list reports it, once.
+        changes = [change for change in changes
+                   if not repeats_device_list(change["field"], change["after"], after.device_row)]
         if changes:
             severity = highest(change["severity"] for change in changes)
             yield device_event(DEVICE_CHANGED, device=after.device_row, severity=severity, changes=changes,

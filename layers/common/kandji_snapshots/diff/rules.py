@@ -250,6 +250,9 @@ DETAILS_MIRRORS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "kandji_agent.agent_installed": ("agent_installed", _same_text),
     "lost_mode.lost_mode_status": ("lost_mode_status", _same_text),
     "general.supplemental_build_version": ("supplemental_build_version", _same_text),
+    # Prism's device_information is read every run, like the list: the same OS update, said again.
+    "posture.device_information.os_version": ("os_version", _same_version),
+    "posture.device_information.display_os_version": ("os_version", _same_version),
 }
 
 
