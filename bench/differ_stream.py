@@ -2,7 +2,8 @@
 
 Builds two snapshots of `--devices` devices with ~40 apps each (rows cloned from the
 simulator's devices, so their shape is real). Between the two, every device checks in
-again (last_check_in, time_since_boot, volume free space change: not changes) and 1% of
+again (last_check_in, time_since_boot, volume free space change, and a new app inventory
+renumbers and restamps every app row, as Kandji does: not changes) and 1% of
 devices get an OS update and one app update (2 events each). Then, each in a fresh
 process so peak memory is its own:
 
@@ -64,6 +65,10 @@ def encoded_rows(shape, snapshot: str, fetched: str, *, checked_in: bool, change
         raw_details.setdefault("general", {})["time_since_boot"] = "2 days ago"
         for volume in raw_details.get("volumes") or []:
             volume["available"] = "42.17 GB"
+        for number, app in enumerate(raw_apps):  # a new inventory: Kandji renumbers and restamps app rows
+            raw_apps[number] = {**app, "app_id": str(50_000_000 + number),
+                                "creation_date": "2026-11-23 10:59:01.123000+00:00",
+                                "modification_date": "2026-11-23 10:59:01.123000+00:00"}
     if changed:  # an OS update and one app update: two events
         raw_item["os_version"] = raw_details["general"]["os_version"] = "15.9"
         raw_apps[0] = {**raw_apps[0], "version": raw_apps[0]["version"] + ".1"}

@@ -706,3 +706,28 @@ def test_a_diff_finds_the_previous_snapshot_on_an_earlier_day(first, second):
     assert result.previous_snapshot_id == before and not result.first_snapshot
     [event] = [event for event in publisher.events if event["change_type"] != "snapshot_summary"]
     assert (event["device_id"], event["severity"]) == ("id-001", "high")
+
+
+def test_a_new_app_inventory_that_only_renumbers_and_restamps_is_compared_without_parsing(monkeypatch):
+    # Kandji renumbers app rows and restamps their dates at every inventory: no event, and no app row parsed.
+    from kandji_snapshots.diff import differ as differ_module
+
+    parsed: list[bytes] = []
+    real = differ_module._apps_by_identity
+
+    def spy(lines):
+        lines = list(lines)
+        parsed.extend(lines)
+        return real(lines)
+
+    monkeypatch.setattr(differ_module, "_apps_by_identity", spy)
+
+    def new_inventory(fleet):
+        for number, app in enumerate(fleet.apps["id-001"]):
+            app.update(app_id=str(9000 + number), creation_date="2026-11-23 11:00:00.123000+00:00",
+                       modification_date="2026-11-23 11:00:00.123000+00:00")
+
+    assert diff(new_inventory).events == [] and parsed == []
+    updated = only_event(diff(lambda fleet: (new_inventory(fleet), fleet.apps["id-001"][0].update(version="9.9"))))
+    assert updated["change_type"] == "app_updated" and updated["app"]["version"] == "9.9"
+    assert len(parsed) == 2  # only the one app whose version moved, before and after

@@ -194,7 +194,10 @@ class SnapshotComparison:
     def _app_changes(self, before: DeviceRows, after: DeviceRows) -> list[dict[str, Any]]:
         if not before.apps and not after.apps:
             return []
-        old_bodies, new_bodies = before.app_bodies(), after.app_bodies()
+        # Kandji renumbers app rows and restamps their dates at every inventory: cut those before
+        # comparing, so an unchanged app is not parsed (app events look at identity and version only).
+        old_bodies = [_INVENTORY_NOISE.strip(body, 0) for body in before.app_bodies()]
+        new_bodies = [_INVENTORY_NOISE.strip(body, 0) for body in after.app_bodies()]
         if old_bodies == new_bodies:
             return []
         # Parse only the rows that differ: an unchanged row is the same app at the same version.
@@ -214,6 +217,9 @@ class SnapshotComparison:
                            app_event(change_type, device=after.device_row, before=was, after=now, **self._ids)))
         events.sort(key=lambda item: item[:2])
         return [event for _, _, event in events]
+
+
+_INVENTORY_NOISE = VolatileValues(("app_id", "creation_date", "modification_date"))
 
 
 def _known_apps(rows: DeviceRows) -> list[dict[str, Any]] | None:
