@@ -136,10 +136,12 @@ def subscribers(aws, monkeypatch):
                            published=published)
 
 
-def diff_two_snapshots(lambda_context, device_name: str = "Noah\u2019s MacBook Pro") -> list[dict]:
+def diff_two_snapshots(lambda_context, device_name: str = "Noah\u2019s MacBook Pro", user=None) -> list[dict]:
     store = S3ObjectStore(boto3.client("s3"), BUCKET)
     fleet = FakeFleet.of(3)
     fleet.devices["id-001"]["device_name"] = device_name
+    if user is not None:
+        fleet.devices["id-001"]["user"] = user
     fleet.collect(store, hour=10)
     fleet.check_in()
     fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
@@ -172,8 +174,8 @@ def test_every_message_has_a_subject_within_snss_rules(subscribers, lambda_conte
     for text in subjects:
         check_subject(text)
     assert subjects[0].startswith("[high] FileVault turned off on Zoe ? ?? kandji-api-token")
-    assert subjects[0].endswith("(C02ID-001)")  # the serial survives the cut
-    assert subjects[1] == "[info] Google Chrome updated 120.0 -> 121.0 on Mac id-002 (C02ID-002)"
+    assert subjects[0].endswith("(C02ID-001, Ann)")  # the serial (and here the user) survive the cut
+    assert subjects[1] == "[info] Google Chrome updated 120.0 -> 121.0 on Mac id-002 (C02ID-002, Ann)"
     assert subjects[2].startswith("[high] Snapshot 20261123T110000Z: 2 changes on 3 devices")
     # The envelope's Message is the JSON event too.
     assert json.loads(envelopes[1]["Message"])["change_type"] == "app_updated"
@@ -182,12 +184,13 @@ def test_every_message_has_a_subject_within_snss_rules(subscribers, lambda_conte
 def test_email_subscribers_get_a_plain_text_alert(subscribers, lambda_context):
     events = diff_two_snapshots(lambda_context)
     [(message, subject_line), *_] = subscribers.published(subscribers.topic_arn)
-    assert subject_line == "[high] FileVault turned off on Noah's MacBook Pro (C02ID-001)"
+    assert subject_line == "[high] FileVault turned off on Noah's MacBook Pro (C02ID-001, Ann)"
     email = delivered(message, True, "email")
     assert json.loads(delivered(message, True, "sqs")) == events[0]
     assert json.loads(delivered(message, True, "lambda")) == events[0]
     assert email.startswith("FileVault turned off on Noah\u2019s MacBook Pro.\n")
-    for line in ("Severity:  high", "Device:    Noah\u2019s MacBook Pro", "Serial:    C02ID-001", "Platform:  Mac",
+    for line in ("Severity:  high", "Device:    Noah\u2019s MacBook Pro", "Serial:    C02ID-001",
+                 "User:      Ann <ann@example.com>", "Platform:  Mac",
                  "  filevault.filevault_enabled: true -> false   [high: FileVault turned off]",
                  f"Snapshot:  {SECOND} (compared with 20261123T100000Z)",
                  f"in Athena (workgroup {WORKGROUP}, database {DATABASE}), open the saved query "
@@ -195,6 +198,16 @@ def test_email_subscribers_get_a_plain_text_alert(subscribers, lambda_context):
         assert line in email, line
     assert "AND c.serial_number = 'C02ID-001'" in email and "C02XXXXXXXXX" not in email
     assert not email.lstrip().startswith("{")
+
+
+def test_a_device_without_a_user_says_so_in_the_email_and_the_chat(subscribers, lambda_context):
+    events = diff_two_snapshots(lambda_context, user="")  # Kandji lists a device with no user as ""
+    assert events[0]["user"] is None
+    [(message, subject_line), *_] = subscribers.published(subscribers.topic_arn)
+    assert subject_line == "[high] FileVault turned off on Noah's MacBook Pro (C02ID-001)"
+    assert "User:      (no user assigned)" in delivered(message, True, "email").splitlines()
+    [event_card, _] = [json.loads(message["Body"]) for message in subscribers.drain("chat")]
+    assert "*User:* (no user assigned)" in event_card["content"]["description"].splitlines()
 
 
 def test_the_chat_topic_gets_high_severity_events_and_summaries_as_custom_notifications(subscribers, lambda_context):
@@ -205,7 +218,8 @@ def test_the_chat_topic_gets_high_severity_events_and_summaries_as_custom_notifi
         check_chat_notification(document)
     event_card, summary_card = chat
     assert event_card["content"]["title"] == (":rotating_light: [high] FileVault turned off on Noah's MacBook Pro "
-                                              "(C02ID-001)")
+                                              "(C02ID-001, Ann)")
+    assert "*User:* Ann (ann@example.com)" in event_card["content"]["description"].splitlines()
     assert ("- `filevault.filevault_enabled`: `true` -> `false` (FileVault turned off)"
             in event_card["content"]["description"].splitlines())
     assert "`C02ID-001`" in event_card["content"]["nextSteps"][0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
@@ -12,8 +12,9 @@ from aws_helpers import drain_queue
 from conftest import load_handler
 from differ_fixtures import FakeFleet
 from kandji_snapshots.diff.differ import SnapshotDiffer
-from kandji_snapshots.diff.digest import BadDigestDay, build_digest, digest_day
-from kandji_snapshots.diff.publisher import MemoryPublisher
+from kandji_snapshots.diff.digest import (BadDigestDay, BadDigestRequest, DigestMarker, DigestRequest,
+                                         build_digest, digest_day, publish_daily_digest)
+from kandji_snapshots.diff.publisher import MemoryPublisher, PublishError
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 from test_alerts import check_subject, delivered
 
@@ -59,7 +60,7 @@ def digest_topic(aws, monkeypatch):
 def test_the_digest_handler_publishes_one_message_for_the_day(digest_topic, lambda_context):
     a_day_of_changes(S3ObjectStore(boto3.client("s3"), BUCKET))
     result = load_handler("digest").lambda_handler({"day": DAY}, lambda_context)
-    assert result == {"day": DAY, "events": 3, "snapshots": 2, "high": 2}
+    assert result == {"day": DAY, "published": True, "forced": False, "events": 3, "snapshots": 2, "high": 2}
 
     [message] = digest_topic("digests")
     digest = json.loads(message["Body"])
@@ -70,7 +71,7 @@ def test_the_digest_handler_publishes_one_message_for_the_day(digest_topic, lamb
     assert digest["counts"]["device_removed"] == 1
     assert digest["severity_counts"] == {"info": 1, "high": 2} and digest["platform_counts"] == {"Mac": 3}
     assert [item["summary"] for item in digest["high_severity_events"]] == [
-        "FileVault turned off on Mac id-001 (C02ID-001)", "Device removed on Mac id-003 (C02ID-003)"]
+        "FileVault turned off on Mac id-001 (C02ID-001, Ann)", "Device removed on Mac id-003 (C02ID-003, Ann)"]
     assert digest["first_snapshot_id"] == "20261123T110000Z" and digest["last_snapshot_id"] == "20261123T120000Z"
     assert digest["changes_prefix"] == f"s3://{BUCKET}/changes/dt={DAY}/"
     assert digest_topic("changes-only") == []  # a filter policy can leave the digest out
@@ -92,7 +93,7 @@ def test_the_digest_e_mail_reads_as_text(digest_topic, lambda_context):
     assert email.startswith(f"Kandji fleet changes on {DAY} (UTC)\n")
     for line in ("3 changes in 2 diffed snapshots (20261123T110000Z to 20261123T120000Z); 2 of high severity.",
                  "  device_removed: 1", "  high: 2", "  Mac: 3",
-                 "  20261123T110000Z  FileVault turned off on Mac id-001 (C02ID-001)",
+                 "  20261123T110000Z  FileVault turned off on Mac id-001 (C02ID-001, Ann)",
                  "In Athena (workgroup kandji-fleet, database kandji_snapshots): the saved query "
                  "\"Kandji: high-severity changes of the last 7 days\" lists the high-severity ones; "
                  "every change of the day:",
@@ -103,7 +104,8 @@ def test_the_digest_e_mail_reads_as_text(digest_topic, lambda_context):
 
 def test_a_day_without_snapshots_still_says_so(digest_topic, lambda_context):
     result = load_handler("digest").lambda_handler({"day": "2026-11-20"}, lambda_context)
-    assert result == {"day": "2026-11-20", "events": 0, "snapshots": 0, "high": 0}
+    assert result == {"day": "2026-11-20", "published": True, "forced": False, "events": 0, "snapshots": 0,
+                      "high": 0}
     [message] = digest_topic("digests")
     assert json.loads(message["Body"])["severity"] == "info"
 
@@ -123,3 +125,91 @@ def test_progress_markers_are_not_read_as_changes():
     store.put(f"changes/dt={DAY}/notes.txt", b"not a changes file")
     digest = build_digest(store, DAY)
     assert digest.event_count == 3 and digest.snapshot_ids == ["20261123T110000Z", "20261123T120000Z"]
+
+
+# --- sent once a day ------------------------------------------------------------------------
+# Through the handler, a day long over whatever the machine's clock says (no wall-clock dependence).
+OLD_DAY = "2021-03-04"
+
+
+def test_a_retry_or_a_second_invocation_for_the_same_day_publishes_nothing(digest_topic, lambda_context):
+    handler = load_handler("digest").lambda_handler
+    first = handler({"day": OLD_DAY}, lambda_context)
+    assert first["published"] is True
+    again = handler({"day": OLD_DAY}, lambda_context)  # what a scheduler or Lambda retry does
+    assert again["published"] is False and again["marker"]["state"] == "sent"
+    assert len(digest_topic("digests")) == 1
+    marker = json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=f"changes/_digests/{OLD_DAY}.json")["Body"]
+                        .read())
+    assert marker["state"] == "sent" and marker["day"] == OLD_DAY and marker["forced"] is False
+
+
+def test_force_sends_the_day_again(digest_topic, lambda_context):
+    handler = load_handler("digest").lambda_handler
+    handler({"day": OLD_DAY}, lambda_context)
+    forced = handler({"day": OLD_DAY, "force": True}, lambda_context)
+    assert forced["published"] is True and forced["forced"] is True
+    digests = [json.loads(message["Body"]) for message in digest_topic("digests")]
+    assert [digest["day"] for digest in digests] == [OLD_DAY, OLD_DAY]
+    assert digests[0]["event_id"] == digests[1]["event_id"]  # the same digest: subscribers may drop it by id
+    assert handler({"day": OLD_DAY}, lambda_context)["published"] is False  # still sent once without force
+    with pytest.raises(BadDigestRequest, match="JSON boolean"):
+        handler({"day": OLD_DAY, "force": "yes"}, lambda_context)
+
+
+def test_a_failed_publish_lets_the_retry_send(digest_topic, lambda_context, monkeypatch):
+    import os
+
+    handler = load_handler("digest").lambda_handler
+    topic_arn = os.environ["DIGEST_TOPIC_ARN"]
+    monkeypatch.setenv("DIGEST_TOPIC_ARN", topic_arn.replace("kandji-digest", "deleted-topic"))
+    with pytest.raises(PublishError):
+        handler({"day": OLD_DAY}, lambda_context)
+    marker = json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=f"changes/_digests/{OLD_DAY}.json")["Body"]
+                        .read())
+    assert marker["state"] == "failed"
+    monkeypatch.setenv("DIGEST_TOPIC_ARN", topic_arn)  # fixed: Lambda's retry sends the digest
+    assert handler({"day": OLD_DAY}, lambda_context)["published"] is True
+    assert len(digest_topic("digests")) == 1
+
+
+# --- the marker, on an injected clock ------------------------------------------------------------
+
+NOW = datetime(2026, 11, 24, 7, 0, tzinfo=timezone.utc)
+
+
+def send(store, publisher, now=NOW, lease_seconds=120.0, **request):
+    return publish_daily_digest(store, publisher, DigestRequest(**{"day": DAY, **request}), now=now,
+                                lease_seconds=lease_seconds)
+
+
+def test_an_invocation_that_died_while_sending_is_taken_over_once_its_time_is_up():
+    store, publisher = MemoryObjectStore(), MemoryPublisher()
+    marker = DigestMarker(store, DAY)
+    assert marker.claim(NOW, 120) is None  # an invocation claimed the day, then its Lambda was killed
+    # While it may still be running, another one leaves the day to it.
+    assert send(store, publisher, now=NOW + timedelta(seconds=60))["published"] is False
+    assert publisher.batches == []
+    # Past the time it had, it is gone: the day is taken over and sent.
+    assert send(store, publisher, now=NOW + timedelta(seconds=121))["published"] is True
+    assert len(publisher.batches) == 1 and marker.read()["state"] == "sent"
+
+
+def test_a_day_not_over_is_sent_but_not_marked():
+    store, publisher = MemoryObjectStore(), MemoryPublisher()
+    today = NOW.strftime("%Y-%m-%d")
+    assert send(store, publisher, day=today)["published"] is True
+    assert send(store, publisher, day=today)["published"] is True  # the partial day again: not the day's digest
+    assert DigestMarker(store, today).read() is None
+    assert send(store, publisher, now=NOW + timedelta(days=1), day=today)["published"] is True  # the scheduled one
+    assert send(store, publisher, now=NOW + timedelta(days=1), day=today)["published"] is False
+    assert len(publisher.batches) == 3
+
+
+def test_the_request_is_read_from_the_event():
+    assert DigestRequest.from_event({}, NOW) == DigestRequest(DAY, False)
+    assert DigestRequest.from_event(None, NOW) == DigestRequest(DAY, False)
+    assert DigestRequest.from_event({"day": "2026-11-01", "force": True}, NOW) == DigestRequest("2026-11-01", True)
+    for bad in ({"force": 1}, {"force": "true"}, {"day": 20261101}, ["2026-11-01"]):
+        with pytest.raises(BadDigestRequest):
+            DigestRequest.from_event(bad, NOW)

@@ -58,7 +58,12 @@ EXPECTED_ALARMS = {
     "DifferRuleDLQAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible",
                            {"Fn::GetAtt": ["DifferRuleDLQ", "QueueName"]},
                            "GreaterThanThreshold", 0, "notBreaching"),
+    "DigestErrorsAlarm": ("AWS/Lambda", "Errors", {"Ref": "DigestFunction"},
+                          "GreaterThanOrEqualToThreshold", 1, "notBreaching"),
 }
+# Alarms of optional features: they exist exactly when their feature's condition holds.
+CONDITIONAL_ALARMS = {"DigestErrorsAlarm": ("CreateDailyDigest", {"DailyDigest": "Enabled"})}
+FEATURES = [{}, {"DailyDigest": "Enabled"}]
 # Alarms whose window is "the last two schedule periods": Period 120 s x ScheduleIntervalMinutes periods.
 SCHEDULE_WINDOW_ALARMS = {"CollectorErrorsAlarm", "DifferErrorsAlarm", "SnapshotFreshnessAlarm",
                           "AuthenticationFailedAlarm", "RateLimitExhaustedAlarm"}
@@ -142,21 +147,34 @@ def alarms(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {lid: r["Properties"] for lid, r in resources_of_type(cfn, "AWS::CloudWatch::Alarm").items()}
 
 
+def expected_alarms(overrides: dict[str, str]) -> set[str]:
+    """The alarms a stack deployed with `overrides` has."""
+    return {lid for lid in EXPECTED_ALARMS
+            if lid not in CONDITIONAL_ALARMS or CONDITIONAL_ALARMS[lid][1].items() <= overrides.items()}
+
+
 def test_every_alarm_exists_and_notifies_the_alarm_topic(cfn: dict[str, Any]) -> None:
     found = alarms(cfn)
     assert set(found) == set(EXPECTED_ALARMS)
     for lid, alarm in found.items():
-        assert "Condition" not in cfn["Resources"][lid], f"{lid} must always exist"
+        condition = cfn["Resources"][lid].get("Condition")
+        if lid in CONDITIONAL_ALARMS:
+            assert condition == CONDITIONAL_ALARMS[lid][0], f"{lid} exists only with its feature"
+        else:
+            assert condition is None, f"{lid} must always exist"
         assert alarm["AlarmActions"] == [ALARM_TARGET], lid
         assert alarm["OKActions"] == [ALARM_TARGET], f"{lid}: the operator must hear when it clears"
         assert alarm.get("ActionsEnabled", True) is True
         assert "InsufficientDataActions" not in alarm
     # The target is the created topic, or the given one.
     for overrides, target in (({}, {"Ref": "AlarmTopic"}), ({"AlarmTopicArn": EXISTING_TOPIC}, EXISTING_TOPIC)):
-        resources = resolved_resources(cfn, overrides)
-        for lid in EXPECTED_ALARMS:
-            assert resources[lid]["Properties"]["AlarmActions"] == [target]
-            assert resources[lid]["Properties"]["OKActions"] == [target]
+        for features in FEATURES:
+            resources = resolved_resources(cfn, {**overrides, **features})
+            deployed = {lid for lid, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+            assert deployed == expected_alarms(features), features
+            for lid in deployed:
+                assert resources[lid]["Properties"]["AlarmActions"] == [target]
+                assert resources[lid]["Properties"]["OKActions"] == [target]
 
 
 @pytest.mark.parametrize("alarm_id", sorted(EXPECTED_ALARMS))
@@ -337,15 +355,25 @@ def test_alarm_email_and_alarm_topic_arn_are_exclusive(sam: dict[str, Any]) -> N
 # ---------------------------------------------------------------------------
 # Dashboard
 # ---------------------------------------------------------------------------
-def dashboard_body(cfn: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The DashboardBody JSON with parameters at their defaults and other ${...} as dummies, and the map."""
+def dashboard_body(cfn: dict[str, Any], overrides: dict[str, str] | None = None
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The DashboardBody JSON of a stack deployed with `overrides`: its !Sub variables resolved (the
+    optional features' lines), parameters at their values and other ${...} as dummies; and the map."""
     (dashboard,) = resources_of_type(cfn, "AWS::CloudWatch::Dashboard").values()
-    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
-    assert isinstance(text, str), "DashboardBody: one !Sub string"
-    known = set(cfn["Resources"]) | set(cfn["Parameters"]) | PSEUDO_PARAMETERS
+    sub = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    text, variables = (sub, {}) if isinstance(sub, str) else sub
+    assert isinstance(text, str), "DashboardBody: one !Sub string (with variables for optional features)"
+    params = parameter_values(cfn, overrides)
+    conditions = evaluate_conditions(cfn, params)
+    for name, value in variables.items():
+        value = resolve(value, conditions, params)
+        value = value["Fn::Sub"] if isinstance(value, dict) else value
+        assert isinstance(value, str), f"dashboard variable {name}: a string or a !Sub of one"
+        text = text.replace("${" + name + "}", value)
+    deployed = set(resolved_resources(cfn, overrides)) | set(cfn["Parameters"]) | PSEUDO_PARAMETERS
     placeholders = {}
     for name in set(re.findall(r"\$\{([^}!]+)\}", text)):
-        assert name.split(".")[0] in known, f"dashboard refers to unknown ${{{name}}}"
+        assert name.split(".")[0] in deployed, f"dashboard refers to ${{{name}}}, which this stack does not have"
         placeholders[name] = (str(cfn["Parameters"][name].get("Default", "60")) if name in cfn["Parameters"]
                               else f"dummy-{name.replace('::', '-')}")
     body = json.loads(re.sub(r"\$\{([^}!]+)\}", lambda m: placeholders[m.group(1)], text))
@@ -366,9 +394,10 @@ def widget_metrics(widget: dict[str, Any]) -> list[tuple[str, str, list[str], di
     return out
 
 
+@pytest.mark.parametrize("features", FEATURES, ids=["default", "digest"])
 def test_dashboard_refers_only_to_emitted_metrics_and_this_stack(cfn: dict[str, Any], powertools: tuple[str, str],
-                                                                 emitted_metrics: set[str]) -> None:
-    body, names = dashboard_body(cfn)
+                                                                 emitted_metrics: set[str], features) -> None:
+    body, names = dashboard_body(cfn, features)
     namespace, service = powertools
     seen = set()
     for widget in body["widgets"]:
@@ -386,7 +415,8 @@ def test_dashboard_refers_only_to_emitted_metrics_and_this_stack(cfn: dict[str, 
             elif ns == "AWS/Lambda":
                 assert metric in {"Errors", "Throttles", "Invocations", "Duration"}
                 assert dimensions[0] == "FunctionName"
-                assert names[dimensions[1]] in {"CollectorFunction", "DifferFunction"}
+                assert names[dimensions[1]] in {"CollectorFunction", "DifferFunction", "DigestFunction"}
+                seen.add(f"{metric} of {names[dimensions[1]]}")
             elif ns == "AWS/SQS":
                 assert metric == "ApproximateNumberOfMessagesVisible"
                 assert dimensions[0] == "QueueName"
@@ -399,6 +429,8 @@ def test_dashboard_refers_only_to_emitted_metrics_and_this_stack(cfn: dict[str, 
     assert {"Devices", "KandjiRequests", "RunDuration", "RefreshedDevices", "CarriedDevices", "PendingDevices",
             "HighSeverityEvents", "ChangeEvents", "Errors", "ApproximateNumberOfMessagesVisible"} <= seen
     assert {m for m in emitted_metrics if m.startswith("Events")} <= seen, "changes per run by every type"
+    functions = {"CollectorFunction", "DifferFunction"} | ({"DigestFunction"} if features else set())
+    assert {name for name in seen if name.startswith("Errors of ")} == {f"Errors of {f}" for f in functions}
 
 
 def test_dashboard_shows_requests_against_the_hourly_limit_and_the_run_budget(cfn: dict[str, Any]) -> None:
@@ -411,11 +443,12 @@ def test_dashboard_shows_requests_against_the_hourly_limit_and_the_run_budget(cf
     assert lines == {10_000, DEFAULT_REQUEST_BUDGET}
 
 
-def test_dashboard_shows_the_state_of_every_alarm(cfn: dict[str, Any]) -> None:
-    body, names = dashboard_body(cfn)
+@pytest.mark.parametrize("features", FEATURES, ids=["default", "digest"])
+def test_dashboard_shows_the_state_of_every_alarm(cfn: dict[str, Any], features) -> None:
+    body, names = dashboard_body(cfn, features)
     (widget,) = [w for w in body["widgets"] if w["type"] == "alarm"]
-    shown = {names[arn] for arn in widget["properties"]["alarms"]}
-    assert shown == {f"{lid}.Arn" for lid in EXPECTED_ALARMS}
+    shown = [names[arn] for arn in widget["properties"]["alarms"]]
+    assert sorted(shown) == sorted(f"{lid}.Arn" for lid in expected_alarms(features))
 
 
 def test_dashboard_url_output(cfn: dict[str, Any]) -> None:

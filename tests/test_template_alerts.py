@@ -57,11 +57,13 @@ def test_the_differ_may_publish_to_the_chat_topic_and_nothing_more(cfn: dict[str
     assert_only_publisher(created["ChatTopicPolicy"], "ChatTopic", function_role(cfn, "DifferFunction"))
 
 
-def test_the_digest_reads_changes_and_publishes_its_topic_only(cfn: dict[str, Any]) -> None:
+def test_the_digest_reads_changes_marks_its_days_and_publishes_its_topic_only(cfn: dict[str, Any]) -> None:
     created = resolved_resources(cfn, DIGEST)
     role = created[function_role(cfn, "DigestFunction")]
     assert grants(role) == {
         ("s3:GetObject", json.dumps({"Fn::Sub": "arn:${AWS::Partition}:s3:::${SnapshotBucket}/changes/*"})),
+        # its "sent" markers only: never the changes files (no delete either)
+        ("s3:PutObject", json.dumps({"Fn::Sub": "arn:${AWS::Partition}:s3:::${SnapshotBucket}/changes/_digests/*"})),
         ("s3:ListBucket", json.dumps({"Fn::GetAtt": ["SnapshotBucket", "Arn"]}, sort_keys=True)),
         ("sns:Publish", json.dumps({"Ref": "DigestTopic"})),
         ("kms:GenerateDataKey", json.dumps({"Fn::GetAtt": ["ChangesTopicKey", "Arn"]})),
@@ -91,3 +93,13 @@ def assert_only_publisher(policy: dict[str, Any], topic: str, role: str) -> None
     conditions = [s.get("Condition") for s in statements if s["Effect"] == "Deny"]
     assert {"ArnNotEquals": {"aws:PrincipalArn": principal}} in conditions
     assert {"Bool": {"aws:SecureTransport": "false"}} in conditions
+
+
+def test_the_digest_marker_is_where_the_digest_may_write(cfn: dict[str, Any]) -> None:
+    """The one object the digest writes, under the prefix its role may write; with a bucket key, it may encrypt."""
+    from kandji_snapshots.snapshots.layout import digest_marker_key
+    from tests.test_template_security import KMS_KEY, _snapshot_key_grants
+
+    assert digest_marker_key("2026-11-23") == "changes/_digests/2026-11-23.json"
+    [statement] = _snapshot_key_grants(cfn, {**DIGEST, "SnapshotBucketKmsKeyArn": KMS_KEY})["DigestFunctionRole"]
+    assert sorted(as_list(statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]

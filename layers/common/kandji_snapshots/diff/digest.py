@@ -5,6 +5,11 @@ written by the differ), counts the events by change type, severity and platform,
 high-severity ones, and publishes one message: the JSON digest for queues and functions, a
 plain-text e-mail, and a subject, with the attribute `change_type` = `daily_digest` so that
 subscription filter policies can select (or leave out) the digest.
+
+A day's digest is sent once: a marker (`changes/_digests/<day>.json`, claimed with a conditional
+write before publishing) makes a scheduler retry or a second invocation for the same day publish
+nothing. `force` sends it again on purpose. A day that is not over yet is never marked: its
+digest is incomplete, and the scheduled one is still to come.
 """
 
 from __future__ import annotations
@@ -14,18 +19,21 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kandji_snapshots.diff.events import CHANGE_TYPES, SCHEMA_VERSION
-from kandji_snapshots.diff.messages import HIGH_SEVERITY_QUERY, MessageContext, cut, device_label, headline, subject
+from kandji_snapshots.diff.messages import (HIGH_SEVERITY_QUERY, MessageContext, cut, device_label, headline,
+                                            short_user, subject)
 from kandji_snapshots.diff.publisher import Message, Publisher
 from kandji_snapshots.diff.rules import HIGH, SEVERITIES, highest
 from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.snapshots.layout import CHANGES_PREFIX
-from kandji_snapshots.snapshots.storage import ObjectStore
+from kandji_snapshots.snapshots.layout import CHANGES_PREFIX, digest_marker_key
+from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
 from kandji_snapshots.snapshots.table_io import iter_lines
+from kandji_snapshots.snapshots.timeutil import format_timestamp, parse_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +43,11 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CHANGES_FILE = re.compile(r"^changes/dt=\d{4}-\d{2}-\d{2}/\d{8}T\d{6}Z\.json\.gz$")
 
 
-class BadDigestDay(KandjiSnapshotsError):
+class BadDigestRequest(KandjiSnapshotsError):
+    """The invocation's event is not what the digest understands."""
+
+
+class BadDigestDay(BadDigestRequest):
     """The day asked for is not a YYYY-MM-DD date."""
 
 
@@ -43,7 +55,7 @@ def digest_day(now: datetime, requested: str | None = None) -> str:
     """The day to digest: `requested` (YYYY-MM-DD) if given, else yesterday (UTC) of `now`."""
     if requested:
         try:
-            if not _DAY.match(requested):
+            if not isinstance(requested, str) or not _DAY.match(requested):
                 raise ValueError
             datetime.strptime(requested, "%Y-%m-%d")
         except ValueError:
@@ -51,6 +63,26 @@ def digest_day(now: datetime, requested: str | None = None) -> str:
                                "e.g. {\"day\": \"2026-11-23\"}, or leave it out for yesterday.") from None
         return requested
     return (now.astimezone(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class DigestRequest:
+    """What an invocation asks for: {"day": "YYYY-MM-DD"} (default: yesterday, UTC), {"force": true}."""
+
+    day: str
+    force: bool = False  # send again although the day's digest was sent
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any] | None, now: datetime) -> "DigestRequest":
+        event = event or {}
+        if not isinstance(event, Mapping):
+            raise BadDigestRequest(f"the event {event!r} is not a JSON object: invoke the digest with {{}} for "
+                                   "yesterday or {\"day\": \"2026-11-23\"} for a given day.")
+        force = event.get("force", False)
+        if not isinstance(force, bool):
+            raise BadDigestRequest(f"force {force!r} is not true or false: give it as a JSON boolean, e.g. "
+                               "{\"day\": \"2026-11-23\", \"force\": true} to send that day's digest again.")
+        return cls(digest_day(now, event.get("day")), force)
 
 
 @dataclass
@@ -136,7 +168,8 @@ def build_digest(store: ObjectStore, day: str) -> Digest:
             high.append({"event_id": event.get("event_id"), "snapshot_id": event.get("snapshot_id"),
                          "change_type": event.get("change_type"), "device_id": event.get("device_id"),
                          "device_name": event.get("device_name"), "serial_number": event.get("serial_number"),
-                         "summary": cut(f"{headline(event)} on {device_label(event)}", 200)})
+                         "user": event.get("user"),
+                         "summary": cut(f"{headline(event)} on {device_label(event, short_user(event))}", 200)})
     location = store.location.rstrip("/")
     snapshot_ids = [key.rsplit("/", 1)[-1].split(".", 1)[0] for key in keys]
     return Digest(day, snapshot_ids, by_type, by_severity, by_platform, high, f"{location}/{prefix}")
@@ -149,12 +182,94 @@ def digest_message(digest: Digest, context: MessageContext = MessageContext()) -
                    attributes, digest.subject(), digest.email(context))
 
 
-def publish_daily_digest(store: ObjectStore, publisher: Publisher, day: str,
-                         context: MessageContext = MessageContext()) -> dict[str, Any]:
-    """Build the digest of `day` and publish it as one message; returns the JSON digest."""
+# --- sent once -------------------------------------------------------------------------
+
+SENDING, SENT, FAILED = "sending", "sent", "failed"
+
+
+class DigestMarker:
+    """`changes/_digests/<day>.json`: the day's digest is being sent, was sent, or failed to be.
+
+    Claimed with a conditional write (S3 `If-None-Match: *`) before publishing. A claim lasts as
+    long as the invocation that made it can run (`lease_seconds`, its remaining Lambda time): a
+    `sending` marker past that belongs to an invocation that died, and the day is taken over.
+    Only PutObject is needed: a failure is recorded as `failed`, not deleted.
+    """
+
+    def __init__(self, store: ObjectStore, day: str):
+        self._store = store
+        self.day = day
+        self.key = digest_marker_key(day)
+
+    def claim(self, now: datetime, lease_seconds: float) -> dict[str, Any] | None:
+        """None when this invocation is to send the digest; else the marker that says why not."""
+        claim = self._body(SENDING, now, expires_at=format_timestamp(now + timedelta(seconds=max(lease_seconds, 0))))
+        if self._store.create(self.key, claim):
+            return None
+        held = self.read()
+        if held is not None:
+            if held.get("state") == SENT:
+                return held
+            expires_at = parse_timestamp(held.get("expires_at"))
+            if held.get("state") == SENDING and expires_at is not None and expires_at > now:
+                return held
+            logger.warning("taking over the digest of a day whose last attempt failed or stopped",
+                           extra={"day": self.day, "marker": held})
+        self._store.put(self.key, claim, content_type="application/json")
+        return None
+
+    def mark(self, state: str, now: datetime, **details: Any) -> None:
+        self._store.put(self.key, self._body(state, now, **details), content_type="application/json")
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._store.get(self.key))
+        except ObjectNotFound:
+            return None
+
+    def _body(self, state: str, now: datetime, **details: Any) -> bytes:
+        return json.dumps({"day": self.day, "state": state, "at": format_timestamp(now), **details}).encode()
+
+
+def publish_daily_digest(store: ObjectStore, publisher: Publisher, request: DigestRequest,
+                         context: MessageContext = MessageContext(), *, now: datetime,
+                         lease_seconds: float) -> dict[str, Any]:
+    """Build the digest of `request.day` and publish it as one message, once per day.
+
+    Returns what happened: `published`, and the counts when it did, or the marker when it did not.
+    """
+    day = request.day
+    marker = DigestMarker(store, day)
+    day_over = day < now.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    if not day_over:
+        logger.warning("the day is not over: its digest is sent now but not marked as sent, so the scheduled "
+                       "digest of the whole day is still sent", extra={"day": day})
+    elif not request.force:
+        held = marker.claim(now, lease_seconds)
+        if held is not None:
+            logger.info(f"the digest of {day} was already sent (or is being sent): nothing published. To send it "
+                        f"again, invoke the digest with {{\"day\": \"{day}\", \"force\": true}}",
+                        extra={"day": day, "marker": held})
+            return {"day": day, "published": False, "marker": held}
     digest = build_digest(store, day)
     message = digest_message(digest, context)
-    publisher.publish_batch([message])
-    logger.info("daily digest published", extra={"day": day, "events": digest.event_count,
+    try:
+        publisher.publish_batch([message])
+    except Exception:
+        if day_over and not request.force:
+            _record_failure(marker, now)  # so the retry sends it, without waiting for the claim to expire
+        raise
+    document = digest.document()
+    if day_over:
+        marker.mark(SENT, now, event_id=document["event_id"], events=digest.event_count, forced=request.force)
+    logger.info("daily digest published", extra={"day": day, "events": digest.event_count, "forced": request.force,
                                                   "snapshots": len(digest.snapshot_ids), "bytes": message.size})
-    return digest.document()
+    return {"day": day, "published": True, "forced": request.force, "events": digest.event_count,
+            "snapshots": len(digest.snapshot_ids), "high": digest.high_count}
+
+
+def _record_failure(marker: DigestMarker, now: datetime) -> None:
+    try:
+        marker.mark(FAILED, now)
+    except Exception:  # the publish error is the one to report; the claim still expires with its lease
+        logger.exception("could not record the failed digest", extra={"day": marker.day})

@@ -3,7 +3,8 @@
 Every event is one JSON object:
 
     schema_version, event_id, change_type, severity, snapshot_id, previous_snapshot_id,
-    device_id, device_name, serial_number, platform,
+    device_id, device_name, serial_number, platform, user (the device's assigned user: {email, name},
+    null when it has none, absent when unknown),
     then `changes` (device_changed), `app` (app_*) or `apps` (device_added/removed, device_apps_first_read;
     null when the apps were never read).
 
@@ -60,9 +61,24 @@ def app_identity(app: dict[str, Any]) -> tuple[str, str, str]:
     return bundle_id, "" if bundle_id else (app.get("app_name") or ""), app.get("path") or ""
 
 
+def event_user(user: Any) -> dict[str, Any] | None:
+    """The devices row's `user` as events carry it: {email, name}, or None when no user is assigned.
+
+    Kandji's id and is_archived stay in the devices table: a reader wants who, not which record.
+    """
+    if not isinstance(user, dict):
+        return None
+    shown = {"email": user.get("email") or None, "name": user.get("name") or None}
+    return shown if shown["email"] or shown["name"] else None
+
+
 def device_event(change_type: str, *, snapshot_id: str, previous_snapshot_id: str | None, device: dict[str, Any],
                  severity: str = INFO, app_key: tuple[str, ...] = (), **payload: Any) -> dict[str, Any]:
-    """One event about `device` (a parsed devices row) with the common fields first."""
+    """One event about `device` (a parsed devices row) with the common fields first.
+
+    The user is the one of the row given: the current snapshot's, the previous one's for a removed
+    device. It is not part of event_id: the same change is the same event whoever holds the device.
+    """
     device_id = str(device["device_id"])
     severity = highest((severity, CHANGE_TYPE_SEVERITY.get(change_type, INFO)))
     return {
@@ -76,6 +92,8 @@ def device_event(change_type: str, *, snapshot_id: str, previous_snapshot_id: st
         "device_name": device.get("device_name"),
         "serial_number": device.get("serial_number"),
         "platform": device.get("platform"),
+        # Absent only when the devices row was never read (a device removed while unreadable): unknown.
+        **({"user": event_user(device["user"])} if "user" in device else {}),
         **payload,
     }
 

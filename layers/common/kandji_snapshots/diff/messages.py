@@ -85,34 +85,67 @@ def shown(value: Any, limit: int = VALUE_MAX_CHARS) -> str:
     return cut(_WHITESPACE.sub(" ", text).strip(), limit) or '""'
 
 
-def subject(severity: str, headline: str, device: str = "") -> str:
-    """`[high] FileVault turned off on Noah's MacBook Pro (JF33TNMMBY)`, within SNS's rules."""
+def _subject_text(severity: str, headline: str, device: str) -> str:
     head = cut(ascii_text(f"[{severity}] {headline}"), 60)
     tail = ascii_text(device)
-    text = f"{head} on {tail}" if tail else head
+    return f"{head} on {tail}" if tail else head
+
+
+def subject(severity: str, headline: str, device: str = "") -> str:
+    """`[high] FileVault turned off on Noah's MacBook Pro (JF33TNMMBY)`, within SNS's rules."""
+    text = _subject_text(severity, headline, device)
     if len(text) > SUBJECT_MAX_CHARS:
         text = cut(text, SUBJECT_MAX_CHARS)
     text = text.lstrip(" ")
     return text or "Kandji change"
 
 
-def device_label(event: dict[str, Any]) -> str:
-    """`Noah's MacBook Pro (JF33TNMMBY)`; the name is cut so the serial always fits a subject."""
+def device_label(event: dict[str, Any], user: str = "", room: int | None = None) -> str:
+    """`Noah's MacBook Pro (JF33TNMMBY)`, or with `user`: `MacBook Pro (JF33TNMMBY, Noah Ames)`.
+
+    The name is cut (to 34 characters, or to what `room` leaves) so the serial always fits a subject.
+    """
     name = str(event.get("device_name") or "").strip()
     serial = str(event.get("serial_number") or "").strip()
+    inside = ", ".join(part for part in (ascii_text(serial)[:30], ascii_text(user)[:30]) if part)
+    suffix = f" ({inside})" if inside else ""
     if not name and not serial:
-        return f"device {event.get('device_id', '?')}"
-    serial_part = f" ({ascii_text(serial)[:30]})" if serial else ""
-    return cut(ascii_text(name) or "unnamed device", 34) + serial_part
+        return f"device {event.get('device_id', '?')}" + suffix
+    limit = 34 if room is None else max(8, min(34, room - len(suffix)))
+    return cut(ascii_text(name) or "unnamed device", limit) + suffix
 
 
-def user_label(event: dict[str, Any]) -> str | None:
-    """The device's user when the event names one (`user` object or string)."""
+def short_user(event: dict[str, Any]) -> str:
+    """The user's name (else e-mail) for a one-line label; empty when none, or when the device's
+    name already says whose it is (`Noah's MacBook Pro` of Noah Ames)."""
     user = event.get("user")
+    if not isinstance(user, dict):
+        return ""
+    who = ascii_text(user.get("name") or user.get("email") or "")
+    first = who.split(" ")[0].split("@")[0].lower()
+    if not first or first in ascii_text(event.get("device_name") or "").lower():
+        return ""
+    return who
+
+
+def user_label(event: dict[str, Any], brackets: str = "<>") -> str:
+    """`Noah Ames <noah@example.com>` for an e-mail or a chat message; says so when there is no user.
+
+    An event without the `user` field (written before events carried it, or shortened to fit SNS)
+    does not tell: "unknown", not "none".
+    """
+    if "user" not in event:
+        return "(unknown)"
+    user = event["user"]
     if isinstance(user, dict):
-        parts = [str(user.get(key)) for key in ("name", "email") if user.get(key)]
-        return " ".join([parts[0], f"<{parts[1]}>"]) if len(parts) == 2 else (parts[0] if parts else None)
-    return str(user) if user else None
+        name, email = user.get("name"), user.get("email")
+        if name and email:
+            return f"{name} {brackets[0]}{email}{brackets[1]}"
+        if name or email:
+            return str(name or email)
+    elif user:
+        return str(user)
+    return "(no user assigned)"
 
 
 def headline(event: dict[str, Any]) -> str:
@@ -142,7 +175,12 @@ def headline(event: dict[str, Any]) -> str:
 def event_subject(event: dict[str, Any]) -> str:
     if event.get("change_type") == "snapshot_summary":
         return summary_subject(event)
-    return subject(event.get("severity", "info"), headline(event), device_label(event))
+    severity, what = event.get("severity", "info"), headline(event)
+    room = SUBJECT_MAX_CHARS - len(_subject_text(severity, what, "")) - len(" on ")
+    who = short_user(event)
+    if who and len(device_label(event, who)) <= room:  # the user only when the name need not be cut for it
+        return subject(severity, what, device_label(event, who))
+    return subject(severity, what, device_label(event, room=room))
 
 
 def summary_subject(summary: dict[str, Any]) -> str:
@@ -172,10 +210,8 @@ def event_email(event: dict[str, Any], context: MessageContext = MessageContext(
               f"Change:    {change_type}",
               f"Device:    {event.get('device_name') or '(no name)'}",
               f"Serial:    {event.get('serial_number') or '(unknown)'}"]
-    user = user_label(event)
-    if user:
-        lines.append(f"User:      {user}")
-    lines += [f"Platform:  {event.get('platform') or '(unknown)'}",
+    lines += [f"User:      {user_label(event)}",
+              f"Platform:  {event.get('platform') or '(unknown)'}",
               f"Device id: {event.get('device_id')}", ""]
     lines += _what_changed(event)
     lines += ["", f"Snapshot:  {event.get('snapshot_id')} (compared with {event.get('previous_snapshot_id')})"]
@@ -290,9 +326,7 @@ def chat_notification(event: dict[str, Any], context: MessageContext = MessageCo
 def _chat_event(event: dict[str, Any]) -> str:
     lines = [f"*Device:* {_plain(event.get('device_name') or '(no name)')} "
              f"(`{_plain(event.get('serial_number') or 'no serial')}`, {_plain(event.get('platform') or 'unknown platform')})"]
-    user = user_label(event)
-    if user:
-        lines.append(f"*User:* {_plain(user)}")
+    lines.append(f"*User:* {_plain(user_label(event, brackets='()'))}")
     change_type = event.get("change_type", "")
     if change_type == "device_changed":
         changes = event.get("changes") or []

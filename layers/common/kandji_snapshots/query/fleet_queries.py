@@ -49,6 +49,7 @@ CHANGES: dict[str, Type] = {
     "device_name": STRING,
     "serial_number": STRING,
     "platform": STRING,
+    "user": struct(email=STRING, name=STRING),  # the device's assigned user; NULL when it has none
     # device_changed: one item per changed field, with its own severity and the rule that set it.
     # (The Athena change history query UNNESTs these five fields by position: keep them in step.)
     "changes": Array(struct(field=STRING, before=STRING, after=STRING, severity=STRING, reason=STRING)),

@@ -5,6 +5,7 @@
     changes/dt=YYYY-MM-DD/<snapshot_id>.json.gz
     changes/_published/<snapshot_id>/...                             (differ's progress markers)
     changes/_transitions/<previous_snapshot_id>.json                 (which snapshot diffed against it)
+    changes/_digests/YYYY-MM-DD.json                                 (the daily digest of that day: sent?)
 """
 
 from __future__ import annotations
@@ -59,3 +60,8 @@ def published_marker_prefix(snapshot_id: str) -> str:
 def transition_key(previous_snapshot_id: str | None) -> str:
     """Who diffed against `previous_snapshot_id` (`first`: the first snapshot); written once."""
     return f"{CHANGES_PREFIX}_transitions/{previous_snapshot_id or 'first'}.json"
+
+
+def digest_marker_key(day: str) -> str:
+    """Whether the daily digest of `day` (YYYY-MM-DD, UTC) is being sent or was sent; claimed once."""
+    return f"{CHANGES_PREFIX}_digests/{day}.json"
