@@ -375,6 +375,8 @@ def test_differ_role_grants_exactly_what_the_differ_uses(cfn: dict[str, Any]) ->
         ("s3:GetObject", _sub(SNAPSHOTS)),
         ("s3:GetObject", _sub(CHANGES)),
         ("s3:PutObject", _sub(CHANGES)),
+        *(("s3:DeleteObject", _sub(f"arn:${{AWS::Partition}}:s3:::${{SnapshotBucket}}/changes/{folder}/*"))
+          for folder in ("_published", "_transitions")),
         ("s3:ListBucket", _arn("SnapshotBucket")),
         ("sns:Publish", json.dumps({"Ref": "ChangesTopic"})),
         ("kms:GenerateDataKey", _arn("ChangesTopicKey")),
@@ -384,6 +386,14 @@ def test_differ_role_grants_exactly_what_the_differ_uses(cfn: dict[str, Any]) ->
     assert _grants(cfn, "DifferFunctionRole", {}) == expected
     with_key = _grants(cfn, "DifferFunctionRole", {"SnapshotBucketKmsKeyArn": KMS_KEY})
     assert with_key - expected == {("kms:GenerateDataKey", json.dumps(KMS_KEY)), ("kms:Decrypt", json.dumps(KMS_KEY))}
+
+
+def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete() -> None:
+    from kandji_snapshots.snapshots.layout import published_marker_prefix, transition_key
+
+    for key in (published_marker_prefix("20261123T100000Z") + "comparison.json", transition_key("20261123T090000Z"),
+                transition_key(None)):
+        assert key.startswith(("changes/_published/", "changes/_transitions/")), key
 
 
 def test_no_role_may_touch_the_alarm_topic_or_its_key(cfn: dict[str, Any]) -> None:
