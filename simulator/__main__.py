@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--headers-era", choices=HEADER_ERAS, default="2024",
                         help="response headers as recorded in that year (2022/2023: no rate-limit headers)")
     parser.add_argument("--prism-page-rows", type=int, default=PRISM_PAGE_ROWS,
-                        help=f"rows per /prism/apps page at most, whatever the limit (default {PRISM_PAGE_ROWS})")
+                        help=f"rows per Prism page at most, whatever the limit (default {PRISM_PAGE_ROWS})")
     parser.add_argument("--prism-cursors", action="store_true", help="hand out Prism cursors (default: null)")
     args = parser.parse_args(argv)
 

@@ -815,9 +815,7 @@ class Fleet:
     def set_filevault(self, device_id: str, enabled: bool) -> bool:
         """Mac only: filevault section + boot volume `encrypted`. Returns the previous state."""
         with self._lock:
-            dev = self._get(device_id)
-            if dev.platform != "Mac":
-                raise ValueError("FileVault exists only on Macs")
+            dev = self._mac(device_id, "FileVault")
             before = self._details(dev)["filevault"]["filevault_enabled"]
             dev.filevault = bool(enabled)
             self._version += 1
@@ -826,26 +824,31 @@ class Fleet:
     def set_agent_installed(self, device_id: str, installed: bool) -> bool:
         """Mac only: list agent_installed/agent_version + kandji_agent. Returns the previous state."""
         with self._lock:
-            dev = self._get(device_id)
-            if dev.platform != "Mac":
-                raise ValueError("the Kandji agent exists only on Macs")
+            dev = self._mac(device_id, "the Kandji agent")
             before = dev.item["agent_installed"]
             self._replace_item(dev, agent_installed=bool(installed),
                                agent_version=dev.agent_version if installed else "")
             return before
 
     def set_mdm_enabled(self, device_id: str, enabled: bool) -> bool:
-        with self._lock:
-            dev = self._get(device_id)
-            before = dev.item["mdm_enabled"]
-            self._replace_item(dev, mdm_enabled=bool(enabled))
-            return before
+        return self._set_list_flag(device_id, "mdm_enabled", enabled)
 
     def set_missing(self, device_id: str, missing: bool) -> bool:
+        return self._set_list_flag(device_id, "is_missing", missing)
+
+    def _mac(self, device_id: str, feature: str) -> _Device:
+        """The device, which must be a Mac: `feature` exists only there."""
+        dev = self._get(device_id)
+        if dev.platform != "Mac":
+            raise ValueError(f"{feature} exists only on Macs")
+        return dev
+
+    def _set_list_flag(self, device_id: str, name: str, value: bool) -> bool:
+        """Set a true/false field of the device list item; returns the previous value."""
         with self._lock:
             dev = self._get(device_id)
-            before = dev.item["is_missing"]
-            self._replace_item(dev, is_missing=bool(missing))
+            before = dev.item[name]
+            self._replace_item(dev, **{name: bool(value)})
             return before
 
     def set_lost_mode(self, device_id: str, enabled: bool) -> bool:

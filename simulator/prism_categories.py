@@ -6,24 +6,19 @@ What a device's details already say (FileVault, activation lock) is derived from
 rest (firewall, Gatekeeper/XProtect, SIP and secure boot) is new per-device state, drawn
 from the seed and changed by tests through `set`.
 
-Paging like the real Prism: `{"offset", "limit", "total", "data", "cursor"}` with pages that
-can be shorter than `limit` (`page_size`) and a null cursor although `total` is larger
-(`cursors=False`, the default, as recorded on a live tenant). Each category needs its own
-permission (`prism_<category>`); an unknown category answers 400
-`{"detail": "Invalid category: <name>"}`.
+The server pages these rows as it pages /prism/apps (KandjiSimulator._prism_page: short pages,
+null cursors; knobs `prism_page_rows` and `prism_cursors`). Each category needs its own
+permission (`prism_<category>`); an unknown category answers 400 `{"detail": "Invalid
+category: <name>"}`.
 """
 from __future__ import annotations
 
-import base64
-import json
 import random
 import threading
 from datetime import datetime, timezone
 from typing import Any
 
 from .fleet import Fleet
-
-MAX_LIMIT = 300
 
 # Category -> platforms that report it (Prism's own scope: firewall, Gatekeeper, startup are macOS).
 CATEGORIES: dict[str, frozenset[str]] = {
@@ -77,8 +72,6 @@ class PrismCategories:
 
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
-        self.page_size: int | None = None  # serve at most this many rows a page (short pages)
-        self.cursors = False  # the recorded tenant sends `cursor: null` even mid-table
         self._lock = threading.Lock()
         self._overrides: dict[tuple[str, str], dict[str, Any]] = {}  # (device_id, category) -> columns
         self._derived: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {}  # details-derived cache
@@ -118,17 +111,6 @@ class PrismCategories:
                 if item.get("platform") in platforms]
         self._tables = {category: (version, rows)}  # one table at a time: clients read them one by one
         return rows
-
-    def page(self, category: str, params: dict[str, str], offset: int, limit: int) -> dict[str, Any]:
-        rows = self.rows(category)
-        served = min(limit, MAX_LIMIT, self.page_size or MAX_LIMIT)
-        data = rows[offset:offset + served]
-        following = offset + len(data)
-        cursor = None
-        if self.cursors and data and following < len(rows):
-            cursor = base64.urlsafe_b64encode(json.dumps({"offset": following}).encode()).decode()
-        return {"offset": params.get("offset") or None, "limit": limit, "total": len(rows), "data": data,
-                "cursor": cursor}
 
     def _row(self, category: str, item: dict[str, Any]) -> dict[str, Any]:
         device_id = item["device_id"]

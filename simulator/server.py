@@ -11,8 +11,8 @@ Request pipeline (first match wins), mirroring a gateway in front of the API:
   7. routing: unknown path -> HTML 404; endpoint not in `permissions` -> 403
   8. the endpoint, then `malformed` faults rewrite its body
 
-Quirks of the real API it keeps: Prism pages shorter than asked with a null cursor while
-`total` is larger (`prism_page_rows`, `prism_cursors`), and the response headers of each era
+Quirks of the real API it keeps: Prism pages (apps and posture categories alike) shorter than
+asked with a null cursor while `total` is larger (`prism_page_rows`, `prism_cursors`), and the response headers of each era
 of recorded responses (`headers_era`: 2022 none of the rate-limit headers, 2023 Kong's `via`,
 2024 the rate-limit set).
 
@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -197,10 +198,11 @@ class Faults:
             raise ValueError(f"unknown malformed kind {kind!r}")
         self._add("malformed", path_regex, times, kind=kind)
 
-    def repeat_prism_page(self, times: int | None = None) -> None:
-        """/prism/apps answers its first page whatever offset or cursor is asked (a server
-        repeating itself); permanent unless `times` is given."""
-        self._add("prism_repeat", None, times)
+    def repeat_prism_page(self, times: int | None = None, path_regex: str | None = None) -> None:
+        """Every Prism page (/prism/apps and the categories, or those `path_regex` matches) is its
+        table's first page whatever offset or cursor is asked (a server repeating itself);
+        permanent unless `times` is given."""
+        self._add("prism_repeat", path_regex, times)
 
     def repeat_page(self, times: int | None = 1) -> None:
         """The next /devices request with offset > 0 gets the previous page (offset - limit)."""
@@ -468,12 +470,13 @@ class KandjiSimulator:
         if headers_era not in HEADER_ERAS:
             raise ValueError(f"headers_era must be one of {HEADER_ERAS}")
         self.headers_era = headers_era
+        # Every Prism table's paging (apps and categories); attributes, so a test may change them while running.
         self.prism_page_rows = prism_page_rows  # rows per Prism page at most, whatever the limit
         self.prism_cursors = prism_cursors  # False: cursor always null (as recorded); True: opaque cursors
         self.faults = Faults()
         self.raw_values = RawValues()  # tests: raw values and reordered lists in served payloads
         self.stats = Stats()
-        self.prism = prism_categories.PrismCategories(fleet)  # posture categories and their test knobs
+        self.prism = prism_categories.PrismCategories(fleet)  # posture categories: rows and `set`
         self._limiter = _RateLimiter(rate_limit_per_second, rate_limit_per_hour)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -765,26 +768,29 @@ class KandjiSimulator:
             return _not_found()
 
     def _ep_prism_apps(self, params: dict[str, str], path: str, target: str) -> Response:
+        return self._prism_page(params, path, target, self.fleet._prism_page)
+
+    def _ep_prism_category(self, params: dict[str, str], path: str, target: str, category: str) -> Response:
+        try:
+            rows = self.prism.rows(category)
+        except prism_categories.InvalidCategory:
+            raise _BadRequest({"detail": f"Invalid category: {category}"}) from None
+        return self._prism_page(params, path, target, lambda offset, limit: (rows[offset:offset + limit], len(rows)))
+
+    def _prism_page(self, params: dict[str, str], path: str, target: str,
+                    rows_at: Callable[[int, int], tuple[list[dict], int]]) -> Response:
+        """One page of a Prism table, `rows_at(offset, limit)` -> (rows, total), in the real envelope:
+        at most `prism_page_rows` rows whatever the limit, a cursor only with `prism_cursors` (else
+        null, even mid-table), and the offset echoed only when one was asked for."""
         limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT, self.prism_page_rows)
-        if params.get("cursor"):
-            offset = decode_cursor(params["cursor"])
-        else:
-            offset = self._int_param(params, "offset", 0, 0)
+        offset = decode_cursor(params["cursor"]) if params.get("cursor") else self._int_param(params, "offset", 0, 0)
         if self.faults._take("prism_repeat", path, target) is not None:
             offset = 0
-        rows, total = self.fleet._prism_page(offset, limit)
+        rows, total = rows_at(offset, limit)
         following = offset + len(rows)
         cursor = encode_cursor(following) if self.prism_cursors and rows and following < total else None
         echoed = offset if "offset" in params or "cursor" in params else None  # null when not asked
         return _json(200, {"offset": echoed, "limit": limit, "total": total, "data": rows, "cursor": cursor})
-
-    def _ep_prism_category(self, params: dict[str, str], path: str, target: str, category: str) -> Response:
-        limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT)
-        offset = decode_cursor(params["cursor"]) if params.get("cursor") else self._int_param(params, "offset", 0, 0)
-        try:
-            return _json(200, self.prism.page(category, params, offset, limit))
-        except prism_categories.InvalidCategory:
-            raise _BadRequest({"detail": f"Invalid category: {category}"}) from None
 
     def _ep_prism_count(self, params: dict[str, str], path: str, target: str) -> Response:
         category = params.get("category", "")

@@ -40,6 +40,18 @@ def manifests(bucket: str = BUCKET) -> list[dict]:
     return [json.loads(read_object(key, bucket)) for key in all_keys(bucket, "snapshots/manifests/")]
 
 
+def subscribe_queue(topic_arn: str, name: str, *, raw: bool = True, filter_policy: dict | None = None) -> str:
+    """A new SQS queue subscribed to the SNS topic (raw delivery: the message as published); its URL."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    attributes = {"RawMessageDelivery": "true"} if raw else {}
+    if filter_policy:
+        attributes["FilterPolicy"] = json.dumps(filter_policy)
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes)
+    return url
+
+
 def drain_queue(queue_url: str, sqs=None) -> list[dict]:
     """Every message waiting in an SQS queue (with attributes), deleted as read."""
     sqs = sqs or boto3.client("sqs")

@@ -17,7 +17,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sns.models import sns_backends
 
-from aws_helpers import drain_queue, read_object
+from aws_helpers import drain_queue, read_object, subscribe_queue
 from differ_fixtures import FakeFleet
 from kandji_snapshots.diff.messages import (SUBJECT_MAX_CHARS, MessageContext, ascii_text, device_history_sql,
                                             event_email, event_subject, subject)
@@ -108,18 +108,9 @@ def subscribers(aws, monkeypatch):
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topic_arn = sns.create_topic(Name="kandji-changes")["TopicArn"]
     chat_arn = sns.create_topic(Name="kandji-chat")["TopicArn"]
-
-    def queue(name: str, topic: str, raw: bool, filter_policy: dict | None = None) -> str:
-        url = sqs.create_queue(QueueName=name)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        attributes = {"RawMessageDelivery": "true"} if raw else {}
-        if filter_policy:
-            attributes["FilterPolicy"] = json.dumps(filter_policy)
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes=attributes)
-        return url
-
-    urls = {"raw": queue("raw", topic_arn, True), "envelope": queue("envelope", topic_arn, False),
-            "high": queue("high", topic_arn, True, {"severity": ["high"]}), "chat": queue("chat", chat_arn, True)}
+    urls = {"raw": subscribe_queue(topic_arn, "raw"), "envelope": subscribe_queue(topic_arn, "envelope", raw=False),
+            "high": subscribe_queue(topic_arn, "high", filter_policy={"severity": ["high"]}),
+            "chat": subscribe_queue(chat_arn, "chat")}
     sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint="it-security@example.com")
     environment = {"SNAPSHOT_BUCKET": BUCKET, "CHANGES_TOPIC_ARN": topic_arn, "CHAT_TOPIC_ARN": chat_arn,
                    "ATHENA_WORKGROUP": WORKGROUP, "ATHENA_DATABASE": DATABASE, "MAX_EVENTS_PER_RUN": "100"}

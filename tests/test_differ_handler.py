@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from aws_helpers import drain_queue
+from aws_helpers import drain_queue, subscribe_queue
 from conftest import FakeLambdaContext
 from differ_fixtures import FakeFleet
 from kandji_snapshots.diff.progress import TransitionClaims
@@ -50,11 +50,8 @@ def manifest_event(key: str, bucket: str = BUCKET) -> dict:
 def deployed(aws, monkeypatch):
     """Bucket, topic and a raw-delivery queue in moto, and the differ's environment."""
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    sns, sqs = boto3.client("sns"), boto3.client("sqs")
-    topic_arn = sns.create_topic(Name="kandji-changes")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName="changes")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    topic_arn = boto3.client("sns").create_topic(Name="kandji-changes")["TopicArn"]
+    queue_url = subscribe_queue(topic_arn, "changes")
     environment = {"SNAPSHOT_BUCKET": BUCKET, "CHANGES_TOPIC_ARN": topic_arn, "MAX_EVENTS_PER_RUN": "100",
                    "POWERTOOLS_SERVICE_NAME": "kandji-snapshots", "POWERTOOLS_METRICS_NAMESPACE": "KandjiSnapshots",
                    "POWERTOOLS_TRACE_DISABLED": "1"}
@@ -63,7 +60,7 @@ def deployed(aws, monkeypatch):
     monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
 
     def received() -> list[dict]:
-        return drain_queue(queue_url, sqs)
+        return drain_queue(queue_url)
 
     return received
 

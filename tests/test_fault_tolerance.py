@@ -226,14 +226,27 @@ def test_connection_resets_are_retried_and_lose_no_device(pipeline):
     assert manifest["requests"]["retries"] >= 7 and run.sim.stats.status_counts[0] >= 7
 
 
-def test_a_connection_reset_that_persists_fails_clearly(aws):
+def reset_the_device_list(sim: KandjiSimulator) -> str:
+    sim.faults.reset_connection(r"/devices$", times=None)
+    return f"GET /api/v1/devices failed after retries: ConnectionError talking to 127.0.0.1:{sim.port}"
+
+
+def slow_apps_of_one_device(sim: KandjiSimulator) -> str:
+    slow = sim.fleet.device_ids()[3]
+    sim.faults.delay(f"/devices/{slow}/apps$", seconds=1.0, times=None)  # longer than the 0.5 s read timeout
+    return f"GET /api/v1/devices/{slow}/apps failed after retries: ReadTimeout talking to 127.0.0.1:"
+
+
+@pytest.mark.parametrize("persistent_fault", [reset_the_device_list, slow_apps_of_one_device],
+                         ids=["connection-reset", "read-timeout"])
+def test_a_fault_that_persists_fails_naming_the_request(aws, persistent_fault):
     create_bucket()
     with KandjiSimulator(Fleet.generate(8, seed=23), token=TOKEN) as sim:
-        sim.faults.reset_connection(r"/devices$", times=None)
+        expected = persistent_fault(sim)  # the start of the error message
         with pytest.raises(KandjiApiError) as failure:
             direct_collector(sim).collect()
     message = str(failure.value)
-    assert f"GET /api/v1/devices failed after retries: ConnectionError talking to 127.0.0.1:{sim.port}" in message
+    assert expected in message
     assert NOTHING_COMMITTED in message and snapshot_keys() == []
 
 
@@ -246,19 +259,6 @@ def test_read_timeouts_are_retried_and_lose_no_device(aws):
         manifest = direct_collector(sim).collect().document
     assert_complete(manifest, fleet)
     assert manifest["requests"]["retries"] >= 4
-
-
-def test_a_read_timeout_that_persists_fails_naming_the_request(aws):
-    create_bucket()
-    fleet = Fleet.generate(8, seed=24)
-    slow = fleet.device_ids()[3]
-    with KandjiSimulator(fleet, token=TOKEN) as sim:
-        sim.faults.delay(f"/devices/{slow}/apps$", seconds=1.0, times=None)
-        with pytest.raises(KandjiApiError) as failure:
-            direct_collector(sim).collect()
-    message = str(failure.value)
-    assert f"GET /api/v1/devices/{slow}/apps failed after retries: ReadTimeout talking to 127.0.0.1:" in message
-    assert NOTHING_COMMITTED in message and snapshot_keys() == []
 
 
 # --- bodies that are not what the endpoint documents ---------------------------------------------------

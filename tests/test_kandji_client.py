@@ -56,11 +56,32 @@ def test_a_prism_cursor_that_repeats_stops_the_paging(sim, client):
     sim.faults.fail(r"/prism/apps$", status=200, times=None,
                     body={"data": [{"device_id": "d1", "app_name": "Safari"}], "cursor": "c-again"})
     rows = []
-    with pytest.raises(KandjiApiError, match="served a page it had served before|returned the same cursor twice"):
+    with pytest.raises(KandjiApiError, match="served a page it had served before"):
         for row in client.prism_apps():
             rows.append(row)
             assert len(rows) <= 10, "the paging went on after the cursor repeated"
     assert len(rows) == 1 and sim.stats.by_endpoint["prism_apps"] == 2  # the repeated page is not read again
+
+
+def test_a_prism_cursor_handed_out_twice_stops_the_paging_even_when_the_rows_differ(sim, client):
+    def page(row, cursor):
+        return {"offset": None, "limit": 300, "total": 10, "data": [{"device_id": row}], "cursor": cursor}
+
+    sim.faults.fail(r"offset=0", status=200, times=None, body=page("d1", "c1"))
+    sim.faults.fail(r"cursor=c1", status=200, times=None, body=page("d2", "c2"))
+    sim.faults.fail(r"cursor=c2", status=200, times=None, body=page("d3", "c1"))  # back to c1: a loop
+    with pytest.raises(KandjiApiError, match="returned a cursor it had returned before: Prism's paging is looping"):
+        list(client.prism_apps())
+    assert sim.stats.by_endpoint["prism_apps"] == 3
+
+
+def test_prism_apps_running_out_of_rows_before_the_total_fail_the_read(sim, client):
+    total = sim.fleet.prism_app_total()
+    sim.faults.fail(r"/prism/apps\?.*offset=300", status=200,  # once: the page asked for again would be whole
+                    body={"offset": 300, "limit": 300, "total": total, "data": [], "cursor": None})
+    assert total > 300
+    with pytest.raises(KandjiApiError, match=f"GET /api/v1/prism/apps ran out of rows after 300 of the {total} "):
+        list(client.prism_apps())
 
 
 def test_prism_paging_follows_the_cursor_to_the_end(sim, client):

@@ -13,7 +13,7 @@ import pytest
 
 from aws_helpers import read_rows
 from differ_fixtures import FakeFleet
-from kandji_snapshots.collect.posture import POSTURE_CATEGORIES, prism_permission
+from kandji_snapshots.collect.posture import FAILED, POSTURE_CATEGORIES, PostureReader, prism_permission
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
@@ -41,8 +41,8 @@ def category_requests(sim: KandjiSimulator, category: str) -> list[str]:
 
 def test_a_category_is_read_whole_through_short_pages_and_null_cursors():
     fleet = Fleet.generate(60, seed=5)
-    with KandjiSimulator(fleet, token=TOKEN) as sim:
-        sim.prism.page_size = 7  # shorter than the limit asked for, and `cursor: null` on every page
+    # Pages shorter than the limit asked for, and `cursor: null` on every page.
+    with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=7) as sim:
         rows = list(client_for(sim).iter_prism_category("application_firewall"))
         expected = [row["device_id"] for row in sim.prism.rows("application_firewall")]
         assert [row["device_id"] for row in rows] == expected and len(expected) > 7
@@ -51,23 +51,36 @@ def test_a_category_is_read_whole_through_short_pages_and_null_cursors():
 
 def test_cursors_are_followed_when_prism_gives_them():
     fleet = Fleet.generate(40, seed=6)
-    with KandjiSimulator(fleet, token=TOKEN) as sim:
-        sim.prism.page_size, sim.prism.cursors = 5, True
+    with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=5, prism_cursors=True) as sim:
         rows = list(client_for(sim).iter_prism_category("device_information"))
         assert len(rows) == len(fleet) == len({row["device_id"] for row in rows})
         queries = category_requests(sim, "device_information")
         assert "cursor=" not in queries[0] and all("cursor=" in query for query in queries[1:])
 
 
-def test_a_server_that_repeats_a_page_is_not_followed_in_circles(monkeypatch):
+def test_a_server_that_repeats_a_page_is_not_followed_in_circles():
     fleet = Fleet.generate(40, seed=7)
-    with KandjiSimulator(fleet, token=TOKEN) as sim:
-        sim.prism.page_size = 5
-        page = sim.prism.page
-        monkeypatch.setattr(sim.prism, "page", lambda category, params, offset, limit: page(category, params, 0, limit))
-        with pytest.raises(KandjiApiError, match="kept returning the same page"):
+    with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=5) as sim:
+        sim.faults.repeat_prism_page()
+        with pytest.raises(KandjiApiError, match="served a page it had served before"):
             list(client_for(sim).iter_prism_category("device_information"))
         assert len(category_requests(sim, "device_information")) <= 5
+
+
+def test_a_category_that_runs_out_of_rows_before_its_total_is_dropped_whole():
+    fleet = Fleet.generate(40, seed=7)
+    with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=5) as sim:
+        total = len(sim.prism.rows("device_information"))
+        empty = {"offset": 10, "limit": 5, "total": total, "data": [], "cursor": None}  # once: the next one is whole
+        sim.faults.fail(r"/device_information\?.*offset=10", status=200, body=empty)
+        with pytest.raises(KandjiApiError, match=f"ran out of rows after 10 of the {total} it announced"):
+            list(client_for(sim).iter_prism_category("device_information"))
+        sim.faults.fail(r"/device_information\?.*offset=10", status=200, body=empty)
+        index = PostureReader(client_for(sim), categories=("device_information", "filevault")).read(
+            fleet.device_ids(), "2026-11-23T10:00:00Z")
+        assert index.categories["device_information"].status == FAILED  # not 10 devices' posture as unknown
+        assert index.read_categories == ["filevault"]
+        assert all(index.take(device_id)["device_information"] is None for device_id in fleet.device_ids())
 
 
 def test_an_unknown_category_answers_400_and_a_missing_permission_403():

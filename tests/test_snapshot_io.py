@@ -14,22 +14,24 @@ def rows(count):
     return [{"snapshot_id": SNAPSHOT, "device_id": f"d{index:04d}"} for index in range(count)]
 
 
+def writer_of(store, table, count, **options):
+    """A TableWriter for `table` that has been given rows(count), not yet closed."""
+    writer = TableWriter(store, table, SNAPSHOT, **options)
+    for row in rows(count):
+        writer.write(row)
+    return writer
+
+
 def test_small_table_is_one_object_without_part_suffix():
     store = MemoryObjectStore()
-    writer = TableWriter(store, "devices", SNAPSHOT, rows_per_part=10)
-    for row in rows(7):
-        writer.write(row)
-    result = writer.close()
+    result = writer_of(store, "devices", 7, rows_per_part=10).close()
     assert result == {"rows": 7, "keys": ["snapshots/devices/dt=2026-11-23/20261123T100000Z.json.gz"]}
     assert list(iter_rows(store, result["keys"])) == rows(7)
 
 
 def test_large_table_is_split_in_ordered_parts():
     store = MemoryObjectStore()
-    writer = TableWriter(store, "device_apps", SNAPSHOT, rows_per_part=10)
-    for row in rows(25):
-        writer.write(row)
-    result = writer.close()
+    result = writer_of(store, "device_apps", 25, rows_per_part=10).close()
     assert result["keys"] == [table_part_key("device_apps", SNAPSHOT, part) for part in range(3)]
     assert list(iter_rows(store, result["keys"])) == rows(25)
     first = gzip.decompress(store.get(result["keys"][0])).splitlines()
@@ -45,10 +47,7 @@ def test_empty_table_still_has_one_readable_object():
 
 def test_local_store_round_trip_and_listing(tmp_path):
     store = LocalObjectStore(tmp_path)
-    writer = TableWriter(store, "devices", SNAPSHOT)
-    for row in rows(3):
-        writer.write(row)
-    keys = writer.close()["keys"]
+    keys = writer_of(store, "devices", 3).close()["keys"]
     assert list(store.list_keys("snapshots/devices/")) == keys
     assert (tmp_path / keys[0]).exists()
     assert list(iter_rows(store, keys)) == rows(3)
@@ -56,10 +55,7 @@ def test_local_store_round_trip_and_listing(tmp_path):
 
 def test_abort_drops_the_buffer_and_returns_what_was_written():
     store = MemoryObjectStore()
-    writer = TableWriter(store, "device_apps", SNAPSHOT, rows_per_part=10)
-    for row in rows(25):
-        writer.write(row)
-    written = writer.abort()
+    written = writer_of(store, "device_apps", 25, rows_per_part=10).abort()
     assert written == [table_part_key("device_apps", SNAPSHOT, part) for part in (0, 1)]
     assert sorted(store.objects) == written  # the third, buffered part never reaches the store
 

@@ -206,26 +206,47 @@ class KandjiClient:
         return apps
 
     def prism_apps(self) -> Iterator[dict[str, Any]]:
-        """Fleet-wide app rows from Prism, until `total` rows are read.
+        """Fleet-wide app rows from Prism (`GET /prism/apps`), every one of them or an error."""
+        return self._prism_rows("prism", "prism/apps")
 
-        Real pages can be shorter than asked, with a null cursor, while `total` is larger: neither
-        a short page nor a null cursor means "done" (stopping there would make every app not yet
-        read look removed). The cursor is followed when one is given, else the offset advances by
-        the rows read. Only an envelope without `total` falls back to "empty page or no cursor".
+    def iter_prism_category(self, category: str) -> Iterator[dict[str, Any]]:
+        """Every row of one Prism category (`GET /prism/<category>`), or an error.
+
+        401/403 raise KandjiAuthError (endpoint `prism_<category>`); an unknown category answers
+        400 (KandjiApiError, status 400).
         """
+        if not re.fullmatch(r"[a-z][a-z_]*", category):
+            raise ValueError(f"not a Prism category name: {category!r}")
+        endpoint = f"prism_{category}"
+        PERMISSIONS.setdefault(endpoint, prism_permission(category))  # named by the 403 error
+        return self._prism_rows(endpoint, f"prism/{category}")
+
+    def _prism_rows(self, endpoint: str, path: str) -> Iterator[dict[str, Any]]:
+        """Every row of a Prism table, read until the `total` its envelope announces.
+
+        The envelope is `{"offset", "limit", "total", "data", "cursor"}`. Real pages can be shorter
+        than `limit` and carry a null cursor while `total` is larger, so neither a short page nor a
+        null cursor means "done": the next page is asked for by cursor when one is given, else by
+        offset (the rows read so far). Only an envelope without `total` ends at an empty page or a
+        null cursor. A read that runs out of rows before `total` raises: every caller would take
+        the rows it did not get for removed apps or unknown posture. So does a server that serves a
+        page or a cursor a second time (it is looping, not paging).
+        """
+        where = f"GET /api/v1/{path}"
         cursor: str | None = None
         read = 0
-        pages_seen: set[bytes] = set()  # a server that repeats a page would loop forever
+        pages_seen: set[bytes] = set()
+        cursors_seen: set[str] = set()
         for _ in range(MAX_PAGES * 100):
             params: dict[str, Any] = {"limit": PAGE_LIMIT}
             if cursor:
                 params["cursor"] = cursor
             else:
                 params["offset"] = read
-            body = self._get("prism", "prism/apps", params, expect=dict)
+            body = self._get(endpoint, path, params, expect=dict)
             data = body.get("data")
-            if not isinstance(data, list):
-                raise MalformedResponse("GET /api/v1/prism/apps returned no 'data' list.", endpoint="prism")
+            if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+                raise MalformedResponse(f"{where} returned no 'data' list of objects.", endpoint=endpoint)
             total = body.get("total")
             if not isinstance(total, int) or isinstance(total, bool):
                 total = None
@@ -233,9 +254,8 @@ class KandjiClient:
                 page = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).digest()
                 if page in pages_seen:
                     raise KandjiApiError(
-                        f"GET /api/v1/prism/apps served a page it had served before (after {read} rows): the "
-                        "API's paging is not advancing. Nothing was committed; the next run will try again.",
-                        endpoint="prism")
+                        f"{where} served a page it had served before (after {read} rows): Prism's paging is "
+                        "not advancing. The next run reads it again.", endpoint=endpoint)
                 pages_seen.add(page)
             yield from data
             read += len(data)
@@ -247,71 +267,15 @@ class KandjiClient:
                 return
             elif not data:
                 raise KandjiApiError(
-                    f"GET /api/v1/prism/apps ran out of rows after {read} of the {total} it announced, so "
-                    "the apps of some devices are unknown. Nothing was committed; the next run will try "
-                    "again.", endpoint="prism")
-            if next_cursor is not None and next_cursor == cursor:
-                raise KandjiApiError("GET /api/v1/prism/apps returned the same cursor twice: paging is "
-                                     "looping. Nothing was committed; the next run will try again.",
-                                     endpoint="prism")
-            cursor = next_cursor
-        raise KandjiApiError("Prism apps paging did not end.", endpoint="prism")
-
-    def iter_prism_category(self, category: str) -> Iterator[dict[str, Any]]:
-        """Every row of one Prism category (`GET /prism/<category>`), read until `total` rows are in.
-
-        Prism's envelope is `{"offset", "limit", "total", "data", "cursor"}`. Real pages can be
-        shorter than `limit` and carry a null cursor while `total` is larger, so neither a short
-        page nor a null cursor ends the read: the next page is asked for by cursor when one is
-        given, else by offset (the rows read so far). A server that repeats a page or a cursor
-        is not followed round in circles. 401/403 raise KandjiAuthError (endpoint
-        `prism_<category>`); an unknown category answers 400 (KandjiApiError, status 400).
-        """
-        if not re.fullmatch(r"[a-z][a-z_]*", category):
-            raise ValueError(f"not a Prism category name: {category!r}")
-        endpoint, path = f"prism_{category}", f"prism/{category}"
-        PERMISSIONS.setdefault(endpoint, prism_permission(category))  # named by the 403 error
-        read, cursor = 0, None
-        seen_cursors: set[str] = set()
-        previous_page: tuple[Any, ...] | None = None
-        repeats = 0
-        for _ in range(MAX_PAGES * 10):
-            params: dict[str, Any] = {"limit": PAGE_LIMIT}
-            if cursor:
-                params["cursor"] = cursor
-            else:
-                params["offset"] = read
-            body = self._get(endpoint, path, params, expect=dict)
-            data = body.get("data")
-            if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-                raise MalformedResponse(f"GET /api/v1/{path} returned no 'data' list of objects.", endpoint=endpoint)
-            total = body.get("total")
-            total = total if isinstance(total, int) and not isinstance(total, bool) else None
-            page = (len(data), _row_key(data[0]), _row_key(data[-1])) if data else None
-            if page is not None and page == previous_page and not cursor:
-                # The same rows again at a new offset: the server is repeating itself, not paging.
-                repeats += 1
-                self.stats.count("retries")
-                if repeats >= self._retry.max_attempts:
-                    raise KandjiApiError(f"GET /api/v1/{path} kept returning the same page: Prism's paging is "
-                                         "not advancing.", endpoint=endpoint)
-                continue
-            repeats, previous_page = 0, page
-            yield from data
-            read += len(data)
-            next_cursor = body.get("cursor") or None
-            if not data or (total is not None and read >= total):
-                if total is not None and read < total:
-                    logger.warning("Prism ran out of rows before its total (devices removed meanwhile?)",
-                                   extra={"category": category, "rows": read, "total": total})
-                return
+                    f"{where} ran out of rows after {read} of the {total} it announced, so the rows of some "
+                    "devices are unknown. The next run reads it again.", endpoint=endpoint)
             if next_cursor is not None:
-                if next_cursor in seen_cursors:
-                    raise KandjiApiError(f"GET /api/v1/{path} returned a cursor it had returned before: Prism's "
-                                         "paging is looping.", endpoint=endpoint)
-                seen_cursors.add(next_cursor)
+                if next_cursor in cursors_seen:
+                    raise KandjiApiError(f"{where} returned a cursor it had returned before: Prism's paging is "
+                                         "looping. The next run reads it again.", endpoint=endpoint)
+                cursors_seen.add(next_cursor)
             cursor = next_cursor
-        raise KandjiApiError(f"GET /api/v1/{path}: paging did not end.", endpoint=endpoint)
+        raise KandjiApiError(f"{where}: paging did not end.", endpoint=endpoint)
 
     # -- transport ---------------------------------------------------------
 
@@ -482,11 +446,6 @@ def device_list_requests(devices: int) -> int:
     if devices < PAGE_LIMIT:
         return 2  # the devices, then the overlap alone
     return (devices - PAGE_LIMIT) // (PAGE_LIMIT - 1) + 2
-
-
-def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """What tells one Prism row from another well enough to notice a repeated page."""
-    return tuple(str(row.get(name)) for name in ("device_id", "name", "path", "last_collected_at"))
 
 
 def int_header(headers: Any, name: str) -> int | None:

@@ -1,4 +1,4 @@
-"""The fleet questions, each as Athena SQL and as its DuckDB counterpart, side by side.
+"""The fleet questions, each written once and spelled out in Athena SQL and in DuckDB SQL.
 
 This module is the one place where the SQL lives:
 
@@ -94,35 +94,88 @@ class FleetQuery:
         return {parameter.name: parameter.default for parameter in self.parameters}
 
 
-# --- shared fragments --------------------------------------------------------------
-# Athena: the newest snapshot among the last three days' partitions of `devices` (small).
+# --- the two dialects -----------------------------------------------------------------
+# Each question is written once; where Athena and DuckDB spell a piece differently, the text
+# names it ({now}, {detected_at}, ...) and each dialect fills it in. Athena reads only recent
+# `dt` partitions (_RECENT); DuckDB reads a local folder: its latest snapshot is the newest one.
 _RECENT = "CAST(current_date - INTERVAL '2' DAY AS varchar)"
-_ATHENA_LATEST = f"""WITH latest AS (
+_LATEST = """WITH latest AS (
     SELECT max(dt) AS dt, max(snapshot_id) AS snapshot_id
-    FROM devices
-    WHERE dt >= {_RECENT}
+    FROM devices{recent}
 )"""
-_DUCKDB_LATEST = """WITH latest AS (
-    SELECT max(dt) AS dt, max(snapshot_id) AS snapshot_id
-    FROM devices
-)"""
-_ATHENA_DETECTED_AT = "with_timezone(date_parse(c.snapshot_id, '%Y%m%dT%H%i%sZ'), 'UTC')"
-_DUCKDB_DETECTED_AT = "strptime(c.snapshot_id, '%Y%m%dT%H%M%SZ')"
+ATHENA: dict[str, str] = {
+    "latest": _LATEST.format(recent=f"\n    WHERE dt >= {_RECENT}"),  # the newest of the last three days
+    "recent_details": f"\n    AND dd.dt >= {_RECENT}",
+    "dt_7_days_ago": "CAST(current_date - INTERVAL '7' DAY AS varchar)",
+    "dt_90_days_ago": "CAST(current_date - INTERVAL '90' DAY AS varchar)",
+    "now": "current_timestamp",
+    "last_7_days": "INTERVAL '7' DAY",
+    "days_between": "date_diff",
+    "detected_at": "with_timezone(date_parse(c.snapshot_id, '%Y%m%dT%H%i%sZ'), 'UTC')",
+    # UNNEST names the five struct fields by position (CHANGES keeps them in this order).
+    "each_change": "UNNEST(c.changes) AS t(change_field, value_before, value_after, change_severity, change_reason)",
+    "change_field": "t.change_field",
+    "change_columns": "t.change_field,\n    t.value_before,\n    t.value_after,\n    t.change_severity,\n"
+                      "    t.change_reason",
+    "join_list": "array_join(transform",
+    "lambda": "x ->",
+    "list_length": "cardinality",
+}
+DUCKDB: dict[str, str] = {
+    "latest": _LATEST.format(recent=""),
+    "recent_details": "",
+    "dt_7_days_ago": "strftime(current_date - INTERVAL 7 DAY, '%Y-%m-%d')",
+    "dt_90_days_ago": "strftime(current_date - INTERVAL 90 DAY, '%Y-%m-%d')",
+    "now": "current_localtimestamp()",
+    "last_7_days": "INTERVAL 7 DAY",
+    "days_between": "date_sub",
+    "detected_at": "strptime(c.snapshot_id, '%Y%m%dT%H%M%SZ')",
+    "each_change": "LATERAL (SELECT unnest(c.changes) AS ch) t",
+    "change_field": "t.ch.field",
+    "change_columns": "t.ch.field AS change_field,\n    t.ch.before AS value_before,\n    t.ch.after AS value_after,\n"
+                      "    t.ch.severity AS change_severity,\n    t.ch.reason AS change_reason",
+    "join_list": "array_to_string(list_transform",
+    "lambda": "lambda x:",
+    "list_length": "len",
+}
 
 CHROME = QueryParameter("bundle_id", "com.google.Chrome", "'com.google.Chrome'")
 SERIAL = QueryParameter("serial_number", "C02XXXXXXXXX", "'C02XXXXXXXXX'")
 STALE_DAYS = QueryParameter("days", "14", "INTERVAL '14' DAY")
+_DUCKDB_VALUES = {"days": "to_days(CAST($days AS INTEGER))"}  # else `$name`
 
+
+def _query(name: str, title: str, description: str, athena: str, duckdb: str | None = None,
+           parameters: tuple[QueryParameter, ...] = ()) -> FleetQuery:
+    """A FleetQuery from its text (or its two texts), filled in with each dialect's words and parameters."""
+    return FleetQuery(
+        name=name, title=title, description=description, parameters=parameters,
+        athena_sql=athena.format(**ATHENA, **{p.name: p.athena_placeholder for p in parameters}),
+        duckdb_sql=(athena if duckdb is None else duckdb).format(
+            **DUCKDB, **{p.name: _DUCKDB_VALUES.get(p.name, f"${p.name}") for p in parameters}))
+
+
+def _latest(name: str, title: str, description: str, select: str, *, partitions: tuple[str, ...],
+            where: tuple[str, ...] = (), then: str, parameters: tuple[QueryParameter, ...] = ()) -> FleetQuery:
+    """A question about the latest snapshot: `select` (SELECT ... FROM ... JOIN latest ...), the
+    conditions `where`, then `then` (GROUP BY, ORDER BY). Athena also holds each table alias of
+    `partitions` to the recent `dt` partitions."""
+    athena_where = [f"{alias}.dt >= {_RECENT}" for alias in partitions] + list(where)
+    duckdb_where = "\nWHERE " + "\n  AND ".join(where) if where else ""
+    return _query(name, title, description,
+                  "{latest}\n" + select + "\nWHERE " + "\n  AND ".join(athena_where) + "\n" + then,
+                  "{latest}\n" + select + duckdb_where + "\n" + then, parameters)
+
+
+_LATEST_DEVICES = "FROM devices d\nJOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id"
+_DETAILS_OF_D = "device_details dd ON dd.dt = d.dt AND dd.snapshot_id = d.snapshot_id AND dd.device_id = d.device_id"
 
 QUERIES: tuple[FleetQuery, ...] = (
-    FleetQuery(
-        name="latest_inventory",
-        title="Kandji: latest inventory",
-        description="Every device of the latest snapshot, every platform (Mac, iPhone, iPad, AppleTV, "
-                    "Windows, Android): identity, OS and build, user, blueprint, MDM/agent state and last "
-                    "check-in.",
-        athena_sql=f"""{_ATHENA_LATEST}
-SELECT
+    _latest(
+        "latest_inventory", "Kandji: latest inventory",
+        "Every device of the latest snapshot, every platform (Mac, iPhone, iPad, AppleTV, Windows, Android): "
+        "identity, OS and build, user, blueprint, MDM/agent state and last check-in.",
+        f"""SELECT
     d.device_name,
     d.serial_number,
     d.platform,
@@ -137,77 +190,31 @@ SELECT
     from_iso8601_timestamp(d.last_check_in) AS last_check_in,
     d.device_id,
     d.snapshot_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-WHERE d.dt >= {_RECENT}
-ORDER BY d.platform, d.device_name, d.serial_number""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-SELECT
-    d.device_name,
-    d.serial_number,
-    d.platform,
-    d.model,
-    d.os_version,
-    d.supplemental_build_version,
-    d."user".email AS user_email,
-    d.blueprint_name,
-    d.mdm_enabled,
-    d.agent_installed,
-    d.agent_version,
-    from_iso8601_timestamp(d.last_check_in) AS last_check_in,
-    d.device_id,
-    d.snapshot_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-ORDER BY d.platform, d.device_name, d.serial_number""",
-    ),
-    FleetQuery(
-        name="not_checked_in",
-        title="Kandji: devices not checked in for 14 days",
-        description="Devices of the latest snapshot whose last check-in is more than 14 days ago (or unknown). "
-                    "Edit INTERVAL '14' DAY for another threshold.",
-        parameters=(STALE_DAYS,),
-        athena_sql=f"""{_ATHENA_LATEST}
-SELECT
+{_LATEST_DEVICES}""",
+        partitions=("d",), then="ORDER BY d.platform, d.device_name, d.serial_number"),
+    _latest(
+        "not_checked_in", "Kandji: devices not checked in for 14 days",
+        "Devices of the latest snapshot whose last check-in is more than 14 days ago (or unknown). "
+        "Edit INTERVAL '14' DAY for another threshold.",
+        f"""SELECT
     d.device_name,
     d.serial_number,
     d.platform,
     d."user".email AS user_email,
     d.blueprint_name,
     from_iso8601_timestamp(d.last_check_in) AS last_check_in,
-    date_diff('day', from_iso8601_timestamp(d.last_check_in), current_timestamp) AS days_since_check_in,
+    {{days_between}}('day', from_iso8601_timestamp(d.last_check_in), {{now}}) AS days_since_check_in,
     d.is_missing,
     d.device_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-WHERE d.dt >= {_RECENT}
-  AND (d.last_check_in IS NULL
-       OR from_iso8601_timestamp(d.last_check_in) < current_timestamp - INTERVAL '14' DAY)
-ORDER BY d.last_check_in NULLS FIRST, d.device_name""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-SELECT
-    d.device_name,
-    d.serial_number,
-    d.platform,
-    d."user".email AS user_email,
-    d.blueprint_name,
-    from_iso8601_timestamp(d.last_check_in) AS last_check_in,
-    date_sub('day', from_iso8601_timestamp(d.last_check_in), current_localtimestamp()) AS days_since_check_in,
-    d.is_missing,
-    d.device_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-WHERE d.last_check_in IS NULL
-   OR from_iso8601_timestamp(d.last_check_in) < current_localtimestamp() - to_days(CAST($days AS INTEGER))
-ORDER BY d.last_check_in NULLS FIRST, d.device_name""",
-    ),
-    FleetQuery(
-        name="filevault_off",
-        title="Kandji: Macs with FileVault off",
-        description="Macs of the latest snapshot whose FileVault is off, or not reported (filevault_enabled "
-                    "NULL), with whether a recovery key is escrowed.",
-        athena_sql=f"""{_ATHENA_LATEST}
-SELECT
+{_LATEST_DEVICES}""",
+        partitions=("d",), parameters=(STALE_DAYS,),
+        where=("(d.last_check_in IS NULL\n       OR from_iso8601_timestamp(d.last_check_in) < {now} - {days})",),
+        then="ORDER BY d.last_check_in NULLS FIRST, d.device_name"),
+    _latest(
+        "filevault_off", "Kandji: Macs with FileVault off",
+        "Macs of the latest snapshot whose FileVault is off, or not reported (filevault_enabled NULL), with "
+        "whether a recovery key is escrowed.",
+        f"""SELECT
     d.device_name,
     d.serial_number,
     d."user".email AS user_email,
@@ -217,38 +224,14 @@ SELECT
     dd.filevault.filevault_prk_escrowed AS recovery_key_escrowed,
     from_iso8601_timestamp(d.last_check_in) AS last_check_in,
     d.device_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-JOIN device_details dd ON dd.dt = d.dt AND dd.snapshot_id = d.snapshot_id AND dd.device_id = d.device_id
-WHERE d.dt >= {_RECENT}
-  AND dd.dt >= {_RECENT}
-  AND d.platform = 'Mac'
-  AND coalesce(dd.filevault.filevault_enabled, false) = false
-ORDER BY d.device_name, d.serial_number""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-SELECT
-    d.device_name,
-    d.serial_number,
-    d."user".email AS user_email,
-    d.os_version,
-    d.blueprint_name,
-    dd.filevault.filevault_enabled AS filevault_enabled,
-    dd.filevault.filevault_prk_escrowed AS recovery_key_escrowed,
-    from_iso8601_timestamp(d.last_check_in) AS last_check_in,
-    d.device_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-JOIN device_details dd ON dd.dt = d.dt AND dd.snapshot_id = d.snapshot_id AND dd.device_id = d.device_id
-WHERE d.platform = 'Mac'
-  AND coalesce(dd.filevault.filevault_enabled, false) = false
-ORDER BY d.device_name, d.serial_number""",
-    ),
-    FleetQuery(
-        name="agent_missing",
-        title="Kandji: Macs without the Kandji agent",
-        description="Macs of the latest snapshot on which the Kandji agent is not installed (or not reported).",
-        athena_sql=f"""{_ATHENA_LATEST}
-SELECT
+{_LATEST_DEVICES}
+JOIN {_DETAILS_OF_D}""",
+        partitions=("d", "dd"), where=("d.platform = 'Mac'", "coalesce(dd.filevault.filevault_enabled, false) = false"),
+        then="ORDER BY d.device_name, d.serial_number"),
+    _latest(
+        "agent_missing", "Kandji: Macs without the Kandji agent",
+        "Macs of the latest snapshot on which the Kandji agent is not installed (or not reported).",
+        f"""SELECT
     d.device_name,
     d.serial_number,
     d."user".email AS user_email,
@@ -258,36 +241,14 @@ SELECT
     d.agent_installed,
     from_iso8601_timestamp(d.last_check_in) AS last_check_in,
     d.device_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-WHERE d.dt >= {_RECENT}
-  AND d.platform = 'Mac'
-  AND coalesce(d.agent_installed, false) = false
-ORDER BY d.device_name, d.serial_number""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-SELECT
-    d.device_name,
-    d.serial_number,
-    d."user".email AS user_email,
-    d.os_version,
-    d.blueprint_name,
-    d.mdm_enabled,
-    d.agent_installed,
-    from_iso8601_timestamp(d.last_check_in) AS last_check_in,
-    d.device_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-WHERE d.platform = 'Mac'
-  AND coalesce(d.agent_installed, false) = false
-ORDER BY d.device_name, d.serial_number""",
-    ),
-    FleetQuery(
-        name="platform_summary",
-        title="Kandji: devices per platform",
-        description="The latest snapshot per platform (Windows and Android included): devices, MDM off, "
-                    "missing, in lost mode, agent installed, and how many OS versions are in use.",
-        athena_sql=f"""{_ATHENA_LATEST}
-SELECT
+{_LATEST_DEVICES}""",
+        partitions=("d",), where=("d.platform = 'Mac'", "coalesce(d.agent_installed, false) = false"),
+        then="ORDER BY d.device_name, d.serial_number"),
+    _latest(
+        "platform_summary", "Kandji: devices per platform",
+        "The latest snapshot per platform (Windows and Android included): devices, MDM off, missing, in lost "
+        "mode, agent installed, and how many OS versions are in use.",
+        f"""SELECT
     d.platform,
     count(*) AS device_count,
     count_if(NOT coalesce(d.mdm_enabled, false)) AS mdm_disabled,
@@ -295,33 +256,14 @@ SELECT
     count_if(upper(coalesce(d.lost_mode_status, '')) = 'ENABLED') AS in_lost_mode,
     count_if(coalesce(d.agent_installed, false)) AS agent_installed,
     count(DISTINCT d.os_version) AS os_versions
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-WHERE d.dt >= {_RECENT}
-GROUP BY d.platform
-ORDER BY device_count DESC, d.platform""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-SELECT
-    d.platform,
-    count(*) AS device_count,
-    count_if(NOT coalesce(d.mdm_enabled, false)) AS mdm_disabled,
-    count_if(coalesce(d.is_missing, false)) AS missing,
-    count_if(upper(coalesce(d.lost_mode_status, '')) = 'ENABLED') AS in_lost_mode,
-    count_if(coalesce(d.agent_installed, false)) AS agent_installed,
-    count(DISTINCT d.os_version) AS os_versions
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-GROUP BY d.platform
-ORDER BY device_count DESC, d.platform""",
-    ),
-    FleetQuery(
-        name="lost_mode_devices",
-        title="Kandji: devices in lost mode",
-        description="Devices of the latest snapshot in lost mode, on any platform that reports it (the list's "
-                    "lost_mode_status or the details' lost_mode section): who enabled it when, and the last "
-                    "location reported.",
-        athena_sql=f"""{_ATHENA_LATEST}
-SELECT
+{_LATEST_DEVICES}""",
+        partitions=("d",), then="GROUP BY d.platform\nORDER BY device_count DESC, d.platform"),
+    _latest(
+        "lost_mode_devices", "Kandji: devices in lost mode",
+        "Devices of the latest snapshot in lost mode, on any platform that reports it (the list's "
+        "lost_mode_status or the details' lost_mode section): who enabled it when, and the last location "
+        "reported.",
+        f"""SELECT
     d.device_name,
     d.serial_number,
     d.platform,
@@ -334,43 +276,17 @@ SELECT
     dd.lost_mode.last_location.longitude AS longitude,
     from_iso8601_timestamp(dd.lost_mode.last_location_at) AS located_at,
     d.device_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-LEFT JOIN device_details dd ON dd.dt = d.dt AND dd.snapshot_id = d.snapshot_id AND dd.device_id = d.device_id
-    AND dd.dt >= {_RECENT}
-WHERE d.dt >= {_RECENT}
-  AND (upper(coalesce(d.lost_mode_status, '')) = 'ENABLED'
-       OR upper(coalesce(dd.lost_mode.lost_mode_status, '')) = 'ENABLED')
-ORDER BY d.platform, d.device_name, d.serial_number""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-SELECT
-    d.device_name,
-    d.serial_number,
-    d.platform,
-    d."user".email AS user_email,
-    coalesce(dd.lost_mode.lost_mode_status, d.lost_mode_status) AS lost_mode_status,
-    dd.lost_mode.enabled_by AS enabled_by,
-    from_iso8601_timestamp(dd.lost_mode.enable_status_at) AS enabled_at,
-    dd.lost_mode.lock_screen_phone_number AS lock_screen_phone_number,
-    dd.lost_mode.last_location.latitude AS latitude,
-    dd.lost_mode.last_location.longitude AS longitude,
-    from_iso8601_timestamp(dd.lost_mode.last_location_at) AS located_at,
-    d.device_id
-FROM devices d
-JOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id
-LEFT JOIN device_details dd ON dd.dt = d.dt AND dd.snapshot_id = d.snapshot_id AND dd.device_id = d.device_id
-WHERE upper(coalesce(d.lost_mode_status, '')) = 'ENABLED'
-   OR upper(coalesce(dd.lost_mode.lost_mode_status, '')) = 'ENABLED'
-ORDER BY d.platform, d.device_name, d.serial_number""",
-    ),
-    FleetQuery(
-        name="app_inventory",
-        title="Kandji: app inventory for one bundle id",
-        description="Every install of one app (edit 'com.google.Chrome') in the latest snapshot: device, "
-                    "version and path (a device may hold several copies).",
-        parameters=(CHROME,),
-        athena_sql=f"""{_ATHENA_LATEST}
-SELECT
+{_LATEST_DEVICES}
+LEFT JOIN {_DETAILS_OF_D}{{recent_details}}""",
+        partitions=("d",),
+        where=("(upper(coalesce(d.lost_mode_status, '')) = 'ENABLED'\n"
+               "       OR upper(coalesce(dd.lost_mode.lost_mode_status, '')) = 'ENABLED')",),
+        then="ORDER BY d.platform, d.device_name, d.serial_number"),
+    _latest(
+        "app_inventory", "Kandji: app inventory for one bundle id",
+        "Every install of one app (edit 'com.google.Chrome') in the latest snapshot: device, version and path "
+        "(a device may hold several copies).",
+        """SELECT
     d.device_name,
     d.serial_number,
     d.platform,
@@ -382,73 +298,32 @@ SELECT
     a.device_id
 FROM device_apps a
 JOIN latest l ON a.dt = l.dt AND a.snapshot_id = l.snapshot_id
-JOIN devices d ON d.dt = a.dt AND d.snapshot_id = a.snapshot_id AND d.device_id = a.device_id
-WHERE a.dt >= {_RECENT}
-  AND d.dt >= {_RECENT}
-  AND a.bundle_id = 'com.google.Chrome'
-ORDER BY a.version DESC, d.device_name, a.path""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-SELECT
-    d.device_name,
-    d.serial_number,
-    d.platform,
-    a.app_name,
-    a.version,
-    a.path,
-    a.source,
-    from_iso8601_timestamp(a.modification_date) AS modified_at,
-    a.device_id
-FROM device_apps a
-JOIN latest l ON a.dt = l.dt AND a.snapshot_id = l.snapshot_id
-JOIN devices d ON d.dt = a.dt AND d.snapshot_id = a.snapshot_id AND d.device_id = a.device_id
-WHERE a.bundle_id = $bundle_id
-ORDER BY a.version DESC, d.device_name, a.path""",
-    ),
-    FleetQuery(
-        name="app_version_spread",
-        title="Kandji: version spread for one bundle id",
-        description="How many devices run each version of one app (edit 'com.google.Chrome') in the latest "
-                    "snapshot; installs counts every copy.",
-        parameters=(CHROME,),
-        athena_sql=f"""{_ATHENA_LATEST}
-SELECT
+JOIN devices d ON d.dt = a.dt AND d.snapshot_id = a.snapshot_id AND d.device_id = a.device_id""",
+        partitions=("a", "d"), parameters=(CHROME,), where=("a.bundle_id = {bundle_id}",),
+        then="ORDER BY a.version DESC, d.device_name, a.path"),
+    _latest(
+        "app_version_spread", "Kandji: version spread for one bundle id",
+        "How many devices run each version of one app (edit 'com.google.Chrome') in the latest snapshot; "
+        "installs counts every copy.",
+        """SELECT
     a.version,
     count(DISTINCT a.device_id) AS device_count,
     count(*) AS install_count
 FROM device_apps a
-JOIN latest l ON a.dt = l.dt AND a.snapshot_id = l.snapshot_id
-WHERE a.dt >= {_RECENT}
-  AND a.bundle_id = 'com.google.Chrome'
-GROUP BY a.version
-ORDER BY device_count DESC, a.version DESC""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-SELECT
-    a.version,
-    count(DISTINCT a.device_id) AS device_count,
-    count(*) AS install_count
-FROM device_apps a
-JOIN latest l ON a.dt = l.dt AND a.snapshot_id = l.snapshot_id
-WHERE a.bundle_id = $bundle_id
-GROUP BY a.version
-ORDER BY device_count DESC, a.version DESC""",
-    ),
-    FleetQuery(
-        name="device_change_history",
-        title="Kandji: change history of one device",
-        description="Every change recorded for one device (edit 'C02XXXXXXXXX') over the last 90 days, one "
-                    "row per changed field; app events show the app and its versions.",
-        parameters=(SERIAL,),
-        athena_sql=f"""SELECT
-    {_ATHENA_DETECTED_AT} AS detected_at,
+JOIN latest l ON a.dt = l.dt AND a.snapshot_id = l.snapshot_id""",
+        partitions=("a",), parameters=(CHROME,), where=("a.bundle_id = {bundle_id}",),
+        then="GROUP BY a.version\nORDER BY device_count DESC, a.version DESC"),
+    _query(
+        "device_change_history", "Kandji: change history of one device",
+        "Every change recorded for one device (edit 'C02XXXXXXXXX') over the last 90 days, one row per changed "
+        "field; app events show the app and its versions.",
+        """SELECT
+    {detected_at} AS detected_at,
     c.change_type,
     c.severity,
     c.device_name,
     c.platform,
-    t.change_field,
-    t.value_before,
-    t.value_after,
-    t.change_severity,
-    t.change_reason,
+    {change_columns},
     c.app.app_name AS app_name,
     c.app.bundle_id AS bundle_id,
     c.app.previous_version AS previous_version,
@@ -456,86 +331,43 @@ ORDER BY device_count DESC, a.version DESC""",
     c.snapshot_id,
     c.event_id
 FROM changes c
-LEFT JOIN UNNEST(c.changes) AS t(change_field, value_before, value_after, change_severity, change_reason) ON true
-WHERE c.dt >= CAST(current_date - INTERVAL '90' DAY AS varchar)
-  AND c.serial_number = 'C02XXXXXXXXX'
-ORDER BY c.snapshot_id, c.event_id, t.change_field""",
-        duckdb_sql=f"""SELECT
-    {_DUCKDB_DETECTED_AT} AS detected_at,
-    c.change_type,
-    c.severity,
-    c.device_name,
-    c.platform,
-    t.ch.field AS change_field,
-    t.ch.before AS value_before,
-    t.ch.after AS value_after,
-    t.ch.severity AS change_severity,
-    t.ch.reason AS change_reason,
-    c.app.app_name AS app_name,
-    c.app.bundle_id AS bundle_id,
-    c.app.previous_version AS previous_version,
-    c.app.version AS version,
-    c.snapshot_id,
-    c.event_id
-FROM changes c
-LEFT JOIN LATERAL (SELECT unnest(c.changes) AS ch) t ON true
-WHERE c.dt >= strftime(current_date - INTERVAL 90 DAY, '%Y-%m-%d')
-  AND c.serial_number = $serial_number
-ORDER BY c.snapshot_id, c.event_id, change_field""",
-    ),
-    FleetQuery(
-        name="high_severity_changes",
-        title="Kandji: high-severity changes of the last 7 days",
-        description="Security-relevant changes (severity high) detected in the last 7 days, newest first: "
-                    "removed devices, FileVault or agent turned off, lost mode, recovery lock or activation lock "
-                    "changes, OS downgrades, on every platform.",
-        athena_sql=f"""SELECT
-    {_ATHENA_DETECTED_AT} AS detected_at,
+LEFT JOIN {each_change} ON true
+WHERE c.dt >= {dt_90_days_ago}
+  AND c.serial_number = {serial_number}
+ORDER BY c.snapshot_id, c.event_id, {change_field}""",
+        parameters=(SERIAL,)),
+    _query(
+        "high_severity_changes", "Kandji: high-severity changes of the last 7 days",
+        "Security-relevant changes (severity high) detected in the last 7 days, newest first: removed devices, "
+        "FileVault or agent turned off, lost mode, recovery lock or activation lock changes, OS downgrades, on "
+        "every platform.",
+        """SELECT
+    {detected_at} AS detected_at,
     c.change_type,
     c.device_name,
     c.serial_number,
     c.platform,
-    array_join(transform(c.changes, x -> concat(x.field, ': ', coalesce(x.before, 'null'), ' -> ',
+    {join_list}(c.changes, {lambda} concat(x.field, ': ', coalesce(x.before, 'null'), ' -> ',
                                                 coalesce(x.after, 'null'))), '; ') AS changed_fields,
-    nullif(array_join(transform(c.changes, x -> x.reason), '; '), '') AS reasons,
+    nullif({join_list}(c.changes, {lambda} x.reason), '; '), '') AS reasons,
     c.app.bundle_id AS bundle_id,
     c.app.previous_version AS previous_version,
     c.app.version AS version,
-    cardinality(c.apps) AS app_count,
+    {list_length}(c.apps) AS app_count,
     c.snapshot_id,
     c.event_id
 FROM changes c
-WHERE c.dt >= CAST(current_date - INTERVAL '7' DAY AS varchar)
+WHERE c.dt >= {dt_7_days_ago}
   AND c.severity = 'high'
-  AND {_ATHENA_DETECTED_AT} >= current_timestamp - INTERVAL '7' DAY
-ORDER BY c.snapshot_id DESC, c.event_id""",
-        duckdb_sql=f"""SELECT
-    {_DUCKDB_DETECTED_AT} AS detected_at,
-    c.change_type,
-    c.device_name,
-    c.serial_number,
-    c.platform,
-    array_to_string(list_transform(c.changes, lambda x: concat(x.field, ': ', coalesce(x.before, 'null'), ' -> ',
-                                                               coalesce(x.after, 'null'))), '; ') AS changed_fields,
-    nullif(array_to_string(list_transform(c.changes, lambda x: x.reason), '; '), '') AS reasons,
-    c.app.bundle_id AS bundle_id,
-    c.app.previous_version AS previous_version,
-    c.app.version AS version,
-    len(c.apps) AS app_count,
-    c.snapshot_id,
-    c.event_id
-FROM changes c
-WHERE c.severity = 'high'
-  AND {_DUCKDB_DETECTED_AT} >= current_localtimestamp() - INTERVAL 7 DAY
-ORDER BY c.snapshot_id DESC, c.event_id""",
-    ),
+  AND {detected_at} >= {now} - {last_7_days}
+ORDER BY c.snapshot_id DESC, c.event_id"""),
 )
 
 # --- Prism posture (device_posture: one row per device per snapshot, a struct per category) -------
 def _posture_off(column: str, title: str, description: str, name: str) -> FleetQuery:
     """Devices of the latest snapshot whose posture `column` (`category.field`) is false."""
     category = column.split(".")[0]
-    select = f"""SELECT
+    return _latest(name, title, description, f"""SELECT
     d.device_name,
     d.serial_number,
     d.platform,
@@ -546,23 +378,9 @@ def _posture_off(column: str, title: str, description: str, name: str) -> FleetQ
     p.snapshot_id
 FROM device_posture p
 JOIN latest l ON p.dt = l.dt AND p.snapshot_id = l.snapshot_id
-JOIN devices d ON d.dt = p.dt AND d.snapshot_id = p.snapshot_id AND d.device_id = p.device_id"""
-    return FleetQuery(
-        name=name, title=title, description=description,
-        athena_sql=f"""{_ATHENA_LATEST}
-{select}
-WHERE p.dt >= {_RECENT}
-  AND d.dt >= {_RECENT}
-  AND p.{column} = false
-ORDER BY d.device_name, d.serial_number""",
-        duckdb_sql=f"""{_DUCKDB_LATEST}
-{select}
-WHERE p.{column} = false
-ORDER BY d.device_name, d.serial_number""",
-    )
+JOIN devices d ON d.dt = p.dt AND d.snapshot_id = p.snapshot_id AND d.device_id = p.device_id""",
+                   partitions=("p", "d"), where=(f"p.{column} = false",), then="ORDER BY d.device_name, d.serial_number")
 
-
-_POSTURE_FIELDS = "(t.change_field LIKE 'posture.%' OR t.change_field = 'filevault.filevault_enabled')"
 
 POSTURE_QUERIES: tuple[FleetQuery, ...] = (
     _posture_off("application_firewall.status", "Kandji: devices with the firewall off",
@@ -573,49 +391,25 @@ POSTURE_QUERIES: tuple[FleetQuery, ...] = (
                  "Macs of the latest snapshot with System Integrity Protection disabled, as Prism reported it "
                  "(device_posture.startup_settings), with when the device last reported it.",
                  "sip_disabled"),
-    FleetQuery(
-        name="posture_changes",
-        title="Kandji: posture changes of the last 7 days",
-        description="Every change to a device's security posture detected in the last 7 days (firewall, "
-                    "Gatekeeper, XProtect, SIP, secure boot, activation lock, FileVault), newest first.",
-        athena_sql=f"""SELECT
-    {_ATHENA_DETECTED_AT} AS detected_at,
+    _query(
+        "posture_changes", "Kandji: posture changes of the last 7 days",
+        "Every change to a device's security posture detected in the last 7 days (firewall, Gatekeeper, XProtect, "
+        "SIP, secure boot, activation lock, FileVault), newest first.",
+        """SELECT
+    {detected_at} AS detected_at,
     c.device_name,
     c.serial_number,
     c.platform,
-    t.change_field,
-    t.value_before,
-    t.value_after,
-    t.change_severity,
-    t.change_reason,
+    {change_columns},
     c.snapshot_id,
     c.event_id
 FROM changes c
-CROSS JOIN UNNEST(c.changes) AS t(change_field, value_before, value_after, change_severity, change_reason)
-WHERE c.dt >= CAST(current_date - INTERVAL '7' DAY AS varchar)
+CROSS JOIN {each_change}
+WHERE c.dt >= {dt_7_days_ago}
   AND c.change_type = 'device_changed'
-  AND {_POSTURE_FIELDS}
-  AND {_ATHENA_DETECTED_AT} >= current_timestamp - INTERVAL '7' DAY
-ORDER BY c.snapshot_id DESC, c.event_id, t.change_field""",
-        duckdb_sql=f"""SELECT
-    {_DUCKDB_DETECTED_AT} AS detected_at,
-    c.device_name,
-    c.serial_number,
-    c.platform,
-    t.ch.field AS change_field,
-    t.ch.before AS value_before,
-    t.ch.after AS value_after,
-    t.ch.severity AS change_severity,
-    t.ch.reason AS change_reason,
-    c.snapshot_id,
-    c.event_id
-FROM changes c
-JOIN LATERAL (SELECT unnest(c.changes) AS ch) t ON true
-WHERE c.change_type = 'device_changed'
-  AND (t.ch.field LIKE 'posture.%' OR t.ch.field = 'filevault.filevault_enabled')
-  AND {_DUCKDB_DETECTED_AT} >= current_localtimestamp() - INTERVAL 7 DAY
-ORDER BY c.snapshot_id DESC, c.event_id, change_field""",
-    ),
+  AND ({change_field} LIKE 'posture.%' OR {change_field} = 'filevault.filevault_enabled')
+  AND {detected_at} >= {now} - {last_7_days}
+ORDER BY c.snapshot_id DESC, c.event_id, {change_field}"""),
 )
 QUERIES += POSTURE_QUERIES
 

@@ -54,6 +54,10 @@ def strings(*names: str) -> dict[str, Type]:
     return {name: STRING for name in names}
 
 
+def booleans(*names: str) -> dict[str, Type]:
+    return {name: BOOLEAN for name in names}
+
+
 # Every row of every table starts with these, so a query can pick one snapshot.
 KEY_COLUMNS: dict[str, Type] = {"snapshot_id": STRING, "device_id": STRING}
 
@@ -66,10 +70,7 @@ DEVICES: dict[str, Type] = {
     "last_check_in": TIMESTAMP,
     "user": USER,
     **strings("asset_tag", "blueprint_id", "blueprint_name"),
-    "mdm_enabled": BOOLEAN,
-    "agent_installed": BOOLEAN,
-    "is_missing": BOOLEAN,
-    "is_removed": BOOLEAN,
+    **booleans("mdm_enabled", "agent_installed", "is_missing", "is_removed"),
     "agent_version": STRING,
     "first_enrollment": TIMESTAMP,
     "last_enrollment": TIMESTAMP,
@@ -92,19 +93,14 @@ DEVICE_DETAILS: dict[str, Type] = {
         last_enrollment=TIMESTAMP,
     ),
     "mdm": struct(
-        mdm_enabled=BOOLEAN,
-        supervised=BOOLEAN,
+        **booleans("mdm_enabled", "supervised"),
         install_date=TIMESTAMP,
         last_check_in=TIMESTAMP,
         mdm_enabled_user=Array(STRING),  # user names, a list
     ),
-    "activation_lock": struct(
-        bypass_code_failed=BOOLEAN,
-        user_activation_lock_enabled=BOOLEAN,
-        device_activation_lock_enabled=BOOLEAN,
-        activation_lock_allowed_while_supervised=BOOLEAN,
-        activation_lock_supported=BOOLEAN,
-    ),
+    "activation_lock": struct(**booleans("bypass_code_failed", "user_activation_lock_enabled",
+                                         "device_activation_lock_enabled", "activation_lock_allowed_while_supervised",
+                                         "activation_lock_supported")),
     "filevault": struct(
         filevault_enabled=BOOLEAN,
         filevault_recoverykey_type=STRING,
@@ -126,7 +122,7 @@ DEVICE_DETAILS: dict[str, Type] = {
         sound_status=STRING,
         sound_status_at=TIMESTAMP,
     ),
-    "automated_device_enrollment": struct(auto_enroll_eligible=BOOLEAN, auto_enrolled=BOOLEAN),
+    "automated_device_enrollment": struct(**booleans("auto_enroll_eligible", "auto_enrolled")),
     "kandji_agent": struct(
         agent_installed=BOOLEAN,
         install_date=TIMESTAMP,
@@ -144,12 +140,9 @@ DEVICE_DETAILS: dict[str, Type] = {
     )),
     "network": struct(**strings("local_hostname", "mac_address", "ip_address", "public_ip")),
     "recovery_information": struct(
-        recovery_lock_enabled=BOOLEAN,
-        firmware_password_exist=BOOLEAN,
-        firmware_password_pending=BOOLEAN,
+        **booleans("recovery_lock_enabled", "firmware_password_exist", "firmware_password_pending"),
         password_rotation_scheduled=TIMESTAMP,
-        password_escrowed=BOOLEAN,
-        password_has_been_set=BOOLEAN,  # newer tenants only
+        **booleans("password_escrowed", "password_has_been_set"),  # password_has_been_set: newer tenants only
     ),
     # Long lists whose entries differ by platform and tenant age: kept whole, as JSON text.
     "users": JSON,
@@ -162,8 +155,7 @@ DEVICE_DETAILS: dict[str, Type] = {
     # On a Mac only remote_desktop_enabled (SIP, firewall, Gatekeeper are Prism categories).
     "security_information": struct(remote_desktop_enabled=BOOLEAN),
     "cellular": struct(
-        voice_roaming=BOOLEAN,
-        data_roaming=BOOLEAN,
+        **booleans("voice_roaming", "data_roaming"),
         cellular_technology=BIGINT,
         subscriptions=JSON,  # a list whose entries are not documented
     ),
@@ -175,8 +167,7 @@ DEVICE_APPS: dict[str, Type] = {
     **KEY_COLUMNS,
     "fetched_at": TIMESTAMP,
     **strings("app_id", "app_name", "bundle_id", "bundle_size"),
-    "app_store_vendable": BOOLEAN,
-    "device_based_vpp": BOOLEAN,
+    **booleans("app_store_vendable", "device_based_vpp"),
     **strings("source", "process", "signature"),
     "creation_date": TIMESTAMP,
     "modification_date": TIMESTAMP,
@@ -218,36 +209,28 @@ POSTURE_CATEGORY_COLUMNS: dict[str, dict[str, Type]] = {
         "last_collected_at": TIMESTAMP,
     },
     "application_firewall": {
-        "status": BOOLEAN,
-        "block_all_incoming": BOOLEAN,
-        "stealth_mode": BOOLEAN,
-        "allow_signed_applications": BOOLEAN,
-        "logging": BOOLEAN,
+        **booleans("status", "block_all_incoming", "stealth_mode", "allow_signed_applications", "logging"),
         "logging_option": STRING,
         "version": STRING,
         "unloading": BOOLEAN,
         "last_collected_at": TIMESTAMP,
     },
     "gatekeeper_and_xprotect": {
-        "gatekeeper_status": BOOLEAN,
-        "trusted_developers": BOOLEAN,
+        **booleans("gatekeeper_status", "trusted_developers"),
         **strings("gatekeeper_version", "gatekeeper_opaque_version", "xprotect_version",
                   "malware_removal_tool_version"),
         "last_collected_at": TIMESTAMP,
     },
     "startup_settings": {
-        "sip": BOOLEAN,
-        "ssv": BOOLEAN,
+        **booleans("sip", "ssv"),
         **strings("secure_boot_level", "external_boot_level"),
-        **{name: BOOLEAN for name in ("bootstrap_token_auth", "bootstrap_token_escrowed", "kext_requires_bst",
-                                      "software_update_requires_bst", "any_signed_os", "mdm_manages_kext",
-                                      "user_manages_kext")},
+        **booleans("bootstrap_token_auth", "bootstrap_token_escrowed", "kext_requires_bst",
+                   "software_update_requires_bst", "any_signed_os", "mdm_manages_kext", "user_manages_kext"),
         "last_collected_at": TIMESTAMP,
     },
     "activation_lock": {
-        **{name: BOOLEAN for name in ("activation_lock_enabled", "device_activation_lock_enabled",
-                                      "user_activation_lock_enabled", "activation_lock_allowed_while_supervised",
-                                      "activation_lock_supported", "bypass_code_failed")},
+        **booleans("activation_lock_enabled", "device_activation_lock_enabled", "user_activation_lock_enabled",
+                   "activation_lock_allowed_while_supervised", "activation_lock_supported", "bypass_code_failed"),
         "last_collected_at": TIMESTAMP,
     },
 }
