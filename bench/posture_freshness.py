@@ -22,11 +22,12 @@ import random
 import tempfile
 from datetime import datetime, timedelta, timezone
 
-from common import TOKEN, Timer, collector, peak_rss_mb
+from common import PRISM_PAGE_ROWS, TOKEN, Timer, collector, peak_rss_mb
 
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.settings import DEFAULT_REQUEST_BUDGET
+from kandji_snapshots.snapshots.timeutil import SystemClock
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.table_io import iter_lines
 
@@ -38,7 +39,7 @@ def serve(devices: int, connection) -> None:
     from simulator import Fleet, KandjiSimulator
 
     fleet = Fleet.generate(devices, seed=1)
-    with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None) as sim:
+    with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None, prism_page_rows=PRISM_PAGE_ROWS) as sim:
         macs = [row["device_id"] for row in sim.prism.rows("application_firewall") if row["status"]]
         connection.send(sim.api_url)
         while True:
@@ -57,11 +58,13 @@ def serve(devices: int, connection) -> None:
             connection.send({"firewall": firewall, "filevault": filevault})
 
 
-class HourlyClock:
+class HourlyClock(SystemClock):
+    """Real pacing and waits; snapshot ids on a run's own hour (runs an hour apart, without waiting one)."""
+
     def __init__(self, start: datetime):
         self.base, self.real_start = start, datetime.now(timezone.utc)
 
-    def __call__(self) -> datetime:
+    def now(self) -> datetime:
         return self.base + (datetime.now(timezone.utc) - self.real_start)
 
 
@@ -93,11 +96,10 @@ def bench(devices: int, runs: int, flips: int, rate: float) -> None:
             flipped: dict[str, list[str]] = {}
             for run_number in range(1, runs + 1):
                 clock = HourlyClock(start + timedelta(hours=run_number))
-                run, stats, _ = collector(url, store, requests_per_second=rate, budget=DEFAULT_REQUEST_BUDGET,
-                                          clock=clock)
+                run = collector(url, store, requests_per_second=rate, budget=DEFAULT_REQUEST_BUDGET, clock=clock)
                 with Timer() as timer:
-                    manifest = run.collect()
-                spent = stats.as_dict()["total"]
+                    manifest = run.collector.collect()
+                spent = run.stats.as_dict()["total"]
                 never_over &= spent <= DEFAULT_REQUEST_BUDGET
                 posture, details = posture_fresh(store, manifest)
                 count = manifest.document["device_count"]

@@ -1,0 +1,30 @@
+"""Every benchmark still runs against the code as it is now, on a tiny fleet.
+
+The figures are not checked here (performance is measured by `make bench`, never asserted in tests):
+only that each benchmark completes and prints its verdict lines, so a refactor that breaks one is seen
+on the next `make test`, not at the next release's measurement.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+SMALL_RUNS = [
+    (["collector_pace.py", "--devices", "40"], "devices lost         0"),
+    (["collector_budget.py", "--devices", "400", "--budget", "300", "--runs", "2"], "never over budget    yes"),
+    (["posture_freshness.py", "--devices", "120", "--runs", "2", "--flips", "2"], "never over budget    yes"),
+    (["differ_stream.py", "--devices", "200"], "events found / expected   4 / 4"),
+]
+
+
+@pytest.mark.parametrize(("command", "verdict"), SMALL_RUNS, ids=[command[0] for command, _ in SMALL_RUNS])
+def test_each_benchmark_runs_on_a_tiny_fleet(command, verdict):
+    result = subprocess.run([sys.executable, *command], cwd=BENCH, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert verdict in result.stdout, result.stdout[-2000:]
