@@ -46,9 +46,9 @@ def pipeline(aws, monkeypatch):
 
 @pytest.fixture
 def shared_clock(monkeypatch) -> FakeClock:
-    """One fake clock for the collector's run and the simulator (request before `pipeline` starts it): the
-    simulator counts each second's requests on the time the collector paces itself by, so what arrives in a
-    second, and so whether it answers 429, does not depend on how busy the machine is."""
+    """One fake clock for the collector's run and the simulators the test starts: the simulator counts each
+    second's requests on the time the collector paces itself by, so what arrives in a second, and so whether
+    it answers 429, does not depend on how busy the machine is."""
     clock = FakeClock()
     monkeypatch.setattr(simulator_server, "time", clock)
     return clock
