@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -79,43 +78,55 @@ def auth_error():
     return KandjiAuthError("401", status=401, endpoint="details")
 
 
-class RunClock:
-    """Each collector run starts one hour after the previous one (distinct snapshot ids), then runs in real
-    time: monotonic time and sleeps are the system's (the simulator's rate-limit windows are real)."""
-
-    monotonic = staticmethod(time.monotonic)
-    sleep = staticmethod(time.sleep)
-
-    def __init__(self) -> None:
-        self.start = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
-        self._started = time.monotonic()
-
-    def next_run(self) -> None:
-        self.start += timedelta(hours=1)
-        self._started = time.monotonic()
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=time.monotonic() - self._started)
-
-
 class FakeClock:
-    """A clock on which waiting takes no time: `sleep` moves it on, so a run that backs off until its
-    deadline gets there at once. Shared by every worker thread of a run."""
+    """A clock on which waiting takes no time: `sleep` moves it on at once, so a run that backs off until its
+    deadline gets there without waiting. Shared by every worker thread of a run, and it can stand in for the
+    simulator's `time` too (`time`, `monotonic`, `sleep`), so both sides of a rate limit read the same time.
+
+    Waits overlap as real ones do: a thread's sleep lasts from the moment it last read the clock, and the
+    clock moves to the latest such wake-up. Eight workers that each wait a second from the same moment
+    bring it one second on, not eight; a wait checked against a deadline never carries it past it."""
 
     def __init__(self, start: datetime = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)) -> None:
         self.start = start
         self.elapsed = 0.0
         self._lock = threading.Lock()
+        self._read_at = threading.local()  # per thread: the clock's value when that thread last read it
+
+    def _read(self) -> float:
+        with self._lock:
+            self._read_at.value = self.elapsed
+            return self.elapsed
 
     def monotonic(self) -> float:
-        return self.elapsed
+        return self._read()
+
+    def time(self) -> float:
+        """Seconds since the epoch, for the simulator's rate-limit windows."""
+        return self.start.timestamp() + self._read()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self._read())
 
     def sleep(self, seconds: float) -> None:
         with self._lock:
-            self.elapsed += max(0.0, seconds)
+            since = getattr(self._read_at, "value", self.elapsed)
+            self.elapsed = max(self.elapsed, since + max(0.0, seconds))
+            self._read_at.value = self.elapsed
 
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.elapsed)
+
+class RunClock:
+    """A FakeClock for each collector run, starting one hour after the previous run's: distinct snapshot ids,
+    known in advance (the first run's is 20261123T100000Z)."""
+
+    def __init__(self) -> None:
+        self.start = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+        self.current = FakeClock(self.start)
+
+    def next_run(self) -> FakeClock:
+        self.start += timedelta(hours=1)
+        self.current = FakeClock(self.start)
+        return self.current
 
 
 def run_handler_on(clock, event: dict, context) -> dict:

@@ -28,10 +28,13 @@ TOKEN = "kst-host-check-7d3e91c0"
 class Listener:
     """A TCP listener on 127.0.0.1 that records the first bytes of every connection and closes it."""
 
+    END = b"end-of-test marker"
+
     def __init__(self) -> None:
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
-        self.received: list[bytes] = []
+        self._received: list[bytes] = []
+        self._ended = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -44,9 +47,24 @@ class Listener:
             with connection:
                 connection.settimeout(2)
                 try:
-                    self.received.append(connection.recv(4096))
+                    data = connection.recv(4096)
                 except OSError:
-                    self.received.append(b"")
+                    data = b""
+            if data == self.END:
+                self._ended.set()
+            else:
+                self._received.append(data)
+
+    @property
+    def received(self) -> list[bytes]:
+        """What every connection made so far sent. Connections are served one at a time in the order they
+        came: once a last one of our own has been served, the earlier ones are recorded, however slow the
+        machine is."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=60) as marker:
+            marker.sendall(self.END)
+            assert self._ended.wait(60), "the listener did not serve its connections"
+        self._ended.clear()
+        return list(self._received)
 
     def close(self) -> None:
         self._socket.close()

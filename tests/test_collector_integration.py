@@ -11,9 +11,12 @@ import pytest
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, manifests, read_rows
 from conftest import load_handler
 from kandji_fakes import FakeClock, run_handler_on
+from kandji_snapshots.collect import runtime as collector_runtime
 from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiAuthError, KandjiSnapshotsError,
                                      RateLimitExhausted)
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from simulator import Fleet, KandjiSimulator
+from simulator import server as simulator_server
 
 TOKEN = "kst-9f8e7d6c5b4a-integration-token"
 EVENT = json.loads((Path(__file__).parent.parent / "events" / "scheduler_event.json").read_text())
@@ -39,6 +42,16 @@ def pipeline(aws, monkeypatch):
     yield start
     for sim in started:
         sim.stop()
+
+
+@pytest.fixture
+def shared_clock(monkeypatch) -> FakeClock:
+    """One fake clock for the collector's run and the simulators the test starts: the simulator counts each
+    second's requests on the time the collector paces itself by, so what arrives in a second, and so whether
+    it answers 429, does not depend on how busy the machine is."""
+    clock = FakeClock()
+    monkeypatch.setattr(simulator_server, "time", clock)
+    return clock
 
 
 def run_collector(lambda_context):
@@ -234,14 +247,16 @@ def test_a_token_without_any_permission_gets_401_and_the_message_names_both_caus
 
 
 @pytest.mark.parametrize("era", ["2022", "2023", "2024"])
-def test_responses_of_every_header_era_give_a_complete_snapshot(pipeline, lambda_context, era):
+def test_responses_of_every_header_era_give_a_complete_snapshot(pipeline, lambda_context, shared_clock, era):
     """2022: no rate-limit headers, x-total-count and `link: <None>`; 2023: Kong's via; 2024: the set."""
     fleet = Fleet.generate(150, seed=3)
     sim = pipeline(fleet, headers_era=era, rate_limit_per_second=50)
-    run_collector(lambda_context)  # 1000/s asked of a 50/s tenant: 429s, with or without headers
+    run_handler_on(shared_clock, EVENT, lambda_context)  # 1000/s asked of a 50/s tenant: 429s, with or without headers
     [manifest] = manifests()
     assert manifest["device_count"] == 150 and manifest["tables"]["device_details"]["rows"] == 150
     assert sim.stats.by_endpoint.get("secrets", 0) == 0  # never asked for a secret
+    if era != "2024":  # nothing but a 429 tells these eras' client that the second's 50 are spent
+        assert sim.stats.rate_limited > 0
 
 
 def test_missing_permission_names_the_endpoint(pipeline, lambda_context):
@@ -280,14 +295,34 @@ def test_api_outage_stops_before_the_lambda_times_out_and_commits_nothing(pipeli
     assert all_keys(prefix="snapshots/") == []
 
 
-def test_limiter_keeps_under_the_api_limit_so_no_429(pipeline, lambda_context, monkeypatch):
-    # Half the API's limit: requests leave evenly spaced, but a busy machine may bunch their arrival.
+def recorded_starts(monkeypatch) -> list[float]:
+    """The start time the collector's rate limiter grants each request, on the limiter's own clock."""
+    starts: list[float] = []
+
+    class RecordingLimiter(RateLimiter):
+        def acquire(self, deadline: float | None = None) -> float:
+            start = super().acquire(deadline)
+            starts.append(start)
+            return start
+
+    monkeypatch.setattr(collector_runtime, "RateLimiter", RecordingLimiter)
+    return starts
+
+
+def test_limiter_keeps_under_the_api_limit_so_no_429(pipeline, lambda_context, monkeypatch, shared_clock):
+    # Half the API's limit. Both sides on one clock: the simulator counts arrivals on the time the limiter spaces
+    # them by (the workers may still bunch their few in-flight requests, never 30 more).
     sim = pipeline(Fleet.generate(60, seed=4), rate_limit_per_second=60)
     monkeypatch.setenv("KANDJI_MAX_REQUESTS_PER_SECOND", "30")
-    run_collector(lambda_context)
+    starts = recorded_starts(monkeypatch)
+    run_handler_on(shared_clock, EVENT, lambda_context)
     assert sim.stats.rate_limited == 0
     assert sim.stats.max_requests_in_any_second <= 60
     assert manifests()[0]["device_count"] == 60
+    # The setting reached the limiter: every request waited for its slot, 1/30 s after the previous one.
+    starts = sorted(starts)  # granted in order, recorded as each worker got back
+    assert len(starts) == sim.stats.requests
+    assert min(later - earlier for earlier, later in zip(starts, starts[1:])) >= 1 / 30
 
 
 # Prism has no app_id, bundle size or VPP columns; its other columns map onto the per-device ones.

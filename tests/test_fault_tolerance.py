@@ -19,6 +19,7 @@ import copy
 import functools
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, manifests, read_rows
-from kandji_fakes import FakeClock, RunClock, run_handler_on
+from kandji_fakes import RunClock, run_handler_on
 from conftest import FakeLambdaContext, load_handler
 from kandji_snapshots.collect import runtime as collector_runtime
 from kandji_snapshots.collect.runtime import build_collector
@@ -51,9 +52,14 @@ TOKEN = "kst-fault-tolerance-4c1d9e7a2b"
 SCHEDULER_EVENT = json.loads((ROOT / "events" / "scheduler_event.json").read_text())
 MANIFEST_EVENT = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
 NOTHING_COMMITTED = "Nothing was committed; the next scheduled run will try again"
-# Retries in milliseconds, not seconds: for faults that never end.
+# Retries in milliseconds, not seconds: for faults that never end. The timeouts are for hangs only: a busy
+# machine may take a second to answer on loopback, and that must not turn into a different failure.
 FAST_RETRY = RetryPolicy(max_attempts=4, max_rate_limited_attempts=4, base_backoff=0.01, max_backoff=0.05,
-                         connect_timeout=2.0, read_timeout=0.5)
+                         connect_timeout=10.0, read_timeout=30.0)
+# For the read-timeout tests: the simulator holds the delayed answers for twice as long (a slow machine only
+# makes them later), and every other answer has this long, on each of its attempts.
+READ_TIMEOUT = 2.0
+SHORT_READ_TIMEOUT = replace(FAST_RETRY, read_timeout=READ_TIMEOUT)
 
 
 # --- the pipeline ------------------------------------------------------------------------------
@@ -67,10 +73,10 @@ class Pipeline:
         self.queue_url = queue_url
         self.messages: list[dict] = []  # every SQS message received so far, parsed
 
-    def collect(self, context: FakeLambdaContext | None = None, clock: FakeClock | None = None) -> dict:
-        """The collector handler, its run on this pipeline's clock (or `clock`: a deadline on a fake one)."""
-        self.clock.next_run()
-        return run_handler_on(clock or self.clock, SCHEDULER_EVENT, context or FakeLambdaContext())
+    def collect(self, context: FakeLambdaContext | None = None) -> dict:
+        """The collector handler, its run on a fake clock an hour after the last run's: the snapshot id is known
+        however slow the machine, and back-off waits (up to a deadline) take no real time."""
+        return run_handler_on(self.clock.next_run(), SCHEDULER_EVENT, context or FakeLambdaContext())
 
     def diff(self, snapshot_id: str, context: FakeLambdaContext | None = None) -> dict:
         event = copy.deepcopy(MANIFEST_EVENT)
@@ -226,15 +232,17 @@ def test_connection_resets_are_retried_and_lose_no_device(pipeline):
     assert manifest["requests"]["retries"] >= 7 and run.sim.stats.status_counts[0] >= 7
 
 
-def reset_the_device_list(sim: KandjiSimulator) -> str:
+def reset_the_device_list(sim: KandjiSimulator) -> tuple[str, RetryPolicy]:
     sim.faults.reset_connection(r"/devices$", times=None)
-    return f"GET /api/v1/devices failed after retries: ConnectionError talking to 127.0.0.1:{sim.port}"
+    return f"GET /api/v1/devices failed after retries: ConnectionError talking to 127.0.0.1:{sim.port}", FAST_RETRY
 
 
-def slow_apps_of_one_device(sim: KandjiSimulator) -> str:
+def slow_apps_of_one_device(sim: KandjiSimulator) -> tuple[str, RetryPolicy]:
     slow = sim.fleet.device_ids()[3]
-    sim.faults.delay(f"/devices/{slow}/apps$", seconds=1.0, times=None)  # longer than the 0.5 s read timeout
-    return f"GET /api/v1/devices/{slow}/apps failed after retries: ReadTimeout talking to 127.0.0.1:"
+    sim.faults.delay(f"/devices/{slow}/apps$", seconds=2 * READ_TIMEOUT, times=None)
+    # Tried twice: enough to show it is retried, then named.
+    return (f"GET /api/v1/devices/{slow}/apps failed after retries: ReadTimeout talking to 127.0.0.1:",
+            replace(SHORT_READ_TIMEOUT, max_attempts=2))
 
 
 @pytest.mark.parametrize("persistent_fault", [reset_the_device_list, slow_apps_of_one_device],
@@ -242,9 +250,9 @@ def slow_apps_of_one_device(sim: KandjiSimulator) -> str:
 def test_a_fault_that_persists_fails_naming_the_request(aws, persistent_fault):
     create_bucket()
     with KandjiSimulator(Fleet.generate(8, seed=23), token=TOKEN) as sim:
-        expected = persistent_fault(sim)  # the start of the error message
+        expected, retry = persistent_fault(sim)  # the start of the error message, and the retry policy
         with pytest.raises(KandjiApiError) as failure:
-            direct_collector(sim).collect()
+            direct_collector(sim, retry).collect()
     message = str(failure.value)
     assert expected in message
     assert NOTHING_COMMITTED in message and snapshot_keys() == []
@@ -254,9 +262,9 @@ def test_read_timeouts_are_retried_and_lose_no_device(aws):
     create_bucket()
     fleet = Fleet.generate(20, seed=24)
     with KandjiSimulator(fleet, token=TOKEN) as sim:
-        sim.faults.delay(r"/details$", seconds=1.5, times=3)  # longer than the 0.5 s read timeout
-        sim.faults.delay(r"/devices$", seconds=1.5, times=1)
-        manifest = direct_collector(sim).collect().document
+        sim.faults.delay(r"/details$", seconds=2 * READ_TIMEOUT, times=3)
+        sim.faults.delay(r"/devices$", seconds=2 * READ_TIMEOUT, times=1)
+        manifest = direct_collector(sim, SHORT_READ_TIMEOUT).collect().document
     assert_complete(manifest, fleet)
     assert manifest["requests"]["retries"] >= 4
 
@@ -388,8 +396,8 @@ def _revoke(run: Pipeline, context: FakeLambdaContext):
 def _outage(run: Pipeline, context: FakeLambdaContext):
     run.sim.faults.fail(r"/details$", status=503, times=None)
     context.remaining_ms = 48_000  # 3 s once the collector's write margin is kept back
-    # Backing off until then takes no real time on a fake clock.
-    return KandjiSnapshotsError, ["503 from the Kandji API", NOTHING_COMMITTED], FakeClock(run.clock.start)
+    # Backing off until then takes no real time on the run's fake clock.
+    return KandjiSnapshotsError, ["503 from the Kandji API", NOTHING_COMMITTED]
 
 
 def _s3_denied(run: Pipeline, context: FakeLambdaContext):
@@ -406,9 +414,9 @@ def test_a_failed_run_between_two_good_ones_commits_nothing_and_reports_no_remov
     demo = run.fleet.apply_demo_changes()  # one device really removed, one enrolled, ...
 
     context = FakeLambdaContext()
-    error, says, *clock = fault(run, context)
+    error, says = fault(run, context)
     with pytest.raises(error) as failure:
-        run.collect(context, *clock)
+        run.collect(context)
     assert all(text in str(failure.value) for text in says), str(failure.value)
     assert snapshot_keys() == committed  # no manifest, no parts of the failed run left behind
     assert '"CollectionFailed"' in capsys.readouterr().out

@@ -5,12 +5,13 @@ The rate limiter runs on a fake clock, so a pause is read as a number, not waite
 
 from __future__ import annotations
 
-import time
 from email.utils import formatdate
+from types import SimpleNamespace
 
 import pytest
 
 from kandji_snapshots.errors import KandjiApiError
+from kandji_snapshots.kandji import client as client_module
 from kandji_snapshots.kandji.client import KandjiClient, rate_limit_wait
 from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
@@ -39,6 +40,16 @@ def sim():
 @pytest.fixture
 def fake_time():
     return FakeTime()
+
+
+NOW = 1_795_000_000.0  # a whole second, so an HTTP date (whole seconds) is exactly so many seconds away
+
+
+@pytest.fixture
+def stopped_wall_clock(monkeypatch) -> float:
+    """The client's wall clock, read only to turn an HTTP-date Retry-After into seconds, stopped at NOW."""
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(time=lambda: NOW))
+    return NOW
 
 
 @pytest.fixture
@@ -102,20 +113,20 @@ def test_an_exhausted_per_second_window_pauses_every_worker_for_a_second(sim, cl
     assert limiter.paused_until == pytest.approx(6.0)  # budget left: no new pause
 
 
-def test_a_429_with_an_http_date_retry_after_waits_until_that_date(sim, client, limiter):
+def test_a_429_with_an_http_date_retry_after_waits_until_that_date(sim, client, limiter, stopped_wall_clock):
     sim.faults.fail(r"/devices$", status=429, body={"message": "API rate limit exceeded"},
-                    headers={"Retry-After": formatdate(time.time() + 600, usegmt=True), "ratelimit-reset": "7"})
+                    headers={"Retry-After": formatdate(stopped_wall_clock + 600, usegmt=True), "ratelimit-reset": "7"})
     devices = client.list_devices()
     assert len(devices) == 20 and client.stats.rate_limited == 1
-    # The date, not the 7 s of ratelimit-reset: about ten minutes (less the seconds this test took).
-    assert 300 < limiter.paused_until <= 600
+    # The date, not the 7 s of ratelimit-reset: ten minutes from now (the limiter's clock started at 0).
+    assert limiter.paused_until == 600
 
 
-def test_retry_after_forms():
-    future = formatdate(time.time() + 600, usegmt=True)
+def test_retry_after_forms(stopped_wall_clock):
+    future = formatdate(stopped_wall_clock + 600, usegmt=True)
     assert rate_limit_wait({"Retry-After": "12"}) == 12.0
-    assert 300 < rate_limit_wait({"Retry-After": future, "ratelimit-reset": "7"}) <= 600
-    assert rate_limit_wait({"Retry-After": formatdate(time.time() - 60, usegmt=True)}) == 0.0  # already past
+    assert rate_limit_wait({"Retry-After": future, "ratelimit-reset": "7"}) == 600.0
+    assert rate_limit_wait({"Retry-After": formatdate(stopped_wall_clock - 60, usegmt=True)}) == 0.0  # already past
     assert rate_limit_wait({"Retry-After": "soon", "ratelimit-reset": "7"}) == 7.0  # unreadable: the reset
     assert rate_limit_wait({"Retry-After": "99999"}) == 3600.0  # capped at an hour
     assert rate_limit_wait({}) is None

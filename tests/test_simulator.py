@@ -82,7 +82,7 @@ def session():
 
 
 def get(sim: KandjiSimulator, path: str, session: requests.Session | None = None, **kwargs):
-    kwargs.setdefault("timeout", 5)
+    kwargs.setdefault("timeout", 60)  # a hang guard only: a busy machine may be slow to answer
     return (session or requests).get(sim.api_url + path, headers=None if session else AUTH, **kwargs)
 
 
@@ -326,7 +326,7 @@ def test_fault_delay_causes_read_timeout(small, session):
     sim.faults.delay(r"/devices$", seconds=0.6)
     with pytest.raises(requests.ReadTimeout):
         get(sim, "devices", session, timeout=0.2)
-    assert get(sim, "devices", session, timeout=2).status_code == 200
+    assert get(sim, "devices", session).status_code == 200
 
 
 # ---------------------------------------------------------------------------- determinism, scale
@@ -808,8 +808,8 @@ def test_command_line_serves_until_stopped():
     try:
         line = proc.stdout.readline()
         url = re.search(r"(http://127\.0\.0\.1:\d+/api/v1/)", line).group(1)
-        r = requests.get(url + "devices", headers={"Authorization": "Bearer T"}, timeout=5)
+        r = requests.get(url + "devices", headers={"Authorization": "Bearer T"}, timeout=60)
         assert r.status_code == 200 and len(r.json()) == 10
     finally:
         proc.terminate()
-        proc.wait(timeout=5)
+        proc.wait(timeout=60)

@@ -133,8 +133,7 @@ class Deployment:
         self.clock = RunClock()
 
     def collect(self) -> dict:
-        self.clock.next_run()
-        return run_handler_on(self.clock, SCHEDULER_EVENT, FakeLambdaContext())
+        return run_handler_on(self.clock.next_run(), SCHEDULER_EVENT, FakeLambdaContext())
 
     def diff(self, snapshot_id: str) -> dict:
         event = copy.deepcopy(MANIFEST_EVENT)
