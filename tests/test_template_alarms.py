@@ -36,30 +36,26 @@ EMAIL = "mdm-ops@example.com"
 
 # Alarm -> (namespace, metric, dimension value, comparison, threshold, TreatMissingData).
 # "custom" = the functions' EMF namespace with dimension service=<POWERTOOLS_SERVICE_NAME>.
+def _errors_alarm(function: str) -> tuple:
+    return ("AWS/Lambda", "Errors", {"Ref": function}, "GreaterThanOrEqualToThreshold", 1, "notBreaching")
+
+
+def _queue_alarm(queue: str) -> tuple:
+    return ("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"Fn::GetAtt": [queue, "QueueName"]},
+            "GreaterThanThreshold", 0, "notBreaching")
+
+
 EXPECTED_ALARMS = {
-    "CollectorErrorsAlarm": ("AWS/Lambda", "Errors", {"Ref": "CollectorFunction"},
-                             "GreaterThanOrEqualToThreshold", 1, "notBreaching"),
-    "DifferErrorsAlarm": ("AWS/Lambda", "Errors", {"Ref": "DifferFunction"},
-                          "GreaterThanOrEqualToThreshold", 1, "notBreaching"),
+    "CollectorErrorsAlarm": _errors_alarm("CollectorFunction"),
+    "DifferErrorsAlarm": _errors_alarm("DifferFunction"),
+    "DigestErrorsAlarm": _errors_alarm("DigestFunction"),
     "SnapshotFreshnessAlarm": ("custom", "SnapshotsCommitted", None, "LessThanThreshold", 1, "breaching"),
     "AuthenticationFailedAlarm": ("custom", "AuthenticationFailed", None,
                                   "GreaterThanOrEqualToThreshold", 1, "notBreaching"),
     "RateLimitExhaustedAlarm": ("custom", "RateLimitExhausted", None,
                                 "GreaterThanOrEqualToThreshold", 1, "notBreaching"),
-    "CollectorFailureQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible",
-                                   {"Fn::GetAtt": ["CollectorFailureQueue", "QueueName"]},
-                                   "GreaterThanThreshold", 0, "notBreaching"),
-    "DifferFailureQueueAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible",
-                                {"Fn::GetAtt": ["DifferFailureQueue", "QueueName"]},
-                                "GreaterThanThreshold", 0, "notBreaching"),
-    "CollectorScheduleDLQAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible",
-                                  {"Fn::GetAtt": ["CollectorScheduleDLQ", "QueueName"]},
-                                  "GreaterThanThreshold", 0, "notBreaching"),
-    "DifferRuleDLQAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible",
-                           {"Fn::GetAtt": ["DifferRuleDLQ", "QueueName"]},
-                           "GreaterThanThreshold", 0, "notBreaching"),
-    "DigestErrorsAlarm": ("AWS/Lambda", "Errors", {"Ref": "DigestFunction"},
-                          "GreaterThanOrEqualToThreshold", 1, "notBreaching"),
+    **{f"{queue}Alarm": _queue_alarm(queue)
+       for queue in ("CollectorFailureQueue", "DifferFailureQueue", "CollectorScheduleDLQ", "DifferRuleDLQ")},
 }
 # Alarms of optional features: they exist exactly when their feature's condition holds.
 CONDITIONAL_ALARMS = {"DigestErrorsAlarm": ("CreateDailyDigest", {"DailyDigest": "Enabled"})}
