@@ -194,10 +194,12 @@ class SnapshotComparison:
     def _app_changes(self, before: DeviceRows, after: DeviceRows) -> list[dict[str, Any]]:
         if not before.apps and not after.apps:
             return []
-        # Kandji renumbers app rows and restamps their dates at every inventory: cut those before
-        # comparing, so an unchanged app is not parsed (app events look at identity and version only).
-        old_bodies = [_INVENTORY_NOISE.strip(body, 0) for body in before.app_bodies()]
-        new_bodies = [_INVENTORY_NOISE.strip(body, 0) for body in after.app_bodies()]
+        old_bodies, new_bodies = before.app_bodies(), after.app_bodies()
+        if old_bodies != new_bodies:
+            # Kandji renumbers app rows and restamps their dates at every inventory: cut those before
+            # comparing, so an unchanged app is not parsed (app events look at identity and version only).
+            old_bodies = [_INVENTORY_NOISE.strip(body, 0) for body in old_bodies]
+            new_bodies = [_INVENTORY_NOISE.strip(body, 0) for body in new_bodies]
         if old_bodies == new_bodies:
             return []
         # Parse only the rows that differ: an unchanged row is the same app at the same version.
