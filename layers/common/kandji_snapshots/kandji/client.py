@@ -217,9 +217,7 @@ class KandjiClient:
         """
         if not re.fullmatch(r"[a-z][a-z_]*", category):
             raise ValueError(f"not a Prism category name: {category!r}")
-        endpoint = f"prism_{category}"
-        PERMISSIONS.setdefault(endpoint, prism_permission(category))  # named by the 403 error
-        return self._prism_rows(endpoint, f"prism/{category}")
+        return self._prism_rows(f"prism_{category}", f"prism/{category}")
 
     def _prism_rows(self, endpoint: str, path: str) -> Iterator[dict[str, Any]]:
         """Every row of a Prism table, read until the `total` its envelope announces.
@@ -345,7 +343,7 @@ class KandjiClient:
             self.stats.count("server_errors")
             raise _Retry(f"{status} from the Kandji API", wait=_retry_after(response.headers))
         # Kandji answers 401 and 403 loosely (a token stripped of its permissions gets a 401): name both causes.
-        permission = PERMISSIONS.get(endpoint, endpoint)
+        permission = permission_for(endpoint)
         if status == 401:
             raise KandjiAuthError(
                 f"{where} answered 401 Unauthorized: the API token is wrong, revoked or expired, or it lacks "
@@ -436,6 +434,15 @@ def only_the_api_host(session: requests.Session, endpoint: ApiEndpoint, adapter:
     session.mount("https://", refuse)
     session.mount("http://", refuse)
     session.mount(endpoint.origin + "/", adapter)
+
+
+def permission_for(endpoint: str) -> str:
+    """The token permission an endpoint needs, in the words of Kandji's API token settings."""
+    if endpoint in PERMISSIONS:
+        return PERMISSIONS[endpoint]
+    if endpoint.startswith("prism_"):  # a posture category: GET /prism/<category>
+        return prism_permission(endpoint.removeprefix("prism_"))
+    return endpoint
 
 
 def device_list_requests(devices: int) -> int:
