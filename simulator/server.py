@@ -450,6 +450,20 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 # ---------------------------------------------------------------------------- the simulator
+class _LimiterKnob:
+    """A simulator attribute that reads and writes one attribute of its rate limiter."""
+
+    def __init__(self, name: str, doc: str | None = None):
+        self._name = name
+        self.__doc__ = doc
+
+    def __get__(self, simulator: Any, owner: type | None = None) -> Any:
+        return self if simulator is None else getattr(simulator._limiter, self._name)
+
+    def __set__(self, simulator: Any, value: int | None) -> None:
+        setattr(simulator._limiter, self._name, value)
+
+
 class KandjiSimulator:
     """A Kandji tenant on 127.0.0.1. Use as a context manager or call start()/stop()."""
 
@@ -511,10 +525,6 @@ class KandjiSimulator:
         self.stop()
 
     @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    @property
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("simulator not started")
@@ -524,31 +534,11 @@ class KandjiSimulator:
     def api_url(self) -> str:
         return self.base_url + "/api/v1/"
 
-    # -- knobs
-    @property
-    def rate_limit_per_second(self) -> int | None:
-        return self._limiter.per_second
-
-    @rate_limit_per_second.setter
-    def rate_limit_per_second(self, value: int | None) -> None:
-        self._limiter.per_second = value
-
-    @property
-    def rate_limit_per_hour(self) -> int | None:
-        return self._limiter.per_hour
-
-    @rate_limit_per_hour.setter
-    def rate_limit_per_hour(self, value: int | None) -> None:
-        self._limiter.per_hour = value
-
-    @property
-    def hour_used(self) -> int:
-        """Requests counted in the current hour window; set it to simulate other integrations."""
-        return self._limiter.hour_used
-
-    @hour_used.setter
-    def hour_used(self, value: int) -> None:
-        self._limiter.hour_used = value
+    # -- knobs: the rate limiter's settings, which tests may turn while the simulator runs
+    rate_limit_per_second = _LimiterKnob("per_second")
+    rate_limit_per_hour = _LimiterKnob("per_hour")
+    hour_used = _LimiterKnob("hour_used", "Requests counted in the current hour window; set it to simulate other "
+                                          "integrations.")
 
     @property
     def hour_remaining(self) -> int | None:

@@ -629,6 +629,15 @@ def two_snapshots(run: Pipeline) -> tuple[str, str]:
     return first, second
 
 
+# Both snapshots' summaries and the second's 24 installs, each received once.
+EACH_ONCE = {"snapshot_summary": 2, "app_installed": 24}
+
+
+class Outage:
+    """A fault the test gives SNS lasts until `over` (then the differ's trigger is retried)."""
+    over = False
+
+
 def test_publish_batch_entries_that_fail_for_a_while_are_retried_and_published_once(pipeline, monkeypatch):
     run = pipeline(Fleet.generate(30, seed=30))
     first, second = two_snapshots(run)
@@ -636,17 +645,16 @@ def test_publish_batch_entries_that_fail_for_a_while_are_retried_and_published_o
     flaky_sns(monkeypatch, fail_entries=lambda call, entries: {e["Id"] for e in entries[1:4]} if call <= 2 else set())
     result = run.diff(second)
     assert result["events"] == 24 and result["published_messages"] == 25
-    messages = run.published_once()
-    assert change_types(messages) == {"snapshot_summary": 2, "app_installed": 24}
+    assert change_types(run.published_once()) == EACH_ONCE
 
 
 def test_publish_batch_entries_that_keep_failing_stop_the_run_and_its_retry_publishes_only_the_rest(
         pipeline, monkeypatch):
     run = pipeline(Fleet.generate(30, seed=30))
     first, second = two_snapshots(run)
-    healed = {"now": False}
+    outage = Outage()
     # The second batch's last three entries fail on every attempt until SNS recovers.
-    flaky_sns(monkeypatch, fail_entries=lambda call, entries: set() if healed["now"] or call == 1
+    flaky_sns(monkeypatch, fail_entries=lambda call, entries: set() if outage.over or call == 1
               else {e["Id"] for e in entries[-3:]})
     with pytest.raises(PublishError) as failure:
         run.diff(second)
@@ -656,19 +664,17 @@ def test_publish_batch_entries_that_keep_failing_stop_the_run_and_its_retry_publ
     assert "invoking the differ again with the same manifest event) publishes only the rest" in message
     assert len(run.received()) == 17
 
-    healed["now"] = True  # EventBridge / Lambda retries the same trigger
-    result = run.diff(second)
-    assert result["published_messages"] == 8  # the 7 left over and the summary
+    outage.over = True  # EventBridge / Lambda retries the same trigger
+    assert run.diff(second)["published_messages"] == 8  # the 7 left over and the summary
     assert run.diff(second)["already_done"]  # and once more: nothing
-    messages = run.published_once()
-    assert change_types(messages) == {"snapshot_summary": 2, "app_installed": 24}
+    assert change_types(run.published_once()) == EACH_ONCE
 
 
 def test_a_publish_call_that_raises_stops_the_run_and_its_retry_publishes_only_the_rest(pipeline, monkeypatch):
     run = pipeline(Fleet.generate(30, seed=30))
     first, second = two_snapshots(run)
-    healed = {"now": False}
-    flaky_sns(monkeypatch, raise_on=lambda call: call == 2 and not healed["now"])
+    outage = Outage()
+    flaky_sns(monkeypatch, raise_on=lambda call: call == 2 and not outage.over)
     with pytest.raises(PublishError) as failure:
         run.diff(second)
     message = str(failure.value)
@@ -677,22 +683,21 @@ def test_a_publish_call_that_raises_stops_the_run_and_its_retry_publishes_only_t
     assert "the differ may publish to it (sns:Publish, and kms:GenerateDataKey and kms:Decrypt" in message
     assert not any(key.endswith("done.json") for key in all_keys(prefix=published_marker_prefix(second)))
 
-    healed["now"] = True
+    outage.over = True
     assert run.diff(second)["published_messages"] == 15
-    messages = run.published_once()
-    assert change_types(messages) == {"snapshot_summary": 2, "app_installed": 24}
+    assert change_types(run.published_once()) == EACH_ONCE
 
 
 def test_a_failed_summary_publish_is_retried_without_republishing_the_events(pipeline, monkeypatch):
     run = pipeline(Fleet.generate(30, seed=30))
     first, second = two_snapshots(run)
-    healed = {"now": False}
-    flaky_sns(monkeypatch, raise_on=lambda call: call == 4 and not healed["now"])  # batches 1-3, then the summary
+    outage = Outage()
+    flaky_sns(monkeypatch, raise_on=lambda call: call == 4 and not outage.over)  # batches 1-3, then the summary
     with pytest.raises(PublishError, match=f"Snapshot {second}: 24 of 24 change events are published"):
         run.diff(second)
-    healed["now"] = True
+    outage.over = True
     assert run.diff(second)["published_messages"] == 1
-    assert change_types(run.published_once()) == {"snapshot_summary": 2, "app_installed": 24}
+    assert change_types(run.published_once()) == EACH_ONCE
 
 
 # --- the Lambda's time running out --------------------------------------------------------------------------
@@ -737,7 +742,7 @@ def test_the_differ_stops_between_batches_when_time_runs_out_and_its_retry_publi
     assert len(run.received()) == 20
 
     assert run.diff(second)["published_messages"] == 5
-    assert change_types(run.published_once()) == {"snapshot_summary": 2, "app_installed": 24}
+    assert change_types(run.published_once()) == EACH_ONCE
 
 
 # --- the differ's trigger: twice, late, for a snapshot that cannot be read ----------------------------------

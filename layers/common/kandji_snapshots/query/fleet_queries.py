@@ -169,6 +169,8 @@ def _latest(name: str, title: str, description: str, select: str, *, partitions:
 
 _LATEST_DEVICES = "FROM devices d\nJOIN latest l ON d.dt = l.dt AND d.snapshot_id = l.snapshot_id"
 _DETAILS_OF_D = "device_details dd ON dd.dt = d.dt AND dd.snapshot_id = d.snapshot_id AND dd.device_id = d.device_id"
+# The first columns of every list of Macs: which Mac, whose, and on what.
+_WHICH_MAC = 'd.device_name,\n    d.serial_number,\n    d."user".email AS user_email,\n    d.os_version,\n    d.blueprint_name'
 
 QUERIES: tuple[FleetQuery, ...] = (
     _latest(
@@ -215,11 +217,7 @@ QUERIES: tuple[FleetQuery, ...] = (
         "Macs of the latest snapshot whose FileVault is off, or not reported (filevault_enabled NULL), with "
         "whether a recovery key is escrowed.",
         f"""SELECT
-    d.device_name,
-    d.serial_number,
-    d."user".email AS user_email,
-    d.os_version,
-    d.blueprint_name,
+    {_WHICH_MAC},
     dd.filevault.filevault_enabled AS filevault_enabled,
     dd.filevault.filevault_prk_escrowed AS recovery_key_escrowed,
     from_iso8601_timestamp(d.last_check_in) AS last_check_in,
@@ -232,11 +230,7 @@ JOIN {_DETAILS_OF_D}""",
         "agent_missing", "Kandji: Macs without the Kandji agent",
         "Macs of the latest snapshot on which the Kandji agent is not installed (or not reported).",
         f"""SELECT
-    d.device_name,
-    d.serial_number,
-    d."user".email AS user_email,
-    d.os_version,
-    d.blueprint_name,
+    {_WHICH_MAC},
     d.mdm_enabled,
     d.agent_installed,
     from_iso8601_timestamp(d.last_check_in) AS last_check_in,
