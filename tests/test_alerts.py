@@ -237,9 +237,7 @@ def test_moto_delivers_the_sqs_key_else_default_to_sqs():
     with mock_aws():
         sns, sqs = boto3.client("sns", region_name=REGION), boto3.client("sqs", region_name=REGION)
         topic = sns.create_topic(Name="t")["TopicArn"]
-        url = sqs.create_queue(QueueName="q")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+        url = subscribe_queue(topic, "q")
         for structure in ({"default": "D", "sqs": "S", "email": "E"}, {"default": "D", "email": "E"}):
             sns.publish_batch(TopicArn=topic, PublishBatchRequestEntries=[
                 {"Id": "1", "Message": json.dumps(structure), "MessageStructure": "json", "Subject": "s"}])

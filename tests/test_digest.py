@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 
-from aws_helpers import drain_queue
+from aws_helpers import drain_queue, subscribe_queue
 from conftest import load_handler
 from differ_fixtures import FakeFleet
 from kandji_snapshots.diff.differ import SnapshotDiffer
@@ -45,12 +45,7 @@ def digest_topic(aws, monkeypatch):
     urls = {}
     for name, raw, policy in (("digests", True, {"change_type": ["daily_digest"]}), ("envelope", False, None),
                               ("changes-only", True, {"change_type": [{"anything-but": ["daily_digest"]}]})):
-        urls[name] = sqs.create_queue(QueueName=name)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=urls[name], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        attributes = {"RawMessageDelivery": "true"} if raw else {}
-        if policy:
-            attributes["FilterPolicy"] = json.dumps(policy)
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes)
+        urls[name] = subscribe_queue(topic_arn, name, raw=raw, filter_policy=policy)
     for name, value in {"SNAPSHOT_BUCKET": BUCKET, "DIGEST_TOPIC_ARN": topic_arn,
                         "ATHENA_WORKGROUP": "kandji-fleet", "ATHENA_DATABASE": "kandji_snapshots"}.items():
         monkeypatch.setenv(name, value)

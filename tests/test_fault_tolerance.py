@@ -27,7 +27,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, manifests, read_rows
+from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, manifests, read_rows, \
+    subscribe_queue
 from kandji_fakes import RunClock, run_handler_on
 from conftest import FakeLambdaContext, load_handler
 from kandji_snapshots.collect import runtime as collector_runtime
@@ -109,12 +110,8 @@ def pipeline(aws, monkeypatch):
         started.append(sim)
         create_bucket()
         arn = create_secret(json.dumps({"api_url": sim.api_url, "api_token": TOKEN}))
-        sns, sqs = boto3.client("sns"), boto3.client("sqs")
-        topic_arn = sns.create_topic(Name="kandji-changes")["TopicArn"]
-        queue_url = sqs.create_queue(QueueName="changes")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn,
-                      Attributes={"RawMessageDelivery": "true"})
+        topic_arn = boto3.client("sns").create_topic(Name="kandji-changes")["TopicArn"]
+        queue_url = subscribe_queue(topic_arn, "changes")
         for name, value in {"KANDJI_SECRET_ID": arn, "SNAPSHOT_BUCKET": BUCKET, "CHANGES_TOPIC_ARN": topic_arn,
                             "KANDJI_ALLOW_INSECURE_LOCALHOST": "true", "KANDJI_MAX_REQUESTS_PER_SECOND": "1000",
                             "MAX_EVENTS_PER_RUN": "500"}.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests, read_rows
+from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests, read_rows, subscribe_queue
 from conftest import load_handler
 from kandji_snapshots.snapshots.normalize import app_rows
 from simulator import Fleet, KandjiSimulator
@@ -30,11 +30,7 @@ def deployment(aws, monkeypatch):
     topic = sns.create_topic(Name="kandji-snapshots-changes")["TopicArn"]
     queues = {}
     for name, policy in (("all", None), ("high", {"severity": ["high"]})):
-        url = sqs.create_queue(QueueName=f"changes-{name}")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        attributes = {"RawMessageDelivery": "true", **({"FilterPolicy": json.dumps(policy)} if policy else {})}
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes=attributes)
-        queues[name] = url
+        queues[name] = subscribe_queue(topic, f"changes-{name}", filter_policy=policy)
     for name, value in {"SNAPSHOT_BUCKET": BUCKET, "CHANGES_TOPIC_ARN": topic, "MAX_EVENTS_PER_RUN": "500",
                         "KANDJI_ALLOW_INSECURE_LOCALHOST": "true", "KANDJI_MAX_REQUESTS_PER_SECOND": "1000"}.items():
         monkeypatch.setenv(name, value)

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from aws_helpers import drain_queue
+from aws_helpers import drain_queue, subscribe_queue
 from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Message, PublishError, SnsPublisher,
                                         event_message, plan_batches)
 
@@ -51,13 +51,7 @@ def sns_topic():
         topic_arn = sns.create_topic(Name="kandji-changes")["TopicArn"]
 
         def subscribed_queue(name: str, filter_policy: dict | None = None) -> str:
-            url = sqs.create_queue(QueueName=name)["QueueUrl"]
-            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-            attributes = {"RawMessageDelivery": "true"}
-            if filter_policy:
-                attributes["FilterPolicy"] = json.dumps(filter_policy)
-            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes)
-            return url
+            return subscribe_queue(topic_arn, name, filter_policy=filter_policy)
 
         def drain(url: str) -> list[dict]:
             return drain_queue(url, sqs)

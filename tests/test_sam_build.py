@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests
+from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests, subscribe_queue
 from scripts.sam_artifacts import (FUNCTIONS, LAYER, ROOT, MissingTool, lambda_environment, lambda_sys_path,
                                    python313, runtime_packages, sam_build, sam_cli, sam_validate)
 from simulator import Fleet, KandjiSimulator
@@ -189,9 +189,7 @@ def test_built_collector_and_differ_commit_a_snapshot_and_publish_the_change(
     create_bucket()
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topic = sns.create_topic(Name="kandji-snapshots-changes")["TopicArn"]
-    queue = sqs.create_queue(QueueName="changes-built")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    queue = subscribe_queue(topic, "changes-built")
     fleet = Fleet.generate(40, seed=12)
     sim = KandjiSimulator(fleet, token=TOKEN).start()
     secret = create_secret(json.dumps({"api_url": sim.api_url, "api_token": TOKEN}))

@@ -25,7 +25,7 @@ import boto3
 import pytest
 import urllib3
 
-from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue
+from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, subscribe_queue
 from kandji_fakes import RunClock, run_handler_on
 from conftest import FakeLambdaContext, load_handler
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
@@ -118,13 +118,8 @@ class Deployment:
         self.sim = KandjiSimulator(fleet, token=TOKEN).start()
         create_bucket()
         secret_arn = create_secret(json.dumps({"api_url": self.sim.api_url, "api_token": TOKEN}))
-        sns, sqs = boto3.client("sns"), boto3.client("sqs")
-        topic_arn = sns.create_topic(Name="kandji-changes")["TopicArn"]
-        self.queue_url = sqs.create_queue(QueueName="changes")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url,
-                                             AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn,
-                      Attributes={"RawMessageDelivery": "true"})
+        topic_arn = boto3.client("sns").create_topic(Name="kandji-changes")["TopicArn"]
+        self.queue_url = subscribe_queue(topic_arn, "changes")
         for name, value in {"KANDJI_SECRET_ID": secret_arn, "SNAPSHOT_BUCKET": BUCKET,
                             "CHANGES_TOPIC_ARN": topic_arn, "KANDJI_ALLOW_INSECURE_LOCALHOST": "true",
                             "KANDJI_MAX_REQUESTS_PER_SECOND": "1000", "MAX_EVENTS_PER_RUN": "500"}.items():
