@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -15,6 +16,7 @@ from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.digest import (BadDigestDay, BadDigestRequest, DigestMarker, DigestRequest,
                                          build_digest, digest_day, publish_daily_digest)
 from kandji_snapshots.diff.publisher import MemoryPublisher, PublishError
+from kandji_snapshots.diff.runtime import run_digest
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 from test_alerts import check_subject, delivered
 
@@ -166,6 +168,16 @@ def test_a_failed_publish_lets_the_retry_send(digest_topic, lambda_context, monk
     monkeypatch.setenv("DIGEST_TOPIC_ARN", topic_arn)  # fixed: Lambda's retry sends the digest
     assert handler({"day": OLD_DAY}, lambda_context)["published"] is True
     assert len(digest_topic("digests")) == 1
+
+
+def test_without_a_day_the_digest_is_of_yesterday_on_the_injected_clock():
+    store, publisher = MemoryObjectStore(), MemoryPublisher()
+    a_day_of_changes(store)
+    clock = SimpleNamespace(now=lambda: datetime(2026, 11, 24, 0, 30, tzinfo=timezone.utc))
+    result = run_digest({}, lease_seconds=60, env={}, store=store, publisher=publisher, clock=clock)
+    assert result["published"] is True
+    [message] = publisher.messages
+    assert json.loads(message.body)["day"] == DAY and json.loads(message.body)["event_count"] == 3
 
 
 # --- the marker, on an injected clock ------------------------------------------------------------

@@ -27,7 +27,7 @@ def required_setting(env: Mapping[str, str], name: str, what: str) -> str:
 
 
 def snapshot_bucket(env: Mapping[str, str]) -> str:
-    """The bucket both functions work in."""
+    """The bucket every function works in."""
     return required_setting(env, "SNAPSHOT_BUCKET", "the S3 bucket for snapshots")
 
 

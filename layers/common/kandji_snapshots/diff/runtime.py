@@ -1,4 +1,4 @@
-"""Builds a differ and reads its trigger: the one place that wires the differ's adapters.
+"""Builds a differ and reads its trigger, and runs the daily digest: the one place that wires their adapters.
 
 Environment:
     SNAPSHOT_BUCKET      the bucket holding snapshots and changes (required)
@@ -7,6 +7,7 @@ Environment:
     DIFF_IGNORE_FIELDS   comma-separated fnmatch patterns, added to change_rules.DEFAULT_IGNORED_FIELDS
     CHAT_TOPIC_ARN       optional: SNS topic for chat notifications (high-severity events and summaries)
     ATHENA_WORKGROUP, ATHENA_DATABASE  optional: named in e-mails and chat messages (where to query)
+    DIGEST_TOPIC_ARN     the SNS topic the daily digest goes to (required by the digest only)
 AWS endpoints come from boto3's own configuration (AWS_ENDPOINT_URL for local runs and tests). The store,
 the publisher and the clock are passed in by whoever does not want S3, SNS or the real time (benchmarks,
 tests); boto3 is imported only when they are not.
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from kandji_snapshots.diff.differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferSettings, SnapshotDiffer
+from kandji_snapshots.diff.digest import DigestRequest, publish_daily_digest
 from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.publisher import ChatPublisher, Publisher, SnsPublisher
 from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, parse_ignore_fields
@@ -73,6 +75,24 @@ def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, pu
     settings = DifferSettings(max_events_per_run=env.max_events_per_run, ignore_fields=env.ignore_fields,
                               message_context=env.message_context)
     return SnapshotDiffer(store, publisher, settings=settings, clock=clock.monotonic)
+
+
+def run_digest(event: Mapping[str, Any] | None, lease_seconds: float, *, env: Mapping[str, str] | None = None,
+               store: ObjectStore | None = None, publisher: Publisher | None = None,
+               clock: Any = SystemClock) -> dict[str, Any]:
+    """The daily digest the event asks for ({} for yesterday, {"day": ..., "force": ...}), on S3 and the
+    digest topic unless a store and a publisher are given. The claim on the day lasts `lease_seconds`."""
+    env = os.environ if env is None else env
+    now = clock.now()
+    request = DigestRequest.from_event(event, now)
+    if store is None or publisher is None:
+        import boto3
+
+        store = store or S3ObjectStore(boto3.client("s3"), snapshot_bucket(env))
+        publisher = publisher or SnsPublisher(
+            boto3.client("sns"), required_setting(env, "DIGEST_TOPIC_ARN", "the SNS topic for the daily digest"))
+    return publish_daily_digest(store, publisher, request, message_context_from_env(env), now=now,
+                                lease_seconds=lease_seconds)
 
 
 def message_context_from_env(env: Mapping[str, str]) -> MessageContext:
