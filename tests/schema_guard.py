@@ -149,31 +149,6 @@ class GlueTable:
         return {name: kind.hive() for name, kind in self.columns.items()}
 
 
-def load_template(path: str | Path) -> dict[str, Any]:
-    """The template as plain data; CloudFormation tags (`!Ref`, `!Sub`...) become {"Ref"/"Fn::X": ...}."""
-    import yaml  # test-time dependency
-
-    class _Loader(yaml.SafeLoader):
-        pass
-
-    def intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}": value}
-
-    _Loader.add_multi_constructor("!", intrinsic)
-    # Dates stay text, as CloudFormation reads them.
-    _Loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - SafeLoader
-
-
 def glue_tables(template: Mapping[str, Any]) -> dict[str, GlueTable]:
     """Every AWS::Glue::Table of the template by table name, columns parsed from their Hive types."""
     tables: dict[str, GlueTable] = {}
@@ -209,6 +184,8 @@ def glue_tables(template: Mapping[str, Any]) -> dict[str, GlueTable]:
 
 
 def load_glue_tables(template_path: str | Path) -> dict[str, GlueTable]:
+    from tests.cfn_yaml import load_template  # PyYAML: a test-time dependency
+
     return glue_tables(load_template(template_path))
 
 
