@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -11,10 +12,13 @@ from differ_fixtures import FakeFleet, FlakyPublisher, StepClock, app, default_a
 from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.diff.events import app_identity
 from kandji_snapshots.collect.collector import SnapshotCollector
-from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer, SnapshotNotCommitted, diff_snapshots
+from kandji_snapshots.diff.differ import (_INVENTORY_NOISE, DifferSettings, SnapshotDiffer, SnapshotNotCommitted,
+                                         diff_snapshots, without_inventory_noise)
 from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix
 from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, MemoryPublisher, PublishError
 from kandji_snapshots.collect.refresh import RequestBudget
+from kandji_snapshots.snapshots.device_rows import row_head
+from kandji_snapshots.snapshots.normalize import app_rows, encode_row
 from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
@@ -731,3 +735,42 @@ def test_a_new_app_inventory_that_only_renumbers_and_restamps_is_compared_withou
     updated = only_event(diff(lambda fleet: (new_inventory(fleet), fleet.apps["id-001"][0].update(version="9.9"))))
     assert updated["change_type"] == "app_updated" and updated["app"]["version"] == "9.9"
     assert len(parsed) == 2  # only the one app whose version moved, before and after
+
+
+def app_body(**fields) -> bytes:
+    """An app row's body as the collector writes it: encoded in schema order, without its per-snapshot prefix."""
+    [row] = app_rows([{**app("Slack", "com.tinyspeck.slackmacgap", "4.36"), **fields}], "20261123T100000Z", "id-001",
+                     "2026-11-23T10:00:05.000000Z")
+    line = encode_row(row)
+    return line[row_head(line, True)[1]:]
+
+
+INVENTORY = {"app_id": "10017015", "creation_date": "2024-07-23T11:38:07.441454Z",
+             "modification_date": "2024-07-23T11:38:07.441454Z"}
+REINVENTORIED = {"app_id": "20017999", "creation_date": "2026-11-23 11:00:00.123000+00:00",
+                 "modification_date": None}
+
+
+@pytest.mark.parametrize("changed, same", [
+    ({}, True),  # renumbered and restamped only
+    ({"version": "4.37"}, False), ({"path": "/Applications/Slack 2.app"}, False), ({"app_name": "Slack Beta"}, False),
+    ({"bundle_size": "1"}, False), ({"signature": "Developer ID Application: Slack"}, False),
+])
+def test_the_inventory_cut_removes_exactly_the_renumbered_and_restamped_values(changed, same):
+    before, after = app_body(**INVENTORY), app_body(**REINVENTORIED, **changed)
+    assert (without_inventory_noise(before) == without_inventory_noise(after)) is same
+    for body in (before, after):  # the slice and the key-by-key cut agree on what they leave
+        assert what_is_left(without_inventory_noise(body)) == what_is_left(_INVENTORY_NOISE.strip(body, 0))
+
+
+def what_is_left(cut: bytes) -> dict:
+    """The fields a cut body still holds (cutting leaves stray commas behind; no value here holds one)."""
+    return json.loads(b"{" + re.sub(rb",{2,}", b",", cut).lstrip(b","))
+
+
+def test_the_inventory_cut_falls_back_to_cutting_by_key_for_rows_in_another_column_order():
+    body = app_body(**INVENTORY)
+    row = json.loads(b"{" + body)
+    reordered = json.dumps(dict(reversed(row.items())), separators=(",", ":")).encode()[1:]
+    assert without_inventory_noise(reordered) == _INVENTORY_NOISE.strip(reordered, 0)
+    assert b"10017015" not in without_inventory_noise(reordered)
