@@ -9,30 +9,16 @@
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
+from kandji_fakes import StepClock
 from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
 from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
 from kandji_snapshots.diff.publisher import MemoryPublisher, Message, PublishError
 from kandji_snapshots.snapshots.storage import ObjectStore
-
-
-class StepClock:
-    """Moves one second per reading: snapshot ids and fetched_at values are predictable."""
-
-    def __init__(self, start: datetime):
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            current = self.now
-            self.now += timedelta(seconds=1)
-            return current
 
 
 def device_item(device_id: str, **fields: Any) -> dict[str, Any]:

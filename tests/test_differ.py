@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from differ_fixtures import FakeFleet, FlakyPublisher, StepClock, app, default_apps
+from differ_fixtures import FakeFleet, FlakyPublisher, app, default_apps
+from kandji_fakes import StepClock
 from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.diff.events import app_identity
 from kandji_snapshots.collect.collector import SnapshotCollector

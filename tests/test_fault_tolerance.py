@@ -816,7 +816,8 @@ class _FailAfter:
 
 
 def test_a_failed_run_with_the_snapshot_id_of_a_committed_one_leaves_that_snapshot_intact():
-    from differ_fixtures import FakeFleet, StepClock
+    from differ_fixtures import FakeFleet
+    from kandji_fakes import StepClock
 
     store = MemoryObjectStore()
     fleet = FakeFleet.of(12)
@@ -840,7 +841,8 @@ class _ManifestWrittenButReportedFailed(MemoryObjectStore):
 
 
 def test_a_manifest_write_that_fails_ambiguously_does_not_leave_a_manifest_without_its_parts():
-    from differ_fixtures import FakeFleet, StepClock
+    from differ_fixtures import FakeFleet
+    from kandji_fakes import StepClock
 
     store = _ManifestWrittenButReportedFailed()
     # The manifest is stored after all: the snapshot is committed, and the run says so.
