@@ -28,3 +28,13 @@ def test_each_benchmark_runs_on_a_tiny_fleet(command, verdict):
     result = subprocess.run([sys.executable, *command], cwd=BENCH, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     assert verdict in result.stdout, result.stdout[-2000:]
+
+
+def test_the_differ_benchmark_sizes_its_lambda_as_the_template_does(monkeypatch):
+    from tests.cfn_yaml import load_template
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import differ_stream
+
+    differ = load_template(BENCH.parent / "template.yaml")["Resources"]["DifferFunction"]["Properties"]
+    assert differ_stream.DIFFER_MEMORY_MB == differ["MemorySize"]
