@@ -286,12 +286,12 @@ def test_filevault_off_is_reported_once_whether_prism_or_details_sees_it_first()
     assert high_reasons(later) == {"id-001": set()} and fact_changes(later) == {}
 
 
-def test_filevault_seen_off_by_both_sources_in_one_run_is_one_change():
+def test_filevault_seen_off_by_both_sources_in_one_run_is_one_high_change_on_prism():
     fleet, run = filevault_runs(1)
     run(9)
     set_posture(fleet, "id-000", filevault=False)
     fleet.details["id-000"]["filevault"]["filevault_enabled"] = False
-    assert fact_changes(run(10)) == {"id-000": [PRISM_OFF]}
+    assert fact_changes(run(10)) == {"id-000": [("filevault.filevault_enabled", True, False, "info"), PRISM_OFF]}
 
 
 def test_filevault_back_on_in_the_details_while_prism_still_says_off_is_a_new_change():

@@ -80,10 +80,11 @@ def reconcile_filevault(changes: list[dict[str, Any]], was: bool | None, now: bo
     """One change per device and FileVault transition, whichever source saw it first.
 
     The change that moves the fact (`was` -> `now`) reports it: Prism's when it has one, else the
-    details'. A change of either source that only brings it to what the fact already said (the other
-    source reported the transition in an earlier run) or to what this run's reporting change says is
-    a catch-up and is left out. A change to a value the fact does not hold (the details back on while
-    Prism still says off) is news and stays, as info. "FileVault turned off" is the one high.
+    details'; the other source's change in the same event stays, as info. In a run where the fact
+    does not move, a change of either source to the value the fact holds only catches up with what
+    the other source reported when it moved, and is left out. A change to a value the fact does not
+    hold (the details back on while Prism still says off) is news and stays, as info. "FileVault
+    turned off" is the one high.
     """
     moved = was != now
     reporting = None
@@ -93,8 +94,8 @@ def reconcile_filevault(changes: list[dict[str, Any]], was: bool | None, now: bo
     out = []
     for change in changes:
         if change["field"] in FILEVAULT_FIELDS:
-            if change is not reporting and now is not None and change["after"] is now:
-                continue  # catches up with the fact, already reported (or reported by `reporting`)
+            if not moved and now is not None and change["after"] is now:
+                continue  # catches up with the fact: reported in the run it moved
             copy = {key: value for key, value in change.items() if key != "reason"}  # info, unless it is the one
             copy["severity"] = INFO
             reporting, change = (copy if change is reporting else reporting), copy
