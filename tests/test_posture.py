@@ -320,14 +320,24 @@ def latest_manifest() -> dict:
     return max(manifests(), key=lambda m: m["snapshot_id"])
 
 
-def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_every_run(
-        deployment, lambda_context, monkeypatch):  # noqa: F811 (fixture)
+def first_run_short_of_budget(seed: int, deployment, lambda_context, monkeypatch) -> tuple[Fleet, KandjiSimulator]:
+    """400 devices collected and diffed once on a budget of 200: the details cover part of the fleet."""
     monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "200")
-    fleet = Fleet.generate(400, seed=31)
+    fleet = Fleet.generate(400, seed=seed)
     sim = start(fleet, monkeypatch)
     try:
         collect_and_diff(lambda_context)
-        deployment("all")
+    except BaseException:
+        sim.stop()
+        raise
+    deployment("all")
+    return fleet, sim
+
+
+def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_every_run(
+        deployment, lambda_context, monkeypatch):  # noqa: F811 (fixture)
+    fleet, sim = first_run_short_of_budget(31, deployment, lambda_context, monkeypatch)
+    try:
         first = latest_manifest()
         assert first["pending_devices"] > 0  # rolling refresh: details could not cover the fleet
         fetched = {row["device_id"] for row in snapshot_rows(first, "device_details") if row["fetched_at"]}
@@ -373,12 +383,8 @@ def filevault_changes(events: list[dict], device_id: str) -> list[dict]:
 def test_a_filevault_flip_prism_published_is_not_published_again_when_the_details_catch_up(
         deployment, lambda_context, monkeypatch):  # noqa: F811 (fixture)
     """Prism reports the flip every run, the details only when the rolling refresh re-reads them."""
-    monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "200")
-    fleet = Fleet.generate(400, seed=33)
-    sim = start(fleet, monkeypatch)
+    fleet, sim = first_run_short_of_budget(33, deployment, lambda_context, monkeypatch)
     try:
-        collect_and_diff(lambda_context)
-        deployment("all")
         fetched = {row["device_id"] for row in snapshot_rows(latest_manifest(), "device_details") if row["fetched_at"]}
         # Macs whose details the next run carries (new devices go first) with FileVault on.
         flip, back = [d for d in fleet.device_ids() if d in fetched and fleet.platform(d) == "Mac"
