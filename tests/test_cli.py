@@ -73,7 +73,8 @@ def test_check_with_every_permission_is_ready(simulator, capsys, monkeypatch):
         assert f"present   {permission}" in out
     assert "devices     12 (from /prism/count?category=devices, 1 request)" in out
     assert "of 10,000 requests left this hour" in out
-    assert "26 requests per-device (2 x 12 devices for details and apps + 2 list pages)" in out
+    assert "32 requests (2 x 12 devices for details and apps + 2 list pages + 6 for 6 Prism posture categories)" \
+        in out
     assert "fits in one run" in out and "result      ready" in out
     assert "from KANDJI_API_TOKEN" in out
     # One request per endpoint and posture category, plus the two Prism counts; a list page of one device only.
@@ -106,6 +107,18 @@ def test_check_without_posture_permissions_is_still_ready(simulator, capsys, mon
     assert code == 0 and "result      ready" in out
     assert "present   GET /prism/filevault (Prism: filevault)" in out
     assert "missing   GET /prism/startup_settings (Prism: startup settings): 403: runs skip this category" in out
+
+
+def test_check_prices_posture_by_the_rows_each_category_has_and_the_categories_the_token_may_read(
+        simulator, capsys, monkeypatch):
+    sim = simulator(700, permissions={"devices", "details", "apps", "prism", "prism_device_information"})
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, out, _ = check(capsys, sim)
+    assert code == 0
+    # device_information: 700 rows in pages of 300 = 3; the five others are refused, one request each.
+    assert "full run    1,411 requests (2 x 700 devices for details and apps + 3 list pages + 8 for 6 Prism " \
+           "posture categories)" in out
+    assert "posture counted at Prism's full pages of 300 rows" in out and "at 25 rows a page it costs 33" in out
 
 
 def test_check_with_prism_as_apps_source_needs_prism_not_device_apps(simulator, capsys, monkeypatch):
@@ -225,8 +238,25 @@ def test_check_explains_a_404_as_a_wrong_tenant_or_region(simulator, capsys, mon
 
 def test_the_full_run_cost_is_compared_with_the_budget():
     lines = "\n".join(cli.cost_lines(5_000, None, 10_000, 9_000, 45))
-    assert "10,017 requests per-device (2 x 5,000 devices for details and apps + 17 list pages)" in lines
-    assert "more than one run may spend (8,000" in lines and "about every 2 runs" in lines
+    assert "10,119 requests (2 x 5,000 devices for details and apps + 17 list pages + 102 for 6 Prism posture " \
+           "categories)" in lines
+    assert "at 25 rows a page it costs 1,200" in lines
+    assert "more than one run may spend (8,000" in lines and "after the list and posture (119)" in lines
+    assert "about every 2 runs" in lines
+
+
+def test_posture_decides_whether_a_fleet_fits_in_one_run_and_what_a_run_can_refresh_now():
+    # 3,970 devices: 7,940 for details and apps + 14 list pages would fit in 8,000; the 84 posture requests do not.
+    lines = cli.cost_lines(3_970, 120_000, 10_000, 3_000, 45)
+    assert lines[0].startswith("full run    8,038 requests (2 x 3,970 devices for details and apps + 14 list pages "
+                               "+ 84 for 6 Prism posture categories)")
+    assert "fits in one run" not in "\n".join(lines)
+    assert "after the list and posture (98) each run refreshes" in lines[2] and "about every 2 runs" in lines[2]
+    # 3,000 left, 1,000 kept in reserve, 98 for the list and posture: (3,000 - 1,000 - 98) // 2 devices
+    assert "right now only 3,000 are left this hour: a run now would refresh about 951 devices" in lines[3]
+    # details per device + the list and posture + 400 pages of 300 app rows
+    assert lines[4].strip().startswith("4,468 requests with --apps-source prism")
+    assert "fits in one run" in cli.cost_lines(3_900, None, 10_000, None, 45)[2]  # 7,800 + 14 + 78 = 7,892
 
 
 # --- collect and diff ----------------------------------------------------------------------------------

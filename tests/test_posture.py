@@ -16,6 +16,7 @@ from differ_fixtures import FakeFleet
 from kandji_snapshots.collect.posture import FAILED, POSTURE_CATEGORIES, PostureReader, prism_permission
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
+from kandji_snapshots.diff.rules import FILEVAULT_FIELDS
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
 from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy
 from kandji_snapshots.kandji.config import parse_secret
@@ -241,9 +242,10 @@ def test_a_category_one_snapshot_could_not_read_reports_nothing():
     assert diff_two_runs(posture_fleet(3), lose_permission) == []
 
 
-def test_filevault_off_is_reported_once_whether_prism_or_details_sees_it_first():
+def filevault_runs(count: int = 2):
+    """An in-memory fleet and a function that collects and diffs once, returning the run's device events."""
     store = MemoryObjectStore()
-    fleet = posture_fleet(2)
+    fleet = posture_fleet(count)
     publisher = MemoryPublisher()
 
     def run(hour: int) -> list[dict]:
@@ -251,19 +253,60 @@ def test_filevault_off_is_reported_once_whether_prism_or_details_sees_it_first()
         manifest = fleet.collect(store, hour=hour)
         SnapshotDiffer(store, publisher).run(manifest.snapshot_id)
         return [e for e in publisher.events[before:] if e["change_type"] != "snapshot_summary"]
+    return fleet, run
 
+
+def fact_changes(events: list[dict]) -> dict[str, list[tuple]]:
+    """device -> its changes of the FileVault fact's two fields, as (field, before, after, severity)."""
+    out = {}
+    for event in events:
+        changes = [(c["field"], c["before"], c["after"], c["severity"]) for c in event.get("changes", [])
+                   if c["field"] in FILEVAULT_FIELDS]
+        if changes:
+            out[event["device_id"]] = changes
+    return out
+
+
+PRISM_OFF = ("posture.filevault.status", True, False, "high")
+
+
+def test_filevault_off_is_reported_once_whether_prism_or_details_sees_it_first():
+    fleet, run = filevault_runs()
     run(9)
     set_posture(fleet, "id-000", filevault=False)  # Prism sees it first...
-    assert high_reasons(run(10)) == {"id-000": {"FileVault turned off"}}
-    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False  # ...details confirm it later: info
-    later = run(11)
-    assert high_reasons(later) == {"id-000": set()}
-    assert any(c["field"] == "filevault.filevault_enabled" and c["severity"] == "info" for c in later[0]["changes"])
+    assert fact_changes(run(10)) == {"id-000": [PRISM_OFF]}
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False  # ...the details catch up later: not again
+    assert run(11) == []
     fleet.details["id-001"]["filevault"]["filevault_enabled"] = False  # details first (Prism not yet)...
     del fleet.posture["filevault"]["id-001"]  # ...while Prism has no row for it
-    assert high_reasons(run(12)) == {"id-001": {"FileVault turned off"}}
+    assert fact_changes(run(12)) == {"id-001": [("filevault.filevault_enabled", True, False, "high"),
+                                                ("posture.filevault.status", True, None, "info")]}
     set_posture(fleet, "id-001", filevault=False)  # Prism reports it again, off: nothing new
-    assert all(not reasons for reasons in high_reasons(run(13)).values())
+    later = run(13)
+    assert high_reasons(later) == {"id-001": set()} and fact_changes(later) == {}
+
+
+def test_filevault_seen_off_by_both_sources_in_one_run_is_one_high_change_on_prism():
+    fleet, run = filevault_runs(1)
+    run(9)
+    set_posture(fleet, "id-000", filevault=False)
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False
+    assert fact_changes(run(10)) == {"id-000": [("filevault.filevault_enabled", True, False, "info"), PRISM_OFF]}
+
+
+def test_filevault_back_on_in_the_details_while_prism_still_says_off_is_a_new_change():
+    fleet, run = filevault_runs(1)
+    run(9)
+    set_posture(fleet, "id-000", filevault=False)
+    assert fact_changes(run(10)) == {"id-000": [PRISM_OFF]}
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False
+    assert run(11) == []  # the details catch up
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = True  # back on, Prism not yet
+    assert fact_changes(run(12)) == {"id-000": [("filevault.filevault_enabled", False, True, "info")]}
+    set_posture(fleet, "id-000", filevault=True)  # Prism agrees: its own change, reported
+    assert fact_changes(run(13)) == {"id-000": [("posture.filevault.status", False, True, "info")]}
+    set_posture(fleet, "id-000", filevault=False)  # and off again: a new transition, high again
+    assert fact_changes(run(14)) == {"id-000": [PRISM_OFF]}
 
 
 # --- through the handlers: budget, freshness, permissions ------------------------------------
@@ -277,14 +320,24 @@ def latest_manifest() -> dict:
     return max(manifests(), key=lambda m: m["snapshot_id"])
 
 
-def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_every_run(
-        deployment, lambda_context, monkeypatch):  # noqa: F811 (fixture)
+def first_run_short_of_budget(seed: int, deployment, lambda_context, monkeypatch) -> tuple[Fleet, KandjiSimulator]:
+    """400 devices collected and diffed once on a budget of 200: the details cover part of the fleet."""
     monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "200")
-    fleet = Fleet.generate(400, seed=31)
+    fleet = Fleet.generate(400, seed=seed)
     sim = start(fleet, monkeypatch)
     try:
         collect_and_diff(lambda_context)
-        deployment("all")
+    except BaseException:
+        sim.stop()
+        raise
+    deployment("all")
+    return fleet, sim
+
+
+def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_every_run(
+        deployment, lambda_context, monkeypatch):  # noqa: F811 (fixture)
+    fleet, sim = first_run_short_of_budget(31, deployment, lambda_context, monkeypatch)
+    try:
         first = latest_manifest()
         assert first["pending_devices"] > 0  # rolling refresh: details could not cover the fleet
         fetched = {row["device_id"] for row in snapshot_rows(first, "device_details") if row["fetched_at"]}
@@ -320,6 +373,42 @@ def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_ever
         **{d: {"firewall turned off"} for d in firewall_off}, **{d: {"FileVault turned off"} for d in filevault_off}}
     assert not any(change.get("severity") == "high" for event in third for change in event.get("changes", []))
     assert {event["device_id"] for event in third if event["change_type"] == "device_changed"} >= set(filevault_off)
+
+
+def filevault_changes(events: list[dict], device_id: str) -> list[dict]:
+    return [change for event in events if event.get("device_id") == device_id
+            for change in event.get("changes", []) if change["field"] in FILEVAULT_FIELDS]
+
+
+def test_a_filevault_flip_prism_published_is_not_published_again_when_the_details_catch_up(
+        deployment, lambda_context, monkeypatch):  # noqa: F811 (fixture)
+    """Prism reports the flip every run, the details only when the rolling refresh re-reads them."""
+    fleet, sim = first_run_short_of_budget(33, deployment, lambda_context, monkeypatch)
+    try:
+        fetched = {row["device_id"] for row in snapshot_rows(latest_manifest(), "device_details") if row["fetched_at"]}
+        # Macs whose details the next run carries (new devices go first) with FileVault on.
+        flip, back = [d for d in fleet.device_ids() if d in fetched and fleet.platform(d) == "Mac"
+                      and fleet.details(d)["filevault"]["filevault_enabled"] is True][:2]
+        for device_id in (flip, back):
+            fleet.set_filevault(device_id, False)
+        collect_and_diff(lambda_context)  # run 2: Prism sees it, the details are carried
+        second = deployment("all")
+        monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "8000")
+        collect_and_diff(lambda_context)  # run 3: the details are read again and say off too
+        third = deployment("all")
+        sim.prism.set(back, "filevault", status=False)  # Prism still says off...
+        fleet.set_filevault(back, True)  # ...when the details see it back on: a new change
+        collect_and_diff(lambda_context)  # run 4
+        fourth = deployment("all")
+    finally:
+        sim.stop()
+    for device_id in (flip, back):
+        assert [(c["field"], c["before"], c["after"], c["severity"]) for c in filevault_changes(second, device_id)] \
+            == [("posture.filevault.status", True, False, "high")]
+        assert filevault_changes(third, device_id) == []  # the same flip, already published
+    assert [(c["field"], c["before"], c["after"]) for c in filevault_changes(fourth, back)] == [
+        ("filevault.filevault_enabled", False, True)]
+    assert filevault_changes(fourth, flip) == []
 
 
 def test_a_token_without_prism_permissions_still_gets_complete_snapshots(deployment, lambda_context,

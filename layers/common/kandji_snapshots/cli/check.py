@@ -230,7 +230,8 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
     else:
         console.out(f"{'devices':<12}unknown ({count_note})")
     console.out(f"{'rate limit':<12}{rate.describe()}")
-    for line in cost_lines(count, app_rows, rate.limit_hour, rate.remaining_hour, args.max_requests_per_second):
+    for line in cost_lines(count, app_rows, rate.limit_hour, rate.remaining_hour, args.max_requests_per_second,
+                           posture):
         console.out(line)
     console.out(f"{'this check':<12}{_requests(rate.responses)}")
 

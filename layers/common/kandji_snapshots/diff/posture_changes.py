@@ -8,8 +8,10 @@ details (`filevault.filevault_enabled`, refreshed every few runs). Either one se
 must raise "FileVault turned off" exactly once, in the run that first sees it. So the device's
 FileVault state in a snapshot is one fact, Prism's when that snapshot read it for the device,
 else the details'; the high-severity change is raised only when that fact goes from on to off,
-on the posture change when there is one, else on the details change. A details refresh that
-later confirms what Prism already said is an `info` change.
+on the posture change when there is one, else on the details change. A source that later
+catches up with what the other one already reported (the details refreshed a few runs after
+Prism saw the flip, or Prism reporting a device the details had already seen) is not reported
+again; a source that moves to a value the fact does not hold is.
 """
 
 from __future__ import annotations
@@ -75,19 +77,33 @@ class PostureComparison:
 
 
 def reconcile_filevault(changes: list[dict[str, Any]], was: bool | None, now: bool | None) -> list[dict[str, Any]]:
-    """One "FileVault turned off" per device and transition, whichever source saw it."""
+    """One change per device and FileVault transition, whichever source saw it first.
+
+    The change that moves the fact (`was` -> `now`) reports it: Prism's when it has one, else the
+    details'; the other source's change in the same event stays, as info. In a run where the fact
+    does not move, a change of either source to the value the fact holds only catches up with what
+    the other source reported when it moved, and is left out. A change to a value the fact does not
+    hold (the details back on while Prism still says off) is news and stays, as info. "FileVault
+    turned off" is the one high.
+    """
+    moved = was != now
+    reporting = None
+    if moved:
+        reporting = next((change for field in (_POSTURE_FILEVAULT, _DETAILS_FILEVAULT) for change in changes
+                          if change["field"] == field and change["after"] is now), None)
     out = []
     for change in changes:
-        if change["field"] in FILEVAULT_FIELDS and change.get("severity") == HIGH:
-            change = {key: value for key, value in change.items() if key != "reason"}
-            change["severity"] = INFO
+        if change["field"] in FILEVAULT_FIELDS:
+            if not moved and now is not None and change["after"] is now:
+                continue  # catches up with the fact: reported in the run it moved
+            copy = {key: value for key, value in change.items() if key != "reason"}  # info, unless it is the one
+            copy["severity"] = INFO
+            reporting, change = (copy if change is reporting else reporting), copy
         out.append(change)
     if not turned_off(was, now):
         return out
-    off = {change["field"]: change for change in out if change["field"] in FILEVAULT_FIELDS and change["after"] is False}
-    target = off.get(_POSTURE_FILEVAULT) or off.get(_DETAILS_FILEVAULT)
-    if target is None:  # the source that says "off" did not change here (e.g. Prism unread before)
-        target = {"field": _POSTURE_FILEVAULT, "before": was, "after": now}
-        out.append(target)
-    target["severity"], target["reason"] = HIGH, FILEVAULT_OFF
+    if reporting is None:  # the source that says "off" did not change here (e.g. Prism unread before)
+        reporting = {"field": _POSTURE_FILEVAULT, "before": was, "after": now}
+        out.append(reporting)
+    reporting["severity"], reporting["reason"] = HIGH, FILEVAULT_OFF
     return out

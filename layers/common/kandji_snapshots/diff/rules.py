@@ -242,7 +242,8 @@ def _same_text(list_value: Any, details_value: Any) -> bool:
 # details only when refreshed (rolling refresh carries them), so one OS update would be reported
 # twice: from the list, and again when the details are re-read. A details change that only brings
 # the details in line with the list's current value is already reported (or being reported) by the
-# list, and is left out.
+# list, and is left out. FileVault is not here: Prism and the details are one fact whose transition
+# either source may report (diff/posture_changes.py), so a catch-up is judged against that fact.
 DETAILS_MIRRORS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "general.os_version": ("os_version", _same_version),
     "general.system_version": ("os_version", _same_version),  # "14.6 (23G80)"

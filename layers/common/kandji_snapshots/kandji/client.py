@@ -455,6 +455,13 @@ def device_list_requests(devices: int) -> int:
     return (devices - PAGE_LIMIT) // (PAGE_LIMIT - 1) + 2
 
 
+def prism_table_requests(rows: int, page_rows: int = PAGE_LIMIT) -> int:
+    """How many requests `KandjiClient._prism_rows` sends for a Prism table of `rows` rows (no retries) when
+    Prism serves `page_rows` rows a page: it asks for PAGE_LIMIT and reads until `total`, so an empty table
+    is one request. Real pages can be shorter than PAGE_LIMIT, which only Prism knows."""
+    return max(1, -(-max(0, rows) // max(1, min(page_rows, PAGE_LIMIT))))
+
+
 def int_header(headers: Any, name: str) -> int | None:
     """A numeric header, or None when it is absent or not a number."""
     value = headers.get(name)
