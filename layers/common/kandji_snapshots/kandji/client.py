@@ -312,14 +312,14 @@ class KandjiClient:
                                 extra={"endpoint": endpoint, "offset": offset, "rows_read": read,
                                        "pages_further_back": attempt, "overlap_found_at": newest})
                 return body, data, data[newest + 1:], offset, total, stepped_back
-            if offset == 0:
+            if offset == 0 or attempt == PRISM_RESYNC_PAGES:
                 break
             shrunk = (total_before - total) if total_before is not None and total is not None else 0
             back = max(overlap + shrunk, back + max(1, len(data) // 2))
             stepped_back = True
         raise KandjiApiError(
             f"{where} changed too much while it was read: after {read} rows, none of the rows read last was "
-            f"found again, even {back} rows back (more rows removed between two pages than could be "
+            f"found again, even {position - offset} rows back (more rows removed between two pages than could be "
             "matched, or Prism's order is not stable), so rows could have been skipped. Nothing of this read "
             "is kept; the next run reads it again.", endpoint=endpoint)
 
