@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from kandji_snapshots.cli.rate_limit import DOCUMENTED_HOURLY_LIMIT
-from kandji_snapshots.kandji.client import PAGE_LIMIT, device_list_requests
+from kandji_snapshots.kandji.client import PAGE_LIMIT, PRISM_OVERLAP, device_list_requests, prism_table_requests
 from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_REQUEST_BUDGET
 
@@ -39,7 +39,8 @@ def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None
         lines.append(f"{'':<12}right now only {remaining_hour:,} are left this hour: a run now would refresh "
                      f"about {affordable:,} devices and carry the others forward")
     if app_rows is not None:
-        prism = devices + pages + max(1, math.ceil(app_rows / PAGE_LIMIT))
+        prism = devices + pages + prism_table_requests(app_rows)
         lines.append(f"{'':<12}{prism:,} requests with --apps-source prism (KANDJI_APPS_SOURCE=prism): details "
-                     f"per device, {app_rows:,} app rows fleet-wide in pages of {PAGE_LIMIT}")
+                     f"per device, {app_rows:,} app rows fleet-wide in pages of {PAGE_LIMIT} overlapping by "
+                     f"{PRISM_OVERLAP}")
     return lines
