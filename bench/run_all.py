@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["cold_start.py", "collector_pace.py", "collector_budget.py", "posture_freshness.py", "differ_stream.py"]
+BENCHMARKS = ["cold_start.py", "collector_pace.py", "collector_budget.py", "posture_freshness.py", "differ_stream.py",
+              "prism_paging.py"]
 
 if __name__ == "__main__":
     for name in BENCHMARKS:

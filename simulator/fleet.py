@@ -724,13 +724,21 @@ class Fleet:
         dev.item = {**dev.item, **changes}
         self._version += 1
 
-    def enroll(self, platform: str = "Mac", at: datetime | None = None) -> str:
-        """Enrol a new (modern, assigned-or-not) device; returns its device_id."""
+    def enroll(self, platform: str = "Mac", at: datetime | None = None, position: int | None = None) -> str:
+        """Enrol a new (modern, assigned-or-not) device; returns its device_id.
+
+        It comes last in the API's default order (and Prism's), unless `position` puts it earlier:
+        Prism's order is not documented, so a new device's rows may land before rows a client already read.
+        """
         if platform not in PLATFORMS:
             raise ValueError(f"unknown platform {platform!r}")
         with self._lock:
             dev = self._make_device(platform, enrolled_at=at or self.clock())
             self._add(dev)
+            if position is not None:
+                ordered = list(self._devices.items())
+                ordered.insert(position, ordered.pop())
+                self._devices = dict(ordered)
             return dev.device_id
 
     def remove(self, device_id: str) -> dict:

@@ -14,7 +14,8 @@ Request pipeline (first match wins), mirroring a gateway in front of the API:
 Quirks of the real API it keeps: Prism pages (apps and posture categories alike) shorter than
 asked with a null cursor while `total` is larger (`prism_page_rows`, `prism_cursors`), and the response headers of each era
 of recorded responses (`headers_era`: 2022 none of the rate-limit headers, 2023 Kong's `via`,
-2024 the rate-limit set).
+2024 the rate-limit set). Its Prism tables are live: `faults.change_during_prism_read` changes the
+fleet between two page requests, so rows move under a client paging by offset.
 
 Rate limits use fixed windows, like Kong's rate-limiting plugin: the per-second window is
 the current wall-clock second; the hourly window starts when the simulator is created and
@@ -204,6 +205,16 @@ class Faults:
         permanent unless `times` is given."""
         self._add("prism_repeat", path_regex, times)
 
+    def change_during_prism_read(self, change: Callable[[], Any], *, before_page: int = 2,
+                                 path_regex: str | None = None) -> None:
+        """Run `change` once, just before the `before_page`-th Prism page request (counted from now,
+        among those `path_regex` matches) is answered: a live tenant's table shifting under a client
+        that pages it, e.g. `lambda: fleet.remove(device_id)` (every row of that device goes) or
+        `fleet.install_app(...)` on a device whose rows were already read (one row more before the offset)."""
+        if before_page < 1:
+            raise ValueError("before_page must be >= 1")
+        self._add("prism_change", path_regex, 1, change=change, countdown=[before_page])
+
     def repeat_page(self, times: int | None = 1) -> None:
         """The next /devices request with offset > 0 gets the previous page (offset - limit)."""
         self._add("repeat_page", None, times)
@@ -241,6 +252,20 @@ class Faults:
                     if fault.times == 0:
                         self._faults.remove(fault)
                 return fault
+        return None
+
+    def _due_prism_change(self, path: str, target: str) -> Callable[[], Any] | None:
+        """The change to make before this Prism page is answered, if one is due (counted per matching request)."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.kind != "prism_change":
+                    continue
+                if fault.pattern is not None and not (fault.pattern.search(path) or fault.pattern.search(target)):
+                    continue
+                fault.params["countdown"][0] -= 1
+                if fault.params["countdown"][0] == 0:
+                    self._faults.remove(fault)
+                    return fault.params["change"]
         return None
 
     def _token_revoked(self) -> bool:
@@ -762,10 +787,15 @@ class KandjiSimulator:
 
     def _ep_prism_category(self, params: dict[str, str], path: str, target: str, category: str) -> Response:
         try:
-            rows = self.prism.rows(category)
+            self.prism.rows(category)
         except prism_categories.InvalidCategory:
             raise _BadRequest({"detail": f"Invalid category: {category}"}) from None
-        return self._prism_page(params, path, target, lambda offset, limit: (rows[offset:offset + limit], len(rows)))
+
+        def rows_at(offset: int, limit: int) -> tuple[list[dict], int]:
+            rows = self.prism.rows(category)  # read after a due change is made (cached until the fleet changes)
+            return rows[offset:offset + limit], len(rows)
+
+        return self._prism_page(params, path, target, rows_at)
 
     def _prism_page(self, params: dict[str, str], path: str, target: str,
                     rows_at: Callable[[int, int], tuple[list[dict], int]]) -> Response:
@@ -774,6 +804,9 @@ class KandjiSimulator:
         null, even mid-table), and the offset echoed only when one was asked for."""
         limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT, self.prism_page_rows)
         offset = decode_cursor(params["cursor"]) if params.get("cursor") else self._int_param(params, "offset", 0, 0)
+        change = self.faults._due_prism_change(path, target)
+        if change is not None:
+            change()  # the table shifts between two page requests, as a live tenant's does
         if self.faults._take("prism_repeat", path, target) is not None:
             offset = 0
         rows, total = rows_at(offset, limit)

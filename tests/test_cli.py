@@ -118,7 +118,7 @@ def test_check_prices_posture_by_the_rows_each_category_has_and_the_categories_t
     # device_information: 700 rows in pages of 300 = 3; the five others are refused, one request each.
     assert "full run    1,411 requests (2 x 700 devices for details and apps + 3 list pages + 8 for 6 Prism " \
            "posture categories)" in out
-    assert "posture counted at Prism's full pages of 300 rows" in out and "at 25 rows a page it costs 33" in out
+    assert "posture counted at Prism's full pages of 300 rows" in out and "at 25 rows a page it costs 36" in out
 
 
 def test_check_with_prism_as_apps_source_needs_prism_not_device_apps(simulator, capsys, monkeypatch):
@@ -240,7 +240,7 @@ def test_the_full_run_cost_is_compared_with_the_budget():
     lines = "\n".join(cli.cost_lines(5_000, None, 10_000, 9_000, 45))
     assert "10,119 requests (2 x 5,000 devices for details and apps + 17 list pages + 102 for 6 Prism posture " \
            "categories)" in lines
-    assert "at 25 rows a page it costs 1,200" in lines
+    assert "at 25 rows a page it costs 1,308" in lines
     assert "more than one run may spend (8,000" in lines and "after the list and posture (119)" in lines
     assert "about every 2 runs" in lines
 
@@ -255,7 +255,7 @@ def test_posture_decides_whether_a_fleet_fits_in_one_run_and_what_a_run_can_refr
     # 3,000 left, 1,000 kept in reserve, 98 for the list and posture: (3,000 - 1,000 - 98) // 2 devices
     assert "right now only 3,000 are left this hour: a run now would refresh about 951 devices" in lines[3]
     # details per device + the list and posture + 400 pages of 300 app rows
-    assert lines[4].strip().startswith("4,468 requests with --apps-source prism")
+    assert lines[4].strip().startswith("4,471 requests with --apps-source prism")
     assert "fits in one run" in cli.cost_lines(3_900, None, 10_000, None, 45)[2]  # 7,800 + 14 + 78 = 7,892
 
 

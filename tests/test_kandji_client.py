@@ -88,10 +88,11 @@ def test_a_prism_cursor_handed_out_twice_stops_the_paging_even_when_the_rows_dif
 
 def test_prism_apps_running_out_of_rows_before_the_total_fail_the_read(sim, client):
     total = sim.fleet.prism_app_total()
-    sim.faults.fail(r"/prism/apps\?.*offset=300", status=200,  # once: the page asked for again would be whole
-                    body={"offset": 300, "limit": 300, "total": total, "data": [], "cursor": None})
-    assert total > 300
-    with pytest.raises(KandjiApiError, match=f"GET /api/v1/prism/apps ran out of rows after 300 of the {total} "):
+    # Pages of 100 that overlap by 2: offsets 0, 98, 196, 294 (after 296 rows read).
+    sim.faults.fail(r"/prism/apps\?.*offset=294$", status=200,  # once: the page asked for again would be whole
+                    body={"offset": 294, "limit": 300, "total": total, "data": [], "cursor": None})
+    assert total > 400
+    with pytest.raises(KandjiApiError, match=f"GET /api/v1/prism/apps ran out of rows after 296 of the {total} "):
         list(client.prism_apps())
 
 

@@ -89,5 +89,6 @@ def test_a_category_the_token_may_not_read_costs_its_one_refused_request():
              "application_firewall": CategoryProbe("unknown"), "gatekeeper_and_xprotect": CategoryProbe("present")}
     # 3 + 1 (an empty table is one page) + 1 + 1 + 3 and 3 (no count: one row per device)
     assert posture_requests(650, probe) == 12
-    assert posture_requests(650, probe, 25) == 26 + 1 + 1 + 1 + 26 + 26
+    # At 25 rows a page overlapping by two: 1 + ceil((650 - 25) / 23) = 29 for 650 rows.
+    assert posture_requests(650, probe, 25) == 29 + 1 + 1 + 1 + 29 + 29
     assert posture_requests(650, None) == 18  # not probed: all six, one row per device

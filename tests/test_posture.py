@@ -7,7 +7,6 @@ simulator over HTTP and, for the handler tests, the collector and differ handler
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
@@ -18,7 +17,7 @@ from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.diff.rules import FILEVAULT_FIELDS
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
-from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy
+from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy, prism_table_requests
 from kandji_snapshots.kandji.config import parse_secret
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
@@ -47,7 +46,7 @@ def test_a_category_is_read_whole_through_short_pages_and_null_cursors():
         rows = list(client_for(sim).iter_prism_category("application_firewall"))
         expected = [row["device_id"] for row in sim.prism.rows("application_firewall")]
         assert [row["device_id"] for row in rows] == expected and len(expected) > 7
-        assert len(category_requests(sim, "application_firewall")) == math.ceil(len(expected) / 7)
+        assert len(category_requests(sim, "application_firewall")) == prism_table_requests(len(expected), 7)
 
 
 def test_cursors_are_followed_when_prism_gives_them():
@@ -72,11 +71,12 @@ def test_a_category_that_runs_out_of_rows_before_its_total_is_dropped_whole():
     fleet = Fleet.generate(40, seed=7)
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=5) as sim:
         total = len(sim.prism.rows("device_information"))
-        empty = {"offset": 10, "limit": 5, "total": total, "data": [], "cursor": None}  # once: the next one is whole
-        sim.faults.fail(r"/device_information\?.*offset=10", status=200, body=empty)
-        with pytest.raises(KandjiApiError, match=f"ran out of rows after 10 of the {total} it announced"):
+        # Pages of 5 overlapping by 2: offsets 0, 3, 6 (after 8 rows read).
+        empty = {"offset": 6, "limit": 5, "total": total, "data": [], "cursor": None}  # once: the next one is whole
+        sim.faults.fail(r"/device_information\?.*offset=6$", status=200, body=empty)
+        with pytest.raises(KandjiApiError, match=f"ran out of rows after 8 of the {total} it announced"):
             list(client_for(sim).iter_prism_category("device_information"))
-        sim.faults.fail(r"/device_information\?.*offset=10", status=200, body=empty)
+        sim.faults.fail(r"/device_information\?.*offset=6$", status=200, body=empty)
         index = PostureReader(client_for(sim), categories=("device_information", "filevault")).read(
             fleet.device_ids(), "2026-11-23T10:00:00Z")
         assert index.categories["device_information"].status == FAILED  # not 10 devices' posture as unknown

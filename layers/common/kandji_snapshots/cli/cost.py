@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from kandji_snapshots.cli.posture_check import CategoryProbe
 from kandji_snapshots.cli.rate_limit import DOCUMENTED_HOURLY_LIMIT
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
-from kandji_snapshots.kandji.client import PAGE_LIMIT, device_list_requests, prism_table_requests
+from kandji_snapshots.kandji.client import PAGE_LIMIT, PRISM_OVERLAP, device_list_requests, prism_table_requests
 from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_REQUEST_BUDGET
 
@@ -81,5 +81,6 @@ def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None
     if app_rows is not None:
         prism = devices + first + prism_table_requests(app_rows)
         lines.append(f"{'':<12}{prism:,} requests with --apps-source prism (KANDJI_APPS_SOURCE=prism): details "
-                     f"per device, {app_rows:,} app rows fleet-wide in pages of {PAGE_LIMIT}")
+                     f"per device, {app_rows:,} app rows fleet-wide in pages of {PAGE_LIMIT} overlapping by "
+                     f"{PRISM_OVERLAP}")
     return lines

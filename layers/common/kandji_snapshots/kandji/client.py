@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -33,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 300  # the API's maximum and default page size
 MAX_PAGES = 2_000  # 600,000 devices: past that, paging is looping, not progressing
+PRISM_OVERLAP = 2  # rows each Prism page by offset repeats from the one before, to see the table shift
+PRISM_RECENT_ROWS = 4 * PAGE_LIMIT  # rows read last that a later page is matched against
+PRISM_RESYNC_PAGES = 3  # pages asked further back for the rows read last before the read fails
 
 # What each endpoint needs on the token, in the words of Kandji's API token settings.
 PERMISSIONS = {
@@ -225,43 +230,46 @@ class KandjiClient:
         The envelope is `{"offset", "limit", "total", "data", "cursor"}`. Real pages can be shorter
         than `limit` and carry a null cursor while `total` is larger, so neither a short page nor a
         null cursor means "done": the next page is asked for by cursor when one is given, else by
-        offset (the rows read so far). Only an envelope without `total` ends at an empty page or a
-        null cursor. A read that runs out of rows before `total` raises: every caller would take
-        the rows it did not get for removed apps or unknown posture. So does a server that serves a
-        page or a cursor a second time (it is looping, not paging).
+        offset (`_prism_offset_page`: pages overlap, so a table that shifts under the offset
+        neither skips nor repeats a row). Only an envelope without `total` ends at an empty page
+        or a null cursor. A read that runs out of rows before `total` raises: every caller would
+        take the rows it did not get for removed apps or unknown posture. So does a server that
+        serves a page or a cursor a second time (it is looping, not paging).
         """
         where = f"GET /api/v1/{path}"
         cursor: str | None = None
-        read = 0
+        read = 0  # rows yielded
+        position = 0  # the table's offset of the first row not read yet, as of the latest page
+        largest_page = 0
+        recent = _RecentRows()
+        total: int | None = None
         pages_seen: set[bytes] = set()
         cursors_seen: set[str] = set()
         for _ in range(MAX_PAGES * 100):
-            params: dict[str, Any] = {"limit": PAGE_LIMIT}
             if cursor:
-                params["cursor"] = cursor
+                body = self._get(endpoint, path, {"limit": PAGE_LIMIT, "cursor": cursor}, expect=dict)
+                data, total = _prism_envelope(body, where, endpoint)
+                new, position, stepped_back = data, position + len(data), False
             else:
-                params["offset"] = read
-            body = self._get(endpoint, path, params, expect=dict)
-            data = body.get("data")
-            if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-                raise MalformedResponse(f"{where} returned no 'data' list of objects.", endpoint=endpoint)
-            total = body.get("total")
-            if not isinstance(total, int) or isinstance(total, bool):
-                total = None
-            if data:
+                body, data, new, offset, total, stepped_back = self._prism_offset_page(
+                    endpoint, path, where, position, min(PRISM_OVERLAP, largest_page // 2), recent, total, read)
+                position = offset + len(data)
+            if data and not stepped_back:  # a page asked further back may rightly equal one served before
                 page = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).digest()
                 if page in pages_seen:
                     raise KandjiApiError(
                         f"{where} served a page it had served before (after {read} rows): Prism's paging is "
                         "not advancing. The next run reads it again.", endpoint=endpoint)
                 pages_seen.add(page)
-            yield from data
-            read += len(data)
+            largest_page = max(largest_page, len(data))
+            recent.add(new)
+            yield from new
+            read += len(new)
             next_cursor = body.get("cursor") or None
             if total is None:
                 if not data or not next_cursor:
                     return
-            elif read >= total:
+            elif position >= total:  # where the table ends now: rows removed meanwhile are not waited for
                 return
             elif not data:
                 raise KandjiApiError(
@@ -274,6 +282,46 @@ class KandjiClient:
                 cursors_seen.add(next_cursor)
             cursor = next_cursor
         raise KandjiApiError(f"{where}: paging did not end.", endpoint=endpoint)
+
+    def _prism_offset_page(self, endpoint: str, path: str, where: str, position: int, overlap: int,
+                           recent: _RecentRows, total_before: int | None, read: int
+                           ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int, int | None, bool]:
+        """The next page by offset, starting `overlap` rows early: (body, rows, new rows, offset, total, stepped back).
+
+        Prism tables are live: a row removed before the offset moves every later row one place
+        down (the next page would start one row late and skip one), a row inserted there moves
+        them up (one row would be read twice). The rows a page repeats from the previous one show
+        where the table is now: the new rows are those after the newest row already read. When the
+        page holds no row already read (more rows removed than the overlap), pages further back are
+        asked for (first by as many rows as `total` shrank); when none holds one either, the read fails
+        rather than go on with rows missing.
+        """
+        back, stepped_back = overlap, False
+        for attempt in range(PRISM_RESYNC_PAGES + 1):
+            offset = max(0, position - back)
+            body = self._get(endpoint, path, {"limit": PAGE_LIMIT, "offset": offset}, expect=dict)
+            data, total = _prism_envelope(body, where, endpoint)
+            if not recent or not overlap:  # the first page, or pages of one row (nothing to overlap)
+                return body, data, data, offset, total, stepped_back
+            if not data and (total is None or offset < total):
+                return body, data, [], offset, total, stepped_back  # the end, or a page missing: the caller tells
+            newest = recent.newest_in(data)
+            if newest is not None:
+                if stepped_back or newest != overlap - 1:
+                    logger.info("Prism table shifted while it was read: resynchronised on the rows already read",
+                                extra={"endpoint": endpoint, "offset": offset, "rows_read": read,
+                                       "pages_further_back": attempt, "overlap_found_at": newest})
+                return body, data, data[newest + 1:], offset, total, stepped_back
+            if offset == 0 or attempt == PRISM_RESYNC_PAGES:
+                break
+            shrunk = (total_before - total) if total_before is not None and total is not None else 0
+            back = max(overlap + shrunk, back + max(1, len(data) // 2))
+            stepped_back = True
+        raise KandjiApiError(
+            f"{where} changed too much while it was read: after {read} rows, none of the rows read last was "
+            f"found again, even {position - offset} rows back (more rows removed between two pages than could be "
+            "matched, or Prism's order is not stable), so rows could have been skipped. Nothing of this read "
+            "is kept; the next run reads it again.", endpoint=endpoint)
 
     # -- transport ---------------------------------------------------------
 
@@ -455,11 +503,71 @@ def device_list_requests(devices: int) -> int:
     return (devices - PAGE_LIMIT) // (PAGE_LIMIT - 1) + 2
 
 
+def prism_row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a Prism row is about, to recognise it on the next page.
+
+    A posture category has one row per device, so `device_id` alone; an apps row is one app of a
+    device (several per device), told apart by the app's name, bundle id and path. Never the
+    columns Prism rewrites in place while a table is read (versions, posture values, the
+    `*_at` times, the device's name or user): a row must still be known after a device checks in.
+    """
+    return (row.get("device_id"), row.get("name"), row.get("bundle_id"), row.get("path"))
+
+
+class _RecentRows:
+    """The keys of the rows read last (with how often each was read), to find them on a later page."""
+
+    def __init__(self, size: int = PRISM_RECENT_ROWS):
+        self._keys: deque[tuple[Any, ...]] = deque()
+        self._counts: Counter[tuple[Any, ...]] = Counter()
+        self._size = size
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            key = prism_row_key(row)
+            self._keys.append(key)
+            self._counts[key] += 1
+            if len(self._keys) > self._size:
+                self._counts[self._keys.popleft()] -= 1
+
+    def newest_in(self, page: list[dict[str, Any]]) -> int | None:
+        """The index of the newest row of `page` already read, or None when the page has none.
+
+        Each read row matches one row of the page at most, so of two rows alike (the same app
+        twice on a device) the unread one is not taken for the one already read.
+        """
+        matched: Counter[tuple[Any, ...]] = Counter()
+        newest = None
+        for index, row in enumerate(page):
+            key = prism_row_key(row)
+            if matched[key] < self._counts[key]:
+                matched[key] += 1
+                newest = index
+        return newest
+
+
+def _prism_envelope(body: dict[str, Any], where: str, endpoint: str) -> tuple[list[dict[str, Any]], int | None]:
+    """A Prism page's rows and `total` (None when it has none)."""
+    data = body.get("data")
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise MalformedResponse(f"{where} returned no 'data' list of objects.", endpoint=endpoint)
+    total = body.get("total")
+    return data, total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
 def prism_table_requests(rows: int, page_rows: int = PAGE_LIMIT) -> int:
-    """How many requests `KandjiClient._prism_rows` sends for a Prism table of `rows` rows (no retries) when
-    Prism serves `page_rows` rows a page: it asks for PAGE_LIMIT and reads until `total`, so an empty table
-    is one request. Real pages can be shorter than PAGE_LIMIT, which only Prism knows."""
-    return max(1, -(-max(0, rows) // max(1, min(page_rows, PAGE_LIMIT))))
+    """How many requests `KandjiClient._prism_rows` sends to read a Prism table of `rows` rows by offset
+    (no shifts, no retries) when Prism serves `page_rows` rows a page: it asks for PAGE_LIMIT (real pages
+    can be shorter, which only Prism knows), pages overlap by PRISM_OVERLAP rows from the second page on,
+    and an empty table is one request."""
+    page_rows = max(1, min(page_rows, PAGE_LIMIT))
+    overlap = min(PRISM_OVERLAP, page_rows // 2)
+    if rows <= page_rows:
+        return 1
+    return 1 + math.ceil((rows - page_rows) / (page_rows - overlap))
 
 
 def int_header(headers: Any, name: str) -> int | None:
