@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -292,7 +293,10 @@ def test_api_outage_stops_before_the_lambda_times_out_and_commits_nothing(pipeli
         run_handler_on(clock, EVENT, lambda_context)
     assert "before the Lambda's time ran out" in str(failure.value)
     assert 0 < clock.elapsed <= 7.0  # it gave up at the deadline, not after it
-    assert sim.stats.by_endpoint["details"] > 20  # it did retry before giving up
+    # It did retry before giving up: a device's details were asked for again (how many devices were
+    # reached before the deadline depends on how the machine schedules the workers).
+    details_paths = Counter(path for _, _, path, _, _ in sim.stats.request_log if path.endswith("/details"))
+    assert max(details_paths.values()) > 1
     assert all_keys(prefix="snapshots/") == []
 
 
