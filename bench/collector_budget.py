@@ -15,6 +15,8 @@ from datetime import datetime, timedelta, timezone
 
 from common import Timer, collector, peak_rss_mb, simulator_process
 
+from kandji_snapshots.cli.cost import posture_requests
+from kandji_snapshots.kandji.client import device_list_requests
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import SystemClock
 
@@ -38,10 +40,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=400.0, help="requests/s (the simulator is not limited)")
     args = parser.parse_args()
-    print(f"collector budget: {args.devices} devices need ~{2 * args.devices + args.devices // 300 + 1} "
-          f"requests per full run; budget {args.budget} per run")
-    print(f"  {'run':<4} {'spent':>7} {'budget':>7} {'refreshed':>10} {'carried':>8} {'pending':>8} "
-          f"{'devices':>8} {'seconds':>8}")
+    full_run = 2 * args.devices + device_list_requests(args.devices) + posture_requests(args.devices, None)
+    print(f"collector budget: {args.devices} devices need ~{full_run} requests per full run (details, apps, "
+          f"list, posture: what `check` estimates); budget {args.budget} per run")
+    print(f"  {'run':<4} {'spent':>7} {'budget':>7} {'list+posture':>13} {'refreshed':>10} {'carried':>8} "
+          f"{'pending':>8} {'devices':>8} {'seconds':>8}")
     start = datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)
     never_over = True
     with simulator_process(args.devices) as url, tempfile.TemporaryDirectory() as folder:
@@ -51,9 +54,12 @@ def main() -> None:
             run = collector(url, store, requests_per_second=args.rate, budget=args.budget, clock=clock)
             with Timer() as timer:
                 doc = run.collector.collect().document
-            spent = run.stats.as_dict()["total"]
+            requests = run.stats.as_dict()
+            spent = requests["total"]
+            first = sum(count for endpoint, count in requests["by_endpoint"].items()
+                        if endpoint == "devices" or endpoint.startswith("prism_"))  # spent before any device
             never_over &= spent <= args.budget
-            print(f"  {run_number:<4} {spent:>7} {args.budget:>7} {doc['refreshed_devices']:>10} "
+            print(f"  {run_number:<4} {spent:>7} {args.budget:>7} {first:>13} {doc['refreshed_devices']:>10} "
                   f"{doc['carried_devices']:>8} {doc['pending_devices']:>8} {doc['device_count']:>8} "
                   f"{timer.seconds:>8.1f}")
     print(f"  never over budget    {'yes' if never_over else 'NO'}")
