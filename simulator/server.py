@@ -141,7 +141,7 @@ class Faults:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: _due_prism_change reads the count its _take left
         self._faults: list[_Fault] = []
         self._revoke_after: int | None = None
         self._unenrolled: set[str] = set()
@@ -213,7 +213,7 @@ class Faults:
         `fleet.install_app(...)` on a device whose rows were already read (one row more before the offset)."""
         if before_page < 1:
             raise ValueError("before_page must be >= 1")
-        self._add("prism_change", path_regex, 1, change=change, countdown=[before_page])
+        self._add("prism_change", path_regex, before_page, change=change)  # made when its count runs out
 
     def repeat_page(self, times: int | None = 1) -> None:
         """The next /devices request with offset > 0 gets the previous page (offset - limit)."""
@@ -257,16 +257,8 @@ class Faults:
     def _due_prism_change(self, path: str, target: str) -> Callable[[], Any] | None:
         """The change to make before this Prism page is answered, if one is due (counted per matching request)."""
         with self._lock:
-            for fault in self._faults:
-                if fault.kind != "prism_change":
-                    continue
-                if fault.pattern is not None and not (fault.pattern.search(path) or fault.pattern.search(target)):
-                    continue
-                fault.params["countdown"][0] -= 1
-                if fault.params["countdown"][0] == 0:
-                    self._faults.remove(fault)
-                    return fault.params["change"]
-        return None
+            fault = self._take("prism_change", path, target)
+            return fault.params["change"] if fault is not None and fault.times == 0 else None
 
     def _token_revoked(self) -> bool:
         with self._lock:
