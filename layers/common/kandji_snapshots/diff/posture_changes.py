@@ -98,7 +98,9 @@ def reconcile_filevault(changes: list[dict[str, Any]], was: bool | None, now: bo
                 continue  # catches up with the fact: reported in the run it moved
             copy = {key: value for key, value in change.items() if key != "reason"}  # info, unless it is the one
             copy["severity"] = INFO
-            reporting, change = (copy if change is reporting else reporting), copy
+            if change is reporting:
+                reporting = copy  # the copy is what goes out: it is the one made high below
+            change = copy
         out.append(change)
     if not turned_off(was, now):
         return out
