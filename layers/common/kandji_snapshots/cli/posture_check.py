@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES, prism_permission
+from kandji_snapshots.kandji.client import prism_total
 
 
 class CategoryProbe(NamedTuple):
@@ -25,8 +26,8 @@ def probe_posture(get: Callable[..., Any]) -> dict[str, CategoryProbe]:
     for category in POSTURE_CATEGORIES:
         answer = get(f"prism/{category}", {"limit": 1})
         if answer.status == 200:
-            total = answer.body.get("total") if isinstance(answer.body, dict) else None
-            rows = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+            total = prism_total(answer.body)
+            rows = total if total is not None and total >= 0 else None
             results[category] = CategoryProbe("present", "", rows)
         elif answer.status in (401, 403):  # the API uses both for a missing permission
             results[category] = CategoryProbe("missing", f"{answer.status}: runs skip this category")

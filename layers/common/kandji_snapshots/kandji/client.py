@@ -554,8 +554,13 @@ def _prism_envelope(body: dict[str, Any], where: str, endpoint: str) -> tuple[li
     data = body.get("data")
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise MalformedResponse(f"{where} returned no 'data' list of objects.", endpoint=endpoint)
-    total = body.get("total")
-    return data, total if isinstance(total, int) and not isinstance(total, bool) else None
+    return data, prism_total(body)
+
+
+def prism_total(body: Any) -> int | None:
+    """The row count a Prism envelope announces (`total`), or None when it has none that is a number."""
+    total = body.get("total") if isinstance(body, dict) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 def prism_table_requests(rows: int, page_rows: int = PAGE_LIMIT) -> int:
