@@ -1,6 +1,6 @@
 """Every device's security posture, every run, from Prism's fleet-wide category tables.
 
-A Prism category costs one request per 300 devices, where per-device details cost one per
+A Prism category costs about one request per 300 devices, where per-device details cost one per
 device, and SIP, secure boot, the firewall and Gatekeeper exist only in Prism. So the
 collector reads these categories right after the device list, before planning details and
 apps with what is left of the budget.
