@@ -582,7 +582,7 @@ class KandjiSimulator:
         length = h.headers.get("Content-Length")
         if length and length.isdigit():  # drain a request body so keep-alive stays in sync
             h.rfile.read(int(length))
-        status = 0
+        response = None
         try:
             if self.latency > 0:
                 time.sleep(self.latency)
@@ -598,10 +598,10 @@ class KandjiSimulator:
             except Exception as exc:  # a simulator bug: answer 500 rather than hang the client
                 traceback.print_exc()
                 response = _json(500, {"detail": f"simulator error: {exc!r}"})
-            status = response.status
-            self._write(h, response, head_only=method == "HEAD")
         finally:
-            self.stats._finished(arrived, method, path, query, status)
+            # Counted before it is written: whoever has the answer in hand finds it in the stats.
+            self.stats._finished(arrived, method, path, query, 0 if response is None else response.status)
+        self._write(h, response, head_only=method == "HEAD")
 
     @staticmethod
     def _route(path: str) -> tuple[str | None, str | None, dict[str, str]]:
