@@ -12,7 +12,8 @@ import pytest
 
 from aws_helpers import read_rows
 from differ_fixtures import FakeFleet
-from kandji_snapshots.collect.posture import FAILED, POSTURE_CATEGORIES, PostureReader, prism_permission
+from kandji_snapshots.collect.posture import FAILED, POSTURE_CATEGORIES, PostureReader
+from kandji_snapshots.kandji.permissions import prism_permission
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.diff.rules import FILEVAULT_FIELDS

@@ -17,10 +17,11 @@ from kandji_snapshots.cli.cost import cost_lines
 from kandji_snapshots.cli.credentials import other_region, resolve_credentials
 from kandji_snapshots.cli.rate_limit import RateHeaders
 from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.kandji.client import (PAGE_LIMIT, PERMISSIONS, KandjiClient, RetryPolicy, int_header,
+from kandji_snapshots.kandji.client import (PAGE_LIMIT, KandjiClient, RetryPolicy, int_header,
                                             rate_limit_wait)
 from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.cli.posture_check import posture_lines, probe_posture
+from kandji_snapshots.kandji.permissions import PERMISSIONS
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 
 PLACEHOLDER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"

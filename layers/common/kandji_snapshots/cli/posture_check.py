@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from kandji_snapshots.collect.posture import POSTURE_CATEGORIES, prism_permission
+from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots.kandji.client import prism_total
+from kandji_snapshots.kandji.permissions import prism_permission
 
 
 class CategoryProbe(NamedTuple):

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from kandji_snapshots.collect.refresh import BudgetExhausted
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
+from kandji_snapshots.kandji.permissions import prism_permission
 from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -40,11 +41,6 @@ _DEVICE_COLUMNS = frozenset({"device_id", "serial_number", "blueprint_id", "blue
 _LIST_DUPLICATES = frozenset({"mdm_enabled", "agent_installed"})
 
 READ, FORBIDDEN, UNAVAILABLE, FAILED, NO_BUDGET = "read", "forbidden", "unavailable", "failed", "no_budget"
-
-
-def prism_permission(category: str) -> str:
-    """The token permission a category needs, in the words of Kandji's API token settings."""
-    return f"GET /prism/{category} (Prism: {category.replace('_', ' ')})"
 
 
 def category_columns(category: str, row: dict[str, Any]) -> dict[str, Any]:

@@ -1,2 +1,3 @@
 """The Kandji (Iru) API adapter: URL and token validation (config), the HTTP client with paging, retries,
-errors that say what to fix and rate-limit headers (client), and the one limiter all workers share (rate_limiter)."""
+errors that say what to fix and rate-limit headers (client), the one limiter all workers share (rate_limiter),
+and what each endpoint needs on the token (permissions)."""

@@ -29,7 +29,7 @@ from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, Devic
                                      KandjiAuthError, MalformedResponse, RateLimitExhausted)
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.collect.refresh import RequestBudget
-from kandji_snapshots.collect.posture import prism_permission
+from kandji_snapshots.kandji.permissions import permission_for
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +38,6 @@ MAX_PAGES = 2_000  # 600,000 devices: past that, paging is looping, not progress
 PRISM_OVERLAP = 2  # rows each Prism page by offset repeats from the one before, to see the table shift
 PRISM_RECENT_ROWS = 4 * PAGE_LIMIT  # rows read last that a later page is matched against
 PRISM_RESYNC_PAGES = 3  # pages asked further back for the rows read last before the read fails
-
-# What each endpoint needs on the token, in the words of Kandji's API token settings.
-PERMISSIONS = {
-    "devices": "GET /devices (Device list)",
-    "details": "GET /devices/{device_id}/details (Device details)",
-    "apps": "GET /devices/{device_id}/apps (Device apps)",
-    "prism": "GET /prism/apps (Prism: apps)",
-}
-
 
 @dataclass
 class RequestStats:
@@ -482,15 +473,6 @@ def only_the_api_host(session: requests.Session, endpoint: ApiEndpoint, adapter:
     session.mount("https://", refuse)
     session.mount("http://", refuse)
     session.mount(endpoint.origin + "/", adapter)
-
-
-def permission_for(endpoint: str) -> str:
-    """The token permission an endpoint needs, in the words of Kandji's API token settings."""
-    if endpoint in PERMISSIONS:
-        return PERMISSIONS[endpoint]
-    if endpoint.startswith("prism_"):  # a posture category: GET /prism/<category>
-        return prism_permission(endpoint.removeprefix("prism_"))
-    return endpoint
 
 
 def device_list_requests(devices: int) -> int:
