@@ -188,7 +188,7 @@ class SnapshotCollector:
             "pending_devices": counts["pending"],
             "request_budget": self._budget.per_run if self._budget else None,
             "tables": tables,
-            "posture": counts.get("posture"),
+            "posture": counts["posture"],
             "requests": self._request_stats(),
         })
 
@@ -252,7 +252,7 @@ class SnapshotCollector:
 
     def _write_tables(self, devices: list[dict[str, Any]], refresh: set[str], previous: Manifest | None,
                       prism: tuple[str, PrismAppsIndex] | None, snapshot_id: str,
-                      writers: dict[str, TableWriter], posture: PostureIndex | None = None) -> dict[str, Any]:
+                      writers: dict[str, TableWriter], posture: PostureIndex) -> dict[str, Any]:
         skipped: list[dict[str, Any]] = []
         counts = {"refreshed": 0, "carried": 0, "pending": 0}
         carried = _CarriedRows(self._store, previous)
@@ -271,9 +271,9 @@ class SnapshotCollector:
                 if not previous_details:
                     continue  # nothing known to carry: the device is absent from this snapshot
             writers["devices"].write(device_row(device, snapshot_id))
-            if posture is not None:  # every listed device, every run
-                writers["device_posture"].write(posture_row(posture.take(device_id), snapshot_id, device_id,
-                                                            posture.fetched_at))
+            # Every listed device, every run.
+            writers["device_posture"].write(posture_row(posture.take(device_id), snapshot_id, device_id,
+                                                        posture.fetched_at))
             if isinstance(outcome, _Fetched):
                 counts["refreshed"] += 1
                 writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
@@ -295,8 +295,7 @@ class SnapshotCollector:
                 for line in previous_apps:
                     writers["device_apps"].write_line(with_snapshot_id(line, snapshot_id), device_id)
         counts["skipped"] = skipped
-        if posture is not None:
-            counts["posture"] = posture.summary()
+        counts["posture"] = posture.summary()
         return counts
 
     @staticmethod

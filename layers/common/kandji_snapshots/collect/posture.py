@@ -76,7 +76,7 @@ class CategoryRead:
 class PostureIndex:
     """The categories read this run, by device; memory: a tuple of values per device and category."""
 
-    def __init__(self, fetched_at: str | None):
+    def __init__(self, fetched_at: str):
         self.fetched_at = fetched_at
         self.categories: dict[str, CategoryRead] = {}
         self._values: dict[str, dict[str, tuple[Any, ...]]] = {}  # category -> device_id -> values
