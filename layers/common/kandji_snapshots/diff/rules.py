@@ -45,6 +45,8 @@ DEFAULT_IGNORED_FIELDS: tuple[str, ...] = (
     "lost_mode.last_location_at",
     "lost_mode.last_location_status_at",
     "lost_mode.sound_status_at",
+    # When a device last reported a Prism category to Kandji: moves on its own, says nothing.
+    "posture.*.last_collected_at",
 )
 EXTRA_PREFIX = "extra."
 
@@ -102,8 +104,28 @@ def build_downgraded(before: Any, after: Any) -> bool:
 
 
 def changed(before: Any, after: Any) -> bool:
-    """Either way, as long as one side is reported (a section appearing is not a change of it)."""
+    """Either way, as long as both sides are reported (a section appearing is not a change of it):
+    activation lock going on is as notable as going off."""
     return before != after and before is not None and after is not None
+
+
+def stopped_reporting(before: Any, after: Any) -> bool:
+    """A version that was reported is gone: XProtect has no on/off column, only its version."""
+    return before not in (None, "") and after in (None, "")
+
+
+# Apple's secure boot levels, strongest first (Apple silicon: full/reduced/permissive; T2: full/medium/off).
+_SECURE_BOOT_RANK = {"full": 3, "medium": 2, "reduced": 2, "permissive": 1, "off": 0, "none": 0, "disabled": 0}
+
+
+def secure_boot_rank(value: Any) -> int | None:
+    words = str(value).strip().lower().split() if value is not None else []
+    return _SECURE_BOOT_RANK.get(words[0]) if words else None
+
+
+def lowered(before: Any, after: Any) -> bool:
+    old, new = secure_boot_rank(before), secure_boot_rank(after)
+    return old is not None and new is not None and new < old
 
 
 @dataclass(frozen=True)
@@ -128,37 +150,7 @@ SEVERITY_RULES: tuple[SeverityRule, ...] = (
     SeverityRule(("activation_lock.user_activation_lock_enabled", "activation_lock.device_activation_lock_enabled",
                   "activation_lock.activation_lock_allowed_while_supervised"), changed, "activation lock changed"),
     SeverityRule(("activation_lock.bypass_code_failed",), turned_on, "activation lock bypass code failed"),
-)
-
-# --- Prism posture (device_posture, reported as posture.<category>.<column>) ---
-
-def changed(before: Any, after: Any) -> bool:
-    """Both known and different: activation lock going on is as notable as going off."""
-    return before is not None and after is not None and before != after
-
-
-def stopped_reporting(before: Any, after: Any) -> bool:
-    """A version that was reported is gone: XProtect has no on/off column, only its version."""
-    return before not in (None, "") and after in (None, "")
-
-
-# Apple's secure boot levels, strongest first (Apple silicon: full/reduced/permissive; T2: full/medium/off).
-_SECURE_BOOT_RANK = {"full": 3, "medium": 2, "reduced": 2, "permissive": 1, "off": 0, "none": 0, "disabled": 0}
-
-
-def secure_boot_rank(value: Any) -> int | None:
-    words = str(value).strip().lower().split() if value is not None else []
-    return _SECURE_BOOT_RANK.get(words[0]) if words else None
-
-
-def lowered(before: Any, after: Any) -> bool:
-    old, new = secure_boot_rank(before), secure_boot_rank(after)
-    return old is not None and new is not None and new < old
-
-
-FILEVAULT_FIELDS = ("filevault.filevault_enabled", "posture.filevault.status")  # one fact: diff/posture_changes.py
-
-POSTURE_SEVERITY_RULES: tuple[SeverityRule, ...] = (
+    # Prism posture (device_posture, reported as posture.<category>.<column>).
     SeverityRule(("posture.filevault.status",), turned_off, "FileVault turned off"),
     SeverityRule(("posture.application_firewall.status",), turned_off, "firewall turned off"),
     SeverityRule(("posture.gatekeeper_and_xprotect.gatekeeper_status",), turned_off, "Gatekeeper disabled"),
@@ -169,11 +161,8 @@ POSTURE_SEVERITY_RULES: tuple[SeverityRule, ...] = (
                   "posture.activation_lock.device_activation_lock_enabled",
                   "posture.activation_lock.user_activation_lock_enabled"), changed, "activation lock changed"),
 )
-SEVERITY_RULES += POSTURE_SEVERITY_RULES
 
-# When a device last reported a category to Kandji: moves on its own, says nothing.
-POSTURE_IGNORED_FIELDS: tuple[str, ...] = ("posture.*.last_collected_at",)
-DEFAULT_IGNORED_FIELDS += POSTURE_IGNORED_FIELDS
+FILEVAULT_FIELDS = ("filevault.filevault_enabled", "posture.filevault.status")  # one fact: diff/posture_changes.py
 
 # Change types that are high whatever their content.
 CHANGE_TYPE_SEVERITY: dict[str, str] = {"device_removed": HIGH}

@@ -175,18 +175,6 @@ DEVICE_APPS: dict[str, Type] = {
     "extra": JSON,
 }
 
-TABLES: dict[str, dict[str, Type]] = {
-    "devices": DEVICES,
-    "device_details": DEVICE_DETAILS,
-    "device_apps": DEVICE_APPS,
-}
-
-
-def hive_columns(table: str) -> dict[str, str]:
-    """Column name -> Hive type, as the Glue table must declare it."""
-    return {name: kind.hive() for name, kind in TABLES[table].items()}
-
-
 # --- device_posture: Prism's security categories, one row per device per snapshot -------------------
 # One struct per category, with the columns Prism's rows carry (confirmed from integrations that read
 # them; see collect/posture.py). A struct is null when the category was not read this run (no
@@ -242,4 +230,14 @@ DEVICE_POSTURE: dict[str, Type] = {
     "extra": JSON,
 }
 
-TABLES["device_posture"] = DEVICE_POSTURE
+TABLES: dict[str, dict[str, Type]] = {
+    "devices": DEVICES,
+    "device_details": DEVICE_DETAILS,
+    "device_apps": DEVICE_APPS,
+    "device_posture": DEVICE_POSTURE,
+}
+
+
+def hive_columns(table: str) -> dict[str, str]:
+    """Column name -> Hive type, as the Glue table must declare it."""
+    return {name: kind.hive() for name, kind in TABLES[table].items()}
