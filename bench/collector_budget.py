@@ -15,8 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from common import Timer, collector, peak_rss_mb, simulator_process
 
-from kandji_snapshots.cli.cost import posture_requests
-from kandji_snapshots.kandji.client import device_list_requests
+from kandji_snapshots.cli.cost import full_run_requests
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import SystemClock
 
@@ -40,7 +39,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=400.0, help="requests/s (the simulator is not limited)")
     args = parser.parse_args()
-    full_run = 2 * args.devices + device_list_requests(args.devices) + posture_requests(args.devices, None)
+    full_run = full_run_requests(args.devices)
     print(f"collector budget: {args.devices} devices need ~{full_run} requests per full run (details, apps, "
           f"list, posture: what `check` estimates); budget {args.budget} per run")
     print(f"  {'run':<4} {'spent':>7} {'budget':>7} {'list+posture':>13} {'refreshed':>10} {'carried':>8} "

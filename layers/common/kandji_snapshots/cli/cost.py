@@ -39,6 +39,11 @@ def posture_requests(devices: int, posture: Mapping[str, CategoryProbe] | None,
     return spent
 
 
+def full_run_requests(devices: int, posture: Mapping[str, CategoryProbe] | None = None) -> int:
+    """A run that refreshes every device: the list and posture, then details and apps per device."""
+    return device_list_requests(devices) + posture_requests(devices, posture) + 2 * devices
+
+
 def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None, remaining_hour: int | None,
                requests_per_second: float, posture: Mapping[str, CategoryProbe] | None = None) -> list[str]:
     """What a full run would cost in requests, against the hourly limit and the collector's default budget.
@@ -49,8 +54,8 @@ def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None
         return [f"{'full run':<12}unknown until the devices can be counted"]
     pages = device_list_requests(devices)
     prism_posture = posture_requests(devices, posture)
-    first = pages + prism_posture  # spent before any device is refreshed, every run
-    total = 2 * devices + first
+    total = full_run_requests(devices, posture)
+    first = total - 2 * devices  # the list and posture: spent before any device is refreshed, every run
     limit = limit_hour or DOCUMENTED_HOURLY_LIMIT
     usable = max(0, min(DEFAULT_REQUEST_BUDGET, limit - DEFAULT_HOURLY_RESERVE))
     categories = len(posture) if posture is not None else len(POSTURE_CATEGORIES)
