@@ -766,12 +766,12 @@ def test_the_inventory_cut_removes_exactly_the_renumbered_and_restamped_values(c
 
 def what_is_left(cut: bytes) -> dict:
     """The fields a cut body still holds (cutting leaves stray commas behind; no value here holds one)."""
-    return json.loads(b"{" + re.sub(rb",{2,}", b",", cut).lstrip(b","))
+    return json.loads(b"{" + re.sub(rb",{2,}", b",", cut).lstrip(b",").replace(b",}", b"}"))
 
 
 def test_the_inventory_cut_falls_back_to_cutting_by_key_for_rows_in_another_column_order():
     body = app_body(**INVENTORY)
     row = json.loads(b"{" + body)
     reordered = json.dumps(dict(reversed(row.items())), separators=(",", ":")).encode()[1:]
-    assert without_inventory_noise(reordered) == _INVENTORY_NOISE.strip(reordered, 0)
-    assert b"10017015" not in without_inventory_noise(reordered)
+    kept = {key: value for key, value in row.items() if key not in INVENTORY}
+    assert what_is_left(without_inventory_noise(reordered)) == kept
