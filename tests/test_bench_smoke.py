@@ -20,7 +20,7 @@ SMALL_RUNS = [
     (["collector_budget.py", "--devices", "400", "--budget", "300", "--runs", "2"], "never over budget    yes"),
     (["posture_freshness.py", "--devices", "120", "--runs", "2", "--flips", "2"], "never over budget    yes"),
     (["differ_stream.py", "--devices", "200"], "events found / expected   4 / 4"),
-    (["prism_paging.py", "--devices", "60", "--page-rows", "25"], "+ 1 device unenrolled mid-read"),
+    (["prism_paging.py", "--devices", "60", "--page-rows", "25"], "\n       25 "),  # the measured row, not the header
 ]
 
 

@@ -348,6 +348,7 @@ def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_ever
         firewall_off = [d for d in stale if d in firewall_on][:3]
         filevault_off = [d for d in stale if d not in firewall_off
                          and fleet.details(d)["filevault"]["filevault_enabled"] is True][:3]
+        assert len(firewall_off) == len(filevault_off) == 3  # else the checks below would hold on nothing
         for device_id in firewall_off:
             sim.prism.set(device_id, "application_firewall", status=False)
         for device_id in filevault_off:
