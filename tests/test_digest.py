@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
-from aws_helpers import drain_queue, subscribe_queue
+from aws_helpers import drain_queue, read_object, subscribe_queue
 from conftest import load_handler
 from differ_fixtures import FakeFleet
 from kandji_snapshots.diff.differ import SnapshotDiffer
@@ -17,6 +17,7 @@ from kandji_snapshots.diff.digest import (BadDigestDay, BadDigestRequest, Digest
                                          build_digest, digest_day, publish_daily_digest)
 from kandji_snapshots.diff.publisher import MemoryPublisher, PublishError
 from kandji_snapshots.diff.runtime import run_digest
+from kandji_snapshots.snapshots.layout import digest_marker_key
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 from test_alerts import check_subject, delivered
 
@@ -136,8 +137,7 @@ def test_a_retry_or_a_second_invocation_for_the_same_day_publishes_nothing(diges
     again = handler({"day": OLD_DAY}, lambda_context)  # what a scheduler or Lambda retry does
     assert again["published"] is False and again["marker"]["state"] == "sent"
     assert len(digest_topic("digests")) == 1
-    marker = json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=f"changes/_digests/{OLD_DAY}.json")["Body"]
-                        .read())
+    marker = json.loads(read_object(digest_marker_key(OLD_DAY), BUCKET))
     assert marker["state"] == "sent" and marker["day"] == OLD_DAY and marker["forced"] is False
 
 
@@ -162,8 +162,7 @@ def test_a_failed_publish_lets_the_retry_send(digest_topic, lambda_context, monk
     monkeypatch.setenv("DIGEST_TOPIC_ARN", topic_arn.replace("kandji-digest", "deleted-topic"))
     with pytest.raises(PublishError):
         handler({"day": OLD_DAY}, lambda_context)
-    marker = json.loads(boto3.client("s3").get_object(Bucket=BUCKET, Key=f"changes/_digests/{OLD_DAY}.json")["Body"]
-                        .read())
+    marker = json.loads(read_object(digest_marker_key(OLD_DAY), BUCKET))
     assert marker["state"] == "failed"
     monkeypatch.setenv("DIGEST_TOPIC_ARN", topic_arn)  # fixed: Lambda's retry sends the digest
     assert handler({"day": OLD_DAY}, lambda_context)["published"] is True
