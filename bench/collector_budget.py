@@ -13,23 +13,10 @@ import argparse
 import tempfile
 from datetime import datetime, timedelta, timezone
 
-from common import Timer, collector, peak_rss_mb, simulator_process
+from common import HourlyClock, Timer, collector, peak_rss_mb, simulator_process
 
 from kandji_snapshots.cli.cost import full_run_requests
 from kandji_snapshots.snapshots.storage import LocalObjectStore
-from kandji_snapshots.snapshots.timeutil import SystemClock
-
-
-class HourlyClock(SystemClock):
-    """Runs an hour apart, as the schedule would have them, without waiting an hour: real time and real
-    waits, but the wall clock starts at `start`."""
-
-    def __init__(self, start: datetime):
-        self.base = start
-        self.real_start = datetime.now(timezone.utc)
-
-    def now(self) -> datetime:
-        return self.base + (datetime.now(timezone.utc) - self.real_start)
 
 
 def main() -> None:

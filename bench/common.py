@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,17 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class HourlyClock(SystemClock):
+    """Runs an hour apart, as the schedule would have them, without waiting an hour: real pacing and
+    waits, but the wall clock (snapshot ids, fetched_at) starts at `start`."""
+
+    def __init__(self, start: datetime):
+        self.base, self.real_start = start, datetime.now(timezone.utc)
+
+    def now(self) -> datetime:
+        return self.base + (datetime.now(timezone.utc) - self.real_start)
 
 
 class Timer:

@@ -22,12 +22,11 @@ import random
 import tempfile
 from datetime import datetime, timedelta, timezone
 
-from common import PRISM_PAGE_ROWS, TOKEN, Timer, collector, peak_rss_mb
+from common import PRISM_PAGE_ROWS, TOKEN, HourlyClock, Timer, collector, peak_rss_mb
 
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.settings import DEFAULT_REQUEST_BUDGET
-from kandji_snapshots.snapshots.timeutil import SystemClock
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.table_io import iter_lines
 
@@ -56,16 +55,6 @@ def serve(devices: int, connection) -> None:
                 fleet.set_filevault(device_id, False)
             macs = [d for d in macs if d not in firewall]
             connection.send({"firewall": firewall, "filevault": filevault})
-
-
-class HourlyClock(SystemClock):
-    """Real pacing and waits; snapshot ids on a run's own hour (runs an hour apart, without waiting one)."""
-
-    def __init__(self, start: datetime):
-        self.base, self.real_start = start, datetime.now(timezone.utc)
-
-    def now(self) -> datetime:
-        return self.base + (datetime.now(timezone.utc) - self.real_start)
 
 
 def posture_fresh(store, manifest) -> tuple[int, int]:
