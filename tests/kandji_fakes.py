@@ -1,4 +1,5 @@
-"""An in-memory Kandji API for unit tests of the collector's domain (no HTTP)."""
+"""Kandji stand-ins for tests: an in-memory API for unit tests of the collector's domain (no HTTP),
+fake clocks, and a real client of the HTTP simulator."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
+from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy
+from kandji_snapshots.kandji.config import parse_secret
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
 
 
 class FakeKandjiApi:
@@ -138,3 +142,9 @@ def run_handler_on(clock, event: dict, context) -> dict:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(handler, "run_collection", functools.partial(runtime.run_collection, clock=clock))
         return handler.lambda_handler(event, context)
+
+
+def simulator_client(sim, token: str) -> KandjiClient:
+    """The real client of a simulator on loopback: paced far above its limits, retrying fast."""
+    credentials = parse_secret(token, fallback_url=sim.api_url, allow_insecure_localhost=True)
+    return KandjiClient(credentials, limiter=RateLimiter(1000), retry=RetryPolicy(max_attempts=3, base_backoff=0.01))

@@ -15,11 +15,11 @@ from kandji_snapshots.cli.cost import cost_lines, posture_requests
 from kandji_snapshots.cli.posture_check import CategoryProbe, probe_posture
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots.collect.runtime import build_collector
-from kandji_snapshots.kandji.client import KandjiClient, device_list_requests, prism_table_requests
+from kandji_snapshots.kandji.client import device_list_requests, prism_table_requests
 from kandji_snapshots.kandji.config import parse_secret
-from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.settings import CollectorOptions
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
+from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
 
 TOKEN = "kst-list-pages-7f3a9c"
@@ -29,8 +29,7 @@ TOKEN = "kst-list-pages-7f3a9c"
 def test_the_estimated_list_requests_are_those_the_client_sends(devices):
     fleet = Fleet.generate(devices, seed=3, apps_per_device=(0, 1))
     with KandjiSimulator(fleet, token=TOKEN) as sim:
-        credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
-        client = KandjiClient(credentials, limiter=RateLimiter(1000))
+        client = simulator_client(sim, TOKEN)
         listed = client.list_devices()
         sent = sim.stats.by_endpoint["devices"]
     assert len(listed) == devices
@@ -48,8 +47,7 @@ def test_the_run_cost_counts_the_list_requests():
 def test_the_estimated_prism_requests_are_those_the_client_sends(devices, page_rows):
     fleet = Fleet.generate(devices, seed=5, apps_per_device=(0, 1))
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=page_rows) as sim:
-        credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
-        client = KandjiClient(credentials, limiter=RateLimiter(1000))
+        client = simulator_client(sim, TOKEN)
         rows = len(list(client.iter_prism_category("device_information")))
         sent = sim.stats.by_endpoint["prism_device_information"]
     assert rows == devices
@@ -66,7 +64,7 @@ def test_the_run_cost_is_what_a_collector_run_spends(page_rows, permissions):
     fleet = Fleet.generate(650, seed=6, apps_per_device=(0, 1))
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=page_rows, permissions=permissions) as sim:
         credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
-        probe = probe_posture(ApiProbe(KandjiClient(credentials, limiter=RateLimiter(1000))).get)
+        probe = probe_posture(ApiProbe(simulator_client(sim, TOKEN)).get)
         sim.stats.reset()
         run = build_collector(credentials, MemoryObjectStore(),
                               CollectorOptions(requests_per_second=1000, request_budget=None))

@@ -18,20 +18,14 @@ from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.diff.rules import FILEVAULT_FIELDS
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
-from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy, prism_table_requests
-from kandji_snapshots.kandji.config import parse_secret
-from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.kandji.client import prism_table_requests
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
+from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
 from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (fixture)
 
 TOKEN = "sim-token"
-
-
-def client_for(sim: KandjiSimulator) -> KandjiClient:
-    credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
-    return KandjiClient(credentials, limiter=RateLimiter(1000), retry=RetryPolicy(max_attempts=3, base_backoff=0.01))
 
 
 def category_requests(sim: KandjiSimulator, category: str) -> list[str]:
@@ -44,7 +38,7 @@ def test_a_category_is_read_whole_through_short_pages_and_null_cursors():
     fleet = Fleet.generate(60, seed=5)
     # Pages shorter than the limit asked for, and `cursor: null` on every page.
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=7) as sim:
-        rows = list(client_for(sim).iter_prism_category("application_firewall"))
+        rows = list(simulator_client(sim, TOKEN).iter_prism_category("application_firewall"))
         expected = [row["device_id"] for row in sim.prism.rows("application_firewall")]
         assert [row["device_id"] for row in rows] == expected and len(expected) > 7
         assert len(category_requests(sim, "application_firewall")) == prism_table_requests(len(expected), 7)
@@ -53,7 +47,7 @@ def test_a_category_is_read_whole_through_short_pages_and_null_cursors():
 def test_cursors_are_followed_when_prism_gives_them():
     fleet = Fleet.generate(40, seed=6)
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=5, prism_cursors=True) as sim:
-        rows = list(client_for(sim).iter_prism_category("device_information"))
+        rows = list(simulator_client(sim, TOKEN).iter_prism_category("device_information"))
         assert len(rows) == len(fleet) == len({row["device_id"] for row in rows})
         queries = category_requests(sim, "device_information")
         assert "cursor=" not in queries[0] and all("cursor=" in query for query in queries[1:])
@@ -64,7 +58,7 @@ def test_a_server_that_repeats_a_page_is_not_followed_in_circles():
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=5) as sim:
         sim.faults.repeat_prism_page()
         with pytest.raises(KandjiApiError, match="served a page it had served before"):
-            list(client_for(sim).iter_prism_category("device_information"))
+            list(simulator_client(sim, TOKEN).iter_prism_category("device_information"))
         assert len(category_requests(sim, "device_information")) <= 5
 
 
@@ -76,9 +70,9 @@ def test_a_category_that_runs_out_of_rows_before_its_total_is_dropped_whole():
         empty = {"offset": 6, "limit": 5, "total": total, "data": [], "cursor": None}  # once: the next one is whole
         sim.faults.fail(r"/device_information\?.*offset=6$", status=200, body=empty)
         with pytest.raises(KandjiApiError, match=f"ran out of rows after 8 of the {total} it announced"):
-            list(client_for(sim).iter_prism_category("device_information"))
+            list(simulator_client(sim, TOKEN).iter_prism_category("device_information"))
         sim.faults.fail(r"/device_information\?.*offset=6$", status=200, body=empty)
-        index = PostureReader(client_for(sim), categories=("device_information", "filevault")).read(
+        index = PostureReader(simulator_client(sim, TOKEN), categories=("device_information", "filevault")).read(
             fleet.device_ids(), "2026-11-23T10:00:00Z")
         assert index.categories["device_information"].status == FAILED  # not 10 devices' posture as unknown
         assert index.read_categories == ["filevault"]
@@ -88,7 +82,7 @@ def test_a_category_that_runs_out_of_rows_before_its_total_is_dropped_whole():
 def test_an_unknown_category_answers_400_and_a_missing_permission_403():
     fleet = Fleet.generate(5, seed=8)
     with KandjiSimulator(fleet, token=TOKEN) as sim:
-        client = client_for(sim)
+        client = simulator_client(sim, TOKEN)
         with pytest.raises(KandjiApiError, match="Invalid category: firewalls") as bad:
             list(client.iter_prism_category("firewalls"))
         assert bad.value.status == 400

@@ -15,18 +15,12 @@ import pytest
 from aws_helpers import all_keys, create_secret, manifests
 from kandji_snapshots.collect.posture import FAILED, READ, PostureReader
 from kandji_snapshots.errors import KandjiApiError
-from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy, prism_table_requests
-from kandji_snapshots.kandji.config import parse_secret
-from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.kandji.client import prism_table_requests
+from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
 from test_pipeline_end_to_end import collect_and_diff, deployment  # noqa: F401 (fixture)
 
 TOKEN = "kst-prism-shift-5e6f7a"
-
-
-def client_for(sim: KandjiSimulator) -> KandjiClient:
-    credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
-    return KandjiClient(credentials, limiter=RateLimiter(1000), retry=RetryPolicy(max_attempts=3, base_backoff=0.01))
 
 
 def app_keys(rows: list[dict]) -> list[tuple]:
@@ -54,7 +48,7 @@ def test_an_app_table_shifting_before_the_offset_loses_and_repeats_no_row(change
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=25) as sim:
         before = list(fleet.prism_app_rows())
         sim.faults.change_during_prism_read(lambda: APP_TABLE_CHANGES[change](fleet, first), before_page=4)
-        rows = list(client_for(sim).prism_apps())
+        rows = list(simulator_client(sim, TOKEN).prism_apps())
         assert sim.faults.pending("prism_change") == 0  # the table did shift mid-read
         after = list(fleet.prism_app_rows())
         requests = sim.stats.by_endpoint["prism_apps"]
@@ -79,7 +73,7 @@ def test_a_posture_category_shifting_before_the_offset_loses_and_repeats_no_devi
         before = [row["device_id"] for row in sim.prism.rows("device_information")]
         sim.faults.change_during_prism_read(lambda: POSTURE_CHANGES[change](fleet, ids), before_page=3,
                                             path_regex="/device_information")
-        rows = [row["device_id"] for row in client_for(sim).iter_prism_category("device_information")]
+        rows = [row["device_id"] for row in simulator_client(sim, TOKEN).iter_prism_category("device_information")]
         assert sim.faults.pending("prism_change") == 0
         assert [row["device_id"] for row in sim.prism.rows("device_information")] != before
     assert rows == before  # the devices read before the change, then every later one, each once
@@ -93,12 +87,12 @@ def test_a_shift_too_large_to_match_fails_the_read_and_drops_the_category():
         sim.faults.change_during_prism_read(lambda: [fleet.remove(d) for d in ids[:12]], before_page=3)
         with pytest.raises(KandjiApiError, match="GET /api/v1/prism/device_information changed too much while it "
                                                  "was read: after 8 rows") as failure:
-            list(client_for(sim).iter_prism_category("device_information"))
+            list(simulator_client(sim, TOKEN).iter_prism_category("device_information"))
         assert "next run reads it again" in str(failure.value) and TOKEN not in str(failure.value)
         assert sim.stats.by_endpoint["prism_device_information"] <= 3 + 4  # bounded: never the whole table again
 
         sim.faults.change_during_prism_read(lambda: [fleet.remove(d) for d in ids[12:24]], before_page=3)
-        index = PostureReader(client_for(sim), categories=("device_information", "filevault")).read(
+        index = PostureReader(simulator_client(sim, TOKEN), categories=("device_information", "filevault")).read(
             ids[24:], "2026-11-29T10:00:00Z")
     assert index.categories["device_information"].status == FAILED  # dropped whole, not kept half read
     assert "changed too much" in index.categories["device_information"].error
@@ -151,5 +145,5 @@ def test_of_two_rows_alike_the_unread_one_is_not_taken_for_the_one_read():
         for offset in (0, 2):  # pages of 3 rows overlapping by 1: offsets 0 then 2
             sim.faults.fail(rf"/prism/apps\?.*offset={offset}$", status=200, times=None, body={
                 "offset": None, "limit": 3, "total": len(table), "data": table[offset:offset + 3], "cursor": None})
-        rows = list(client_for(sim).prism_apps())
+        rows = list(simulator_client(sim, TOKEN).prism_apps())
     assert rows == table
