@@ -4,6 +4,8 @@
     first = fleet.collect(store, hour=10)         # a committed snapshot (SnapshotCollector)
     fleet.check_in(); fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
     second = fleet.collect(store, hour=11)
+
+    run = diff(lambda fleet: fleet.remove("id-002"))  # both snapshots collected, diffed and published
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from kandji_fakes import StepClock
 from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
 from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
+from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher, Message, PublishError
-from kandji_snapshots.snapshots.storage import ObjectStore
+from kandji_snapshots.snapshots.layout import changes_key
+from kandji_snapshots.snapshots.storage import MemoryObjectStore, ObjectStore
+from kandji_snapshots.snapshots.table_io import iter_rows
 
 
 def device_item(device_id: str, **fields: Any) -> dict[str, Any]:
@@ -158,3 +163,43 @@ class FlakyPublisher(MemoryPublisher):
             raise PublishError("simulated SNS outage", published_ids=[m.id for m in through],
                                failed=[{"Id": m.id, "Code": "InternalError"} for m in messages[self.accepted:]])
         super().publish_batch(messages)
+
+
+# --- two snapshots of one fleet, diffed -----------------------------------------------------
+
+FIRST, SECOND = "20261123T100000Z", "20261123T110000Z"
+
+
+class Run:
+    """Two snapshots of one fleet, the second after `mutate`, diffed and published."""
+
+    def __init__(self, mutate=lambda fleet: None, *, fleet: FakeFleet | None = None, publisher=None,
+                 **settings):
+        self.store = MemoryObjectStore()
+        self.fleet = fleet or FakeFleet.of(3)
+        self.fleet.collect(self.store, hour=10)
+        self.fleet.check_in()
+        mutate(self.fleet)
+        self.fleet.collect(self.store, hour=11)
+        self.publisher = publisher if publisher is not None else MemoryPublisher()
+        self.settings = DifferSettings(**settings)
+        self.result = None
+
+    def run(self):
+        self.result = SnapshotDiffer(self.store, self.publisher, settings=self.settings).run(SECOND)
+        return self
+
+    @property
+    def events(self):
+        return [event for event in self.publisher.events if event["change_type"] != "snapshot_summary"]
+
+    @property
+    def summaries(self):
+        return [event for event in self.publisher.events if event["change_type"] == "snapshot_summary"]
+
+    def changes_file(self):
+        return list(iter_rows(self.store, [changes_key(SECOND)]))
+
+
+def diff(mutate, **kwargs) -> Run:
+    return Run(mutate, **kwargs).run()

@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from differ_fixtures import FakeFleet, FlakyPublisher, app, default_apps
+from differ_fixtures import FIRST, SECOND, FakeFleet, FlakyPublisher, Run, app, default_apps, diff
 from kandji_fakes import StepClock
 from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.diff.events import app_identity
 from kandji_snapshots.collect.collector import SnapshotCollector
-from kandji_snapshots.diff.differ import (_INVENTORY_NOISE, DifferSettings, SnapshotDiffer, SnapshotNotCommitted,
+from kandji_snapshots.diff.differ import (_INVENTORY_NOISE, SnapshotDiffer, SnapshotNotCommitted,
                                          diff_snapshots, without_inventory_noise)
 from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix
 from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, MemoryPublisher, PublishError
@@ -22,44 +22,6 @@ from kandji_snapshots.snapshots.device_rows import row_head
 from kandji_snapshots.snapshots.normalize import app_rows, encode_row
 from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
-
-FIRST, SECOND = "20261123T100000Z", "20261123T110000Z"
-
-
-class Run:
-    """Two snapshots of one fleet, the second after `mutate`, diffed and published."""
-
-    def __init__(self, mutate=lambda fleet: None, *, fleet: FakeFleet | None = None, publisher=None,
-                 **settings):
-        self.store = MemoryObjectStore()
-        self.fleet = fleet or FakeFleet.of(3)
-        self.fleet.collect(self.store, hour=10)
-        self.fleet.check_in()
-        mutate(self.fleet)
-        self.fleet.collect(self.store, hour=11)
-        self.publisher = publisher if publisher is not None else MemoryPublisher()
-        self.settings = DifferSettings(**settings)
-        self.result = None
-
-    def run(self):
-        self.result = SnapshotDiffer(self.store, self.publisher, settings=self.settings).run(SECOND)
-        return self
-
-    @property
-    def events(self):
-        return [event for event in self.publisher.events if event["change_type"] != "snapshot_summary"]
-
-    @property
-    def summaries(self):
-        return [event for event in self.publisher.events if event["change_type"] == "snapshot_summary"]
-
-    def changes_file(self):
-        return list(iter_rows(self.store, [changes_key(SECOND)]))
-
-
-def diff(mutate, **kwargs) -> Run:
-    return Run(mutate, **kwargs).run()
-
 
 def only_event(run: Run) -> dict:
     assert len(run.events) == 1, run.events

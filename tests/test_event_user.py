@@ -6,28 +6,18 @@ row of the current snapshot, or of the previous one for a removed device, and ne
 
 from __future__ import annotations
 
-from differ_fixtures import FakeFleet, app
-from kandji_snapshots.diff.differ import SnapshotDiffer
+from differ_fixtures import SECOND, FakeFleet, app, diff
 from kandji_snapshots.diff.events import event_user
 from kandji_snapshots.diff.messages import chat_notification, event_email, event_subject, user_label
-from kandji_snapshots.diff.publisher import MemoryPublisher
-from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
-SECOND = "20261123T110000Z"
 NOAH = {"email": "noah@example.com", "name": "Noah Ames", "id": "9", "is_archived": False}
 
 
 def events_between(first, second) -> list[dict]:
     """Diff two snapshots of a 4-device fleet: `first(fleet)` before the first, `second(fleet)` between."""
-    store, publisher = MemoryObjectStore(), MemoryPublisher()
     fleet = FakeFleet.of(4)
     first(fleet)
-    fleet.collect(store, hour=10)
-    fleet.check_in()
-    second(fleet)
-    fleet.collect(store, hour=11)
-    SnapshotDiffer(store, publisher).run(SECOND)
-    return [event for event in publisher.events if event["change_type"] != "snapshot_summary"]
+    return diff(second, fleet=fleet).events
 
 
 def changes(fleet: FakeFleet) -> None:

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from aws_helpers import read_rows
-from differ_fixtures import FakeFleet
+from differ_fixtures import FakeFleet, diff
 from kandji_snapshots.collect.posture import FAILED, POSTURE_CATEGORIES, PostureReader
 from kandji_snapshots.kandji.permissions import prism_permission
 from kandji_snapshots.diff.differ import SnapshotDiffer
@@ -190,16 +190,6 @@ def test_a_category_the_token_may_not_read_is_skipped_named_and_never_fails_the_
 
 # --- rules (collector and differ over an in-memory fleet) ------------------------------------
 
-def diff_two_runs(fleet: FakeFleet, mutate) -> list[dict]:
-    store = MemoryObjectStore()
-    fleet.collect(store, hour=10)
-    mutate(fleet)
-    second = fleet.collect(store, hour=11)
-    publisher = MemoryPublisher()
-    SnapshotDiffer(store, publisher).run(second.snapshot_id)
-    return [event for event in publisher.events if event["change_type"] != "snapshot_summary"]
-
-
 def high_reasons(events: list[dict]) -> dict[str, set[str]]:
     return {event["device_id"]: {change["reason"] for change in event["changes"] if change["severity"] == "high"}
             for event in events}
@@ -215,7 +205,7 @@ def high_reasons(events: list[dict]) -> dict[str, set[str]]:
     ({"filevault": False}, "FileVault turned off"),
 ])
 def test_a_posture_change_is_one_high_event_with_its_reason(change, reason):
-    events = diff_two_runs(posture_fleet(3), lambda fleet: set_posture(fleet, "id-001", **change))
+    events = diff(lambda fleet: set_posture(fleet, "id-001", **change), fleet=posture_fleet(3)).events
     assert high_reasons(events) == {"id-001": {reason}}
     assert events[0]["severity"] == "high"
 
@@ -225,7 +215,7 @@ def test_posture_that_only_reported_again_is_no_change_and_a_stronger_setting_is
         for device_id in fleet.devices:
             set_posture(fleet, device_id, boot="medium", collected="2026-11-23T10:30:00+00:00")
         fleet.posture["startup_settings"]["id-002"]["secure_boot_level"] = "full"
-    events = diff_two_runs(posture_fleet(3, boot="medium"), mutate)
+    events = diff(mutate, fleet=posture_fleet(3, boot="medium")).events
     assert {event["device_id"]: event["severity"] for event in events} == {"id-002": "info"}
 
 
@@ -234,7 +224,7 @@ def test_a_category_one_snapshot_could_not_read_reports_nothing():
         del fleet.posture["application_firewall"]
         set_posture(fleet, "id-001", firewall=False)
         del fleet.posture["application_firewall"]
-    assert diff_two_runs(posture_fleet(3), lose_permission) == []
+    assert diff(lose_permission, fleet=posture_fleet(3)).events == []
 
 
 def filevault_runs(count: int = 2):
