@@ -388,12 +388,54 @@ def test_differ_role_grants_exactly_what_the_differ_uses(cfn: dict[str, Any]) ->
     assert with_key - expected == {("kms:GenerateDataKey", json.dumps(KMS_KEY)), ("kms:Decrypt", json.dumps(KMS_KEY))}
 
 
-def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete() -> None:
-    from kandji_snapshots.snapshots.layout import published_marker_prefix, transition_key
+def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete(cfn: dict[str, Any]) -> None:
+    """Watched, not assumed: the differ deletes a finished comparison's checkpoint, and releases its claim
+    when the previous snapshot turns out incomplete. Every key it deletes is one its role may delete."""
+    from differ_fixtures import SECOND, FakeFleet
+    from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
+    from kandji_snapshots.diff.publisher import MemoryPublisher
+    from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
+    from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
-    for key in (published_marker_prefix("20261123T100000Z") + "comparison.json", transition_key("20261123T090000Z"),
-                transition_key(None)):
-        assert key.startswith(("changes/_published/", "changes/_transitions/")), key
+    in_bucket = "arn:${AWS::Partition}:s3:::${SnapshotBucket}/"
+    may_delete = tuple(json.loads(resource)["Fn::Sub"].removeprefix(in_bucket).removesuffix("*")
+                       for action, resource in _grants(cfn, "DifferFunctionRole", {}) if action == "s3:DeleteObject")
+
+    class DeletionsSeen(MemoryObjectStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.deleted: list[str] = []
+
+        def delete(self, keys) -> None:
+            keys = list(keys)
+            self.deleted += keys
+            super().delete(keys)
+
+    def two_snapshots() -> tuple[DeletionsSeen, Any]:
+        store, fleet = DeletionsSeen(), FakeFleet.of(60)
+        first = fleet.collect(store, hour=10)
+        for item in fleet.devices.values():
+            item["agent_version"] = "4.6.0"  # one event per device: the comparison has work to pause
+        fleet.collect(store, hour=11)
+        return store, first
+
+    paused, _ = two_snapshots()
+    checks = iter(range(1_000))
+    time_left = lambda: 100.0 if next(checks) < 2 else 0.0  # noqa: E731 (out of time at the third check)
+    differ = SnapshotDiffer(paused, MemoryPublisher(), settings=DifferSettings(max_events_per_run=1000))
+    with pytest.raises(DeadlineExceeded, match="stopped comparing"):
+        differ.run(SECOND, time_left=time_left)
+    differ.run(SECOND)  # goes on from the checkpoint, finishes, deletes it
+    assert any(key.endswith("/comparison.json") for key in paused.deleted)
+
+    incomplete, first = two_snapshots()
+    MemoryObjectStore.delete(incomplete, first.table_keys("device_apps")[:1])  # unseen: the damage, not the differ
+    with pytest.raises(KandjiSnapshotsError):
+        SnapshotDiffer(incomplete, MemoryPublisher()).run(SECOND)
+    assert any(key.startswith("changes/_transitions/") for key in incomplete.deleted)
+
+    for key in paused.deleted + incomplete.deleted:
+        assert key.startswith(may_delete), f"the differ deleted {key}; its role may delete only under {may_delete}"
 
 
 def test_no_role_may_touch_the_alarm_topic_or_its_key(cfn: dict[str, Any]) -> None:
