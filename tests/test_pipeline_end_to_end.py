@@ -55,8 +55,9 @@ def collect_and_diff(lambda_context) -> dict:
     return event
 
 
-def start(fleet: Fleet, monkeypatch) -> KandjiSimulator:
-    sim = KandjiSimulator(fleet, token=TOKEN).start()
+def start(fleet: Fleet, monkeypatch, **simulator_options) -> KandjiSimulator:
+    """A simulator of `fleet`, running, whose URL and token are the deployment's Kandji secret."""
+    sim = KandjiSimulator(fleet, token=TOKEN, **simulator_options).start()
     monkeypatch.setenv("KANDJI_SECRET_ID", create_secret(json.dumps({"api_url": sim.api_url, "api_token": TOKEN})))
     return sim
 

@@ -8,17 +8,15 @@ read twice; a shift it cannot match fails the read, and nothing half read is com
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from aws_helpers import all_keys, create_secret, manifests
+from aws_helpers import all_keys, manifests
 from kandji_snapshots.collect.posture import FAILED, READ, PostureReader
 from kandji_snapshots.errors import KandjiApiError
 from kandji_snapshots.kandji.client import prism_table_requests
 from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
-from test_pipeline_end_to_end import collect_and_diff, deployment  # noqa: F401 (fixture)
+from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (fixture)
 
 TOKEN = "kst-prism-shift-5e6f7a"
 
@@ -101,8 +99,7 @@ def test_a_shift_too_large_to_match_fails_the_read_and_drops_the_category():
 
 def test_a_prism_apps_read_that_cannot_be_matched_commits_no_snapshot(deployment, lambda_context, monkeypatch):
     fleet = Fleet.generate(30, seed=14, apps_per_device=(3, 6))
-    sim = KandjiSimulator(fleet, token=TOKEN, prism_page_rows=10).start()
-    monkeypatch.setenv("KANDJI_SECRET_ID", create_secret(json.dumps({"api_url": sim.api_url, "api_token": TOKEN})))
+    sim = start(fleet, monkeypatch, prism_page_rows=10)
     monkeypatch.setenv("KANDJI_APPS_SOURCE", "prism")
     try:
         ids = fleet.device_ids(ordering=None)
@@ -118,8 +115,7 @@ def test_a_prism_apps_read_that_cannot_be_matched_commits_no_snapshot(deployment
 def test_a_device_unenrolled_mid_read_reports_no_app_removed_on_another_device(deployment, lambda_context,
                                                                                monkeypatch):
     fleet = Fleet.generate(60, seed=15, apps_per_device=(5, 12))
-    sim = KandjiSimulator(fleet, token=TOKEN, prism_page_rows=25).start()  # as recorded: short, null-cursor pages
-    monkeypatch.setenv("KANDJI_SECRET_ID", create_secret(json.dumps({"api_url": sim.api_url, "api_token": TOKEN})))
+    sim = start(fleet, monkeypatch, prism_page_rows=25)  # as recorded: short, null-cursor pages
     monkeypatch.setenv("KANDJI_APPS_SOURCE", "prism")
     try:
         collect_and_diff(lambda_context)
