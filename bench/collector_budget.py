@@ -4,7 +4,7 @@ Each run may spend at most `--budget` requests; the devices it cannot afford are
 forward from the previous snapshot (or kept with unknown details when there is none yet).
 The simulator has no per-second limit here: this measures budget and memory, not pace.
 
-    python bench/collector_budget.py [--devices 20000 --budget 8000 --runs 3]
+    .venv/bin/python bench/collector_budget.py [--devices 20000 --budget 8000 --runs 3]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Collector pace against a simulator that enforces Kandji's 50 requests/s (429 beyond it)
 with 40 ms latency per request: how close does a run get to the ideal the limit allows?
 
-    python bench/collector_pace.py [--devices 2000]
+    .venv/bin/python bench/collector_pace.py [--devices 2000]
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ fleet whose comparison fits in one invocation: devices per second x (the differ'
 timeout - the 30 s it keeps to save its checkpoint). A larger fleet is compared over several
 invocations (the checkpoint), so it is not lost, only slower.
 
-    python bench/differ_stream.py [--devices 100000]
-    python bench/differ_stream.py --devices 20000 --changed-percent 100
+    .venv/bin/python bench/differ_stream.py [--devices 100000]
+    .venv/bin/python bench/differ_stream.py --devices 20000 --changed-percent 100
 """
 
 from __future__ import annotations

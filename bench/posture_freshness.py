@@ -11,7 +11,7 @@ share whose details are, requests spent against the budget, wall time against th
 here, so the measured wall time is the collector's own overhead), the flips published, and the
 collector's peak memory. The simulator runs in its own process.
 
-    nice python bench/posture_freshness.py [--devices 20000 50000 --runs 3 --flips 10]
+    nice .venv/bin/python bench/posture_freshness.py [--devices 20000 50000 --runs 3 --flips 10]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ pages now (each page repeats the last PRISM_OVERLAP rows of the one before), the
 device unenrolled mid-read (its rows already read: the pages must resynchronise further back).
 Printed: rows, requests of each read and the overhead in percent, measured in one run.
 
-    nice python bench/prism_paging.py [--devices 20000 --page-rows 300 100 25]
+    nice .venv/bin/python bench/prism_paging.py [--devices 20000 --page-rows 300 100 25]
 """
 
 from __future__ import annotations

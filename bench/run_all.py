@@ -10,5 +10,5 @@ BENCHMARKS = ["cold_start.py", "collector_pace.py", "collector_budget.py", "post
 
 if __name__ == "__main__":
     for name in BENCHMARKS:
-        print(f"\n$ python bench/{name}", flush=True)
+        print(f"\n$ {sys.executable} bench/{name}", flush=True)
         subprocess.run([sys.executable, str(HERE / name)], check=True)
