@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
@@ -28,7 +28,6 @@ from kandji_snapshots.kandji.config import ApiEndpoint, KandjiCredentials, path_
 from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, DeviceNotFound, KandjiApiError,
                                      KandjiAuthError, MalformedResponse, RateLimitExhausted)
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
-from kandji_snapshots.collect.refresh import RequestBudget
 from kandji_snapshots.kandji.permissions import permission_for
 
 logger = logging.getLogger(__name__)
@@ -90,12 +89,20 @@ class _Retry(Exception):
         self.rate_limited = rate_limited
 
 
+class Budget(Protocol):
+    """The run's request budget (collect/refresh.RequestBudget): one request taken before each is sent."""
+
+    def take(self) -> None: ...  # raises when the budget is spent
+
+    def observe_remaining_hour(self, remaining: int) -> None: ...  # the tenant's x-ratelimit-remaining-hour
+
+
 class KandjiClient:
     def __init__(self, credentials: KandjiCredentials, *, limiter: RateLimiter,
                  session: requests.Session | None = None, deadline: float | None = None,
                  retry: RetryPolicy = RetryPolicy(), stats: RequestStats | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 pool_size: int = 16, budget: RequestBudget | None = None):
+                 pool_size: int = 16, budget: Budget | None = None):
         self._endpoint = credentials.endpoint
         self.host = credentials.endpoint.host
         self._token = credentials.token
