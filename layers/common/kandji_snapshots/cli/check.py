@@ -68,10 +68,12 @@ class ApiProbe:
             try:
                 response = self.client.send(endpoint, path, dict(params or {}))
             except requests.exceptions.SSLError:
-                return Answer(path, endpoint, None, problem=f"the TLS handshake with {self.host} failed: it is not the "
-                                                  "Kandji API, or something intercepts HTTPS on this network")
+                return Answer(path, endpoint, None,
+                              problem=f"the TLS handshake with {self.host} failed: it is not the Kandji API, or "
+                                      "something intercepts HTTPS on this network")
             except requests.exceptions.Timeout:
-                return Answer(path, endpoint, None, problem=f"{self.host} did not answer within {CHECK_RETRY.read_timeout:g} s")
+                return Answer(path, endpoint, None,
+                              problem=f"{self.host} did not answer within {CHECK_RETRY.read_timeout:g} s")
             except requests.exceptions.ConnectionError as error:
                 text = str(error)
                 if any(sign in text for sign in ("NameResolution", "Name or service not known", "getaddrinfo",
@@ -178,6 +180,8 @@ def _rate_limit_spent(answer: Answer) -> str:
 # --- the check, step by step ------------------------------------------------------------------------
 
 def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, str]) -> int:
+    """Probe the URL and the token's permissions, estimate what a run costs, and say whether the token is
+    ready (0) or what it lacks (1)."""
     credentials, source = resolve_credentials(args, console, environ)
     console.out(f"{'API URL':<12}{credentials.endpoint.api_root} (form ok)")
     console.out(f"{'token':<12}from {source}")
@@ -211,7 +215,7 @@ def probe_url_and_token(probe: ApiProbe, refusals: Refusals, console: Console) -
         raise refusals.not_the_api(devices)
     if devices.status == 200 and not (devices.is_json and isinstance(devices.body, list)):
         raise CheckStopped(f"{devices.where} answered 200 but not a JSON device list: {refusals.host} is not the "
-                           f"Kandji API. Use the API URL shown in Kandji ({API_URL_SETTING.removeprefix('Kandji > ')}).")
+                           "Kandji API. Use the API URL shown in Kandji (Settings > Access > API URL).")
     results = {"devices": _permission("devices", devices)}
     console.out(f"{'token':<12}accepted")
     device_id = None
