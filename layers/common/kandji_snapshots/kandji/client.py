@@ -25,7 +25,8 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiApiError, MalformedResponse,
                                      RateLimitExhausted)
 from kandji_snapshots.kandji.config import ApiEndpoint, KandjiCredentials, path_segment
-from kandji_snapshots.kandji.paging import DeviceListMoved, DeviceListPaginator, PageRepeated, PrismPaginator
+from kandji_snapshots.kandji.paging import (DeviceListMoved, DeviceListPaginator, PageRepeated, Paginator,
+                                            PrismPaginator)
 from kandji_snapshots.kandji.permissions import permission_for
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.kandji.status_advice import DEVICE_GONE, advice_for
@@ -164,7 +165,7 @@ class KandjiClient:
         """Every row of a Prism table (paging: PrismPaginator), or an error."""
         return self._paged(endpoint, path, PrismPaginator(endpoint, path), expect=dict)
 
-    def _paged(self, endpoint: str, path: str, paginator: DeviceListPaginator | PrismPaginator, *,
+    def _paged(self, endpoint: str, path: str, paginator: Paginator, *,
                expect: type) -> Iterator[dict[str, Any]]:
         """The rows of every page `paginator` asks for; a page it finds repeated is asked again after a back-off."""
         while (params := paginator.next_request()) is not None:
@@ -175,7 +176,6 @@ class KandjiClient:
                 self._backoff(repeated.attempt, None, reason=repeated.reason)
                 continue
             yield from rows
-
 
     # -- transport ---------------------------------------------------------
 

@@ -16,7 +16,7 @@ import logging
 import math
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kandji_snapshots.errors import KandjiApiError, MalformedResponse
 
@@ -28,6 +28,14 @@ PRISM_OVERLAP = 2  # rows each Prism page by offset repeats from the one before,
 PRISM_RECENT_ROWS = 4 * PAGE_LIMIT  # rows read last that a later page is matched against
 PRISM_RESYNC_PAGES = 3  # pages asked further back for the rows read last before the read fails
 PRISM_MAX_REQUESTS = MAX_PAGES * 100  # short pages and resyncs included: past that, Prism is looping
+
+
+class Paginator(Protocol):
+    """One read of one list: the client sends each request it asks for and hands it the body."""
+
+    def next_request(self) -> dict[str, Any] | None: ...  # the next page's query parameters; None: read complete
+
+    def update(self, body: Any) -> list[dict[str, Any]]: ...  # the rows the page adds; raises when untrustworthy
 
 
 class PageRepeated(Exception):
