@@ -16,7 +16,7 @@ import argparse
 
 from common import TOKEN
 
-from kandji_snapshots.kandji import client as client_module
+from kandji_snapshots.kandji import paging
 from kandji_snapshots.kandji.client import KandjiClient
 from kandji_snapshots.kandji.config import parse_secret
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
@@ -25,14 +25,14 @@ from simulator import Fleet, KandjiSimulator
 
 def read_requests(sim: KandjiSimulator, overlap: int) -> tuple[int, int]:
     """(rows read, requests sent) for one whole read of the app table with `overlap`."""
-    saved, client_module.PRISM_OVERLAP = client_module.PRISM_OVERLAP, overlap
+    saved, paging.PRISM_OVERLAP = paging.PRISM_OVERLAP, overlap
     try:
         credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
         client = KandjiClient(credentials, limiter=RateLimiter(100_000))
         rows = sum(1 for _ in client.prism_apps())
         return rows, client.stats.by_endpoint.get("prism", 0)
     finally:
-        client_module.PRISM_OVERLAP = saved
+        paging.PRISM_OVERLAP = saved
 
 
 def main() -> None:
@@ -41,16 +41,16 @@ def main() -> None:
     parser.add_argument("--page-rows", type=int, nargs="+", default=[300, 100, 25])
     args = parser.parse_args()
     fleet = Fleet.generate(args.devices, seed=1)
-    print(f"{'page rows':>9} {'rows':>9} {'no overlap':>11} {'overlap ' + str(client_module.PRISM_OVERLAP):>10} "
+    print(f"{'page rows':>9} {'rows':>9} {'no overlap':>11} {'overlap ' + str(paging.PRISM_OVERLAP):>10} "
           f"{'overhead':>9} {'+ 1 device unenrolled mid-read':>31}")
     for page_rows in args.page_rows:
         with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None, prism_page_rows=page_rows) as sim:
             rows, before = read_requests(sim, 0)
-            again, after = read_requests(sim, client_module.PRISM_OVERLAP)
+            again, after = read_requests(sim, paging.PRISM_OVERLAP)
             assert again == rows
             gone = fleet.device_ids(ordering=None)[0]  # its rows come first: read by the third page
             sim.faults.change_during_prism_read(lambda: fleet.remove(gone), before_page=3)
-            _, shifted = read_requests(sim, client_module.PRISM_OVERLAP)
+            _, shifted = read_requests(sim, paging.PRISM_OVERLAP)
         print(f"{page_rows:>9} {rows:>9,} {before:>11,} {after:>10,} {100 * (after - before) / before:>8.1f}% "
               f"{shifted:>31,}")
         fleet = Fleet.generate(args.devices, seed=1)  # the unenrolled device back, for the next page size

@@ -17,9 +17,11 @@ import boto3
 import pytest
 
 from aws_helpers import create_secret
+from kandji_fakes import simulator_client
 from kandji_snapshots.cli import main as cli
 from kandji_snapshots.kandji.config import EXPECTED_FORM
 from kandji_snapshots.cli.progress import ProgressBar
+from kandji_snapshots.errors import KandjiApiError
 from simulator import Fleet, KandjiSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +228,31 @@ def test_check_says_when_the_api_does_not_report_its_limit(simulator, capsys, mo
     monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
     code, out, _ = check(capsys, sim)
     assert code == 0 and "rate limit  not reported by the API" in out
+
+
+def test_check_names_the_missing_permission_as_a_cause_of_a_401(simulator, capsys, monkeypatch):
+    """Kandji answers 401 to a token stripped of its permissions: `check` says so, as the collector does."""
+    sim = simulator(5, permissions=set())
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, _, err = check(capsys, sim)
+    assert code == 1
+    assert "answered 401 Unauthorized: the API token is wrong, revoked or expired, or it lacks the permission " \
+           "GET /devices (Device list) (Kandji answers 401 for both)" in err
+    assert "create a new token and pass it with --token-file, --secret-id or KANDJI_API_TOKEN" in err
+
+
+def test_check_and_the_collector_give_a_redirect_the_same_cause_and_fix(simulator, capsys, monkeypatch):
+    sim = simulator(5)
+    sim.faults.fail(r"/devices$", status=302, headers={"Location": "https://login.example/"}, times=None)
+    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
+    code, _, err = check(capsys, sim)
+    client = simulator_client(sim, TOKEN)
+    with pytest.raises(KandjiApiError) as collector:
+        client.list_devices()
+    advice = (f"{client.host} is not the API host (the collector never follows redirects, so the token never leaves "
+              "the tenant's host). Use the API URL shown in Kandji (Settings > Access > API URL).")
+    assert code == 1 and f"answered a 302 redirect to https://login.example/: {advice}" in err
+    assert str(collector.value) == f"GET /api/v1/devices answered a 302 redirect: {advice}"
 
 
 def test_check_explains_a_404_as_a_wrong_tenant_or_region(simulator, capsys, monkeypatch):

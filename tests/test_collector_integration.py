@@ -15,7 +15,7 @@ from kandji_fakes import FakeClock, run_handler_on
 from kandji_snapshots.collect import runtime as collector_runtime
 from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiAuthError, KandjiSnapshotsError,
                                      RateLimitExhausted)
-from kandji_snapshots.kandji.client import prism_table_requests
+from kandji_snapshots.kandji.paging import PrismPaginator
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from simulator import Fleet, KandjiSimulator
 from simulator import server as simulator_server
@@ -352,7 +352,7 @@ def test_prism_apps_give_the_same_rows_as_per_device(pipeline, lambda_context, m
     assert sim.stats.by_endpoint.get("apps", 0) == 0
     total = sum(fleet.app_count(i) for i in fleet.device_ids())
     if "prism_page_rows" in simulator_options:
-        assert sim.stats.by_endpoint["prism_apps"] == prism_table_requests(total, 25)  # short pages, overlapping
+        assert sim.stats.by_endpoint["prism_apps"] == PrismPaginator.requests_for(total, 25)  # short pages, overlapping
     prism_rows = read_rows(manifest["tables"]["device_apps"]["keys"])
     # The same fleet collected per device, into another bucket: the rows must not tell the two apart.
     create_bucket("per-device-snapshots")

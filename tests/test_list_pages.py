@@ -15,7 +15,7 @@ from kandji_snapshots.cli.cost import cost_lines, posture_requests
 from kandji_snapshots.cli.posture_check import CategoryProbe, probe_posture
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots.collect.runtime import build_collector
-from kandji_snapshots.kandji.client import device_list_requests, prism_table_requests
+from kandji_snapshots.kandji.paging import DeviceListPaginator, PrismPaginator
 from kandji_snapshots.kandji.config import parse_secret
 from kandji_snapshots.settings import CollectorOptions
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
@@ -34,7 +34,7 @@ def test_the_estimated_list_requests_are_those_the_client_sends(devices):
         sent = sim.stats.by_endpoint["devices"]
     assert len(listed) == devices
     assert sent == client.stats.requests
-    assert device_list_requests(devices) == sent
+    assert DeviceListPaginator.requests_for(devices) == sent
 
 
 def test_the_run_cost_counts_the_list_requests():
@@ -51,7 +51,7 @@ def test_the_estimated_prism_requests_are_those_the_client_sends(devices, page_r
         rows = len(list(client.iter_prism_category("device_information")))
         sent = sim.stats.by_endpoint["prism_device_information"]
     assert rows == devices
-    assert prism_table_requests(rows, page_rows) == sent
+    assert PrismPaginator.requests_for(rows, page_rows) == sent
 
 
 @pytest.mark.parametrize("page_rows, permissions", [

@@ -18,7 +18,7 @@ from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.diff.rules import FILEVAULT_FIELDS
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
-from kandji_snapshots.kandji.client import prism_table_requests
+from kandji_snapshots.kandji.paging import PrismPaginator
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_fakes import simulator_client
@@ -41,7 +41,7 @@ def test_a_category_is_read_whole_through_short_pages_and_null_cursors():
         rows = list(simulator_client(sim, TOKEN).iter_prism_category("application_firewall"))
         expected = [row["device_id"] for row in sim.prism.rows("application_firewall")]
         assert [row["device_id"] for row in rows] == expected and len(expected) > 7
-        assert len(category_requests(sim, "application_firewall")) == prism_table_requests(len(expected), 7)
+        assert len(category_requests(sim, "application_firewall")) == PrismPaginator.requests_for(len(expected), 7)
 
 
 def test_cursors_are_followed_when_prism_gives_them():

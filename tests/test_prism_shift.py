@@ -13,7 +13,7 @@ import pytest
 from aws_helpers import all_keys, manifests
 from kandji_snapshots.collect.posture import FAILED, READ, PostureReader
 from kandji_snapshots.errors import KandjiApiError
-from kandji_snapshots.kandji.client import prism_table_requests
+from kandji_snapshots.kandji.paging import PrismPaginator
 from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
 from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (fixture)
@@ -53,7 +53,7 @@ def test_an_app_table_shifting_before_the_offset_loses_and_repeats_no_row(change
     assert app_keys(after) != app_keys(before)
     # Every row exactly once, as it was when read: the change happened behind the reader.
     assert rows == before
-    assert requests <= prism_table_requests(len(before), 25) + 2  # at most a page asked further back
+    assert requests <= PrismPaginator.requests_for(len(before), 25) + 2  # at most a page asked further back
 
 
 POSTURE_CHANGES = {

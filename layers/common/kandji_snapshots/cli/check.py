@@ -17,12 +17,14 @@ from kandji_snapshots.cli.cost import cost_lines
 from kandji_snapshots.cli.credentials import other_region, resolve_credentials
 from kandji_snapshots.cli.rate_limit import RateHeaders
 from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.kandji.client import (PAGE_LIMIT, KandjiClient, RetryPolicy, int_header,
-                                            rate_limit_wait)
+from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy, int_header, rate_limit_wait
+from kandji_snapshots.kandji.paging import PAGE_LIMIT
 from kandji_snapshots.cli.progress import format_duration
-from kandji_snapshots.cli.posture_check import posture_lines, probe_posture
-from kandji_snapshots.kandji.permissions import PERMISSIONS
+from kandji_snapshots.cli.posture_check import CategoryProbe, posture_lines, probe_posture
+from kandji_snapshots.kandji.permissions import PERMISSIONS, permission_for
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.kandji.status_advice import (API_URL_SETTING, NOT_THE_API, PERMISSION_MISSING, REDIRECTED,
+                                                   TOKEN_REFUSED)
 
 PLACEHOLDER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"
 TOKEN_SETTINGS = "Kandji > Settings > Access > API Token > Manage API Permissions"
@@ -35,6 +37,7 @@ CHECK_RETRY = RetryPolicy(max_attempts=3, max_rate_limited_attempts=3, max_backo
 @dataclass
 class Answer:
     path: str
+    endpoint: str  # the permission key it needs (permissions.py), e.g. devices, details, prism
     status: int | None  # None: no HTTP answer at all (`problem` says why)
     body: Any = None
     is_json: bool = False
@@ -59,16 +62,18 @@ class ApiProbe:
         self.host = client.host
         self._sleep = sleep
 
-    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Answer:
-        endpoint = path.split("/")[0]
+    def get(self, path: str, params: Mapping[str, Any] | None = None, *, endpoint: str | None = None) -> Answer:
+        endpoint = endpoint or path.split("/")[0]
         for attempt in (1, 2):
             try:
                 response = self.client.send(endpoint, path, dict(params or {}))
             except requests.exceptions.SSLError:
-                return Answer(path, None, problem=f"the TLS handshake with {self.host} failed: it is not the "
-                                                  "Kandji API, or something intercepts HTTPS on this network")
+                return Answer(path, endpoint, None,
+                              problem=f"the TLS handshake with {self.host} failed: it is not the Kandji API, or "
+                                      "something intercepts HTTPS on this network")
             except requests.exceptions.Timeout:
-                return Answer(path, None, problem=f"{self.host} did not answer within {CHECK_RETRY.read_timeout:g} s")
+                return Answer(path, endpoint, None,
+                              problem=f"{self.host} did not answer within {CHECK_RETRY.read_timeout:g} s")
             except requests.exceptions.ConnectionError as error:
                 text = str(error)
                 if any(sign in text for sign in ("NameResolution", "Name or service not known", "getaddrinfo",
@@ -76,9 +81,9 @@ class ApiProbe:
                     why = f"the host name {self.host} does not resolve"
                 else:
                     why = f"could not connect to {self.host} (refused or reset)"
-                return Answer(path, None, problem=why)
+                return Answer(path, endpoint, None, problem=why)
             except requests.exceptions.RequestException as error:
-                return Answer(path, None, problem=f"{type(error).__name__} talking to {self.host}")
+                return Answer(path, endpoint, None, problem=f"{type(error).__name__} talking to {self.host}")
             if response.status_code == 429 and attempt == 1:
                 wait = rate_limit_wait(response.headers)
                 hour_left = int_header(response.headers, "x-ratelimit-remaining-hour")
@@ -89,7 +94,7 @@ class ApiProbe:
                 body, is_json = response.json(), True
             except ValueError:
                 body, is_json = None, False
-            return Answer(path, response.status_code, body, is_json, response.headers)
+            return Answer(path, endpoint, response.status_code, body, is_json, response.headers)
         raise AssertionError("unreachable")
 
 
@@ -119,99 +124,118 @@ def required_permissions(apps_source: str) -> tuple[set[str], list[set[str]]]:
     return {"devices", "details", "apps"}, []
 
 
-def _stop_for(answer: Answer, host: str, token_source: str) -> CheckStopped | None:
-    """The answers after which nothing else can be learned."""
-    where = answer.where
-    if answer.status is None:
-        return CheckStopped(f"{where}: {answer.problem}. Check the tenant name and region in the API URL "
-                            "(Kandji > Settings > Access > API URL) and this machine's network.")
-    if answer.status == 401:
-        fix = ("and store it in the secret" if token_source.startswith("secret")
-               else "and pass it with --token-file, --secret-id or KANDJI_API_TOKEN")
-        other = other_region(host)
-        region = f" If the tenant is in the other region, the API host is {other}." if other else ""
-        return CheckStopped(
-            f"{where} answered 401 Unauthorized: the API token is wrong, revoked or expired, or belongs to "
-            f"another tenant. Create a new token in Kandji (Settings > Access > API Token) {fix}.{region}")
-    if answer.status == 429:
-        headers = answer.headers or {}
-        left = int_header(headers, "x-ratelimit-remaining-hour")
-        wait = rate_limit_wait(headers)
-        detail = []
-        if left is not None:
-            detail.append(f"{left:,} requests left this hour")
-        if wait is not None:
-            detail.append(f"retry after {format_duration(wait)}")
-        extra = f" ({', '.join(detail)})" if detail else ""
-        return CheckStopped(
-            f"{where} answered 429 Too Many Requests{extra}: the tenant's rate limit is spent, by this or "
+@dataclass(frozen=True)
+class Refusals:
+    """The answers after which nothing else can be learned, worded for where the token came from."""
+
+    host: str
+    token_source: str
+
+    def stop_for(self, answer: Answer) -> CheckStopped | None:
+        where = answer.where
+        if answer.status is None:
+            return CheckStopped(f"{where}: {answer.problem}. Check the tenant name and region in the API URL "
+                                f"({API_URL_SETTING}) and this machine's network.")
+        if answer.status == 401:
+            store = ("store it in the secret" if self.token_source.startswith("secret")
+                     else "pass it with --token-file, --secret-id or KANDJI_API_TOKEN")
+            return CheckStopped(TOKEN_REFUSED.message(where, permission=permission_for(answer.endpoint), store=store)
+                                + self._other_region())
+        if answer.status == 429:
+            return CheckStopped(_rate_limit_spent(answer))
+        if 300 <= answer.status < 400:
+            location = (answer.headers or {}).get("Location", "")
+            return CheckStopped(REDIRECTED.message(where, status=answer.status, host=self.host,
+                                                   to=f" to {location}" if location else ""))
+        return None
+
+    def raise_if_final(self, answer: Answer) -> None:
+        stop = self.stop_for(answer)
+        if stop:
+            raise stop
+
+    def not_the_api(self, answer: Answer) -> CheckStopped:
+        return CheckStopped(NOT_THE_API.message(answer.where, host=self.host) + self._other_region())
+
+    def _other_region(self) -> str:
+        other = other_region(self.host)
+        return f" If the tenant is in the other region, the API host is {other}." if other else ""
+
+
+def _rate_limit_spent(answer: Answer) -> str:
+    headers = answer.headers or {}
+    left = int_header(headers, "x-ratelimit-remaining-hour")
+    wait = rate_limit_wait(headers)
+    detail = []
+    if left is not None:
+        detail.append(f"{left:,} requests left this hour")
+    if wait is not None:
+        detail.append(f"retry after {format_duration(wait)}")
+    extra = f" ({', '.join(detail)})" if detail else ""
+    return (f"{answer.where} answered 429 Too Many Requests{extra}: the tenant's rate limit is spent, by this or "
             "other integrations (10,000 requests an hour per tenant, shared). A collector run now would fail "
             "too; try again later or lower the other integrations' use.")
-    if 300 <= answer.status < 400:
-        location = (answer.headers or {}).get("Location", "")
-        to = f" to {location}" if location else ""
-        return CheckStopped(
-            f"{where} answered a {answer.status} redirect{to}: {host} is not the API host (the collector never "
-            "follows redirects, so the token never leaves the tenant's host). Use the API URL shown in Kandji "
-            "(Settings > Access > API URL).")
-    return None
 
 
-def _not_found_message(where: str, host: str) -> str:
-    other = other_region(host)
-    region = (f" If the tenant is in the other region, the host is {other}." if other else "")
-    return (f"{where} answered 404 Not Found on {host}: the URL does not lead to a Kandji tenant's API. Check "
-            f"the tenant name and the region (US: <tenant>.api.kandji.io, EU: <tenant>.api.eu.kandji.io) in "
-            f"the API URL (Kandji > Settings > Access > API URL).{region}")
-
+# --- the check, step by step ------------------------------------------------------------------------
 
 def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, str]) -> int:
+    """Probe the URL and the token's permissions, estimate what a run costs, and say whether the token is
+    ready (0) or what it lacks (1)."""
     credentials, source = resolve_credentials(args, console, environ)
-    host = credentials.endpoint.host
     console.out(f"{'API URL':<12}{credentials.endpoint.api_root} (form ok)")
     console.out(f"{'token':<12}from {source}")
     session = requests.Session()
-    rate = RateHeaders(session)
+    rate = RateHeaders(session)  # counts this check's requests and reads the hourly headroom from them
     client = KandjiClient(credentials, limiter=RateLimiter(args.max_requests_per_second), session=session,
                           retry=CHECK_RETRY, pool_size=1)
     probe = ApiProbe(client)
-    results: dict[str, PermissionResult] = {}
+    refusals = Refusals(credentials.endpoint.host, source)
     try:
-        devices = probe.get("devices", {"limit": 1})
-        stop = _stop_for(devices, host, source)
-        if stop:
-            raise stop
-        if devices.status == 404:
-            raise CheckStopped(_not_found_message(devices.where, host))
-        if devices.status == 200 and not (devices.is_json and isinstance(devices.body, list)):
-            raise CheckStopped(f"{devices.where} answered 200 but not a JSON device list: {host} is not the "
-                               "Kandji API. Use the API URL shown in Kandji (Settings > Access > API URL).")
-        results["devices"] = _permission("devices", devices)
-        device_id = None
-        if devices.status == 200 and devices.body and isinstance(devices.body[0], dict):
-            device_id = str(devices.body[0].get("device_id") or "") or None
-        console.out(f"{'token':<12}accepted")
-        for key, path in (("details", "details"), ("apps", "apps")):
-            answer = probe.get(f"devices/{path_segment(device_id or PLACEHOLDER_DEVICE_ID)}/{path}")
-            stop = _stop_for(answer, host, source)
-            if stop:
-                raise stop
-            result = _permission(key, answer)
-            if result.state == "present" and device_id is None:
-                result.note = "checked with a placeholder device id: no device could be listed"
-            results[key] = result
-        prism = probe.get("prism/apps", {"limit": 1})
-        stop = _stop_for(prism, host, source)
-        if stop:
-            raise stop
-        results["prism"] = _permission("prism", prism)
+        results = probe_url_and_token(probe, refusals, console)
         posture = probe_posture(probe.get)
     except CheckStopped as stopped:
         console.err(f"error: {stopped}")
         console.out(f"{'this check':<12}{_requests(rate.responses)}")
         return 1
+    print_permissions(console, results, args.apps_source)
+    for line in posture_lines(posture, TOKEN_SETTINGS):
+        console.out(line)
+    count, count_note = estimate_run(console, results, posture, probe, refusals, rate, args.max_requests_per_second)
+    console.out(f"{'this check':<12}{_requests(rate.responses)}")
+    return print_verdict(console, results, count, count_note, args.apps_source)
 
-    required, one_of = required_permissions(args.apps_source)
+
+def probe_url_and_token(probe: ApiProbe, refusals: Refusals, console: Console) -> dict[str, PermissionResult]:
+    """The first request proves the URL leads to the API and the token is accepted (else CheckStopped); one
+    request per permission the collector may need then says which the token has."""
+    devices = probe.get("devices", {"limit": 1})
+    refusals.raise_if_final(devices)
+    if devices.status == 404:
+        raise refusals.not_the_api(devices)
+    if devices.status == 200 and not (devices.is_json and isinstance(devices.body, list)):
+        raise CheckStopped(f"{devices.where} answered 200 but not a JSON device list: {refusals.host} is not the "
+                           "Kandji API. Use the API URL shown in Kandji (Settings > Access > API URL).")
+    results = {"devices": _permission("devices", devices)}
+    console.out(f"{'token':<12}accepted")
+    device_id = None
+    if devices.status == 200 and devices.body and isinstance(devices.body[0], dict):
+        device_id = str(devices.body[0].get("device_id") or "") or None
+    for key in ("details", "apps"):
+        answer = probe.get(f"devices/{path_segment(device_id or PLACEHOLDER_DEVICE_ID)}/{key}", endpoint=key)
+        refusals.raise_if_final(answer)
+        result = _permission(key, answer)
+        if result.state == "present" and device_id is None:
+            result.note = "checked with a placeholder device id: no device could be listed"
+        results[key] = result
+    prism = probe.get("prism/apps", {"limit": 1})
+    refusals.raise_if_final(prism)
+    results["prism"] = _permission("prism", prism)
+    return results
+
+
+def print_permissions(console: Console, results: dict[str, PermissionResult], apps_source: str) -> None:
+    required, one_of = required_permissions(apps_source)
     console.out("permissions")
     for key in ("devices", "details", "apps", "prism"):
         result = results[key]
@@ -221,21 +245,29 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
         note = f": {result.note}" if result.note else ""
         console.out(f"  {state:<9} {result.label}{role}{note}")
 
-    for line in posture_lines(posture, TOKEN_SETTINGS):
-        console.out(line)
 
-    count, count_note = _device_count(results, probe, host, source)
+def estimate_run(console: Console, results: dict[str, PermissionResult], posture: Mapping[str, CategoryProbe],
+                 probe: ApiProbe, refusals: Refusals, rate: RateHeaders,
+                 requests_per_second: float) -> tuple[int | None, str]:
+    """Count the devices (and Prism's app rows), then print what a full run costs against the rate limit;
+    returns the count (None: unknown) and how it was taken."""
+    count, count_note = _device_count(results, probe, refusals)
     app_rows = _prism_app_rows(results, probe)
     if count is not None:
         console.out(f"{'devices':<12}{count:,} ({count_note})")
     else:
         console.out(f"{'devices':<12}unknown ({count_note})")
     console.out(f"{'rate limit':<12}{rate.describe()}")
-    for line in cost_lines(count, app_rows, rate.limit_hour, rate.remaining_hour, args.max_requests_per_second,
-                           posture):
+    for line in cost_lines(count, app_rows, rate.limit_hour, rate.remaining_hour, requests_per_second, posture):
         console.out(line)
-    console.out(f"{'this check':<12}{_requests(rate.responses)}")
+    return count, count_note
 
+
+def print_verdict(console: Console, results: dict[str, PermissionResult], count: int | None, count_note: str,
+                  apps_source: str) -> int:
+    """The last line: ready (0) only when the token has every permission the apps source needs and the
+    devices could be counted; else what is lacking (1)."""
+    required, one_of = required_permissions(apps_source)
     lacking = [results[key] for key in sorted(required) if results[key].state != "present"]
     for group in one_of:
         if not any(results[key].state == "present" for key in group):
@@ -255,7 +287,7 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
         console.out(f"{'result':<12}NOT ready: the device list could not be read ({count_note}).")
         return 1
     console.out(f"{'result':<12}ready: the token has every permission the collector needs "
-                f"(apps source {args.apps_source})")
+                f"(apps source {apps_source})")
     return 0
 
 
@@ -267,7 +299,7 @@ def _permission(key: str, answer: Answer) -> PermissionResult:
     if answer.status == 200:
         return PermissionResult(key, "present")
     if answer.status == 403:
-        return PermissionResult(key, "missing", f"403 Forbidden: add it in {TOKEN_SETTINGS}")
+        return PermissionResult(key, "missing", f"{PERMISSION_MISSING.reason}: add it in {TOKEN_SETTINGS}")
     if answer.status == 404 and key in ("details", "apps"):
         return PermissionResult(key, "present", "the device was not found (404), but the token may ask")
     if answer.status == 404:
@@ -275,11 +307,11 @@ def _permission(key: str, answer: Answer) -> PermissionResult:
     return PermissionResult(key, "unknown", f"answered {answer.status}; try again later")
 
 
-def _device_count(results: dict[str, PermissionResult], probe: ApiProbe, host: str,
-                  source: str) -> tuple[int | None, str]:
+def _device_count(results: dict[str, PermissionResult], probe: ApiProbe,
+                  refusals: Refusals) -> tuple[int | None, str]:
     if results["prism"].state == "present":
         answer = probe.get("prism/count", {"category": "devices"})
-        stop = _stop_for(answer, host, source)
+        stop = refusals.stop_for(answer)
         count = answer.body.get("count") if answer.status == 200 and isinstance(answer.body, dict) else None
         if stop is None and isinstance(count, int):
             about = "about " if answer.body.get("approximate") else ""

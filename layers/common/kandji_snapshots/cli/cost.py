@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from kandji_snapshots.cli.posture_check import CategoryProbe
 from kandji_snapshots.cli.rate_limit import DOCUMENTED_HOURLY_LIMIT
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
-from kandji_snapshots.kandji.client import PAGE_LIMIT, PRISM_OVERLAP, device_list_requests, prism_table_requests
+from kandji_snapshots.kandji.paging import PAGE_LIMIT, PRISM_OVERLAP, DeviceListPaginator, PrismPaginator
 from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_REQUEST_BUDGET
 
@@ -35,13 +35,13 @@ def posture_requests(devices: int, posture: Mapping[str, CategoryProbe] | None,
         if probe.state in ("missing", "absent"):
             spent += 1
         else:
-            spent += prism_table_requests(devices if probe.rows is None else probe.rows, page_rows)
+            spent += PrismPaginator.requests_for(devices if probe.rows is None else probe.rows, page_rows)
     return spent
 
 
 def full_run_requests(devices: int, posture: Mapping[str, CategoryProbe] | None = None) -> int:
     """A run that refreshes every device: the list and posture, then details and apps per device."""
-    return device_list_requests(devices) + posture_requests(devices, posture) + 2 * devices
+    return DeviceListPaginator.requests_for(devices) + posture_requests(devices, posture) + 2 * devices
 
 
 def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None, remaining_hour: int | None,
@@ -52,7 +52,7 @@ def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None
     readable with one row per device)."""
     if devices is None:
         return [f"{'full run':<12}unknown until the devices can be counted"]
-    pages = device_list_requests(devices)
+    pages = DeviceListPaginator.requests_for(devices)
     prism_posture = posture_requests(devices, posture)
     total = full_run_requests(devices, posture)
     first = total - 2 * devices  # the list and posture: spent before any device is refreshed, every run
@@ -84,7 +84,7 @@ def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None
         lines.append(f"{'':<12}right now only {remaining_hour:,} are left this hour: a run now would refresh "
                      f"about {affordable:,} devices and carry the others forward")
     if app_rows is not None:
-        prism = devices + first + prism_table_requests(app_rows)
+        prism = devices + first + PrismPaginator.requests_for(app_rows)
         lines.append(f"{'':<12}{prism:,} requests with --apps-source prism (KANDJI_APPS_SOURCE=prism): details "
                      f"per device, {app_rows:,} app rows fleet-wide in pages of {PAGE_LIMIT} overlapping by "
                      f"{PRISM_OVERLAP}")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
-from kandji_snapshots.kandji.client import prism_total
+from kandji_snapshots.kandji.paging import prism_total
 from kandji_snapshots.kandji.permissions import prism_permission
 
 

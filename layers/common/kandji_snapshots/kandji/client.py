@@ -1,21 +1,19 @@
 """The Kandji HTTP adapter: the only module that talks to the API.
 
-It pages, retries what is worth retrying (429, 5xx, connection errors, garbled
-bodies), paces every request through one shared `RateLimiter`, gives up before
-the run's deadline, and turns everything else into an error that says what to fix.
+It sends every request (paced through one shared `RateLimiter`, never redirected, only to the
+validated host), retries what is worth retrying (429, 5xx, connection errors, garbled bodies),
+gives up before the run's deadline, and turns every other answer into an error that says what to
+fix (status_advice.py). How lists are paged, and what that costs, is paging.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import random
 import re
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -24,19 +22,19 @@ from typing import Any, Protocol
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
+from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiApiError, MalformedResponse,
+                                     RateLimitExhausted)
 from kandji_snapshots.kandji.config import ApiEndpoint, KandjiCredentials, path_segment
-from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, DeviceNotFound, KandjiApiError,
-                                     KandjiAuthError, MalformedResponse, RateLimitExhausted)
-from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.kandji.paging import (DeviceListMoved, DeviceListPaginator, PageRepeated, Paginator,
+                                            PrismPaginator)
 from kandji_snapshots.kandji.permissions import permission_for
+from kandji_snapshots.kandji.rate_limiter import RateLimiter
+from kandji_snapshots.kandji.status_advice import DEVICE_GONE, advice_for
 
 logger = logging.getLogger(__name__)
 
-PAGE_LIMIT = 300  # the API's maximum and default page size
-MAX_PAGES = 2_000  # 600,000 devices: past that, paging is looping, not progressing
-PRISM_OVERLAP = 2  # rows each Prism page by offset repeats from the one before, to see the table shift
-PRISM_RECENT_ROWS = 4 * PAGE_LIMIT  # rows read last that a later page is matched against
-PRISM_RESYNC_PAGES = 3  # pages asked further back for the rows read last before the read fails
+STORE_IN_THE_SECRET = "store it in the Kandji secret"  # where a new token goes, in the collector's errors
+
 
 @dataclass
 class RequestStats:
@@ -120,79 +118,20 @@ class KandjiClient:
     # -- endpoints ---------------------------------------------------------
 
     def list_devices(self) -> list[dict[str, Any]]:
-        """Every device of the tenant, paged by offset in a stable order.
-
-        A device removed while the list is read moves every later device one offset down, so
-        the next page would start one device late and silently miss one that is still enrolled
-        (which the differ would then report removed). Pages overlap by one device to notice
-        that, and the list is read again from the start when it happens.
-        """
+        """Every device of the tenant (paging: DeviceListPaginator), read again from the start when
+        devices are removed while the list is read."""
         for attempt in range(1, self._retry.max_attempts + 1):
-            devices = self._list_devices_once()
-            if devices is not None:
-                return devices
-            self.stats.count("retries")
-            logger.warning("the device list changed while it was read (a device was removed): reading it again",
-                           extra={"attempt": attempt})
+            try:
+                return list(self._paged("devices", "devices", DeviceListPaginator(self._retry.max_attempts),
+                                        expect=list))
+            except DeviceListMoved:
+                self.stats.count("retries")
+                logger.warning("the device list changed while it was read (a device was removed): reading it again",
+                               extra={"attempt": attempt})
         raise KandjiApiError(
             f"GET /api/v1/devices: the device list changed while it was read, {self._retry.max_attempts} times "
             "in a row (devices removed between two pages), so no complete list could be taken. Nothing was "
             "committed; the next scheduled run will try again.", endpoint="devices")
-
-    def _list_devices_once(self) -> list[dict[str, Any]] | None:
-        """One pass over the device list; None if devices before the current page were removed meanwhile."""
-        devices: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        offset, largest_page = 0, 0
-        last: str | None = None  # the last device of the previous page: the next page must start with it
-        for _ in range(MAX_PAGES):
-            start = offset if last is None else offset - 1
-            page = self._device_page(start, seen, last)
-            ids = [str(device["device_id"]) for device in page]
-            if last is not None and last not in ids:
-                return None  # the list moved down under the offset: a device may have been skipped
-            new = [device for device, device_id in zip(page, ids) if device_id not in seen]
-            if last is not None and len(new) < len(page) - 1:
-                # The fleet shifted under the offset (a device enrolled mid-listing): keep each once.
-                logger.info("device list page overlapped the previous one",
-                            extra={"offset": start, "overlap": len(page) - len(new) - 1})
-            seen.update(str(device["device_id"]) for device in new)
-            devices.extend(new)
-            largest_page = max(largest_page, len(page))
-            # A page shorter than the ones before is the last. Not "shorter than the limit": if the
-            # API ever capped pages lower, that rule would end the listing early and lose devices.
-            if not page or len(page) < largest_page or not new:  # not new: the page was just the overlap
-                return devices
-            offset = start + len(page)
-            last = ids[-1]
-        raise KandjiApiError(f"The device list did not end after {MAX_PAGES} pages; the API's paging is "
-                             "looping. Nothing was committed; try again later.", endpoint="devices")
-
-    def _device_page(self, offset: int, seen: set[str], overlap: str | None = None) -> list[dict[str, Any]]:
-        """One page of the device list; a page that only repeats devices already seen is retried.
-
-        `overlap` is the device the page is expected to start with (already seen): a page of
-        just that device is the end of the list, not a repeat.
-        """
-        params = {"limit": PAGE_LIMIT, "offset": offset, "ordering": "device_id"}
-        attempts = 0
-        while True:
-            page = self._get("devices", "devices", params, expect=list)
-            for item in page:
-                if not isinstance(item, dict) or not item.get("device_id"):
-                    raise MalformedResponse("GET /api/v1/devices returned an item without a device_id; "
-                                            "the response is not a device list.", endpoint="devices")
-            ids = [str(item["device_id"]) for item in page]
-            if not page or offset == 0 or any(device_id not in seen for device_id in ids) or ids == [overlap]:
-                return page
-            attempts += 1
-            self.stats.count("retries")
-            if attempts >= self._retry.max_attempts:
-                raise KandjiApiError(
-                    f"GET /api/v1/devices?offset={offset} kept returning devices already listed: the "
-                    "API's paging is not advancing. Nothing was committed; try again later.",
-                    endpoint="devices")
-            self._backoff(attempts, None, reason="the device list repeated a page")
 
     def device_details(self, device_id: str) -> dict[str, Any]:
         return self._get("details", f"devices/{path_segment(device_id)}/details", None, expect=dict,
@@ -223,103 +162,20 @@ class KandjiClient:
         return self._prism_rows(f"prism_{category}", f"prism/{category}")
 
     def _prism_rows(self, endpoint: str, path: str) -> Iterator[dict[str, Any]]:
-        """Every row of a Prism table, read until the `total` its envelope announces.
+        """Every row of a Prism table (paging: PrismPaginator), or an error."""
+        return self._paged(endpoint, path, PrismPaginator(endpoint, path), expect=dict)
 
-        The envelope is `{"offset", "limit", "total", "data", "cursor"}`. Real pages can be shorter
-        than `limit` and carry a null cursor while `total` is larger, so neither a short page nor a
-        null cursor means "done": the next page is asked for by cursor when one is given, else by
-        offset (`_prism_offset_page`: pages overlap, so a table that shifts under the offset
-        neither skips nor repeats a row). Only an envelope without `total` ends at an empty page
-        or a null cursor. A read that runs out of rows before `total` raises: every caller would
-        take the rows it did not get for removed apps or unknown posture. So does a server that
-        serves a page or a cursor a second time (it is looping, not paging).
-        """
-        where = f"GET /api/v1/{path}"
-        cursor: str | None = None
-        read = 0  # rows yielded
-        position = 0  # the table's offset of the first row not read yet, as of the latest page
-        largest_page = 0
-        recent = _RecentRows()
-        total: int | None = None
-        pages_seen: set[bytes] = set()
-        cursors_seen: set[str] = set()
-        for _ in range(MAX_PAGES * 100):
-            if cursor:
-                body = self._get(endpoint, path, {"limit": PAGE_LIMIT, "cursor": cursor}, expect=dict)
-                data, total = _prism_envelope(body, where, endpoint)
-                new, position, stepped_back = data, position + len(data), False
-            else:
-                body, data, new, offset, total, stepped_back = self._prism_offset_page(
-                    endpoint, path, where, position, min(PRISM_OVERLAP, largest_page // 2), recent, total, read)
-                position = offset + len(data)
-            if data and not stepped_back:  # a page asked further back may rightly equal one served before
-                page = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).digest()
-                if page in pages_seen:
-                    raise KandjiApiError(
-                        f"{where} served a page it had served before (after {read} rows): Prism's paging is "
-                        "not advancing. The next run reads it again.", endpoint=endpoint)
-                pages_seen.add(page)
-            largest_page = max(largest_page, len(data))
-            recent.add(new)
-            yield from new
-            read += len(new)
-            next_cursor = body.get("cursor") or None
-            if total is None:
-                if not data or not next_cursor:
-                    return
-            elif position >= total:  # where the table ends now: rows removed meanwhile are not waited for
-                return
-            elif not data:
-                raise KandjiApiError(
-                    f"{where} ran out of rows after {read} of the {total} it announced, so the rows of some "
-                    "devices are unknown. The next run reads it again.", endpoint=endpoint)
-            if next_cursor is not None:
-                if next_cursor in cursors_seen:
-                    raise KandjiApiError(f"{where} returned a cursor it had returned before: Prism's paging is "
-                                         "looping. The next run reads it again.", endpoint=endpoint)
-                cursors_seen.add(next_cursor)
-            cursor = next_cursor
-        raise KandjiApiError(f"{where}: paging did not end.", endpoint=endpoint)
-
-    def _prism_offset_page(self, endpoint: str, path: str, where: str, position: int, overlap: int,
-                           recent: _RecentRows, total_before: int | None, read: int
-                           ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], int, int | None, bool]:
-        """The next page by offset, starting `overlap` rows early: (body, rows, new rows, offset, total, stepped back).
-
-        Prism tables are live: a row removed before the offset moves every later row one place
-        down (the next page would start one row late and skip one), a row inserted there moves
-        them up (one row would be read twice). The rows a page repeats from the previous one show
-        where the table is now: the new rows are those after the newest row already read. When the
-        page holds no row already read (more rows removed than the overlap), pages further back are
-        asked for (first by as many rows as `total` shrank); when none holds one either, the read fails
-        rather than go on with rows missing.
-        """
-        back, stepped_back = overlap, False
-        for attempt in range(PRISM_RESYNC_PAGES + 1):
-            offset = max(0, position - back)
-            body = self._get(endpoint, path, {"limit": PAGE_LIMIT, "offset": offset}, expect=dict)
-            data, total = _prism_envelope(body, where, endpoint)
-            if not recent or not overlap:  # the first page, or pages of one row (nothing to overlap)
-                return body, data, data, offset, total, stepped_back
-            if not data and (total is None or offset < total):
-                return body, data, [], offset, total, stepped_back  # the end, or a page missing: the caller tells
-            newest = recent.newest_in(data)
-            if newest is not None:
-                if stepped_back or newest != overlap - 1:
-                    logger.info("Prism table shifted while it was read: resynchronised on the rows already read",
-                                extra={"endpoint": endpoint, "offset": offset, "rows_read": read,
-                                       "pages_further_back": attempt, "overlap_found_at": newest})
-                return body, data, data[newest + 1:], offset, total, stepped_back
-            if offset == 0 or attempt == PRISM_RESYNC_PAGES:
-                break
-            shrunk = (total_before - total) if total_before is not None and total is not None else 0
-            back = max(overlap + shrunk, back + max(1, len(data) // 2))
-            stepped_back = True
-        raise KandjiApiError(
-            f"{where} changed too much while it was read: after {read} rows, none of the rows read last was "
-            f"found again, even {position - offset} rows back (more rows removed between two pages than could be "
-            "matched, or Prism's order is not stable), so rows could have been skipped. Nothing of this read "
-            "is kept; the next run reads it again.", endpoint=endpoint)
+    def _paged(self, endpoint: str, path: str, paginator: Paginator, *,
+               expect: type) -> Iterator[dict[str, Any]]:
+        """The rows of every page `paginator` asks for; a page it finds repeated is asked again after a back-off."""
+        while (params := paginator.next_request()) is not None:
+            try:
+                rows = paginator.update(self._get(endpoint, path, params, expect=expect))
+            except PageRepeated as repeated:
+                self.stats.count("retries")
+                self._backoff(repeated.attempt, None, reason=repeated.reason)
+                continue
+            yield from rows
 
     # -- transport ---------------------------------------------------------
 
@@ -388,33 +244,12 @@ class KandjiClient:
         if status >= 500:
             self.stats.count("server_errors")
             raise _Retry(f"{status} from the Kandji API", wait=_retry_after(response.headers))
-        # Kandji answers 401 and 403 loosely (a token stripped of its permissions gets a 401): name both causes.
-        permission = permission_for(endpoint)
-        if status == 401:
-            raise KandjiAuthError(
-                f"{where} answered 401 Unauthorized: the API token is wrong, revoked or expired, or it lacks "
-                f"the permission {permission} (Kandji answers 401 for both). Check the token's permissions in "
-                "Kandji (Settings > Access > API Token); if they are right, create a new token and store it "
-                "in the Kandji secret.", status=status, endpoint=endpoint)
-        if status == 403:
-            raise KandjiAuthError(
-                f"{where} answered 403 Forbidden: the API token lacks the permission {permission}, or the "
-                "token is wrong or revoked (Kandji answers 403 for both). Add the permission to the token in "
-                "Kandji (Settings > Access > API Token); if it is there, create a new token and store it in "
-                "the Kandji secret.", status=status, endpoint=endpoint)
         if status == 404 and device_id is not None:
-            raise DeviceNotFound(f"{where} answered 404: the device was unenrolled during the run.",
-                                 status=status, endpoint=endpoint)
-        if status == 404:
-            raise KandjiApiError(
-                f"{where} answered 404 Not Found on {self.host}: the URL does not lead to the Kandji API. "
-                "Check the tenant name in the API URL (Kandji > Settings > Access > API URL).",
-                status=status, endpoint=endpoint)
-        if 300 <= status < 400:
-            raise KandjiApiError(
-                f"{where} answered a {status} redirect; the collector does not follow redirects so the "
-                "token never leaves the tenant's host. Use the API URL shown in Kandji (Settings > Access).",
-                status=status, endpoint=endpoint)
+            raise DEVICE_GONE.error(DEVICE_GONE.message(where), status=status, endpoint=endpoint)
+        advice = advice_for(status)
+        if advice is not None:
+            raise advice.error(advice.message(where, permission=permission_for(endpoint), store=STORE_IN_THE_SECRET,
+                                       host=self.host, status=status, to=""), status=status, endpoint=endpoint)
         if status != 200:
             raise KandjiApiError(f"{where} answered {status}: {_excerpt(response.text, self._token)}",
                                  status=status, endpoint=endpoint)
@@ -480,88 +315,6 @@ def only_the_api_host(session: requests.Session, endpoint: ApiEndpoint, adapter:
     session.mount("https://", refuse)
     session.mount("http://", refuse)
     session.mount(endpoint.origin + "/", adapter)
-
-
-def device_list_requests(devices: int) -> int:
-    """How many requests `KandjiClient.list_devices` sends for a fleet of `devices` (no retries): pages of
-    PAGE_LIMIT that overlap by one device, until a page shorter than the full ones or just the overlap."""
-    if devices <= 0:
-        return 1  # one empty page
-    if devices < PAGE_LIMIT:
-        return 2  # the devices, then the overlap alone
-    return (devices - PAGE_LIMIT) // (PAGE_LIMIT - 1) + 2
-
-
-def prism_row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """What a Prism row is about, to recognise it on the next page.
-
-    A posture category has one row per device, so `device_id` alone; an apps row is one app of a
-    device (several per device), told apart by the app's name, bundle id and path. Never the
-    columns Prism rewrites in place while a table is read (versions, posture values, the
-    `*_at` times, the device's name or user): a row must still be known after a device checks in.
-    """
-    return (row.get("device_id"), row.get("name"), row.get("bundle_id"), row.get("path"))
-
-
-class _RecentRows:
-    """The keys of the rows read last (with how often each was read), to find them on a later page."""
-
-    def __init__(self, size: int = PRISM_RECENT_ROWS):
-        self._keys: deque[tuple[Any, ...]] = deque()
-        self._counts: Counter[tuple[Any, ...]] = Counter()
-        self._size = size
-
-    def __bool__(self) -> bool:
-        return bool(self._keys)
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            key = prism_row_key(row)
-            self._keys.append(key)
-            self._counts[key] += 1
-            if len(self._keys) > self._size:
-                self._counts[self._keys.popleft()] -= 1
-
-    def newest_in(self, page: list[dict[str, Any]]) -> int | None:
-        """The index of the newest row of `page` already read, or None when the page has none.
-
-        Each read row matches one row of the page at most, so of two rows alike (the same app
-        twice on a device) the unread one is not taken for the one already read.
-        """
-        matched: Counter[tuple[Any, ...]] = Counter()
-        newest = None
-        for index, row in enumerate(page):
-            key = prism_row_key(row)
-            if matched[key] < self._counts[key]:
-                matched[key] += 1
-                newest = index
-        return newest
-
-
-def _prism_envelope(body: dict[str, Any], where: str, endpoint: str) -> tuple[list[dict[str, Any]], int | None]:
-    """A Prism page's rows and `total` (None when it has none)."""
-    data = body.get("data")
-    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-        raise MalformedResponse(f"{where} returned no 'data' list of objects.", endpoint=endpoint)
-    return data, prism_total(body)
-
-
-def prism_total(body: Any) -> int | None:
-    """The row count a Prism envelope announces (`total`), or None when it has none that is a number."""
-    total = body.get("total") if isinstance(body, dict) else None
-    return total if isinstance(total, int) and not isinstance(total, bool) else None
-
-
-def prism_table_requests(rows: int, page_rows: int = PAGE_LIMIT) -> int:
-    """How many requests `KandjiClient._prism_rows` sends to read a Prism table of `rows` rows by offset
-    (no shifts, no retries) when Prism serves `page_rows` rows a page: it asks for PAGE_LIMIT (real pages
-    can be shorter, which only Prism knows), pages overlap by PRISM_OVERLAP rows from the second page on,
-    and an empty table is one request."""
-    page_rows = max(1, min(page_rows, PAGE_LIMIT))
-    overlap = min(PRISM_OVERLAP, page_rows // 2)
-    if rows <= page_rows:
-        return 1
-    return 1 + math.ceil((rows - page_rows) / (page_rows - overlap))
 
 
 def int_header(headers: Any, name: str) -> int | None:
