@@ -75,7 +75,7 @@ def test_check_with_every_permission_is_ready(simulator, capsys, monkeypatch):
         assert f"present   {permission}" in out
     assert "devices     12 (from /prism/count?category=devices, 1 request)" in out
     assert "of 10,000 requests left this hour" in out
-    assert "32 requests (2 x 12 devices for details and apps + 2 list pages + 6 for 6 Prism posture categories)" \
+    assert "38 requests (2 x 12 devices for details and apps + 2 list pages + 12 for 6 Prism posture categories)" \
         in out
     assert "fits in one run" in out and "result      ready" in out
     assert "from KANDJI_API_TOKEN" in out
@@ -117,10 +117,10 @@ def test_check_prices_posture_by_the_rows_each_category_has_and_the_categories_t
     monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
     code, out, _ = check(capsys, sim)
     assert code == 0
-    # device_information: 700 rows in pages of 300 = 3; the five others are refused, one request each.
-    assert "full run    1,411 requests (2 x 700 devices for details and apps + 3 list pages + 8 for 6 Prism " \
+    # device_information: 700 rows in pages of 300 = 3, and 1 proving the end; the five others are refused, one request each.
+    assert "full run    1,412 requests (2 x 700 devices for details and apps + 3 list pages + 9 for 6 Prism " \
            "posture categories)" in out
-    assert "posture counted at Prism's full pages of 300 rows" in out and "at 25 rows a page it costs 36" in out
+    assert "posture counted at Prism's full pages of 300 rows" in out and "at 25 rows a page it costs 37" in out
 
 
 def test_check_with_prism_as_apps_source_needs_prism_not_device_apps(simulator, capsys, monkeypatch):
@@ -265,24 +265,24 @@ def test_check_explains_a_404_as_a_wrong_tenant_or_region(simulator, capsys, mon
 
 def test_the_full_run_cost_is_compared_with_the_budget():
     lines = "\n".join(cli.cost_lines(5_000, None, 10_000, 9_000, 45))
-    assert "10,119 requests (2 x 5,000 devices for details and apps + 17 list pages + 102 for 6 Prism posture " \
+    assert "10,125 requests (2 x 5,000 devices for details and apps + 17 list pages + 108 for 6 Prism posture " \
            "categories)" in lines
-    assert "at 25 rows a page it costs 1,308" in lines
-    assert "more than one run may spend (8,000" in lines and "after the list and posture (119)" in lines
+    assert "at 25 rows a page it costs 1,314" in lines
+    assert "more than one run may spend (8,000" in lines and "after the list and posture (125)" in lines
     assert "about every 2 runs" in lines
 
 
 def test_posture_decides_whether_a_fleet_fits_in_one_run_and_what_a_run_can_refresh_now():
-    # 3,970 devices: 7,940 for details and apps + 14 list pages would fit in 8,000; the 84 posture requests do not.
+    # 3,970 devices: 7,940 for details and apps + 14 list pages would fit in 8,000; the 90 posture requests do not.
     lines = cli.cost_lines(3_970, 120_000, 10_000, 3_000, 45)
-    assert lines[0].startswith("full run    8,038 requests (2 x 3,970 devices for details and apps + 14 list pages "
-                               "+ 84 for 6 Prism posture categories)")
+    assert lines[0].startswith("full run    8,044 requests (2 x 3,970 devices for details and apps + 14 list pages "
+                               "+ 90 for 6 Prism posture categories)")
     assert "fits in one run" not in "\n".join(lines)
-    assert "after the list and posture (98) each run refreshes" in lines[2] and "about every 2 runs" in lines[2]
+    assert "after the list and posture (104) each run refreshes" in lines[2] and "about every 2 runs" in lines[2]
     # 3,000 left, 1,000 kept in reserve, 98 for the list and posture: (3,000 - 1,000 - 98) // 2 devices
-    assert "right now only 3,000 are left this hour: a run now would refresh about 951 devices" in lines[3]
+    assert "right now only 3,000 are left this hour: a run now would refresh about 948 devices" in lines[3]
     # details per device + the list and posture + 400 pages of 300 app rows
-    assert lines[4].strip().startswith("4,471 requests with --apps-source prism")
+    assert lines[4].strip().startswith("4,478 requests with --apps-source prism")
     assert "fits in one run" in cli.cost_lines(3_900, None, 10_000, None, 45)[2]  # 7,800 + 14 + 78 = 7,892
 
 

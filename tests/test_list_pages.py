@@ -85,8 +85,9 @@ def test_a_category_the_token_may_not_read_costs_its_one_refused_request():
     probe = {"device_information": CategoryProbe("present", rows=650), "filevault": CategoryProbe("present", rows=0),
              "startup_settings": CategoryProbe("missing", "403"), "activation_lock": CategoryProbe("absent", "400"),
              "application_firewall": CategoryProbe("unknown"), "gatekeeper_and_xprotect": CategoryProbe("present")}
-    # 3 + 1 (an empty table is one page) + 1 + 1 + 3 and 3 (no count: one row per device)
-    assert posture_requests(650, probe) == 12
+    # 3 + 1 (an empty table is one page) + 1 + 1 + 3 and 3 (no count: one row per device), and a page
+    # proving the end of each of the three tables with rows
+    assert posture_requests(650, probe) == 15
     # At 25 rows a page overlapping by two: 1 + ceil((650 - 25) / 23) = 29 for 650 rows.
-    assert posture_requests(650, probe, 25) == 29 + 1 + 1 + 1 + 29 + 29
-    assert posture_requests(650, None) == 18  # not probed: all six, one row per device
+    assert posture_requests(650, probe, 25) == 30 + 1 + 1 + 1 + 30 + 30
+    assert posture_requests(650, None) == 24  # not probed: all six, one row per device, each with the page proving its end

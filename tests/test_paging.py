@@ -146,7 +146,8 @@ def test_a_prism_cursor_is_followed_when_one_is_given():
     rows, asked = read(prism(), PrismTable(list(table), 100, cursors=True))
     assert rows == table
     assert asked[0] == {"limit": PAGE_LIMIT, "offset": 0} and asked[1] == {"limit": PAGE_LIMIT, "cursor": "100"}
-    assert len(asked) == 7  # no overlap by cursor: 650 rows in pages of 100
+    assert len(asked) == 8  # no overlap by cursor: 650 rows in pages of 100, then the page by offset proving the end
+    assert asked[-1] == {"limit": PAGE_LIMIT, "offset": 650 - 2}
 
 
 @pytest.mark.parametrize("change", ["removed", "inserted"])
@@ -209,6 +210,19 @@ def test_a_prism_total_lower_than_the_rows_served_fails_the_read():
     with pytest.raises(KandjiApiError, match="served rows up to 300 while it announced a total of 100: its pages "
                                              "and its total disagree"):
         read(prism(), PrismTable(app_rows(605), total=100))
+
+
+def test_a_prism_total_too_low_that_lands_on_a_page_boundary_fails_the_read():
+    # 100 announced, pages of 25: the fourth page reaches the total exactly; only the page after it shows more.
+    with pytest.raises(KandjiApiError, match="announced a total of 100: its pages and its total disagree"):
+        read(prism(), PrismTable(app_rows(605), 25, total=100))
+
+
+def test_a_prism_read_that_reaches_its_total_ends_on_a_page_of_rows_already_read():
+    table = app_rows(100)
+    rows, asked = read(prism(), PrismTable(list(table), 25))
+    assert rows == table
+    assert asked[-1]["offset"] == 98  # the last two rows again: nothing past the total
 
 
 def test_a_prism_table_without_a_total_that_shifts_at_its_end_fails_rather_than_guess():

@@ -138,7 +138,7 @@ def test_of_two_rows_alike_the_unread_one_is_not_taken_for_the_one_read():
     row = lambda name: {"device_id": "d1", "name": name, "bundle_id": f"com.example.{name}", "path": None}
     table = [row("a"), row("b"), row("twice"), row("twice"), row("c")]
     with KandjiSimulator(fleet, token=TOKEN) as sim:
-        for offset in (0, 2):  # pages of 3 rows overlapping by 1: offsets 0 then 2
+        for offset in (0, 2, 4):  # pages of 3 rows overlapping by 1: offsets 0 then 2, then 4 proves the end
             sim.faults.fail(rf"/prism/apps\?.*offset={offset}$", status=200, times=None, body={
                 "offset": None, "limit": 3, "total": len(table), "data": table[offset:offset + 3], "cursor": None})
         rows = list(simulator_client(sim, TOKEN).prism_apps())

@@ -213,9 +213,11 @@ class PrismPaginator:
     back are asked for (first by as many rows as `total` shrank); when none holds one either, the
     read fails rather than go on with rows missing.
 
-    The end is never taken on trust (`_is_complete`). With a `total`, the read ends when the pages reach
-    it and fails when they run out before it or hold more rows than it. Without one (absent, or not a
-    number) it goes on, by offset once the cursor is null, until a page brings no row not read before.
+    The end is never taken on trust (`_is_complete`): the read ends only on a page that brings no row
+    not read before (an empty page, or just the overlap), by offset once the cursor is null. With a
+    `total`, that page is asked once the pages reach it, and the read fails when they run out before it
+    or hold more rows than it (a `total` too low, even one landing on a page boundary, shows there).
+    Without one (absent, or not a number) the pages go on until that page.
     A read that ends short raises: every caller would take the rows it did not get for removed apps
     or unknown posture. So does a server that serves a page or a cursor a second time (looping).
     """
@@ -239,13 +241,14 @@ class PrismPaginator:
     def requests_for(rows: int, page_rows: int = PAGE_LIMIT) -> int:
         """Requests to read a table of `rows` rows by offset (no shifts, no retries) when Prism serves
         `page_rows` rows a page: it asks for PAGE_LIMIT (real pages can be shorter, which only Prism
-        knows), pages overlap by PRISM_OVERLAP rows from the second page on, and an empty table is one
-        request."""
+        knows), pages overlap by PRISM_OVERLAP rows from the second page on, one more page proves the end,
+        and an empty table is one request."""
         page_rows = max(1, min(page_rows, PAGE_LIMIT))
         overlap = min(PRISM_OVERLAP, page_rows // 2)
-        if rows <= page_rows:
-            return 1
-        return 1 + math.ceil((rows - page_rows) / (page_rows - overlap))
+        if rows <= 0:
+            return 1  # the empty page is its own proof of the end
+        pages = 1 if rows <= page_rows else 1 + math.ceil((rows - page_rows) / (page_rows - overlap))
+        return pages + 1  # and the page that proves the end: nothing but rows already read
 
     def _overlap(self) -> int:
         return min(PRISM_OVERLAP, self._largest_page // 2)
@@ -283,7 +286,7 @@ class PrismPaginator:
         offset = step.offset(self._position)
         if not self._recent or not step.overlap:  # the first page, or pages of one row (nothing to overlap)
             return PrismPage(data, data, offset, total, step.stepped_back)
-        if not data and (total is None or offset < total):  # the end, or a page missing: _is_complete tells
+        if not data:  # the end, or a page missing: _is_complete tells
             return PrismPage(data, [], offset, total, step.stepped_back)
         newest = self._recent.newest_in(data)
         if newest is not None:
@@ -343,7 +346,10 @@ class PrismPaginator:
                 "its pages and its total disagree, so which rows the table holds is unknown. Nothing of this "
                 "read is kept; the next run reads it again.", endpoint=self._endpoint)
         if self._position >= total:  # where the table ends now: rows removed meanwhile are not waited for
-            return True
+            # Proven only by a page that adds nothing: a `total` too low that lands on a page boundary
+            # would otherwise end the read with rows unread. The next page (one more request per table)
+            # repeats the overlap, or brings rows past `total` and fails the read above.
+            return not page.new
         if not page.data:
             raise KandjiApiError(
                 f"{self._where} ran out of rows after {self._read} of the {total} it announced, so the rows of "
