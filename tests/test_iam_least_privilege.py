@@ -1,0 +1,201 @@
+"""Each function runs under exactly its role from template.yaml: nothing it does is refused, nothing granted is idle.
+
+The whole pipeline runs (collector, differ, digest handlers; the Kandji simulator; moto), each handler under
+temporary credentials of a moto role holding that function's statements, resolved for the resources created
+in moto (tests/iam_runtime.py). Two judges:
+
+  - moto enforces IAM (its INITIAL_NO_AUTH_ACTION_COUNT switch): a call the role does not allow fails.
+  - every AWS call the handler makes is recorded, turned into the IAM requests AWS would authorize (with the
+    resource ARN and condition keys; KMS requests an encrypted topic, bucket or secret makes on the caller's
+    behalf included) and judged against the role's statements as written (tests/iam_policy.py). A request
+    no statement allows is a missing permission; a grant no request used is listed, and must be in
+    KNOWN_UNUSED with the reason it is there.
+
+Functions are found in the template, not listed here: a new function fails
+`test_every_function_of_the_template_is_run_under_its_role` until the pipeline below runs it.
+docs/iam.md says what neither judge can see.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import boto3
+import pytest
+
+from conftest import FakeLambdaContext, load_handler
+from iam_runtime import Call, MotoStack, Verdict, function_roles, judge
+from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError, SnapshotWriteError
+from simulator import Fleet, KandjiSimulator
+from tests.cfn_yaml import load_template
+from tests.test_template import TEMPLATE_PATH, transform_template
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "kst-iam-token"
+FEATURES = {"ChatNotifications": "Enabled", "DailyDigest": "Enabled"}  # every optional function and grant
+DEVICES = 20  # more than one deadline check (every 16 devices): the differ pauses and resumes
+
+# (function, action, resource as template.yaml writes it) -> why the code never uses it.
+KNOWN_UNUSED = {
+    ("CollectorFunction", "sqs:SendMessage", "${CollectorFailureQueue.Arn}"):
+        "SAM's grant for the OnFailure destination: Lambda sends the failed invocation's record with the "
+        "function's role; the code never calls SQS",
+    ("DifferFunction", "sqs:SendMessage", "${DifferFailureQueue.Arn}"):
+        "SAM's grant for the OnFailure destination: Lambda sends the failed invocation's record with the "
+        "function's role; the code never calls SQS",
+}
+
+
+@pytest.fixture(scope="module")
+def cfn() -> dict:
+    return transform_template(load_template(TEMPLATE_PATH))
+
+
+# ---------------------------------------------------------------------------
+# Deployments: the stack's own secret and SSE-S3; or an existing secret and the bucket under customer keys
+# ---------------------------------------------------------------------------
+def stack_secret_parameters() -> dict[str, str]:
+    return dict(FEATURES)
+
+
+def customer_keys_parameters() -> dict[str, str]:
+    kms = boto3.client("kms")
+    secret_key = kms.create_key(Description="the existing secret's key")["KeyMetadata"]["Arn"]
+    bucket_key = kms.create_key(Description="the snapshot bucket's key")["KeyMetadata"]["Arn"]
+    secret = boto3.client("secretsmanager").create_secret(Name="existing/kandji", KmsKeyId=secret_key)["ARN"]
+    return {**FEATURES, "ExistingSecretArn": secret, "ExistingSecretKmsKeyArn": secret_key,
+            "SnapshotBucketKmsKeyArn": bucket_key}
+
+
+DEPLOYMENTS = {"stack-secret": stack_secret_parameters, "customer-keys": customer_keys_parameters}
+
+
+class PausingContext(FakeLambdaContext):
+    """20 s left, always: under the differ's 30 s comparison margin, over its 10 s publishing margin."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 20_000
+
+
+def manifest_event(bucket: str, snapshot: dict) -> dict:
+    event = copy.deepcopy(json.loads((ROOT / "events" / "manifest_created_event.json").read_text()))
+    event["detail"]["bucket"]["name"] = bucket
+    event["detail"]["object"]["key"] = snapshot["key"]
+    return event
+
+
+def committed(bucket: str) -> list[dict]:
+    s3 = boto3.client("s3")
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="snapshots/manifests/"):
+        for item in page.get("Contents", []):
+            manifest = json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            found.append({"key": item["Key"], **manifest})
+    return sorted(found, key=lambda manifest: manifest["snapshot_id"])
+
+
+def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
+    """Every function's paths that touch AWS differently, each under its role: the calls each one made.
+
+    Collector: a first and a second snapshot, and a run whose manifest write is refused (it deletes its parts).
+    Differ: the first snapshot; the second against an incomplete first (it releases its claim); the second
+    cut short by the deadline (checkpoint), then finished (checkpoint deleted), publishing to both topics.
+    Digest: today's changes (read, not marked sent), and yesterday's as scheduled (claimed, then marked)."""
+    calls: dict[str, list[Call]] = defaultdict(list)
+    roles = stack.roles
+    bucket = roles["CollectorFunction"].environment["SNAPSHOT_BUCKET"]
+    s3 = boto3.client("s3")
+    fleet = Fleet.generate(DEVICES, seed=13, platforms=["Mac"])
+    sim = KandjiSimulator(fleet, token=TOKEN).start()
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=roles["CollectorFunction"].environment["KANDJI_SECRET_ID"],
+        SecretString=json.dumps({"api_url": sim.api_url, "api_token": TOKEN}))
+    local = {"KANDJI_ALLOW_INSECURE_LOCALHOST": "true", "KANDJI_MAX_REQUESTS_PER_SECOND": "1000",
+             "POWERTOOLS_TRACE_DISABLED": "1"}
+    context = FakeLambdaContext()
+
+    def run(function_id: str, handler: str, event: dict, lambda_context=context):
+        with stack.running_as(roles[function_id], monkeypatch, local) as recorded:
+            try:
+                return load_handler(handler).lambda_handler(event, lambda_context)
+            finally:
+                calls[function_id] += recorded
+
+    def collect():
+        time.sleep(1.05 - time.time() % 1)  # snapshot ids have one-second resolution
+        return run("CollectorFunction", "collector", {"source": "kandji-snapshots.schedule"})
+
+    try:
+        collect()
+        fleet.set_filevault(fleet.device_ids()[0], False)  # a high change: the chat topic gets it
+        fleet.check_in_all()
+        collect()
+        refuse_manifests = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+            "Resource": f"arn:aws:s3:::{bucket}/snapshots/manifests/*"}]}
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(refuse_manifests))
+        with pytest.raises(SnapshotWriteError, match="manifests"):
+            collect()
+        s3.delete_bucket_policy(Bucket=bucket)
+    finally:
+        sim.stop()
+
+    first, second = committed(bucket)
+    assert run("DifferFunction", "differ", manifest_event(bucket, first))["events"] == 0
+    damaged = first["tables"]["device_apps"]["keys"][0]
+    body = s3.get_object(Bucket=bucket, Key=damaged)["Body"].read()
+    s3.delete_object(Bucket=bucket, Key=damaged)
+    with pytest.raises(KandjiSnapshotsError):
+        run("DifferFunction", "differ", manifest_event(bucket, second))
+    s3.put_object(Bucket=bucket, Key=damaged, Body=body)
+    with pytest.raises(DeadlineExceeded, match="stopped comparing"):
+        run("DifferFunction", "differ", manifest_event(bucket, second), PausingContext())
+    result = run("DifferFunction", "differ", manifest_event(bucket, second), PausingContext())
+    assert result["events"] >= 1 and result["published_messages"] >= 1, result
+
+    today = run("DigestFunction", "digest", {"day": second["dt"]})  # reads the changes; the day is not over
+    assert today["published"] is True and today["events"] >= 1, today
+    yesterday = run("DigestFunction", "digest", {})  # the scheduled digest: a day that is over is claimed
+    assert yesterday["published"] is True, yesterday
+    return calls
+
+
+# ---------------------------------------------------------------------------
+# The tests
+# ---------------------------------------------------------------------------
+PIPELINE_FUNCTIONS = {"CollectorFunction", "DifferFunction", "DigestFunction"}  # what run_pipeline runs
+
+
+def test_every_function_of_the_template_is_run_under_its_role(cfn) -> None:
+    for make_parameters in (lambda: {}, lambda: dict(FEATURES)):
+        found = set(function_roles(cfn, make_parameters()))
+        assert found <= PIPELINE_FUNCTIONS, (
+            f"{sorted(found - PIPELINE_FUNCTIONS)} of template.yaml never run under their roles: run them in "
+            "tests/test_iam_least_privilege.py run_pipeline (and add them to PIPELINE_FUNCTIONS)")
+    assert set(function_roles(cfn, dict(FEATURES))) == PIPELINE_FUNCTIONS
+
+
+@pytest.mark.parametrize("deployment", sorted(DEPLOYMENTS))
+def test_each_function_does_what_its_role_allows_and_uses_what_it_grants(aws, cfn, monkeypatch, deployment) -> None:
+    stack = MotoStack(cfn, DEPLOYMENTS[deployment](), aws)
+    calls = run_pipeline(stack, monkeypatch)
+    verdicts: dict[str, Verdict] = {function_id: judge(stack.roles[function_id], calls[function_id], stack.parameters)
+                                    for function_id in sorted(stack.roles)}
+    report = "\n".join(verdict.report() for verdict in verdicts.values())
+    print(f"\n[{deployment}]\n{report}")  # the unused grants and absent-key reads, for `pytest -s`
+
+    for function_id, verdict in verdicts.items():
+        assert verdict.requests, f"{function_id} made no AWS call: the pipeline did not run it"
+        assert verdict.refused_by_moto == [], f"moto refused calls of {function_id}:\n{report}"
+        assert verdict.denied == [], f"{function_id}'s role lacks permissions its code uses:\n{report}"
+        assert verdict.absent_keys_outside_listing == [], (
+            f"{function_id} reads keys that may be missing where its role may not list, so S3 answers AccessDenied "
+            f"instead of NoSuchKey:\n{report}")
+        unused = {(function_id, grant.action, grant.resource) for grant in verdict.unused}
+        known = {entry for entry in KNOWN_UNUSED if entry[0] == function_id}
+        assert unused == known, (f"{function_id}: grants no call used (not in KNOWN_UNUSED): "
+                                 f"{sorted(unused - known)}; in KNOWN_UNUSED but used: {sorted(known - unused)}")
