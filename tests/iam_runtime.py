@@ -15,6 +15,7 @@ type, or an AWS operation, this module does not know fails loudly with what to a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ from typing import Any
 
 import boto3
 import botocore.client
+import botocore.loaders
+import botocore.session
 import requests
 
 from iam_policy import CannotJudge, Decision, Grant, Request, as_list, evaluate, grant_used_by, grants
@@ -69,6 +72,27 @@ class FunctionRole:
         return pairs
 
 
+    def without(self, grant: Grant) -> FunctionRole:
+        """This role less one grant (one action on one resource of one statement; resolved names)."""
+        statements, written = [], []
+        for index, (statement, template) in enumerate(zip(self.statements, self.template_statements)):
+            if index != grant.statement:
+                statements.append(statement)
+                written.append(template)
+                continue
+            actions = [action for action in as_list(statement["Action"]) if action != grant.action]
+            if actions:
+                statements.append({**statement, "Action": actions})
+                written.append({**template, "Action": actions})
+            kept = [i for i, resource in enumerate(as_list(statement["Resource"])) if resource != grant.resource]
+            if kept:
+                statements.append({**statement, "Action": grant.action,
+                                   "Resource": [as_list(statement["Resource"])[i] for i in kept]})
+                written.append({**template, "Action": grant.action,
+                                "Resource": [as_list(template["Resource"])[i] for i in kept]})
+        return dataclasses.replace(self, statements=statements, template_statements=written)
+
+
 def _template_text(node: Any, parameters: dict[str, str]) -> str:
     """A resource as template.yaml writes it; a parameter's value (resolved with the conditions) as ${Name}."""
     by_value = {value: name for name, value in parameters.items() if value.startswith("arn:")}
@@ -107,13 +131,13 @@ def function_roles(cfn: dict[str, Any], parameters: dict[str, str]) -> dict[str,
 # The stack's resources in moto, created on demand by type
 # ---------------------------------------------------------------------------
 def _create_key(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
-    key = boto3.client("kms").create_key(Description=f"{logical_id} of {STACK_NAME}")["KeyMetadata"]
+    key = stack.client("kms").create_key(Description=f"{logical_id} of {STACK_NAME}")["KeyMetadata"]
     return {"Ref": key["KeyId"], "Arn": key["Arn"]}
 
 
 def _create_bucket(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
     name = f"{STACK_NAME}-{logical_id}".lower()
-    s3 = boto3.client("s3")
+    s3 = stack.client("s3")
     s3.create_bucket(Bucket=name)
     encryption = stack.substitute(props.get("BucketEncryption"))
     if encryption:  # CloudFormation's shape -> the API's
@@ -126,18 +150,18 @@ def _create_bucket(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> 
 
 def _create_topic(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
     attributes = {"KmsMasterKeyId": stack.substitute(props["KmsMasterKeyId"])} if "KmsMasterKeyId" in props else {}
-    arn = boto3.client("sns").create_topic(Name=logical_id, Attributes=attributes)["TopicArn"]
+    arn = stack.client("sns").create_topic(Name=logical_id, Attributes=attributes)["TopicArn"]
     return {"Ref": arn, "TopicArn": arn, "TopicName": logical_id}
 
 
 def _create_secret(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
     extra = {"KmsKeyId": stack.substitute(props["KmsKeyId"])} if "KmsKeyId" in props else {}
-    arn = boto3.client("secretsmanager").create_secret(Name=f"{STACK_NAME}/{logical_id}", **extra)["ARN"]
+    arn = stack.client("secretsmanager").create_secret(Name=f"{STACK_NAME}/{logical_id}", **extra)["ARN"]
     return {"Ref": arn, "Id": arn}
 
 
 def _create_queue(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
-    sqs = boto3.client("sqs")
+    sqs = stack.client("sqs")
     url = sqs.create_queue(QueueName=f"{STACK_NAME}-{logical_id}")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return {"Ref": url, "Arn": arn, "QueueName": f"{STACK_NAME}-{logical_id}", "QueueUrl": url}
@@ -171,10 +195,19 @@ class MotoStack:
         self.endpoint = moto_endpoint
         self.physical: dict[str, dict[str, str]] = {}
         self._credentials: dict[str, dict[str, str]] = {}
+        self._clients: dict[str, Any] = {}
+        self._loader = botocore.loaders.create_loader()
+        self.keys = KeyLookup(self.client)
         self.roles = function_roles(cfn, parameters)
         for role in self.roles.values():
             role.statements = self.substitute(role.template_statements)
             role.environment = {name: str(value) for name, value in self.substitute(role.template_environment).items()}
+
+    def client(self, service: str) -> Any:
+        """A client with the test's own credentials (made before any role's are in the environment)."""
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service)
+        return self._clients[service]
 
     # --- resolving intrinsics to the moto resources ------------------------------------------------
     def attribute(self, logical_id: str, attribute: str = "Ref") -> str:
@@ -254,15 +287,22 @@ class MotoStack:
         return self._credentials[role.role_id]
 
     def _assume(self, role: FunctionRole) -> dict[str, str]:
-        iam = boto3.client("iam")
+        iam = self.client("iam")
         trust = {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
         arn = iam.create_role(RoleName=role.role_id, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
         iam.put_role_policy(RoleName=role.role_id, PolicyName="inline", PolicyDocument=json.dumps(
             {"Version": "2012-10-17", "Statement": self.moto_statements(role)}))
-        issued = boto3.client("sts").assume_role(RoleArn=arn, RoleSessionName=role.function_id)["Credentials"]
+        issued = self.client("sts").assume_role(RoleArn=arn, RoleSessionName=role.function_id)["Credentials"]
         return {"AWS_ACCESS_KEY_ID": issued["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": issued["SecretAccessKey"],
                 "AWS_SESSION_TOKEN": issued["SessionToken"]}
+
+    def _fresh_session(self) -> boto3.Session:
+        """A session with no credentials resolved yet (it reads the role's from the environment), sharing one
+        loader of service models: a new loader parses S3's model again, seconds per handler run."""
+        session = botocore.session.get_session()
+        session.register_component("data_loader", self._loader)
+        return boto3.Session(botocore_session=session)
 
     def enforce_iam(self, enforced: bool) -> None:
         """moto's switch (INITIAL_NO_AUTH_ACTION_COUNT, set through its API): 0 = check every request."""
@@ -283,7 +323,7 @@ class MotoStack:
                     patch.delenv(name, raising=False)
             for name, value in {**role.environment, **role_credentials, **(extra_environment or {})}.items():
                 patch.setenv(name, value)
-            patch.setattr(boto3, "DEFAULT_SESSION", None)  # clients made now sign with the role's credentials
+            patch.setattr(boto3, "DEFAULT_SESSION", self._fresh_session())  # clients made now sign as the role
             DEFAULT_PROVIDERS.clear()  # Powertools' cached Secrets Manager client, likewise
             patch.setattr(botocore.client.BaseClient, "_make_api_call", _recording(calls))
             self.enforce_iam(True)
@@ -342,19 +382,46 @@ def _key_arn(key: str | None) -> str | None:
     return f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{key}"
 
 
-def _bucket_key(bucket: str) -> tuple[str | None, bool]:
-    try:
-        rules = boto3.client("s3").get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-    except botocore.exceptions.ClientError:
-        return None, False
-    default = rules[0].get("ApplyServerSideEncryptionByDefault", {})
-    if default.get("SSEAlgorithm") != "aws:kms":
-        return None, False
-    return _key_arn(default.get("KMSMasterKeyID")), bool(rules[0].get("BucketKeyEnabled"))
+class KeyLookup:
+    """Which customer managed KMS key a bucket, topic or secret of the stack uses (asked of moto once each)."""
+
+    def __init__(self, client: Callable[[str], Any]):
+        self._client = client
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def _once(self, kind: str, name: str, ask: Callable[[], Any]) -> Any:
+        if (kind, name) not in self._cache:
+            self._cache[(kind, name)] = ask()
+        return self._cache[(kind, name)]
+
+    def bucket(self, bucket: str) -> tuple[str | None, bool]:
+        """The bucket's default SSE-KMS key and whether it uses an S3 Bucket Key; (None, False) for SSE-S3."""
+        def ask() -> tuple[str | None, bool]:
+            try:
+                rules = self._client("s3").get_bucket_encryption(Bucket=bucket)[
+                    "ServerSideEncryptionConfiguration"]["Rules"]
+            except botocore.exceptions.ClientError:
+                return None, False
+            default = rules[0].get("ApplyServerSideEncryptionByDefault", {})
+            if default.get("SSEAlgorithm") != "aws:kms":
+                return None, False
+            return _key_arn(default.get("KMSMasterKeyID")), bool(rules[0].get("BucketKeyEnabled"))
+        return self._once("bucket", bucket, ask)
+
+    def topic(self, topic_arn: str) -> str | None:
+        return self._once("topic", topic_arn, lambda: _key_arn(
+            self._client("sns").get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("KmsMasterKeyId")))
+
+    def secret(self, secret_id: str) -> tuple[str, str | None]:
+        """The secret's ARN and key."""
+        def ask() -> tuple[str, str | None]:
+            secret = self._client("secretsmanager").describe_secret(SecretId=secret_id)
+            return secret["ARN"], _key_arn(secret.get("KmsKeyId"))
+        return self._once("secret", secret_id, ask)
 
 
-def _s3_kms(bucket: str, key: str, action: str) -> list[Request]:
-    kms_key, bucket_key = _bucket_key(bucket)
+def _s3_kms(keys: KeyLookup, bucket: str, key: str, action: str) -> list[Request]:
+    kms_key, bucket_key = keys.bucket(bucket)
     if kms_key is None:
         return []
     # With an S3 Bucket Key the encryption context is the bucket's ARN, otherwise the object's.
@@ -363,12 +430,12 @@ def _s3_kms(bucket: str, key: str, action: str) -> list[Request]:
                                       "kms:EncryptionContext:aws:s3:arn": context_arn})]
 
 
-def _object(call: Call, action: str) -> list[Request]:
+def _object(call: Call, keys: KeyLookup, action: str) -> list[Request]:
     bucket, key = call.params["Bucket"], call.params["Key"]
     found = [Request(action, f"arn:{PARTITION}:s3:::{bucket}/{key}")]
     kms_action = "kms:GenerateDataKey" if action == "s3:PutObject" else "kms:Decrypt"
     if action in ("s3:PutObject", "s3:GetObject") and call.error_code is None:
-        found += _s3_kms(bucket, key, kms_action)
+        found += _s3_kms(keys, bucket, key, kms_action)
     if call.error_code in ("NoSuchKey", "404"):
         # S3 answers "no such key" only to a caller that may list the bucket (otherwise AccessDenied).
         found.append(Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {ABSENT_KEY_CHECK: key}))
@@ -378,45 +445,44 @@ def _object(call: Call, action: str) -> list[Request]:
 ABSENT_KEY_CHECK = "iam-test:absent-key"  # marks the ListBucket S3 checks to answer NoSuchKey (not an IAM key)
 
 
-def _list(call: Call) -> list[Request]:
+def _list(call: Call, keys: KeyLookup) -> list[Request]:
     context = {"s3:prefix": call.params["Prefix"]} if "Prefix" in call.params else {}
     if "Delimiter" in call.params:
         context["s3:delimiter"] = call.params["Delimiter"]
     return [Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{call.params['Bucket']}", context)]
 
 
-def _delete_objects(call: Call) -> list[Request]:
+def _delete_objects(call: Call, keys: KeyLookup) -> list[Request]:
     # One request, but S3 authorizes s3:DeleteObject on each key.
     return [Request("s3:DeleteObject", f"arn:{PARTITION}:s3:::{call.params['Bucket']}/{item['Key']}")
             for item in call.params["Delete"]["Objects"]]
 
 
-def _publish(call: Call) -> list[Request]:
+def _publish(call: Call, keys: KeyLookup) -> list[Request]:
     topic = call.params.get("TopicArn") or call.params.get("TargetArn")
     found = [Request("sns:Publish", topic)]
-    key = _key_arn(boto3.client("sns").get_topic_attributes(TopicArn=topic)["Attributes"].get("KmsMasterKeyId"))
+    key = keys.topic(topic)
     if key:  # SNS encrypts with the publisher's permissions on the topic's key
         via = {"kms:ViaService": f"sns.{REGION}.amazonaws.com"}
         found += [Request("kms:GenerateDataKey", key, via), Request("kms:Decrypt", key, via)]
     return found
 
 
-def _get_secret(call: Call) -> list[Request]:
-    secret = boto3.client("secretsmanager").describe_secret(SecretId=call.params["SecretId"])
-    found = [Request("secretsmanager:GetSecretValue", secret["ARN"])]
-    key = _key_arn(secret.get("KmsKeyId"))
+def _get_secret(call: Call, keys: KeyLookup) -> list[Request]:
+    arn, key = keys.secret(call.params["SecretId"])
+    found = [Request("secretsmanager:GetSecretValue", arn)]
     if key:
         found.append(Request("kms:Decrypt", key, {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com",
-                                                  "kms:EncryptionContext:SecretARN": secret["ARN"]}))
+                                                  "kms:EncryptionContext:SecretARN": arn}))
     return found
 
 
 # (IAM service prefix, operation) -> the IAM requests AWS authorizes for one call.
-REQUESTS: dict[tuple[str, str], Callable[[Call], list[Request]]] = {
-    ("s3", "PutObject"): lambda call: _object(call, "s3:PutObject"),
-    ("s3", "GetObject"): lambda call: _object(call, "s3:GetObject"),
-    ("s3", "HeadObject"): lambda call: _object(call, "s3:GetObject"),
-    ("s3", "DeleteObject"): lambda call: _object(call, "s3:DeleteObject"),
+REQUESTS: dict[tuple[str, str], Callable[[Call, KeyLookup], list[Request]]] = {
+    ("s3", "PutObject"): lambda call, keys: _object(call, keys, "s3:PutObject"),
+    ("s3", "GetObject"): lambda call, keys: _object(call, keys, "s3:GetObject"),
+    ("s3", "HeadObject"): lambda call, keys: _object(call, keys, "s3:GetObject"),
+    ("s3", "DeleteObject"): lambda call, keys: _object(call, keys, "s3:DeleteObject"),
     ("s3", "ListObjectsV2"): _list,
     ("s3", "ListObjects"): _list,
     ("s3", "DeleteObjects"): _delete_objects,
@@ -426,12 +492,12 @@ REQUESTS: dict[tuple[str, str], Callable[[Call], list[Request]]] = {
 }
 
 
-def requests_of(call: Call) -> list[Request]:
+def requests_of(call: Call, keys: KeyLookup) -> list[Request]:
     mapping = REQUESTS.get((call.service, call.operation))
     if mapping is None:
         raise NotModelled(f"the code called {call.service}:{call.operation}: add the IAM requests it makes "
                           "(action, resource ARN, condition keys) to tests/iam_runtime.py REQUESTS")
-    return mapping(call)
+    return mapping(call, keys)
 
 
 # ---------------------------------------------------------------------------
@@ -469,29 +535,36 @@ class Verdict:
         return "\n".join(lines)
 
 
-def judge(role: FunctionRole, calls: list[Call], parameters: dict[str, str] | None = None) -> Verdict:
-    """Each recorded call's IAM requests against the role's statements as written (resolved)."""
-    denied, absent, judged = [], [], []
+def judged_requests(calls: list[Call], keys: KeyLookup) -> list[tuple[str, Request]]:
+    """Each call's IAM requests (call, request), made while moto still holds the stack (keys are looked up)."""
+    return [(str(call), request) for call in calls for request in requests_of(call, keys)]
+
+
+def moto_refusals(calls: list[Call]) -> list[str]:
     refused = [str(call) for call in calls if call.error_code in MOTO_REFUSALS]
-    refused += [f"{call} (key {error.get('Key')}: {error.get('Code')})" for call in calls
-                if call.operation == "DeleteObjects" for error in (call.response or {}).get("Errors") or []]
+    return refused + [f"{call} (key {error.get('Key')}: {error.get('Code')})" for call in calls
+                      if call.operation == "DeleteObjects" for error in (call.response or {}).get("Errors") or []]
+
+
+def judge(role: FunctionRole, requests: list[tuple[str, Request]], refused_by_moto: list[str] = (),
+          parameters: dict[str, str] | None = None) -> Verdict:
+    """Each request against the role's statements as written (resolved): what is missing, what is unused."""
+    denied, absent, judged = [], [], []
     used: set[Grant] = set()
     pairs = role.grant_pairs(parameters)
-    for call in calls:
-        for request in requests_of(call):
-            decision = evaluate(role.statements, request)
-            if ABSENT_KEY_CHECK in request.context:
-                as_prefix = Request(request.action, request.resource, {"s3:prefix": request.context[ABSENT_KEY_CHECK]})
-                absent.append((str(call), request, decision, evaluate(role.statements, as_prefix)))
-                continue
-            judged.append(request)
-            if not decision.allowed:
-                denied.append((str(call), request, decision))
-            used |= {written for resolved, written in pairs
-                     if grant_used_by(resolved, role.statements, request, decision)}
+    for call, request in requests:
+        decision = evaluate(role.statements, request)
+        if ABSENT_KEY_CHECK in request.context:
+            as_prefix = Request(request.action, request.resource, {"s3:prefix": request.context[ABSENT_KEY_CHECK]})
+            absent.append((call, request, decision, evaluate(role.statements, as_prefix)))
+            continue
+        judged.append(request)
+        if not decision.allowed:
+            denied.append((call, request, decision))
+        used |= {written for resolved, written in pairs if grant_used_by(resolved, role.statements, request, decision)}
     unused = [written for _, written in pairs if written not in used]
-    return Verdict(role.function_id, denied, refused, unused, absent, judged)
+    return Verdict(role.function_id, denied, list(refused_by_moto), unused, absent, judged)
 
 
 __all__ = ["CannotJudge", "Call", "FunctionRole", "MotoStack", "NotModelled", "Verdict", "function_roles", "judge",
-           "requests_of"]
+           "judged_requests", "moto_refusals", "requests_of"]

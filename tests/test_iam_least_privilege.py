@@ -18,6 +18,7 @@ docs/iam.md says what neither judge can see.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -28,11 +29,9 @@ import boto3
 import pytest
 
 from conftest import FakeLambdaContext, load_handler
-from iam_runtime import Call, MotoStack, Verdict, function_roles, judge
+from iam_runtime import Call, MotoStack, Verdict, function_roles, judge, judged_requests, moto_refusals
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError, SnapshotWriteError
 from simulator import Fleet, KandjiSimulator
-from tests.cfn_yaml import load_template
-from tests.test_template import TEMPLATE_PATH, transform_template
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "kst-iam-token"
@@ -48,11 +47,6 @@ KNOWN_UNUSED = {
         "SAM's grant for the OnFailure destination: Lambda sends the failed invocation's record with the "
         "function's role; the code never calls SQS",
 }
-
-
-@pytest.fixture(scope="module")
-def cfn() -> dict:
-    return transform_template(load_template(TEMPLATE_PATH))
 
 
 # ---------------------------------------------------------------------------
@@ -98,6 +92,44 @@ def committed(bucket: str) -> list[dict]:
     return sorted(found, key=lambda manifest: manifest["snapshot_id"])
 
 
+class Pipeline:
+    """The stack's handlers, each run under its own role, against a simulated fleet; the calls each one made."""
+
+    LOCAL = {"KANDJI_ALLOW_INSECURE_LOCALHOST": "true", "KANDJI_MAX_REQUESTS_PER_SECOND": "1000",
+             "POWERTOOLS_TRACE_DISABLED": "1"}
+
+    def __init__(self, stack: MotoStack, monkeypatch, fleet: Fleet):
+        self.stack, self.monkeypatch, self.fleet = stack, monkeypatch, fleet
+        self.calls: dict[str, list[Call]] = defaultdict(list)
+        self.bucket = stack.roles["CollectorFunction"].environment["SNAPSHOT_BUCKET"]
+
+    @contextlib.contextmanager
+    def kandji(self):
+        """The simulator running, its URL and token in the collector's secret."""
+        sim = KandjiSimulator(self.fleet, token=TOKEN).start()
+        try:
+            boto3.client("secretsmanager").put_secret_value(
+                SecretId=self.stack.roles["CollectorFunction"].environment["KANDJI_SECRET_ID"],
+                SecretString=json.dumps({"api_url": sim.api_url, "api_token": TOKEN}))
+            yield sim
+        finally:
+            sim.stop()
+
+    def run(self, function_id: str, handler: str, event: dict, lambda_context=None):
+        with self.stack.running_as(self.stack.roles[function_id], self.monkeypatch, self.LOCAL) as recorded:
+            try:
+                return load_handler(handler).lambda_handler(event, lambda_context or FakeLambdaContext())
+            finally:
+                self.calls[function_id] += recorded
+
+    def collect(self):
+        time.sleep(1.05 - time.time() % 1)  # snapshot ids have one-second resolution
+        return self.run("CollectorFunction", "collector", {"source": "kandji-snapshots.schedule"})
+
+    def diff(self, snapshot: dict, lambda_context=None):
+        return self.run("DifferFunction", "differ", manifest_event(self.bucket, snapshot), lambda_context)
+
+
 def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     """Every function's paths that touch AWS differently, each under its role: the calls each one made.
 
@@ -105,63 +137,40 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     Differ: the first snapshot; the second against an incomplete first (it releases its claim); the second
     cut short by the deadline (checkpoint), then finished (checkpoint deleted), publishing to both topics.
     Digest: today's changes (read, not marked sent), and yesterday's as scheduled (claimed, then marked)."""
-    calls: dict[str, list[Call]] = defaultdict(list)
-    roles = stack.roles
-    bucket = roles["CollectorFunction"].environment["SNAPSHOT_BUCKET"]
-    s3 = boto3.client("s3")
     fleet = Fleet.generate(DEVICES, seed=13, platforms=["Mac"])
-    sim = KandjiSimulator(fleet, token=TOKEN).start()
-    boto3.client("secretsmanager").put_secret_value(
-        SecretId=roles["CollectorFunction"].environment["KANDJI_SECRET_ID"],
-        SecretString=json.dumps({"api_url": sim.api_url, "api_token": TOKEN}))
-    local = {"KANDJI_ALLOW_INSECURE_LOCALHOST": "true", "KANDJI_MAX_REQUESTS_PER_SECOND": "1000",
-             "POWERTOOLS_TRACE_DISABLED": "1"}
-    context = FakeLambdaContext()
-
-    def run(function_id: str, handler: str, event: dict, lambda_context=context):
-        with stack.running_as(roles[function_id], monkeypatch, local) as recorded:
-            try:
-                return load_handler(handler).lambda_handler(event, lambda_context)
-            finally:
-                calls[function_id] += recorded
-
-    def collect():
-        time.sleep(1.05 - time.time() % 1)  # snapshot ids have one-second resolution
-        return run("CollectorFunction", "collector", {"source": "kandji-snapshots.schedule"})
-
-    try:
-        collect()
+    pipeline, s3 = Pipeline(stack, monkeypatch, fleet), boto3.client("s3")
+    bucket = pipeline.bucket
+    with pipeline.kandji():
+        pipeline.collect()
         fleet.set_filevault(fleet.device_ids()[0], False)  # a high change: the chat topic gets it
         fleet.check_in_all()
-        collect()
+        pipeline.collect()
         refuse_manifests = {"Version": "2012-10-17", "Statement": [{
             "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
             "Resource": f"arn:aws:s3:::{bucket}/snapshots/manifests/*"}]}
         s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(refuse_manifests))
         with pytest.raises(SnapshotWriteError, match="manifests"):
-            collect()
+            pipeline.collect()
         s3.delete_bucket_policy(Bucket=bucket)
-    finally:
-        sim.stop()
 
     first, second = committed(bucket)
-    assert run("DifferFunction", "differ", manifest_event(bucket, first))["events"] == 0
+    assert pipeline.diff(first)["events"] == 0
     damaged = first["tables"]["device_apps"]["keys"][0]
     body = s3.get_object(Bucket=bucket, Key=damaged)["Body"].read()
     s3.delete_object(Bucket=bucket, Key=damaged)
     with pytest.raises(KandjiSnapshotsError):
-        run("DifferFunction", "differ", manifest_event(bucket, second))
+        pipeline.diff(second)
     s3.put_object(Bucket=bucket, Key=damaged, Body=body)
     with pytest.raises(DeadlineExceeded, match="stopped comparing"):
-        run("DifferFunction", "differ", manifest_event(bucket, second), PausingContext())
-    result = run("DifferFunction", "differ", manifest_event(bucket, second), PausingContext())
+        pipeline.diff(second, PausingContext())
+    result = pipeline.diff(second, PausingContext())
     assert result["events"] >= 1 and result["published_messages"] >= 1, result
 
-    today = run("DigestFunction", "digest", {"day": second["dt"]})  # reads the changes; the day is not over
+    today = pipeline.run("DigestFunction", "digest", {"day": second["dt"]})  # read the changes; the day is not over
     assert today["published"] is True and today["events"] >= 1, today
-    yesterday = run("DigestFunction", "digest", {})  # the scheduled digest: a day that is over is claimed
+    yesterday = pipeline.run("DigestFunction", "digest", {})  # as scheduled: a day that is over is claimed
     assert yesterday["published"] is True, yesterday
-    return calls
+    return pipeline.calls
 
 
 # ---------------------------------------------------------------------------
@@ -171,20 +180,25 @@ PIPELINE_FUNCTIONS = {"CollectorFunction", "DifferFunction", "DigestFunction"}  
 
 
 def test_every_function_of_the_template_is_run_under_its_role(cfn) -> None:
-    for make_parameters in (lambda: {}, lambda: dict(FEATURES)):
-        found = set(function_roles(cfn, make_parameters()))
-        assert found <= PIPELINE_FUNCTIONS, (
-            f"{sorted(found - PIPELINE_FUNCTIONS)} of template.yaml never run under their roles: run them in "
-            "tests/test_iam_least_privilege.py run_pipeline (and add them to PIPELINE_FUNCTIONS)")
-    assert set(function_roles(cfn, dict(FEATURES))) == PIPELINE_FUNCTIONS
+    """Whatever its condition: a function the template may create is run by run_pipeline, under FEATURES."""
+    functions = {logical_id for logical_id, resource in cfn["Resources"].items()
+                 if resource["Type"] == "AWS::Lambda::Function"}
+    assert functions <= PIPELINE_FUNCTIONS, (
+        f"{sorted(functions - PIPELINE_FUNCTIONS)} of template.yaml never run under their roles: run them in "
+        "tests/test_iam_least_privilege.py run_pipeline, add them to PIPELINE_FUNCTIONS, and the parameters "
+        "that create them to FEATURES")
+    assert set(function_roles(cfn, dict(FEATURES))) == PIPELINE_FUNCTIONS, "FEATURES must create every function"
 
 
 @pytest.mark.parametrize("deployment", sorted(DEPLOYMENTS))
 def test_each_function_does_what_its_role_allows_and_uses_what_it_grants(aws, cfn, monkeypatch, deployment) -> None:
     stack = MotoStack(cfn, DEPLOYMENTS[deployment](), aws)
     calls = run_pipeline(stack, monkeypatch)
-    verdicts: dict[str, Verdict] = {function_id: judge(stack.roles[function_id], calls[function_id], stack.parameters)
-                                    for function_id in sorted(stack.roles)}
+    requests = {function_id: judged_requests(calls[function_id], stack.keys) for function_id in stack.roles}
+    verdicts: dict[str, Verdict] = {
+        function_id: judge(stack.roles[function_id], requests[function_id], moto_refusals(calls[function_id]),
+                           stack.parameters)
+        for function_id in sorted(stack.roles)}
     report = "\n".join(verdict.report() for verdict in verdicts.values())
     print(f"\n[{deployment}]\n{report}")  # the unused grants and absent-key reads, for `pytest -s`
 
@@ -199,3 +213,36 @@ def test_each_function_does_what_its_role_allows_and_uses_what_it_grants(aws, cf
         known = {entry for entry in KNOWN_UNUSED if entry[0] == function_id}
         assert unused == known, (f"{function_id}: grants no call used (not in KNOWN_UNUSED): "
                                  f"{sorted(unused - known)}; in KNOWN_UNUSED but used: {sorted(known - unused)}")
+
+    # Each grant a call used is needed: without it, the judge finds the permission missing. (It also proves
+    # the judge can fail: every one of these is a template with one permission removed.)
+    for function_id, role in stack.roles.items():
+        for grant, written in role.grant_pairs(stack.parameters):
+            if written in verdicts[function_id].unused:
+                continue
+            weaker = judge(role.without(grant), requests[function_id])
+            assert weaker.denied, f"{function_id}: without {written.action} on {written.resource} nothing is refused"
+
+
+def without_action(cfn: dict, role_id: str, sid: str, action: str) -> dict:
+    """A copy of the transformed template whose role `role_id` no longer has `action` in statement `sid`."""
+    weaker = copy.deepcopy(cfn)
+    [statement] = [statement for policy in weaker["Resources"][role_id]["Properties"]["Policies"]
+                   for statement in policy["PolicyDocument"]["Statement"] if statement.get("Sid") == sid]
+    statement["Action"] = [name for name in statement["Action"] if name != action]
+    return weaker
+
+
+def test_a_permission_taken_from_the_template_fails_both_judges(aws, cfn, monkeypatch) -> None:
+    """The collector's role without s3:PutObject: moto refuses the first write, the run fails, and the
+    judge names the missing permission."""
+    stack = MotoStack(without_action(cfn, "CollectorFunctionRole", "ReadWriteSnapshots", "s3:PutObject"),
+                      stack_secret_parameters(), aws)
+    pipeline = Pipeline(stack, monkeypatch, Fleet.generate(3, seed=5, platforms=["Mac"]))
+    with pipeline.kandji(), pytest.raises(SnapshotWriteError, match="AccessDenied"):
+        pipeline.collect()
+    calls = pipeline.calls["CollectorFunction"]
+    verdict = judge(stack.roles["CollectorFunction"], judged_requests(calls, stack.keys), moto_refusals(calls))
+    assert verdict.refused_by_moto and all("PutObject" in call for call in verdict.refused_by_moto)
+    assert {(request.action, request.resource.split("/")[1]) for _, request, _ in verdict.denied} == {
+        ("s3:PutObject", "snapshots")}
