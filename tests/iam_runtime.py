@@ -523,15 +523,16 @@ class Verdict:
         """Missing keys read where the role may not even list: NoSuchKey is impossible however S3 decides."""
         return [call for call, _, _, as_prefix in self.absent_key_checks if not as_prefix.allowed]
 
-    def report(self) -> str:
+    def report(self, *, absent_keys: bool = True) -> str:
         lines = [f"{self.function_id}: {len(self.requests)} IAM requests judged"]
         lines += [f"  MISSING  {request}  (for {call}; context {request.context})" for call, request, _ in self.denied]
         lines += [f"  REFUSED BY MOTO  {call}" for call in self.refused_by_moto]
         lines += [f"  unused grant  {grant.action} on {grant.resource}" for grant in self.unused]
-        lines += [f"  absent key  {request.context[ABSENT_KEY_CHECK]}: {request.action} without s3:prefix "
-                  f"{'allowed' if strict.allowed else 'NOT allowed'}, with the key as s3:prefix "
-                  f"{'allowed' if as_prefix.allowed else 'NOT allowed'}"
-                  for _, request, strict, as_prefix in self.absent_key_checks]
+        if absent_keys:
+            lines += [f"  absent key  {request.context[ABSENT_KEY_CHECK]}: {request.action} without s3:prefix "
+                      f"{'allowed' if strict.allowed else 'NOT allowed'}, with the key as s3:prefix "
+                      f"{'allowed' if as_prefix.allowed else 'NOT allowed'}"
+                      for _, request, strict, as_prefix in self.absent_key_checks]
         return "\n".join(lines)
 
 
