@@ -1,10 +1,11 @@
 """Running a function's handler under exactly its role from template.yaml, and judging every AWS call it made.
 
-    stack = MotoStack.deploy(cfn, parameters)          # the resources the roles and environments name, in moto
-    role = stack.role("CollectorFunction")             # that function's role: statements resolved to moto's ARNs
+    stack = MotoStack(cfn, parameters, moto_endpoint)   # the resources the roles and environments name, in moto
+    role = stack.roles["CollectorFunction"]             # its role's statements, resolved to moto's names and ARNs
     with stack.running_as(role, monkeypatch) as calls:  # its credentials (moto enforces IAM), its environment,
-        handler(event, context)                        # and every botocore call recorded
-    verdict = judge(role, calls, stack)                # each call's IAM requests against the role's statements
+        handler(event, context)                         # and every botocore call recorded
+    requests = judged_requests(calls, stack.keys)       # each call's IAM requests (KMS on the caller's behalf too)
+    verdict = judge(role, requests, moto_refusals(calls))  # against the role's statements: missing, unused
 
 Everything is generic over template.yaml: any AWS::Lambda::Function the transform yields is found, its role's
 inline statements and environment are resolved (Ref, Fn::GetAtt, Fn::Sub) against resources created in moto
@@ -70,7 +71,6 @@ class FunctionRole:
             written = as_list(self.template_statements[grant.statement]["Resource"])[resolved.index(grant.resource)]
             pairs.append((grant, Grant(grant.statement, grant.action, _template_text(written, parameters or {}))))
         return pairs
-
 
     def without(self, grant: Grant) -> FunctionRole:
         """This role less one grant (one action on one resource of one statement; resolved names)."""
