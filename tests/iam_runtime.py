@@ -437,12 +437,10 @@ def _object(call: Call, keys: KeyLookup, action: str) -> list[Request]:
     if action in ("s3:PutObject", "s3:GetObject") and call.error_code is None:
         found += _s3_kms(keys, bucket, key, kms_action)
     if call.error_code in ("NoSuchKey", "404"):
-        # S3 answers "no such key" only to a caller that may list the bucket (otherwise AccessDenied).
-        found.append(Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {ABSENT_KEY_CHECK: key}))
+        # S3 answers "no such key" only to a caller that may list the bucket, otherwise AccessDenied (which the
+        # code does not take for "absent"); it checks the listing with the key as s3:prefix (docs/iam.md).
+        found.append(Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": key}))
     return found
-
-
-ABSENT_KEY_CHECK = "iam-test:absent-key"  # marks the ListBucket S3 checks to answer NoSuchKey (not an IAM key)
 
 
 def _list(call: Call, keys: KeyLookup) -> list[Request]:
@@ -513,26 +511,13 @@ class Verdict:
     denied: list[tuple[str, Request, Decision]]  # (call, request, decision): a permission the role lacks
     refused_by_moto: list[str]  # calls moto's own enforcement refused
     unused: list[Grant]  # grants (template text) no request used
-    # The s3:ListBucket S3 checks before it answers NoSuchKey (else AccessDenied): (call, request, decision
-    # without s3:prefix, as IAM documents a missing key; decision with the key as s3:prefix).
-    absent_key_checks: list[tuple[str, Request, Decision, Decision]]
     requests: list[Request]
 
-    @property
-    def absent_keys_outside_listing(self) -> list[str]:
-        """Missing keys read where the role may not even list: NoSuchKey is impossible however S3 decides."""
-        return [call for call, _, _, as_prefix in self.absent_key_checks if not as_prefix.allowed]
-
-    def report(self, *, absent_keys: bool = True) -> str:
+    def report(self) -> str:
         lines = [f"{self.function_id}: {len(self.requests)} IAM requests judged"]
         lines += [f"  MISSING  {request}  (for {call}; context {request.context})" for call, request, _ in self.denied]
         lines += [f"  REFUSED BY MOTO  {call}" for call in self.refused_by_moto]
         lines += [f"  unused grant  {grant.action} on {grant.resource}" for grant in self.unused]
-        if absent_keys:
-            lines += [f"  absent key  {request.context[ABSENT_KEY_CHECK]}: {request.action} without s3:prefix "
-                      f"{'allowed' if strict.allowed else 'NOT allowed'}, with the key as s3:prefix "
-                      f"{'allowed' if as_prefix.allowed else 'NOT allowed'}"
-                      for _, request, strict, as_prefix in self.absent_key_checks]
         return "\n".join(lines)
 
 
@@ -550,21 +535,17 @@ def moto_refusals(calls: list[Call]) -> list[str]:
 def judge(role: FunctionRole, requests: list[tuple[str, Request]], refused_by_moto: list[str] = (),
           parameters: dict[str, str] | None = None) -> Verdict:
     """Each request against the role's statements as written (resolved): what is missing, what is unused."""
-    denied, absent, judged = [], [], []
+    denied, judged = [], []
     used: set[Grant] = set()
     pairs = role.grant_pairs(parameters)
     for call, request in requests:
         decision = evaluate(role.statements, request)
-        if ABSENT_KEY_CHECK in request.context:
-            as_prefix = Request(request.action, request.resource, {"s3:prefix": request.context[ABSENT_KEY_CHECK]})
-            absent.append((call, request, decision, evaluate(role.statements, as_prefix)))
-            continue
         judged.append(request)
         if not decision.allowed:
             denied.append((call, request, decision))
         used |= {written for resolved, written in pairs if grant_used_by(resolved, role.statements, request, decision)}
     unused = [written for _, written in pairs if written not in used]
-    return Verdict(role.function_id, denied, list(refused_by_moto), unused, absent, judged)
+    return Verdict(role.function_id, denied, list(refused_by_moto), unused, judged)
 
 
 __all__ = ["CannotJudge", "Call", "FunctionRole", "MotoStack", "NotModelled", "Verdict", "function_roles", "judge",
