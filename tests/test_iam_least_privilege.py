@@ -9,7 +9,8 @@ in moto (tests/iam_runtime.py). Two judges:
     resource ARN and condition keys; KMS requests an encrypted topic, bucket or secret makes on the caller's
     behalf included) and judged against the role's statements as written (tests/iam_policy.py). A request
     no statement allows is a missing permission; a grant no request used is listed, and must be in
-    KNOWN_UNUSED with the reason it is there.
+    KNOWN_UNUSED with the reason it is there; a grant a request used must be needed (removed, the judge
+    finds a request refused).
 
 Functions are found in the template, not listed here: a new function fails
 `test_every_function_of_the_template_is_run_under_its_role` until the pipeline below runs it.
@@ -23,6 +24,7 @@ import copy
 import json
 import time
 from collections import defaultdict
+from datetime import date, timedelta
 from pathlib import Path
 
 import boto3
@@ -137,7 +139,7 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     Collector: a first and a second snapshot, and a run whose manifest write is refused (it deletes its parts).
     Differ: the first snapshot; the second against an incomplete first (it releases its claim); the second
     cut short by the deadline (checkpoint), then finished (checkpoint deleted), publishing to both topics.
-    Digest: today's changes (read, not marked sent), and yesterday's as scheduled (claimed, then marked)."""
+    Digest: today's changes (read, not marked sent), and the day before's (over: claimed, then marked)."""
     fleet = Fleet.generate(DEVICES, seed=13, platforms=["Mac"])
     pipeline, s3 = Pipeline(stack, monkeypatch, fleet), boto3.client("s3")
     bucket = pipeline.bucket
@@ -169,8 +171,9 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
 
     today = pipeline.run("DigestFunction", "digest", {"day": second["dt"]})  # read the changes; the day is not over
     assert today["published"] is True and today["events"] >= 1, today
-    yesterday = pipeline.run("DigestFunction", "digest", {})  # as scheduled: a day that is over is claimed
-    assert yesterday["published"] is True, yesterday
+    day_before = (date.fromisoformat(second["dt"]) - timedelta(days=1)).isoformat()
+    over = pipeline.run("DigestFunction", "digest", {"day": day_before})  # a day that is over: claimed, marked
+    assert over["published"] is True, over
     return pipeline.calls
 
 
