@@ -12,8 +12,10 @@ rather than guess.
     their ...IfExists forms, and ForAnyValue:/ForAllValues: on multi-valued keys.
 
 An explicit Deny wins; otherwise one matching Allow allows; otherwise the request is implicitly denied.
-Policy variables (${aws:username}) and the other policy types (resource policies, permission boundaries,
-SCPs, session policies) are not evaluated.
+Resource policies (`evaluate_resource_policy`) are matched on their Principal too: "*", the principal's
+ARN, or its account (the root ARN or the account id); a service principal never matches a role.
+Policy variables (${aws:username}), NotPrincipal and the other policy types (permission boundaries, SCPs,
+session policies) are not evaluated.
 """
 
 from __future__ import annotations
@@ -136,15 +138,42 @@ def statement_applies(statement: dict[str, Any], request: Request) -> bool:
             and conditions_hold(statement, request.context))
 
 
-def evaluate(statements: list[dict[str, Any]], request: Request) -> Decision:
+def principal_matches(statement: dict[str, Any], principal_arn: str) -> bool:
+    """Whether a resource policy statement names the principal (an IAM role or user ARN)."""
+    if "NotPrincipal" in statement:
+        raise CannotJudge("NotPrincipal")
+    principal = statement.get("Principal")
+    if principal == "*":
+        return True
+    if not isinstance(principal, dict):
+        raise CannotJudge(f"principal {principal!r}")
+    account = principal_arn.split(":")[4]
+    return any(name in ("*", principal_arn, account, f"arn:aws:iam::{account}:root")
+               for name in as_list(principal.get("AWS", [])))
+
+
+def _decide(statements: list[dict[str, Any]], applies) -> Decision:
     allows, denies = [], []
     for index, statement in enumerate(statements):
         effect = statement.get("Effect")
         if effect not in ("Allow", "Deny"):
             raise CannotJudge(f"statement {index} has Effect {effect!r}")
-        if statement_applies(statement, request):
+        if applies(statement):
             (allows if effect == "Allow" else denies).append(index)
     return Decision(allowed=bool(allows) and not denies, allowed_by=tuple(allows), denied_by=tuple(denies))
+
+
+def evaluate(statements: list[dict[str, Any]], request: Request) -> Decision:
+    """An identity policy's answer to a request."""
+    return _decide(statements, lambda statement: statement_applies(statement, request))
+
+
+def evaluate_resource_policy(statements: list[dict[str, Any]], request: Request, principal_arn: str) -> Decision:
+    """A resource policy's answer to a request of `principal_arn`."""
+    def applies(statement: dict[str, Any]) -> bool:
+        bare = {key: value for key, value in statement.items() if key not in ("Principal", "Sid")}
+        return principal_matches(statement, principal_arn) and statement_applies(bare, request)
+    return _decide(statements, applies)
 
 
 @dataclass(frozen=True)

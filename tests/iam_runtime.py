@@ -29,7 +29,8 @@ import botocore.loaders
 import botocore.session
 import requests
 
-from iam_policy import CannotJudge, Decision, Grant, Request, as_list, evaluate, grant_used_by, grants
+from iam_policy import (CannotJudge, Grant, Request, as_list, evaluate, evaluate_resource_policy, grant_used_by,
+                        grants)
 from tests.test_template import parameter_values, resolved_resources
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -174,6 +175,15 @@ def _named_only(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dic
     return {"Ref": name}
 
 
+def _role_name(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
+    """A function's role, as resource policies name it: `credentials` creates it under this name."""
+    return {"Ref": logical_id, "Arn": role_arn(logical_id)}
+
+
+def role_arn(role_id: str) -> str:
+    return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{role_id}"
+
+
 # Resource type -> how to create it in moto; returns its Ref and GetAtt values.
 DEPLOYERS: dict[str, Callable[[MotoStack, str, dict[str, Any]], dict[str, str]]] = {
     "AWS::KMS::Key": _create_key,
@@ -183,6 +193,14 @@ DEPLOYERS: dict[str, Callable[[MotoStack, str, dict[str, Any]], dict[str, str]]]
     "AWS::SQS::Queue": _create_queue,
     "AWS::Athena::WorkGroup": _named_only,
     "AWS::Glue::Database": _named_only,
+    "AWS::IAM::Role": _role_name,
+}
+
+# Resource policy type -> (the property naming what it applies to, the property holding the document).
+RESOURCE_POLICIES = {
+    "AWS::SNS::TopicPolicy": ("Topics", "PolicyDocument"),
+    "AWS::SQS::QueuePolicy": ("Queues", "PolicyDocument"),
+    "AWS::S3::BucketPolicy": ("Bucket", "PolicyDocument"),
 }
 
 
@@ -198,6 +216,7 @@ class MotoStack:
         self._clients: dict[str, Any] = {}
         self._loader = botocore.loaders.create_loader()
         self.keys = KeyLookup(self.client)
+        self._policies = self._resource_policies_by_target()
         self.roles = function_roles(cfn, parameters)
         for role in self.roles.values():
             role.statements = self.substitute(role.template_statements)
@@ -258,6 +277,31 @@ class MotoStack:
         if any(key.startswith("Fn::") for key in node):
             raise NotModelled(f"intrinsic {sorted(node)} in a function's role or environment: resolve it here")
         return {key: self.substitute(value) for key, value in node.items()}
+
+    # --- resource policies --------------------------------------------------------------------------
+    def _resource_policies_by_target(self) -> dict[str, list[Any]]:
+        """Logical id -> the policy documents (as written) of the stack that apply to it, KMS key policies too."""
+        found: dict[str, list[Any]] = {}
+        for logical_id, resource in self.resources.items():
+            props = resource.get("Properties", {})
+            if resource["Type"] == "AWS::KMS::Key":
+                found.setdefault(logical_id, []).append(props["KeyPolicy"])
+            elif resource["Type"] in RESOURCE_POLICIES:
+                targets, document = RESOURCE_POLICIES[resource["Type"]]
+                for target in as_list(props[targets]):
+                    if isinstance(target, dict) and set(target) == {"Ref"} and target["Ref"] in self.resources:
+                        found.setdefault(target["Ref"], []).append(props[document])
+        return found
+
+    def policies_on(self, resource_arn: str) -> tuple[bool, list[list[dict[str, Any]]]]:
+        """(whether the resource is this stack's, the statements of each resource policy on it). An object's
+        bucket policy applies to it; a KMS key of the stack has its key policy."""
+        for logical_id, values in list(self.physical.items()):
+            arns = {values.get("Arn"), values.get("Ref")} - {None}
+            if resource_arn in arns or any(resource_arn.startswith(f"{arn}/") for arn in arns if ":s3:::" in arn):
+                documents = self.substitute(self._policies.get(logical_id, []))
+                return True, [as_list(document["Statement"]) for document in documents]
+        return False, []
 
     # --- running under a role ------------------------------------------------------------------------
     def moto_statements(self, role: FunctionRole) -> list[dict[str, Any]]:
@@ -508,14 +552,15 @@ MOTO_REFUSALS = {"AccessDenied", "AccessDeniedException", "AuthorizationError", 
 @dataclass
 class Verdict:
     function_id: str
-    denied: list[tuple[str, Request, Decision]]  # (call, request, decision): a permission the role lacks
+    denied: list[tuple[str, Request, str]]  # (call, request, why): a request AWS would refuse
     refused_by_moto: list[str]  # calls moto's own enforcement refused
     unused: list[Grant]  # grants (template text) no request used
     requests: list[Request]
 
     def report(self) -> str:
         lines = [f"{self.function_id}: {len(self.requests)} IAM requests judged"]
-        lines += [f"  MISSING  {request}  (for {call}; context {request.context})" for call, request, _ in self.denied]
+        lines += [f"  REFUSED  {request}: {why}  (for {call}; context {request.context})"
+                  for call, request, why in self.denied]
         lines += [f"  REFUSED BY MOTO  {call}" for call in self.refused_by_moto]
         lines += [f"  unused grant  {grant.action} on {grant.resource}" for grant in self.unused]
         return "\n".join(lines)
@@ -533,19 +578,45 @@ def moto_refusals(calls: list[Call]) -> list[str]:
 
 
 def judge(role: FunctionRole, requests: list[tuple[str, Request]], refused_by_moto: list[str] = (),
-          parameters: dict[str, str] | None = None) -> Verdict:
-    """Each request against the role's statements as written (resolved): what is missing, what is unused."""
+          parameters: dict[str, str] | None = None, stack: MotoStack | None = None) -> Verdict:
+    """Each request against the role's statements as written (resolved): what is missing, what is unused.
+
+    With the stack, the resource policies on the request's resource are judged too: any explicit Deny in them
+    refuses it, and a KMS key of the stack must allow the role in its key policy (directly, or the account,
+    which hands the decision to IAM policies). An Allow in a resource policy is not counted: the role must
+    allow what its function does on its own."""
     denied, judged = [], []
     used: set[Grant] = set()
     pairs = role.grant_pairs(parameters)
+    principal = role_arn(role.role_id)
     for call, request in requests:
+        request = Request(request.action, request.resource, {**principal_context(principal), **request.context})
         decision = evaluate(role.statements, request)
         judged.append(request)
-        if not decision.allowed:
-            denied.append((call, request, decision))
+        reason = None if decision.allowed else "no statement of the role allows it"
+        if stack is not None and reason is None:
+            reason = _refused_by_resource_policies(stack, request, principal)
+        if reason:
+            denied.append((call, request, reason))
         used |= {written for resolved, written in pairs if grant_used_by(resolved, role.statements, request, decision)}
     unused = [written for _, written in pairs if written not in used]
     return Verdict(role.function_id, denied, list(refused_by_moto), unused, judged)
+
+
+def principal_context(principal_arn: str) -> dict[str, str]:
+    """The global condition keys of a Lambda function's call: its role's session, over TLS."""
+    return {"aws:PrincipalArn": principal_arn, "aws:PrincipalAccount": ACCOUNT, "aws:PrincipalType": "AssumedRole",
+            "aws:SecureTransport": "true"}
+
+
+def _refused_by_resource_policies(stack: MotoStack, request: Request, principal: str) -> str | None:
+    in_stack, policies = stack.policies_on(request.resource)
+    decisions = [evaluate_resource_policy(statements, request, principal) for statements in policies]
+    if any(decision.denied_by for decision in decisions):
+        return "an explicit Deny of the resource's policy"
+    if request.action.startswith("kms:") and in_stack and not any(decision.allowed for decision in decisions):
+        return "the key policy admits neither the role nor the account"
+    return None
 
 
 __all__ = ["CannotJudge", "Call", "FunctionRole", "MotoStack", "NotModelled", "Verdict", "function_roles", "judge",

@@ -201,7 +201,7 @@ def test_each_function_does_what_its_role_allows_and_uses_what_it_grants(aws, cf
     requests = {function_id: judged_requests(calls[function_id], stack.keys) for function_id in stack.roles}
     verdicts: dict[str, Verdict] = {
         function_id: judge(stack.roles[function_id], requests[function_id], moto_refusals(calls[function_id]),
-                           stack.parameters)
+                           stack.parameters, stack)
         for function_id in sorted(stack.roles)}
     report = "\n".join(verdict.report() for verdict in verdicts.values())
     print(f"\n[{deployment}]\n{report}")  # each function's judged requests and unused grants, for `pytest -s`

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from iam_policy import CannotJudge, Grant, Request, evaluate, grant_used_by, grants, matches
+from iam_policy import (CannotJudge, Grant, Request, evaluate, evaluate_resource_policy, grant_used_by, grants,
+                        matches)
 from iam_runtime import Call, NotModelled, requests_of
 
 BUCKET = "arn:aws:s3:::snapshots-bucket"
@@ -198,3 +199,40 @@ def test_a_secret_under_a_customer_key_needs_decrypt_through_secrets_manager():
 def test_a_call_nobody_mapped_fails_loudly():
     with pytest.raises(NotModelled, match="s3:CopyObject"):
         requests_of(Call("s3", "CopyObject", {}), Keys())
+
+
+# --- resource policies --------------------------------------------------------------------------------------
+ROLE = "arn:aws:iam::123456789012:role/DifferFunctionRole"
+OTHER_ROLE = "arn:aws:iam::123456789012:role/DigestFunctionRole"
+TOPIC_POLICY = [
+    {"Sid": "AllowDifferPublish", "Effect": "Allow", "Principal": {"AWS": ROLE}, "Action": "sns:Publish",
+     "Resource": TOPIC},
+    {"Sid": "DenyPublishFromAnyoneElse", "Effect": "Deny", "Principal": "*", "Action": "sns:Publish", "Resource": TOPIC,
+     "Condition": {"ArnNotEquals": {"aws:PrincipalArn": ROLE}}},
+    {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "sns:Publish", "Resource": TOPIC,
+     "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+]
+
+
+def publish(principal: str, secure: str = "true") -> Request:
+    return Request("sns:Publish", TOPIC, {"aws:PrincipalArn": principal, "aws:SecureTransport": secure})
+
+
+def test_a_topic_policy_admits_its_publisher_and_denies_anyone_else():
+    assert evaluate_resource_policy(TOPIC_POLICY, publish(ROLE), ROLE).allowed
+    other = evaluate_resource_policy(TOPIC_POLICY, publish(OTHER_ROLE), OTHER_ROLE)
+    assert not other.allowed and other.denied_by == (1,)
+    assert evaluate_resource_policy(TOPIC_POLICY, publish(ROLE, secure="false"), ROLE).denied_by == (2,)
+
+
+def test_who_a_principal_names():
+    key_policy = [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "kms:Decrypt", "Resource": "*"}]
+    request = Request("kms:Decrypt", KEY)
+    assert evaluate_resource_policy(key_policy, request, ROLE).allowed_by == (0,)  # the account: IAM decides
+    assert not evaluate_resource_policy(key_policy, request, "arn:aws:iam::999999999999:role/x").allowed
+    assert not evaluate_resource_policy(key_policy[1:], request, ROLE).allowed  # a role is not a service
+    with pytest.raises(CannotJudge):
+        evaluate_resource_policy([{"Effect": "Deny", "NotPrincipal": {"AWS": ROLE}, "Action": "*", "Resource": "*"}],
+                                 request, ROLE)
