@@ -25,18 +25,19 @@ import json
 import time
 from collections import defaultdict
 from datetime import date, timedelta
-from pathlib import Path
 
 import boto3
 import pytest
 
+from aws_helpers import manifests
 from conftest import FakeLambdaContext, load_handler
 from iam_runtime import Call, MotoStack, Verdict, function_roles, judge, judged_requests, moto_refusals
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError, SnapshotWriteError
+from kandji_snapshots.snapshots.layout import manifest_key
 from simulator import Fleet, KandjiSimulator
+from test_differ_handler import manifest_event
 from tests.test_template import ALLOWED_MANAGED_POLICIES
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "kst-iam-token"
 FEATURES = {"ChatNotifications": "Enabled", "DailyDigest": "Enabled"}  # every optional function and grant
 DEVICES = 20  # more than one deadline check (every 16 devices): the differ pauses and resumes
@@ -78,23 +79,6 @@ class PausingContext(FakeLambdaContext):
         return 20_000
 
 
-def manifest_event(bucket: str, snapshot: dict) -> dict:
-    event = copy.deepcopy(json.loads((ROOT / "events" / "manifest_created_event.json").read_text()))
-    event["detail"]["bucket"]["name"] = bucket
-    event["detail"]["object"]["key"] = snapshot["key"]
-    return event
-
-
-def committed(bucket: str) -> list[dict]:
-    s3 = boto3.client("s3")
-    found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="snapshots/manifests/"):
-        for item in page.get("Contents", []):
-            manifest = json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-            found.append({"key": item["Key"], **manifest})
-    return sorted(found, key=lambda manifest: manifest["snapshot_id"])
-
-
 class Pipeline:
     """The stack's handlers, each run under its own role, against a simulated fleet; the calls each one made."""
 
@@ -130,7 +114,8 @@ class Pipeline:
         return self.run("CollectorFunction", "collector", {"source": "kandji-snapshots.schedule"})
 
     def diff(self, snapshot: dict, lambda_context=None):
-        return self.run("DifferFunction", "differ", manifest_event(self.bucket, snapshot), lambda_context)
+        return self.run("DifferFunction", "differ", manifest_event(manifest_key(snapshot["snapshot_id"]), self.bucket),
+                        lambda_context)
 
 
 def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
@@ -156,7 +141,7 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
             pipeline.collect()
         s3.delete_bucket_policy(Bucket=bucket)
 
-    first, second = committed(bucket)
+    first, second = sorted(manifests(bucket), key=lambda manifest: manifest["snapshot_id"])
     assert pipeline.diff(first)["events"] == 0
     damaged = first["tables"]["device_apps"]["keys"][0]
     body = s3.get_object(Bucket=bucket, Key=damaged)["Body"].read()
