@@ -45,6 +45,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .fleet import Fleet
 from .raw_values import RawValues
 from . import prism_categories
+from .tenant import BadRequest as _TenantBadRequest, Tenant
 
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -61,6 +62,9 @@ HEADER_ERAS = ("2022", "2023", "2024")
 
 # Permission names a token can hold, one per endpoint family.
 PERMISSIONS = frozenset({"devices", "details", "apps", "prism"}) | prism_categories.PERMISSIONS
+# Tenant-wide sources (simulator/tenant.py): one permission per endpoint, as Kandji grants them.
+TENANT_PERMISSIONS = frozenset({"audit_events", "threats", "detections", "vulnerabilities", "users", "blueprints"})
+PERMISSIONS = PERMISSIONS | TENANT_PERMISSIONS
 
 # Django's production 404 page: what the API answers for unknown paths and unknown devices.
 NOT_FOUND_HTML = (
@@ -81,6 +85,12 @@ _ROUTES = (
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/apps/?$"), "apps", "apps"),
     (re.compile(r"^/api/v1/prism/apps/?$"), "prism_apps", "prism"),
     (re.compile(r"^/api/v1/prism/count/?$"), "prism_count", "prism"),
+    (re.compile(r"^/api/v1/audit/events/?$"), "audit_events", "audit_events"),
+    (re.compile(r"^/api/v1/threat-details/?$"), "threats", "threats"),
+    (re.compile(r"^/api/v1/vulnerability-management/detections/?$"), "detections", "detections"),
+    (re.compile(r"^/api/v1/vulnerability-management/vulnerabilities/?$"), "vulnerabilities", "vulnerabilities"),
+    (re.compile(r"^/api/v1/users/?$"), "users", "users"),
+    (re.compile(r"^/api/v1/blueprints/?$"), "blueprints", "blueprints"),
     # FileVault key, bypass code, unlock PIN, recovery password: a collector must never ask.
     # No token here holds the permission, so these answer 403 (and show in stats).
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/secrets/.*$"), "secrets", "secrets"),
@@ -508,6 +518,7 @@ class KandjiSimulator:
         self.raw_values = RawValues()  # tests: raw values and reordered lists in served payloads
         self.stats = Stats()
         self.prism = prism_categories.PrismCategories(fleet)  # posture categories: rows and `set`
+        self.tenant = Tenant(fleet)  # audit trail, threats, vulnerabilities, users, blueprints
         self._limiter = _RateLimiter(rate_limit_per_second, rate_limit_per_hour)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -806,6 +817,31 @@ class KandjiSimulator:
         cursor = encode_cursor(following) if self.prism_cursors and rows and following < total else None
         echoed = offset if "offset" in params or "cursor" in params else None  # null when not asked
         return _json(200, {"offset": echoed, "limit": limit, "total": total, "data": rows, "cursor": cursor})
+
+    def _ep_tenant(self, endpoint: str, params: dict[str, str]) -> Response:
+        try:
+            status, body = self.tenant.page(endpoint, params, self.base_url)
+        except _TenantBadRequest as bad:
+            raise _BadRequest(bad.body) from None
+        return Response(status, body, JSON_TYPE)
+
+    def _ep_audit_events(self, params: dict[str, str], path: str, target: str) -> Response:
+        return self._ep_tenant("audit_events", params)
+
+    def _ep_threats(self, params: dict[str, str], path: str, target: str) -> Response:
+        return self._ep_tenant("threats", params)
+
+    def _ep_detections(self, params: dict[str, str], path: str, target: str) -> Response:
+        return self._ep_tenant("detections", params)
+
+    def _ep_vulnerabilities(self, params: dict[str, str], path: str, target: str) -> Response:
+        return self._ep_tenant("vulnerabilities", params)
+
+    def _ep_users(self, params: dict[str, str], path: str, target: str) -> Response:
+        return self._ep_tenant("users", params)
+
+    def _ep_blueprints(self, params: dict[str, str], path: str, target: str) -> Response:
+        return self._ep_tenant("blueprints", params)
 
     def _ep_prism_count(self, params: dict[str, str], path: str, target: str) -> Response:
         category = params.get("category", "")

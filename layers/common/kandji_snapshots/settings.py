@@ -59,6 +59,9 @@ class CollectorOptions:
     hourly_reserve: int = DEFAULT_HOURLY_RESERVE
     apps_source: str = "per-device"
     max_fleet_drop_percent: float = 50.0
+    tenant_sources: str = "all"  # comma-separated (collect/tenant_sources.SOURCE_NAMES), "all" or "none"
+    audit_backfill_days: int = 30
+    audit_overlap_hours: int = 24
 
 
 @dataclass(frozen=True)
@@ -88,5 +91,8 @@ class CollectorEnvironment:
                 apps_source=(env.get("KANDJI_APPS_SOURCE") or "per-device").strip().lower(),
                 max_fleet_drop_percent=number_setting(env, "KANDJI_MAX_FLEET_DROP_PERCENT", 50.0,
                                                       minimum=0, maximum=100),
+                tenant_sources=(env.get("KANDJI_TENANT_SOURCES") or "all").strip().lower(),
+                audit_backfill_days=int(number_setting(env, "KANDJI_AUDIT_BACKFILL_DAYS", 30, minimum=0, maximum=365)),
+                audit_overlap_hours=int(number_setting(env, "KANDJI_AUDIT_OVERLAP_HOURS", 24, minimum=0, maximum=24 * 30)),
             ),
         )

@@ -16,7 +16,9 @@ from typing import Any
 import requests
 
 from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.collect.audit import AuditSettings
 from kandji_snapshots.collect.refresh import RequestBudget
+from kandji_snapshots.collect.tenant_sources import TenantReader, sources_setting
 from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.kandji.client import KandjiClient, RequestStats, RetryPolicy
 from kandji_snapshots.kandji.config import KandjiCredentials, parse_secret
@@ -62,8 +64,12 @@ def build_collector(credentials: KandjiCredentials, store: ObjectStore, options:
                           clock=clock.monotonic, sleep=clock.sleep, pool_size=options.max_workers, budget=budget)
     settings = CollectorSettings(max_workers=options.max_workers, apps_source=options.apps_source,
                                  max_fleet_drop_percent=options.max_fleet_drop_percent, temp_dir=temp_dir)
+    sources = sources_setting(options.tenant_sources)
+    tenant = TenantReader(client, store, clock=clock.now, sources=sources,
+                          requests_spent=lambda endpoint: int(client.stats.as_dict()["by_endpoint"].get(endpoint, 0)),
+                          audit=AuditSettings(options.audit_backfill_days, options.audit_overlap_hours)) if sources else None
     collector = SnapshotCollector(client, store, settings=settings, clock=clock.now, sleep=clock.sleep,
-                                  request_stats=client.stats.as_dict, budget=budget, progress=progress)
+                                  request_stats=client.stats.as_dict, budget=budget, progress=progress, tenant=tenant)
     return CollectorRun(collector, client, budget)
 
 
