@@ -19,6 +19,8 @@ differ_progress (the changes file and the progress markers).
 
 from __future__ import annotations
 
+import itertools
+
 import json
 import logging
 import time
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_snapshot_id
+from kandji_snapshots.diff.tenant_changes import TenantChanges
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
                             DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally,
                             FieldTally, app_event, app_identity, app_list, device_event, summary_event)
@@ -273,6 +276,7 @@ class DifferSettings:
     message_context: MessageContext = MessageContext()  # where e-mails and chat point readers (Athena)
     # Stop comparing with less time left than this: enough to save the checkpoint (the events so far).
     compare_margin_seconds: float = 30.0
+    tenant_severity: dict[str, str] | None = None  # tenant_changes.severity_table (None: its defaults)
 
 
 @dataclass
@@ -459,7 +463,9 @@ class SnapshotDiffer:
 
         def events() -> Iterator[dict[str, Any]]:
             yield from checkpoint.events()
-            yield from changes_file.write(comparison, head=checkpoint.head())
+            # The tenant's own events follow the devices' (diff/tenant_changes.py).
+            tenant = TenantChanges(self._store, previous, current, self._settings.tenant_severity)
+            yield from changes_file.write(itertools.chain(comparison, tenant), head=checkpoint.head())
         return events()
 
     def _paused(self, paused: ComparisonPaused, checkpoint: ComparisonCheckpoint, snapshot_id: str,

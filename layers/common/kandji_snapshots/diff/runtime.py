@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from kandji_snapshots.diff.tenant_changes import SEVERITY_OVERRIDES_ENV, severity_table
 from kandji_snapshots.diff.differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferSettings, SnapshotDiffer
 from kandji_snapshots.diff.digest import DigestRequest, publish_daily_digest
 from kandji_snapshots.diff.messages import MessageContext
@@ -45,6 +46,7 @@ class DifferEnvironment:
     ignore_fields: tuple[str, ...]
     chat_topic_arn: str = ""
     message_context: MessageContext = MessageContext()
+    tenant_severity: dict[str, str] | None = None  # diff/tenant_changes.severity_table
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "DifferEnvironment":
@@ -57,6 +59,7 @@ class DifferEnvironment:
             ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
             chat_topic_arn=(env.get("CHAT_TOPIC_ARN") or "").strip(),
             message_context=message_context_from_env(env),
+            tenant_severity=severity_table(env.get(SEVERITY_OVERRIDES_ENV)),
         )
 
 
@@ -73,7 +76,7 @@ def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, pu
             if env.chat_topic_arn:
                 publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn), env.message_context)
     settings = DifferSettings(max_events_per_run=env.max_events_per_run, ignore_fields=env.ignore_fields,
-                              message_context=env.message_context)
+                              message_context=env.message_context, tenant_severity=env.tenant_severity)
     return SnapshotDiffer(store, publisher, settings=settings, clock=clock.monotonic)
 
 
