@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from aws_helpers import manifests, read_rows
+from aws_helpers import BUCKET, all_keys, manifests, read_rows
 from conftest import load_handler
+from kandji_snapshots.query import local_duckdb
 from simulator import Fleet
 from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (deployment: fixture)
 
@@ -16,7 +17,18 @@ def tenant_events(messages: list[dict]) -> list[dict]:
     return [message for message in messages if message.get("platform") == "tenant"]
 
 
-def test_each_alert_worthy_tenant_change_is_published_once(deployment, lambda_context, monkeypatch):  # noqa: F811
+def bucket_as_folder(folder) -> None:
+    """The bucket's tables, gzip as written, in a folder DuckDB reads like Athena reads the bucket."""
+    import boto3
+
+    for key in all_keys(prefix="snapshots/"):
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(boto3.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def test_each_alert_worthy_tenant_change_is_published_once(deployment, lambda_context, monkeypatch,  # noqa: F811
+                                                           tmp_path):
     fleet = Fleet.generate(12, seed=5)
     sim = start(fleet, monkeypatch)
     tenant = sim.tenant
@@ -65,6 +77,20 @@ def test_each_alert_worthy_tenant_change_is_published_once(deployment, lambda_co
     assert summary["summary"]["audit_other_actions"] == {"widget:frobnicate": 1}
     [removed] = [event for event in events if event["change_type"] == "library_item_removed_from_blueprint"]
     assert removed["audit"]["library_items_removed"] == ["Firewall [high] fake"]  # one line, data only
+
+    # The saved queries over the same tables (the snapshots were taken today: within every query's days).
+    bucket_as_folder(tmp_path)
+    con = local_duckdb.connect(tmp_path)
+    tokens = local_duckdb.run_query(con, "api_token_changes")
+    assert [(row["action"], row["token_label"]) for row in tokens] == [("update", "SIEM")]
+    assert "secrets/bypasscode" in tokens[0]["permissions"]
+    [removal] = local_duckdb.run_query(con, "library_items_removed_from_blueprints")
+    assert removal["blueprint_name"] == "Engineering" and "Firewall" in removal["library_items_removed"]
+    critical = local_duckdb.run_query(con, "devices_with_critical_cve")
+    assert Counter(row["cve_id"] for row in critical) == {"CVE-2024-9999": 7, "CVE-2024-5555": 2}
+    assert all(row["on_kev"] == (row["cve_id"] == "CVE-2024-5555") for row in critical)
+    [released] = local_duckdb.run_query(con, "threats_not_quarantined")
+    assert (released["threat_name"], released["status"]) == ("Pirrit", "RELEASED")
 
 
 def test_a_token_without_tenant_permissions_still_gets_complete_device_snapshots(deployment, lambda_context,  # noqa: F811

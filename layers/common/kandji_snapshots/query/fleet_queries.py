@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from kandji_snapshots.snapshots import schema
 from kandji_snapshots.snapshots.schema import BIGINT, BOOLEAN, STRING, Array, Type, struct
+from kandji_snapshots.snapshots.tenant_schema import TENANT_TABLES
 
 # The change events the differ writes to changes/dt=YYYY-MM-DD/<snapshot_id>.json.gz, one
 # JSON object per line. Fields an event type does not use are absent (read as NULL).
@@ -60,11 +61,12 @@ CHANGES: dict[str, Type] = {
 }
 
 # Every table Athena and DuckDB know, with its columns (the `dt` partition comes on top).
-TABLE_COLUMNS: dict[str, dict[str, Type]] = {**schema.TABLES, "changes": CHANGES}
+TABLE_COLUMNS: dict[str, dict[str, Type]] = {**schema.TABLES, "changes": CHANGES, **TENANT_TABLES}
 # Where each table's files live, below the bucket (Athena) or the local folder (DuckDB).
 TABLE_PREFIXES: dict[str, str] = {
     **{table: f"snapshots/{table}/" for table in schema.TABLES},
     "changes": "changes/",
+    **{table: f"snapshots/{table}/" for table in TENANT_TABLES},
 }
 PARTITION_KEY = "dt"
 
@@ -120,6 +122,9 @@ ATHENA: dict[str, str] = {
     "join_list": "array_join(transform",
     "lambda": "x ->",
     "list_length": "cardinality",
+    "dt_30_days_ago": "CAST(current_date - INTERVAL '30' DAY AS varchar)",
+    "recent_dt": _RECENT,
+    "json_text": "json_extract_scalar",
 }
 DUCKDB: dict[str, str] = {
     "latest": _LATEST.format(recent=""),
@@ -137,6 +142,9 @@ DUCKDB: dict[str, str] = {
     "join_list": "array_to_string(list_transform",
     "lambda": "lambda x:",
     "list_length": "len",
+    "dt_30_days_ago": "strftime(current_date - INTERVAL 30 DAY, '%Y-%m-%d')",
+    "recent_dt": "''",  # a local folder: every snapshot it holds
+    "json_text": "json_extract_string",
 }
 
 CHROME = QueryParameter("bundle_id", "com.google.Chrome", "'com.google.Chrome'")
@@ -406,6 +414,88 @@ WHERE c.dt >= {dt_7_days_ago}
 ORDER BY c.snapshot_id DESC, c.event_id, {change_field}"""),
 )
 QUERIES += POSTURE_QUERIES
+
+# --- the tenant-wide tables (collect/tenant_sources.py, docs/tenant-sources.md) ---------------------
+# A snapshot table's latest rows are those of the latest snapshot that read the source: a run whose
+# token may not read it leaves the last known rows standing rather than an empty answer.
+_LATEST_OF = """WITH latest AS (
+    SELECT max(snapshot_id) AS snapshot_id
+    FROM {table}
+    WHERE dt >= {{recent_dt}}
+)"""
+TENANT_QUERIES: tuple[FleetQuery, ...] = (
+    _query("api_token_changes", "Kandji: API token changes of the last 30 days",
+           "API tokens created, changed (their permissions) or deleted in the last 30 days, from the audit trail.",
+           """SELECT
+    e.occurred_at,
+    e.action,
+    {json_text}(e.new_state, '$.label') AS token_label,
+    json_extract(e.new_state, '$.permissions') AS permissions,
+    e.actor_type,
+    e.actor_id,
+    e.target_id,
+    e.id AS event_id
+FROM audit_events e
+WHERE e.dt >= {dt_30_days_ago}
+  AND e.target_type = 'api_token'
+ORDER BY e.occurred_at DESC, e.id"""),
+    _query("library_items_removed_from_blueprints", "Kandji: library items removed from blueprints",
+           "Audit events of the last 30 days that removed library items (profiles, apps, scripts) from a blueprint.",
+           """SELECT
+    e.occurred_at,
+    {json_text}(e.new_state, '$.name') AS blueprint_name,
+    json_extract(e.new_state, '$.library_items_removed') AS library_items_removed,
+    e.actor_type,
+    e.actor_id,
+    e.target_id AS blueprint_id,
+    e.id AS event_id
+FROM audit_events e
+WHERE e.dt >= {dt_30_days_ago}
+  AND e.target_type = 'blueprint'
+  AND json_array_length(json_extract(e.new_state, '$.library_items_removed')) > 0
+ORDER BY e.occurred_at DESC, e.id"""),
+    _query("devices_with_critical_cve", "Kandji: devices with a critical CVE",
+           "Devices of the latest vulnerability read with a CVE of CVSS 9 or more, or on CISA's KEV list.",
+           _LATEST_OF.format(table="vulnerability_detections") + """
+SELECT
+    v.device_name,
+    v.device_serial_number,
+    v.cve_id,
+    v.cvss_score,
+    coalesce(k.kev_score, 0) > 0 AS on_kev,
+    v.name AS software,
+    v.version,
+    v.first_detection_date,
+    v.device_id
+FROM vulnerability_detections v
+JOIN latest l ON v.snapshot_id = l.snapshot_id
+LEFT JOIN vulnerabilities k ON k.snapshot_id = v.snapshot_id AND k.cve_id = v.cve_id AND k.dt = v.dt
+    AND k.dt >= {recent_dt}
+WHERE v.dt >= {recent_dt}
+  AND (v.cvss_score >= 9 OR coalesce(k.kev_score, 0) > 0)
+ORDER BY v.cvss_score DESC, v.cve_id, v.device_name, v.device_id"""),
+    _query("threats_not_quarantined", "Kandji: threats not quarantined",
+           "Threats of the latest threat read whose status is not QUARANTINED (released, allowed, ...), with who "
+           "released them.",
+           _LATEST_OF.format(table="threats") + """
+SELECT
+    t.threat_name,
+    t.classification,
+    t.status,
+    t.device_name,
+    t.device_serial_number,
+    t.file_path,
+    t.released_by,
+    t.date_of_release,
+    t.detection_date,
+    t.device_id
+FROM threats t
+JOIN latest l ON t.snapshot_id = l.snapshot_id
+WHERE t.dt >= {recent_dt}
+  AND t.status <> 'QUARANTINED'
+ORDER BY t.detection_date DESC, t.device_id, t.threat_name"""),
+)
+QUERIES += TENANT_QUERIES
 
 _BY_NAME = {query.name: query for query in QUERIES}
 
