@@ -45,7 +45,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .fleet import Fleet
 from .raw_values import RawValues
 from . import prism_categories
-from .tenant import BadRequest as _TenantBadRequest, Tenant
+from .params import BadRequest, int_param
+from .tenant import Tenant
 
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -127,10 +128,7 @@ def _not_found() -> Response:
     return Response(404, NOT_FOUND_HTML, HTML_TYPE)
 
 
-class _BadRequest(Exception):
-    def __init__(self, body: Any):
-        super().__init__(body)
-        self.body = body
+_BadRequest = BadRequest  # raised by the endpoints, answered 400
 
 
 # ---------------------------------------------------------------------------- faults
@@ -716,8 +714,11 @@ class KandjiSimulator:
         malformed = self.faults._take("malformed", path, target)
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         try:
-            handler = "_ep_prism_category" if "category" in route_params else f"_ep_{endpoint}"
-            response = getattr(self, handler)(params, path, target, **route_params)
+            if endpoint in TENANT_PERMISSIONS:  # simulator/tenant.py: one permission and stats name per endpoint
+                response = self._ep_tenant(endpoint, params)
+            else:
+                handler = "_ep_prism_category" if "category" in route_params else f"_ep_{endpoint}"
+                response = getattr(self, handler)(params, path, target, **route_params)
         except _BadRequest as bad:
             response = _json(400, bad.body)
         if malformed is not None:
@@ -736,18 +737,7 @@ class KandjiSimulator:
         return Response(200, MAINTENANCE_HTML, HTML_TYPE)
 
     # -- endpoints
-    @staticmethod
-    def _int_param(params: dict[str, str], name: str, default: int, minimum: int) -> int:
-        raw = params.get(name, "")
-        if raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise _BadRequest({name: ["A valid integer is required."]}) from None
-        if value < minimum:
-            raise _BadRequest({name: [f"Ensure this value is greater than or equal to {minimum}."]})
-        return value
+    _int_param = staticmethod(int_param)
 
     def _ep_devices(self, params: dict[str, str], path: str, target: str) -> Response:
         limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT)
@@ -819,29 +809,8 @@ class KandjiSimulator:
         return _json(200, {"offset": echoed, "limit": limit, "total": total, "data": rows, "cursor": cursor})
 
     def _ep_tenant(self, endpoint: str, params: dict[str, str]) -> Response:
-        try:
-            status, body = self.tenant.page(endpoint, params, self.base_url)
-        except _TenantBadRequest as bad:
-            raise _BadRequest(bad.body) from None
+        status, body = self.tenant.page(endpoint, params, self.base_url)
         return Response(status, body, JSON_TYPE)
-
-    def _ep_audit_events(self, params: dict[str, str], path: str, target: str) -> Response:
-        return self._ep_tenant("audit_events", params)
-
-    def _ep_threats(self, params: dict[str, str], path: str, target: str) -> Response:
-        return self._ep_tenant("threats", params)
-
-    def _ep_detections(self, params: dict[str, str], path: str, target: str) -> Response:
-        return self._ep_tenant("detections", params)
-
-    def _ep_vulnerabilities(self, params: dict[str, str], path: str, target: str) -> Response:
-        return self._ep_tenant("vulnerabilities", params)
-
-    def _ep_users(self, params: dict[str, str], path: str, target: str) -> Response:
-        return self._ep_tenant("users", params)
-
-    def _ep_blueprints(self, params: dict[str, str], path: str, target: str) -> Response:
-        return self._ep_tenant("blueprints", params)
 
     def _ep_prism_count(self, params: dict[str, str], path: str, target: str) -> Response:
         category = params.get("category", "")

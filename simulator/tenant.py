@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .fleet import REFERENCE_NOW, TIMESTAMP_FORMATS, Fleet
+from .params import BadRequest, int_param
 
 AUDIT_MAX_LIMIT = 500
 AUDIT_DEFAULT_LIMIT = 100
@@ -39,14 +40,6 @@ USERS_PAGE = 100
 OFFSET_MAX_LIMIT = 300
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-class BadRequest(ValueError):
-    """A query the API answers 400 to; `body` is its JSON."""
-
-    def __init__(self, body: Any):
-        super().__init__(body)
-        self.body = body
 
 
 def ulid(at: datetime, rng: random.Random) -> str:
@@ -79,16 +72,7 @@ def _decode(cursor: str) -> dict[str, Any]:
 
 
 def _int(params: dict[str, str], name: str, default: int, maximum: int, minimum: int = 1) -> int:
-    raw = params.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest({name: ["A valid integer is required."]}) from None
-    if value < minimum:
-        raise BadRequest({name: [f"Ensure this value is greater than or equal to {minimum}."]})
-    return min(value, maximum)
+    return min(int_param(params, name, default, minimum), maximum)
 
 
 class Tenant:
