@@ -145,7 +145,7 @@ class SnapshotCollector:
                 if self._tenant is not None:
                     self._tenant.discard(tenant)
                 raise
-            if not self._committed_anyway(snapshot_id, writers):
+            if not self._committed_anyway(snapshot_id, writers, tenant):
                 raise
             logger.warning("the manifest write reported an error but the manifest is stored: committed",
                            extra={"snapshot_id": snapshot_id})
@@ -164,7 +164,7 @@ class SnapshotCollector:
         raise SnapshotConflict(f"Snapshot {snapshot_id} is already committed and the clock did not move on. "
                                "Nothing was written; check the system clock.")
 
-    def _committed_anyway(self, snapshot_id: str, writers: dict[str, TableWriter]) -> bool:
+    def _committed_anyway(self, snapshot_id: str, writers: dict[str, TableWriter], tenant: TenantRun | None) -> bool:
         """After a failed manifest write: is it stored after all? Parts are deleted only when surely not."""
         try:
             stored = manifest_exists(self._store, snapshot_id)
@@ -172,6 +172,8 @@ class SnapshotCollector:
             return False  # unknown: keep the parts (orphans are harmless, a manifest without parts is not)
         if not stored:
             self._discard(writers)
+            if self._tenant is not None:
+                self._tenant.discard(tenant)
         return stored
 
     def _manifest(self, snapshot_id: str, correlation_id: str | None, started: datetime,

@@ -25,6 +25,7 @@ from kandji_snapshots.errors import ConfigurationError, KandjiApiError, KandjiAu
 from kandji_snapshots.kandji.paging import NextUrlPaginator, PageNumberPaginator, Paginator
 from kandji_snapshots.kandji.permissions import permission_for
 from kandji_snapshots.snapshots.catalog import Manifest
+from kandji_snapshots.snapshots.layout import audit_claim_key
 from kandji_snapshots.snapshots.normalize import encode_row, source_row
 from kandji_snapshots.snapshots.schema import Type
 from kandji_snapshots.snapshots.storage import ObjectStore
@@ -255,6 +256,7 @@ class TenantReader:
         if run.audit is None:
             return
         if self._trail.claim(run.audit, snapshot_id):
+            run.keys.append(audit_claim_key(run.audit.base.snapshot_id, run.audit.claim_attempt))  # ours: undone
             return
         logger.warning("another run continued the audit trail from the same point first: this run's events are dropped",
                        extra={"base": run.audit.base.snapshot_id})
@@ -264,6 +266,7 @@ class TenantReader:
         run.audit = None
 
     def discard(self, run: TenantRun | None) -> None:
+        """The run will not commit: its parts, and its audit claim once made, go (the next run reads again)."""
         if run is not None:
             self._delete(run.keys)
 
