@@ -255,3 +255,23 @@ def test_the_digest_counts_the_tenant_events():
     document = build_digest(store, "2026-11-23").document()
     assert document["tenant_counts"]["api_token_changed"] == 1 and document["platform_counts"] == {"tenant": 2}
     assert document["high_severity_events"][0]["change_type"] == "api_token_changed"
+
+
+def test_the_trail_s_first_read_is_summarised_and_later_admin_actions_are_alerts():
+    from kandji_snapshots.diff.tenant_changes import TenantChanges
+
+    store = MemoryObjectStore()
+    token_change = {**event(1, NOW - timedelta(hours=1)), "target_type": "api_token",
+                    "new_state": {"label": "SIEM", "permissions": [{"path": "/api/v1/users", "http_method": "GET"}]}}
+    api = FakeAuditApi([token_change])
+    older = Manifest({"schema_version": 1, "snapshot_id": "20261123T090000Z", "tables": {}})  # before tenant sources
+    write_manifest(store, older)
+    first, _ = commit(store, reader(store, api, lambda: NOW), "20261123T100000Z", older)
+    backfill = list(TenantChanges(store, older, first))
+    assert [(e["change_type"], e["summary"].get("audit_backfilled")) for e in backfill] == [("tenant_summary", 1)]
+    api.events.append({**token_change, "id": "01EVENT0002", "occurred_at": NOW.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    second, _ = commit(store, reader(store, api, lambda: NOW), "20261123T110000Z", first)
+    alerts = [e for e in TenantChanges(store, first, second) if e["change_type"] != "tenant_summary"]
+    assert [(e["change_type"], e["severity"], e["audit"]["id"]) for e in alerts] == [
+        ("api_token_changed", HIGH, "01EVENT0002")]
+    assert alerts[0]["audit"]["permissions"] == ["GET /api/v1/users"] and alerts[0]["platform"] == "tenant"

@@ -125,7 +125,7 @@ class AuditTrail:
         except ObjectNotFound:
             return None
         except ValueError:
-            return {}  # unreadable: a claim nobody committed under, passed over once stale (never: no time)
+            return {}  # unreadable: no claimant, no time: passed over at once
 
     def claim(self, read: AuditRead, snapshot_id: str) -> bool:
         """Claim, just before the manifest, that this run continues the trail from its base state."""

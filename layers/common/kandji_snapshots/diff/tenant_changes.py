@@ -130,7 +130,7 @@ class TenantChanges:
         yield from self._cves()
         self._count_changes("users", ("id",))
         self._count_changes("blueprints", ("id",))
-        if any(self._summary.get(name) for name in ("audit_events", "new_cves")) or any(
+        if any(self._summary.get(name) for name in ("audit_events", "audit_backfilled", "new_cves")) or any(
                 any((self._summary.get(table) or {}).values()) for table in ("users", "blueprints")):
             self._summary["sources"] = {name: read.get("status") for name, read in
                                         (self._current.document["tenant"].get("sources") or {}).items()}
@@ -168,6 +168,10 @@ class TenantChanges:
 
     def _audit(self) -> Iterator[dict[str, Any]]:
         rows = self._rows(self._current, "audit_events") or []
+        audit = (self._current.document["tenant"].get("audit") or {})
+        if rows and audit.get("base") is None:  # the trail's first read: its backfill is history, not news
+            self._summary["audit_backfilled"] = len(rows)
+            return
         others: Counter[str] = Counter()
         for row in rows:
             change_type = classify_audit(row)
