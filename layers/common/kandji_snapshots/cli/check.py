@@ -195,7 +195,7 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
     try:
         results = probe_url_and_token(probe, refusals, console)
         posture = probe_posture(probe.get)
-        tenant = probe_tenant_sources(probe.get)
+        tenant = probe_tenant_sources(probe.get, probe.host)
     except CheckStopped as stopped:
         console.err(f"error: {stopped}")
         console.out(f"{'this check':<12}{_requests(rate.responses)}")

@@ -10,8 +10,12 @@ from typing import Any, NamedTuple
 
 from kandji_snapshots.collect.audit import AUDIT_PAGE_LIMIT
 from kandji_snapshots.collect.tenant_sources import SNAPSHOT_SOURCES, SnapshotSource
+from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.kandji.paging import NextUrlPaginator
 from kandji_snapshots.kandji.permissions import permission_for
+
+
+MAX_PROBE_PAGES = 20  # pages `check` reads of a list without a count before it prices it at one row per device
 
 
 class SourceProbe(NamedTuple):
@@ -30,23 +34,40 @@ def _announced(body: Any) -> int | None:
     return None
 
 
-def probe_tenant_sources(get: Callable[..., Any]) -> dict[str, SourceProbe]:
-    """source -> what one small page of it said (`get` is ApiProbe.get); the audit trail first."""
-    paths = {"audit_events": ("audit/events", "audit_events", {"limit": 1}),
-             **{source.name: (source.path, source.endpoint, {"size" if "vulnerab" in source.name else "limit": 1})
-                for source in SNAPSHOT_SOURCES}}
-    results = {}
-    for name, (path, endpoint, params) in paths.items():
-        answer = get(path, params, endpoint=endpoint)
-        if answer.status == 200:
-            results[name] = SourceProbe("present", "", _announced(answer.body))
-        elif answer.status in (401, 403):  # the API uses both for a missing permission
-            results[name] = SourceProbe("missing", f"{answer.status}: runs skip this source")
-        elif answer.status == 404:
-            results[name] = SourceProbe("absent", "404: this tenant does not serve it")
-        else:
-            results[name] = SourceProbe("unknown", answer.problem or f"answered {answer.status}; try again later")
+def probe_tenant_sources(get: Callable[..., Any], host: str) -> dict[str, SourceProbe]:
+    """source -> what its first pages said (`get` is ApiProbe.get). A list whose envelope announces no count is
+    paged (its own way, up to MAX_PROBE_PAGES) to count its rows, so the cost estimate is the run's."""
+    results = {"audit_events": _probe_one(get("audit/events", {"limit": 1}, endpoint="audit_events"))}
+    for source in SNAPSHOT_SOURCES:
+        paginator = source.paginator(host)
+        answer = get(source.path, paginator.next_request(), endpoint=source.endpoint)
+        probe = _probe_one(answer)
+        pages = 1
+        rows = 0
+        while probe.state == "present" and probe.rows is None and answer.status == 200:
+            try:
+                rows += len(paginator.update(answer.body))
+            except KandjiSnapshotsError:
+                break  # counted at one row per device
+            params = paginator.next_request()
+            if params is None:
+                probe = SourceProbe("present", "", rows)
+                break
+            if pages >= MAX_PROBE_PAGES:
+                break
+            answer, pages = get(source.path, params, endpoint=source.endpoint), pages + 1
+        results[source.name] = probe
     return results
+
+
+def _probe_one(answer: Any) -> SourceProbe:
+    if answer.status == 200:
+        return SourceProbe("present", "", _announced(answer.body))
+    if answer.status in (401, 403):  # the API uses both for a missing permission
+        return SourceProbe("missing", f"{answer.status}: runs skip this source")
+    if answer.status == 404:
+        return SourceProbe("absent", "404: this tenant does not serve it")
+    return SourceProbe("unknown", answer.problem or f"answered {answer.status}; try again later")
 
 
 def _endpoint(name: str) -> str:
