@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from kandji_snapshots.collect.audit import AuditRead, AuditSettings, AuditTrail, audit_section
+from kandji_snapshots.collect.audit import AuditRead, AuditSettings, AuditState, AuditTrail, audit_section
 from kandji_snapshots.collect.refresh import BudgetExhausted
 from kandji_snapshots.errors import ConfigurationError, KandjiApiError, KandjiAuthError
 from kandji_snapshots.kandji.paging import NextUrlPaginator, PageNumberPaginator, Paginator
@@ -209,17 +209,14 @@ class TenantReader:
         else:
             base, attempt = committed
             run.audit_carried = base.to_document()
-            holder: list[AuditRead] = []
-            read = self._guarded(AUDIT_ENDPOINT, lambda: self._write_audit(base, attempt, snapshot_id, run, holder))
-            if read.status == READ:
-                run.audit = holder[0]
+            read = self._guarded(AUDIT_ENDPOINT, lambda: self._write_audit(base, attempt, snapshot_id, run))
         read.requests = self._spent(AUDIT_ENDPOINT) - spent_before
         run.sources[AUDIT_ENDPOINT] = read
         _log(AUDIT_ENDPOINT, read)
         return read.status == NO_BUDGET
 
-    def _write_audit(self, base: Any, attempt: int, snapshot_id: str, run: TenantRun,
-                     holder: list[AuditRead]) -> SourceRead:
+    def _write_audit(self, base: AuditState, attempt: int, snapshot_id: str, run: TenantRun) -> SourceRead:
+        """Read the trail from `base` and write the events to keep; `run.audit` is set once they are written."""
         audit = self._trail.read(base, attempt, snapshot_id)
         by_day: dict[str, TableWriter] = {}
         try:
@@ -235,7 +232,7 @@ class TenantReader:
         table = {"rows": sum(part["rows"] for part in closed), "keys": [key for part in closed for key in part["keys"]]}
         run.tables["audit_events"] = table
         run.keys.extend(table["keys"])
-        holder.append(audit)
+        run.audit = audit
         return SourceRead(READ, rows=table["rows"])
 
     def _guarded(self, endpoint: str, read: Callable[[], SourceRead]) -> SourceRead:
