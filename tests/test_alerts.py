@@ -8,6 +8,7 @@ Developer in chat applications renders (checked against its documented schema be
 from __future__ import annotations
 
 import json
+import re
 import string
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ from kandji_snapshots.diff.messages import (SUBJECT_MAX_CHARS, MessageContext, a
                                             event_email, event_subject, subject)
 from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, ChatPublisher, MemoryPublisher, PublishError,
                                              event_message)
+from kandji_snapshots.inert_text import NAME_MAX_CHARS
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 from test_differ_handler import BUCKET, SECOND, load_differ_handler, manifest_event
@@ -127,12 +129,15 @@ def subscribers(aws, monkeypatch):
                            published=published)
 
 
-def diff_two_snapshots(lambda_context, device_name: str = "Noah\u2019s MacBook Pro", user=None) -> list[dict]:
+def diff_two_snapshots(lambda_context, device_name: str = "Noah\u2019s MacBook Pro", user=None,
+                       app_name: str | None = None) -> list[dict]:
     store = S3ObjectStore(boto3.client("s3"), BUCKET)
     fleet = FakeFleet.of(3)
     fleet.devices["id-001"]["device_name"] = device_name
     if user is not None:
         fleet.devices["id-001"]["user"] = user
+    if app_name is not None:
+        fleet.apps["id-002"][0]["app_name"] = app_name
     fleet.collect(store, hour=10)
     fleet.check_in()
     fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
@@ -198,7 +203,7 @@ def test_a_device_without_a_user_says_so_in_the_email_and_the_chat(subscribers, 
     assert subject_line == "[high] FileVault turned off on Noah's MacBook Pro (C02ID-001)"
     assert "User:      (no user assigned)" in delivered(message, True, "email").splitlines()
     [event_card, _] = [json.loads(message["Body"]) for message in subscribers.drain("chat")]
-    assert "*User:* (no user assigned)" in event_card["content"]["description"].splitlines()
+    assert "*User:* `(no user assigned)`" in event_card["content"]["description"].splitlines()
 
 
 def test_the_chat_topic_gets_high_severity_events_and_summaries_as_custom_notifications(subscribers, lambda_context):
@@ -210,13 +215,47 @@ def test_the_chat_topic_gets_high_severity_events_and_summaries_as_custom_notifi
     event_card, summary_card = chat
     assert event_card["content"]["title"] == (":rotating_light: [high] FileVault turned off on Noah's MacBook Pro "
                                               "(C02ID-001, Ann)")
-    assert "*User:* Ann (ann@example.com)" in event_card["content"]["description"].splitlines()
+    assert "*User:* `Ann (ann@example.com)`" in event_card["content"]["description"].splitlines()
     assert ("- `filevault.filevault_enabled`: `true` -> `false` (FileVault turned off)"
             in event_card["content"]["description"].splitlines())
     assert "`C02ID-001`" in event_card["content"]["nextSteps"][0]
     assert "*2 changes* on 3 devices" in summary_card["content"]["description"]
     for _, subject_line in subscribers.published(subscribers.chat_arn):
         check_subject(subject_line)
+
+
+# A user renames their Mac (or an app): line breaks, a bidi override and Markdown, to forge an alert's lines.
+FORGED_NAME = ("MacBook\n\nSeverity:  info\nNo action needed: this is a test.\r\n\u202eelif.exe\u202c\n"
+               "*User:* Trusted Admin\n[Open the Kandji console](https://evil.example/login) " + "x" * 300)
+
+
+def outside_code_spans(markdown: str) -> str:
+    return re.sub(r"`[^`\n]*`", "", markdown)
+
+
+def test_a_forged_device_or_app_name_is_one_inert_bounded_line_in_email_and_chat(subscribers, lambda_context):
+    diff_two_snapshots(lambda_context, device_name=FORGED_NAME, app_name="Chrome\nSeverity:  high\u202e")
+    [(device_message, _), (app_message, _), _] = subscribers.published(subscribers.topic_arn)
+    email = delivered(device_message, True, "email")
+    lines = email.splitlines()
+    assert [line for line in lines if line.startswith("Severity:")] == ["Severity:  high"]
+    assert not any(line.startswith(("No action needed", "*User:*", "[Open")) for line in lines)
+    assert "\u202e" not in email and "\r" not in email
+    [device_line] = [line for line in lines if line.startswith("Device:")]
+    assert device_line.startswith("Device:    MacBook Severity: info No action needed") and device_line.endswith("\u2026")
+    assert len(device_line) <= len("Device:    ") + NAME_MAX_CHARS  # cut, like every name
+    assert len(lines[0]) < 200  # the headline line names the device cut too
+    app_email = delivered(app_message, True, "email")
+    assert [line for line in app_email.splitlines() if line.startswith("Severity:")] == ["Severity:  info"]
+    assert "\u202e" not in app_email
+
+    [event_card, _] = [json.loads(message["Body"]) for message in subscribers.drain("chat")]
+    description = event_card["content"]["description"]
+    assert "\u202e" not in json.dumps(event_card, ensure_ascii=False)
+    assert [line for line in description.splitlines() if line.startswith("*User:*")] == ["*User:* `Ann (ann@example.com)`"]
+    assert "](" not in outside_code_spans(description) and "evil.example" not in outside_code_spans(description)
+    for text in (event_card["content"]["title"], event_card["metadata"]["summary"]):
+        assert "](" not in text and "*" not in text and "\n" not in text
 
 
 def test_a_failing_chat_topic_publishes_nothing_to_the_changes_topic():
@@ -263,7 +302,7 @@ def test_the_whole_structured_message_stays_within_256_kib():
     structure = json.loads(message.wire_message)
     assert set(structure) == {"default", "email"} and structure["default"] == message.body
     # Long values are cut in the e-mail, whatever the event holds.
-    assert len(message.email) < 4000 and "yyy..." in message.email
+    assert len(message.email) < 4000 and "yyy\u2026" in message.email
 
 
 def test_a_json_heavy_event_is_measured_escaped():
