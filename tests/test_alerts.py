@@ -184,14 +184,17 @@ def test_email_subscribers_get_a_plain_text_alert(subscribers, lambda_context):
     email = delivered(message, True, "email")
     assert json.loads(delivered(message, True, "sqs")) == events[0]
     assert json.loads(delivered(message, True, "lambda")) == events[0]
-    assert email.startswith("FileVault turned off on Noah\u2019s MacBook Pro.\n")
-    for line in ("Severity:  high", "Device:    Noah\u2019s MacBook Pro", "Serial:    C02ID-001",
-                 "User:      Ann <ann@example.com>", "Platform:  Mac",
-                 "  filevault.filevault_enabled: true -> false   [high: FileVault turned off]",
-                 f"Snapshot:  {SECOND} (compared with 20261123T100000Z)",
-                 f"in Athena (workgroup {WORKGROUP}, database {DATABASE}), open the saved query "
-                 "\"Kandji: change history of one device\""):
-        assert line in email, line
+    assert email.startswith("FileVault turned off on Noah\u2019s MacBook Pro (C02ID-001).\n")
+    lines = email.splitlines()
+    assert lines[2:5] == ["Severity:  high (device_changed)", "Device:    Noah\u2019s MacBook Pro, serial C02ID-001, Mac",
+                          "User:      Ann <ann@example.com>"]  # what a person needs, at the top
+    assert lines[6:8] == ["What changed (before -> after):",
+                          "  filevault.filevault_enabled: true -> false   [high: FileVault turned off]"]
+    for line in (f"Next:      this device's change history in Athena (workgroup {WORKGROUP}, database {DATABASE}): "
+                 "the saved query \"Kandji: change history of one device\" with serial C02ID-001 (its SQL is at the end)",
+                 f"Snapshot:  {SECOND} (compared with 20261123T100000Z)", "Device id: id-001"):
+        assert line in lines, line
+    assert lines.index("SELECT") > lines.index("Device id: id-001")
     assert "AND c.serial_number = 'C02ID-001'" in email and "C02XXXXXXXXX" not in email
     assert not email.lstrip().startswith("{")
 
@@ -238,15 +241,16 @@ def test_a_forged_device_or_app_name_is_one_inert_bounded_line_in_email_and_chat
     [(device_message, _), (app_message, _), _] = subscribers.published(subscribers.topic_arn)
     email = delivered(device_message, True, "email")
     lines = email.splitlines()
-    assert [line for line in lines if line.startswith("Severity:")] == ["Severity:  high"]
+    assert [line for line in lines if line.startswith("Severity:")] == ["Severity:  high (device_changed)"]
     assert not any(line.startswith(("No action needed", "*User:*", "[Open")) for line in lines)
     assert "\u202e" not in email and "\r" not in email
     [device_line] = [line for line in lines if line.startswith("Device:")]
-    assert device_line.startswith("Device:    MacBook Severity: info No action needed") and device_line.endswith("\u2026")
-    assert len(device_line) <= len("Device:    ") + NAME_MAX_CHARS  # cut, like every name
+    assert device_line.startswith("Device:    MacBook Severity: info No action needed")
+    name = device_line[len("Device:    "):].split(", serial ")[0]
+    assert name.endswith("\u2026") and len(name) == NAME_MAX_CHARS  # cut, like every name
     assert len(lines[0]) < 200  # the headline line names the device cut too
     app_email = delivered(app_message, True, "email")
-    assert [line for line in app_email.splitlines() if line.startswith("Severity:")] == ["Severity:  info"]
+    assert [line for line in app_email.splitlines() if line.startswith("Severity:")] == ["Severity:  info (app_updated)"]
     assert "\u202e" not in app_email
 
     [event_card, _] = [json.loads(message["Body"]) for message in subscribers.drain("chat")]
@@ -348,5 +352,5 @@ def test_removed_and_app_events_read_well_by_email():
     event.update(change_type="device_removed", apps=[{"app_name": "Safari"}], user={"name": "Noah", "email": "n@x.io"})
     event.pop("changes")
     text = event_email(event)
-    assert "Device removed on Mac 1." in text and "no longer listed by Kandji (1 apps)" in text
+    assert "Device removed on Mac 1 (C021)." in text and "no longer listed by Kandji (1 apps)" in text
     assert "User:      Noah <n@x.io>" in text

@@ -212,32 +212,39 @@ def device_history_sql(serial: str) -> str:
 # --- e-mail -------------------------------------------------------------------------
 
 def event_email(event: dict[str, Any], context: MessageContext = MessageContext()) -> str:
-    """The plain-text body an e-mail subscriber reads: what, where, before -> after, and where next."""
+    """The plain-text body an e-mail subscriber reads: what happened, to which device and whose, before ->
+    after, and where to look next, in the first ten lines or so; the identifiers and the SQL below them."""
     change_type = event.get("change_type", "")
-    lines = [f"{headline(event)} on {inert_name(event.get('device_name'), 'an unnamed device')}.", ""]
-    lines += [f"Severity:  {inert_name(event.get('severity'), 'info')}",
-              f"Change:    {inert_name(change_type, '(unknown)')}",
-              f"Device:    {inert_name(event.get('device_name'), '(no name)')}",
-              f"Serial:    {inert_name(event.get('serial_number'), '(unknown)')}"]
-    lines += [f"User:      {user_label(event)}",
-              f"Platform:  {inert_name(event.get('platform'), '(unknown)')}",
-              f"Device id: {inert_name(event.get('device_id'), '(unknown)')}", ""]
+    serial = inert_name(event.get("serial_number"), "")
+    device = inert_name(event.get("device_name"), "an unnamed device") + (f" ({serial})" if serial else "")
+    lines = [f"{headline(event)} on {device}.", ""]
+    lines += [f"Severity:  {inert_name(event.get('severity'), 'info')} ({inert_name(change_type, 'change')})",
+              f"Device:    {inert_name(event.get('device_name'), '(no name)')}, serial {serial or '(unknown)'}, "
+              f"{inert_name(event.get('platform'), 'platform unknown')}",
+              f"User:      {user_label(event)}", ""]
     lines += _what_changed(event)
-    lines += ["", f"Snapshot:  {event.get('snapshot_id')} (compared with {event.get('previous_snapshot_id')})"]
     if event.get("truncated"):
         lines.append(f"This alert was shortened to fit SNS; the full event is in {event.get('changes_uri')}")
-    if event.get("serial_number"):
-        lines += ["", f"This device's change history: in {context.athena_place()}, open the saved query "
-                      f"\"{DEVICE_HISTORY_QUERY.title}\" and put in the serial, or run:", "",
-                  device_history_sql(event["serial_number"])]
-    lines += ["", f"Event id: {event.get('event_id')}"]
+    if serial:
+        lines += ["", f"Next:      this device's change history in {context.athena_place()}: the saved query "
+                      f"\"{DEVICE_HISTORY_QUERY.title}\" with serial {serial} (its SQL is at the end)"]
+    lines += ["", f"Snapshot:  {event.get('snapshot_id')} (compared with {event.get('previous_snapshot_id')})",
+              f"Device id: {inert_name(event.get('device_id'), '(unknown)')}",
+              f"Event id:  {event.get('event_id')}"]
+    if serial:
+        lines += ["", device_history_sql(event["serial_number"])]
     return "\n".join(lines) + "\n"
+
+
+def _severe_first(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The changes a rule raised first (a person reads the top lines), the rest in their order."""
+    return sorted(changes, key=lambda change: not change.get("reason"))
 
 
 def _what_changed(event: dict[str, Any]) -> list[str]:
     change_type = event.get("change_type", "")
     if change_type == "device_changed":
-        changes = event.get("changes") or []
+        changes = _severe_first(event.get("changes") or [])
         lines = ["What changed (before -> after):"]
         for change in changes[:EMAIL_MAX_CHANGES]:
             why = f"   [{change.get('severity')}: {change['reason']}]" if change.get("reason") else ""
@@ -348,7 +355,7 @@ def _chat_event(event: dict[str, Any]) -> str:
     lines.append(f"*User:* {_literal(user_label(event, brackets='()'), '(unknown)')}")
     change_type = event.get("change_type", "")
     if change_type == "device_changed":
-        changes = event.get("changes") or []
+        changes = _severe_first(event.get("changes") or [])
         for change in changes[:EMAIL_MAX_CHANGES]:
             why = f" ({_plain(change['reason'])})" if change.get("reason") else ""
             lines.append(f"- {_literal(change.get('field'), '(field)', 200)}: {_literal(shown(change.get('before')), '')} "
@@ -358,8 +365,13 @@ def _chat_event(event: dict[str, Any]) -> str:
             lines.append(f"- ... and {total - min(len(changes), EMAIL_MAX_CHANGES)} more")
     elif change_type.startswith("app_"):
         app = event.get("app") or {}
+        version = _literal(shown(app.get("version")), "")
+        if change_type == "app_updated":
+            version = f"{_literal(shown(app.get('previous_version')), '')} -> {version}"
+        elif change_type == "app_removed":
+            version = _literal(shown(app.get("previous_version") or app.get("version")), "")
         lines += [f"*App:* {_literal(app.get('app_name'), '(no name)')} ({_literal(app.get('bundle_id'), 'no bundle id')})",
-                  f"*Version:* {_literal(shown(app.get('previous_version')), '')} -> {_literal(shown(app.get('version')), '')}"]
+                  f"*Version:* {version}"]
     else:
         lines += [_plain(line.strip()) for line in _what_changed(event)]
     lines.append(f"*Snapshot:* `{event.get('snapshot_id')}`")
