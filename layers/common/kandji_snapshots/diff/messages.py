@@ -64,16 +64,11 @@ class MessageContext:
 _TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
                              "\u2014": "-", "\u2026": "...", "\u00a0": " ", "\u00df": "ss", "\u00e6": "ae",
                              "\u00c6": "AE", "\u00f8": "o", "\u00d8": "O", "\u0142": "l", "\u0141": "L"})
-_WHITESPACE = re.compile(r"\s+")
-
-
 def ascii_text(value: Any) -> str:
-    """`value` as one line of printable ASCII: accents dropped, other characters replaced by `?`."""
-    text = unicodedata.normalize("NFKD", str(value).translate(_TYPOGRAPHY))
+    """`value` as one inert line (`one_line`) of printable ASCII: accents dropped, other characters `?`."""
+    text = unicodedata.normalize("NFKD", one_line(value, None).translate(_TYPOGRAPHY))
     text = "".join(char for char in text if not unicodedata.combining(char))
-    text = "".join(char if " " <= char <= "~" else (" " if char.isspace() or unicodedata.category(char) == "Cc"
-                                                    else "?") for char in text)
-    return _WHITESPACE.sub(" ", text).strip()
+    return "".join(char if " " <= char <= "~" else "?" for char in text).strip()
 
 
 def cut(text: str, limit: int) -> str:
