@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kandji_snapshots.query import fleet_queries
-from kandji_snapshots.query import local_duckdb as local_query
+from kandji_snapshots.query import local_duckdb
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import parse_timestamp
 from simulator import Fleet, KandjiSimulator
@@ -33,11 +33,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
 
 @pytest.fixture(scope="module")
 def con(pipeline: Pipeline) -> Any:
-    return local_query.connect(pipeline.root)
+    return local_duckdb.connect(pipeline.root)
 
 
 def run(con: Any, name: str, **parameters: Any) -> list[dict[str, Any]]:
-    return local_query.run_query(con, name, **parameters)
+    return local_duckdb.run_query(con, name, **parameters)
 
 
 def macs(fleet: Fleet) -> list[str]:
@@ -50,7 +50,7 @@ def macs(fleet: Fleet) -> list[str]:
 @pytest.mark.parametrize("table", list(fleet_queries.TABLE_COLUMNS))
 def test_views_have_the_declared_columns_and_types(con: Any, table: str) -> None:
     described = con.execute(f"DESCRIBE {table}").fetchall()
-    expected = {**local_query.duckdb_columns(table), "dt": "VARCHAR"}
+    expected = {**local_duckdb.duckdb_columns(table), "dt": "VARCHAR"}
     assert [row[0] for row in described] == list(expected)
     normalize = lambda text: re.sub(r'[\s"]', "", text)  # noqa: E731 - DuckDB prints types without quotes
     assert [normalize(row[1]) for row in described] == [normalize(kind) for kind in expected.values()]
@@ -222,16 +222,16 @@ def test_a_folder_without_changes_gives_empty_change_queries(tmp_path: Path) -> 
     with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None) as sim:
         collect_with_simulator(sim, LocalObjectStore(tmp_path), datetime.now(timezone.utc))
     assert not (tmp_path / "changes").exists()
-    results = local_query.run_all(tmp_path)
+    results = local_duckdb.run_all(tmp_path)
     assert set(results) == {query.name for query in fleet_queries.QUERIES}
     assert len(results["latest_inventory"]) == 8
     assert results["device_change_history"] == results["high_severity_changes"] == []
 
 
 def test_an_empty_folder_gives_empty_answers_and_a_missing_one_an_error(tmp_path: Path) -> None:
-    assert all(rows == [] for rows in local_query.run_all(tmp_path).values())
+    assert all(rows == [] for rows in local_duckdb.run_all(tmp_path).values())
     with pytest.raises(FileNotFoundError):
-        local_query.connect(tmp_path / "nope")
+        local_duckdb.connect(tmp_path / "nope")
 
 
 def _athena_output_columns(sql: str) -> list[str]:
@@ -258,24 +258,24 @@ def test_athena_and_duckdb_versions_return_the_same_columns(con: Any, query: fle
 
 def test_text_tables_and_the_command_line(pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [{"name": "a" * 50, "count": 3, "flag": None, "list": [1, 2]}, {"name": "b\nc", "count": 10}]
-    text = local_query.format_table(rows, max_width=10)
+    text = local_duckdb.format_table(rows, max_width=10)
     lines = text.splitlines()
     assert lines[0].split(" | ")[0].strip() == "name" and set(lines[1]) <= {"-", "+"}
     assert "aaaaaaaaa…" in lines[2] and "b c" in lines[3] and "[1,2]" in lines[2]
-    assert local_query.format_table([]) == "(no rows)"
-    assert local_query.format_table(rows, limit=1).endswith("... 1 more rows")
+    assert local_duckdb.format_table([]) == "(no rows)"
+    assert local_duckdb.format_table(rows, limit=1).endswith("... 1 more rows")
 
     out = io.StringIO()
-    results = local_query.print_report(pipeline.root, ["filevault_off", "app_version_spread"], out=out,
+    results = local_duckdb.print_report(pipeline.root, ["filevault_off", "app_version_spread"], out=out,
                                        parameters={"bundle_id": "com.microsoft.Word", "unused": "x"})
     printed = out.getvalue()
     assert "== Kandji: Macs with FileVault off:" in printed
     assert "[bundle_id=com.microsoft.Word]" in printed
     assert set(results) == {"filevault_off", "app_version_spread"}
 
-    assert local_query.main([str(pipeline.root), "--query", "agent_missing", "--limit", "3"]) == 0
+    assert local_duckdb.main([str(pipeline.root), "--query", "agent_missing", "--limit", "3"]) == 0
     assert "Macs without the Kandji agent" in capsys.readouterr().out
     with pytest.raises(TypeError):
-        local_query.run_query(pipeline.root, "latest_inventory", bundle_id="x")
+        local_duckdb.run_query(pipeline.root, "latest_inventory", bundle_id="x")
     with pytest.raises(KeyError):
-        local_query.run_query(pipeline.root, "no_such_query")
+        local_duckdb.run_query(pipeline.root, "no_such_query")

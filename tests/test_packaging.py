@@ -1,7 +1,7 @@
 """The installable CLI: pyproject.toml's console script, packages and pins, and the command's name in hints.
 
 Building a wheel needs setuptools (and, for the one in the test virtualenv, the wheel package) from the
-registry: not offline, so `pip install .` is checked by hand (see the README) and here its inputs are.
+registry: not offline, so `pip install .` is checked by hand (see docs/cli.md) and here its inputs are.
 """
 
 from __future__ import annotations

@@ -426,7 +426,7 @@ def test_a_token_without_prism_permissions_still_gets_complete_snapshots(deploym
 def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from kandji_snapshots.query import local_duckdb as local_query
+    from kandji_snapshots.query import local_duckdb
     from kandji_snapshots.snapshots.storage import LocalObjectStore
     from tests.test_schema_guard import collect_with_simulator
 
@@ -444,11 +444,11 @@ def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed
         second = collect_with_simulator(sim, store, now - timedelta(hours=1))
     for manifest in (first, second):
         SnapshotDiffer(store, MemoryPublisher()).run(manifest.snapshot_id)
-    con = local_query.connect(tmp_path)
-    assert {row["serial_number"] for row in local_query.run_query(con, "firewall_off")} == firewall_off
-    assert {row["serial_number"] for row in local_query.run_query(con, "sip_disabled")} == sip_off
+    con = local_duckdb.connect(tmp_path)
+    assert {row["serial_number"] for row in local_duckdb.run_query(con, "firewall_off")} == firewall_off
+    assert {row["serial_number"] for row in local_duckdb.run_query(con, "sip_disabled")} == sip_off
     changes = {(row["serial_number"], row["change_field"], row["value_after"], row["change_reason"])
-               for row in local_query.run_query(con, "posture_changes")}
+               for row in local_duckdb.run_query(con, "posture_changes")}
     serial = {device_id: fleet.list_item(device_id)["serial_number"] for device_id in macs[:2]}
     assert changes == {(serial[macs[0]], "posture.application_firewall.status", "false", "firewall turned off"),
                        (serial[macs[1]], "posture.startup_settings.sip", "false", "SIP disabled")}

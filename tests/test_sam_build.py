@@ -243,7 +243,7 @@ def test_samconfig_example_deploys_arm64_template_parameters_and_holds_no_accoun
     assert set(overrides) <= set(sam["Parameters"]), f"unknown parameters: {set(overrides) - set(sam['Parameters'])}"
     assert "CAPABILITY_IAM" in deploy["capabilities"]
     assert not (ROOT / ".gitignore").read_text().count("samconfig.example"), "the example is committed"
-    for logical_id in (LAYER, *FUNCTIONS.values()):  # what the README states: arm64 everywhere
+    for logical_id in (LAYER, *FUNCTIONS.values()):  # what docs/deploy.md states: arm64 everywhere
         resource = sam["Resources"][logical_id]
         architecture = resource["Properties"].get("CompatibleArchitectures") or \
             sam["Globals"]["Function"]["Architectures"]

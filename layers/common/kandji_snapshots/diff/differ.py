@@ -3,7 +3,7 @@
 Comparing (`diff_snapshots`) is a streaming merge-join by device_id over the three
 tables of both snapshots, one device's rows at a time. Rows are compared as raw
 bytes after their per-snapshot prefix (`snapshot_id`, `fetched_at`); only rows
-whose bytes differ are parsed. Check-in noise (change_rules.IGNORED_FIELDS) is
+whose bytes differ are parsed. Check-in noise (diff/rules.py, DEFAULT_IGNORED_FIELDS) is
 cut out of the raw bytes first when that is provably safe, so a fleet that only
 checked in again costs no JSON parsing at all.
 
@@ -14,7 +14,7 @@ twice and a retried run resume where the failed one stopped.
 
 The parts live next door: device_rows (a snapshot read one device at a time, rows raw),
 field_changes (fields of a row, what changed, the raw-bytes noise cut) and
-differ_progress (the changes file and the progress markers).
+progress (the changes file and the progress markers).
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ def diff_snapshots(store: ObjectStore, previous: Manifest, current: Manifest,
 @dataclass(frozen=True)
 class DifferSettings:
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN
-    ignore_fields: tuple[str, ...] = ()  # added to change_rules.DEFAULT_IGNORED_FIELDS
+    ignore_fields: tuple[str, ...] = ()  # added to rules.DEFAULT_IGNORED_FIELDS
     time_margin_seconds: float = 10.0  # publish no batch with less time left than this
     message_context: MessageContext = MessageContext()  # where e-mails and chat point readers (Athena)
     # Stop comparing with less time left than this: enough to save the checkpoint (the events so far).

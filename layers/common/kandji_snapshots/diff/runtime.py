@@ -4,7 +4,7 @@ Environment:
     SNAPSHOT_BUCKET      the bucket holding snapshots and changes (required)
     CHANGES_TOPIC_ARN    the SNS topic change events go to (required)
     MAX_EVENTS_PER_RUN   above this many events only the summary is published (default 500)
-    DIFF_IGNORE_FIELDS   comma-separated fnmatch patterns, added to change_rules.DEFAULT_IGNORED_FIELDS
+    DIFF_IGNORE_FIELDS   comma-separated fnmatch patterns, added to rules.DEFAULT_IGNORED_FIELDS
     CHAT_TOPIC_ARN       optional: SNS topic for chat notifications (high-severity events and summaries)
     ATHENA_WORKGROUP, ATHENA_DATABASE  optional: named in e-mails and chat messages (where to query)
     DIGEST_TOPIC_ARN     the SNS topic the daily digest goes to (required by the digest only)

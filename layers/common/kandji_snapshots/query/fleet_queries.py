@@ -5,7 +5,7 @@ This module is the one place where the SQL lives:
 * `template.yaml` holds one `AWS::Athena::NamedQuery` per query here, whose
   `Name`, `Description` and `QueryString` equal `title`, `description` and
   `athena_sql` (tests/test_athena_template.py fails if they drift apart);
-* `local_query` runs `duckdb_sql` over a local snapshot folder.
+* `local_duckdb` runs `duckdb_sql` over a local snapshot folder.
 
 Tables (Glue in Athena, views in DuckDB): `devices`, `device_details`,
 `device_apps`, `device_posture` (columns: `schema.TABLES`) and `changes` (columns: `CHANGES`
@@ -18,7 +18,7 @@ before, UTC), and the change queries read the days of their window. DuckDB reads
 a local folder: its latest snapshot is simply the newest one in the folder.
 
 Timestamps are stored as ISO 8601 UTC text (`2026-11-23T10:15:00.123456Z`):
-Athena parses them with `from_iso8601_timestamp`; `local_query` defines a DuckDB
+Athena parses them with `from_iso8601_timestamp`; `local_duckdb` defines a DuckDB
 macro of the same name (returning a UTC `TIMESTAMP`). A snapshot id
 (`20261123T101500Z`) is the UTC time the snapshot started.
 
@@ -79,11 +79,15 @@ class QueryParameter:
     name: str  # DuckDB: `$name`
     default: str  # the example value
     athena_placeholder: str  # the text to edit in the Athena SQL
+    # A required parameter's example names no device or app of yours: the operator's commands refuse to run
+    # the query without a value rather than answer for the example.
+    required: bool = False
+    whole_number: bool = False  # the value must be digits (it goes into an INTERVAL)
 
 
 @dataclass(frozen=True)
 class FleetQuery:
-    name: str  # identifier: local_query.run_query(name, ...)
+    name: str  # identifier: local_duckdb.run_query(name, ...)
     title: str  # the Athena named query's Name
     description: str  # the Athena named query's Description
     athena_sql: str
@@ -139,9 +143,9 @@ DUCKDB: dict[str, str] = {
     "list_length": "len",
 }
 
-CHROME = QueryParameter("bundle_id", "com.google.Chrome", "'com.google.Chrome'")
-SERIAL = QueryParameter("serial_number", "C02XXXXXXXXX", "'C02XXXXXXXXX'")
-STALE_DAYS = QueryParameter("days", "14", "INTERVAL '14' DAY")
+CHROME = QueryParameter("bundle_id", "com.google.Chrome", "'com.google.Chrome'", required=True)
+SERIAL = QueryParameter("serial_number", "C02XXXXXXXXX", "'C02XXXXXXXXX'", required=True)
+STALE_DAYS = QueryParameter("days", "14", "INTERVAL '14' DAY", whole_number=True)
 _DUCKDB_VALUES = {"days": "to_days(CAST($days AS INTEGER))"}  # else `$name`
 
 

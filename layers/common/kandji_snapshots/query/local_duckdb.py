@@ -1,8 +1,8 @@
 """Run the fleet queries with DuckDB over a local snapshot folder (what `LocalObjectStore` writes).
 
-    from kandji_snapshots.query import local_duckdb as local_query
-    rows = local_query.run_query("local-data", "filevault_off")          # list of dicts
-    print(local_query.format_table(rows))
+    from kandji_snapshots.query import local_duckdb
+    rows = local_duckdb.run_query("local-data", "filevault_off")          # list of dicts
+    print(local_duckdb.format_table(rows))
     kandji-snapshots query local-data [--query NAME] [--param bundle_id=...]
     (or python -m kandji_snapshots.query.local_duckdb local-data ... where the package is installed)
 
@@ -29,6 +29,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from kandji_snapshots.inert_text import one_line
 from kandji_snapshots.query import fleet_queries
 from kandji_snapshots.query.fleet_queries import PARTITION_KEY, TABLE_COLUMNS, TABLE_PREFIXES, FleetQuery
 from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
@@ -150,22 +151,45 @@ def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: T
                  limit: int | None = 20, parameters: Mapping[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Run queries (all by default) and print each as a titled text table; returns the rows.
 
-    `parameters` apply to the queries that take them (bundle_id, serial_number, days).
+    `parameters` apply to the queries that take them (bundle_id, serial_number, days). A query whose
+    required parameter is not given is not run (its example names no device of yours): a line says
+    which `--param` it needs.
     """
     out = out if out is not None else sys.stdout
-    con = connect(root)
+    con = _readable_errors(connect, root)
     results = {}
     for name in names or [query.name for query in fleet_queries.QUERIES]:
         query = fleet_queries.by_name(name)
         accepted = {key: value for key, value in (parameters or {}).items()
                     if key in {parameter.name for parameter in query.parameters}}
-        rows = run_query(con, query, **accepted)
+        missing = [parameter for parameter in query.parameters if parameter.required and parameter.name not in accepted]
+        if missing:
+            print(f"\n== {query.title}: not run, it needs " + " and ".join(
+                f"--param {parameter.name}=... (for example {parameter.name}={parameter.default})"
+                for parameter in missing), file=out)
+            continue
+        rows = _readable_errors(run_query, con, query, **accepted)
         results[name] = rows
         settings = {**query.defaults(), **accepted}
-        suffix = "".join(f" [{key}={value}]" for key, value in settings.items())
+        suffix = "".join(f" [{key}={one_line(value)}]" for key, value in settings.items())
         print(f"\n== {query.title}{suffix}: {len(rows)} row{'s' if len(rows) != 1 else ''}", file=out)
         print(format_table(rows, limit=limit), file=out)
     return results
+
+
+class QueryFailed(Exception):
+    """DuckDB could not answer over this folder (a damaged file, say): what it said, in one line."""
+
+
+def _readable_errors(function: Any, *args: Any, **kwargs: Any) -> Any:
+    import duckdb
+
+    try:
+        return function(*args, **kwargs)
+    except duckdb.Error as error:
+        first_line = one_line(str(error).splitlines()[0] if str(error) else type(error).__name__, 300)
+        raise QueryFailed(f"DuckDB could not answer: {first_line}. Check that the folder holds snapshots "
+                          "written by `collect` or `make local`, undamaged (gzip JSON Lines).") from None
 
 
 def _cell(value: Any, max_width: int) -> str:
@@ -179,8 +203,7 @@ def _cell(value: Any, max_width: int) -> str:
         text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
     else:
         text = str(value)
-    text = " ".join(text.split())  # one line per row
-    return text if len(text) <= max_width else text[:max_width - 1] + "…"
+    return one_line(text, max_width)  # one line per row; names from the fleet may hold terminal escapes
 
 
 def _ident(name: str) -> str:
@@ -191,20 +214,70 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def queries_help() -> str:
+    """Every query with its parameters, for `--help`."""
+    lines = ["queries (--query NAME) and their parameters (--param NAME=VALUE):"]
+    for query in fleet_queries.QUERIES:
+        lines.append(f"  {query.name:<24} {query.title.removeprefix('Kandji: ')}")
+        for parameter in query.parameters:
+            need = "required" if parameter.required else f"default {parameter.default}"
+            lines.append(f"  {'':<24}   --param {parameter.name}=...  ({need}; for example "
+                         f"{parameter.name}={parameter.default})")
+    lines.append("Without --query every query runs; one that needs a parameter you did not give is not run.")
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `kandji-snapshots query` (and of `python -m kandji_snapshots.query.local_duckdb`)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = queries_help()
     parser.add_argument("folder", help="a folder written by `kandji-snapshots collect` or the local run "
                                        "(holds snapshots/ and changes/)")
     parser.add_argument("--query", action="append", choices=[query.name for query in fleet_queries.QUERIES],
-                        help="a query to run (repeatable; default: all)")
+                        metavar="NAME", help="a query to run (repeatable; default: all; the list is below)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a query parameter, e.g. bundle_id=org.mozilla.firefox or serial_number=C02...")
     parser.add_argument("--limit", type=int, default=20, help="rows shown per query (default 20)")
 
 
-def run(args: argparse.Namespace) -> int:
-    parameters = dict(item.split("=", 1) for item in args.param if "=" in item)
-    print_report(args.folder, args.query, limit=args.limit, parameters=parameters)
+class BadParameters(ValueError):
+    """`--param` or `--query` do not fit together: a usage error (exit code 2)."""
+
+
+def parse_parameters(items: Sequence[str], names: Sequence[str] | None) -> dict[str, str]:
+    """`--param NAME=VALUE` items checked against the queries to run (all when `names` is empty): each is
+    NAME=VALUE, names a parameter of one of them, and is given once; every required parameter of a query
+    asked for by name is there. Raises BadParameters saying what to type instead."""
+    queries = [fleet_queries.by_name(name) for name in names] if names else list(fleet_queries.QUERIES)
+    known = {parameter.name: parameter for query in queries for parameter in query.parameters}
+    parameters: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise BadParameters(f"--param {item!r} is not NAME=VALUE, for example --param bundle_id=com.google.Chrome.")
+        if name not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            which = f"--query {', '.join(names)}" if names else "any query"
+            raise BadParameters(f"--param {name}: {which} takes no parameter {name!r} (parameters: {takes}). "
+                                "See --help for each query's parameters.")
+        if name in parameters:
+            raise BadParameters(f"--param {name} is given twice.")
+        if known[name].whole_number and not value.strip().isdigit():
+            raise BadParameters(f"--param {name}={value!r}: a whole number of {name}, for example {name}={known[name].default}.")
+        parameters[name] = value.strip() if known[name].whole_number else value
+    for query in queries if names else ():
+        for parameter in query.parameters:
+            if parameter.required and parameter.name not in parameters:
+                raise BadParameters(f"--query {query.name} needs --param {parameter.name}=VALUE (for example "
+                                    f"--param {parameter.name}={parameter.default}); it is not run on the example.")
+    return parameters
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """The query command: BadParameters for a usage error, QueryFailed when DuckDB cannot read the folder."""
+    parameters = parse_parameters(args.param, args.query)
+    print_report(args.folder, args.query, limit=args.limit, parameters=parameters, out=out)
     return 0
 
 
@@ -212,7 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kandji_snapshots.query.local_duckdb",
                                      description="Run the fleet queries over a local snapshot folder with DuckDB.")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except BadParameters as error:
+        parser.error(str(error))
+    except QueryFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
