@@ -73,7 +73,7 @@ def select_sql(table: HistoryTable, snapshot_id: str, source_files: Sequence[str
     columns = ",\n    ".join(f't."{name}"' for name in table.columns)
     where = [f"t.dt = '{partition_date(snapshot_id)}'", f"t.snapshot_id = '{snapshot_id}'"]
     if source_files:
-        where.append('t."$path" IN (' + ", ".join(_literal(uri) for uri in source_files) + ")")
+        where.append('t."$path" IN (' + ", ".join(sql_literal(uri) for uri in source_files) + ")")
     return (f"SELECT\n    {columns},\n    t.dt,\n    t.snapshot_id\nFROM {table.source} t{COMMITTED_JOIN}\n"
             f"WHERE " + "\n  AND ".join(where) + f"\nORDER BY t.{BUCKET_COLUMN}")
 
@@ -83,5 +83,6 @@ def insert_sql(table: HistoryTable, snapshot_id: str, source_files: Sequence[str
     return f"INSERT INTO {table.name}\n{select_sql(table, snapshot_id, source_files)}"
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """`text` as an SQL string literal (quotes doubled), the same in Athena and DuckDB."""
     return "'" + text.replace("'", "''") + "'"
