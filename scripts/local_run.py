@@ -6,6 +6,7 @@ AWS_ENDPOINT_URL. The real Lambda handlers run against them:
 
   collect -> change the fleet -> collect again -> diff -> print what subscribers got
   -> copy the bucket to ./local-data and answer fleet questions with DuckDB
+  -> build the Parquet history copy there and answer a history question from it
 """
 
 from __future__ import annotations
@@ -175,6 +176,18 @@ def answer_fleet_questions(folder: Path, serial_number: str) -> None:
     local_query.print_report(folder, limit=5, parameters={"serial_number": serial_number})
 
 
+def answer_history_question(folder: Path, device_id: str) -> None:
+    """The columnar history copy, built as Athena builds it (one copy per committed snapshot), and one question."""
+    from kandji_snapshots.history import local_copy
+    from kandji_snapshots.query import local_duckdb as local_query
+
+    copied = local_copy.build(folder)
+    print(f"  copied {len(copied)} snapshot tables into Parquet under {folder / 'history'}")
+    rows = local_copy.run_history_query(folder, "device_posture_history", device_id=device_id)
+    print(f"\n== Kandji: FileVault and firewall history of one device [device_id={device_id}]: {len(rows)} rows")
+    print(local_query.format_table(rows))
+
+
 # --- what people receive: e-mail and chat (issue 14) ----------------------------------------
 
 def create_chat_topic() -> str:
@@ -274,6 +287,9 @@ def main() -> int:
 
         print("\n6. Fleet questions, answered with DuckDB over the local copy")
         answer_fleet_questions(args.output, fleet.list_item(changes["filevault_disabled"]["device_id"])["serial_number"])
+
+        print("\n7. History, answered from the columnar (Parquet) copy")
+        answer_history_question(args.output, changes["filevault_disabled"]["device_id"])
     server.stop()
     print("\nDone. Deploy for real with: sam build && sam deploy --guided")
     return 0
