@@ -72,20 +72,20 @@ _DEVICE_AT_TIME = """WITH at AS (
 )
 SELECT
     d.snapshot_id,
-    d.device_name,
     d.serial_number,
-    d.platform,
-    d.os_version,
-    d."user".email AS user_email,
-    d.blueprint_name,
-    from_iso8601_timestamp(d.last_check_in) AS last_check_in,
-    d.agent_installed,
+    d.device_name,
     p.filevault.status AS filevault_on,
     p.application_firewall.status AS firewall_on,
     p.startup_settings.sip AS sip_on,
     p.gatekeeper_and_xprotect.gatekeeper_status AS gatekeeper_on,
     dd.filevault.filevault_enabled AS details_filevault_enabled,
+    d.platform,
+    d.os_version,
+    d.blueprint_name,
+    d."user".email AS user_email,
+    d.agent_installed,
     dd.mdm.supervised AS supervised,
+    from_iso8601_timestamp(d.last_check_in) AS last_check_in,
     (SELECT count(*) FROM device_apps_history a
      WHERE a.dt = d.dt AND a.snapshot_id = d.snapshot_id AND a.device_id = {device_id}) AS app_count
 FROM devices_history d
