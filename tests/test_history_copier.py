@@ -172,7 +172,7 @@ def test_a_run_that_stops_while_athena_copies_waits_for_that_query_next_time(wor
     report = copier().run(deadline=120)
     assert report.waiting == f"devices_history/{TODAY[0]}" and report.stopped_early
     assert athena.started() == 1
-    running = athena.tokens[json.loads(store.get(history_attempt_key("devices_history", TODAY[0])))["token"]]
+    running = json.loads(store.get(history_attempt_key("devices_history", TODAY[0])))["query_id"]
     # Still running when the next run comes: it waits on the same query (same token), deletes nothing.
     report = copier().run(deadline=clock.elapsed + 120)
     assert report.waiting == f"devices_history/{TODAY[0]}" and athena.started() == 1
@@ -224,3 +224,29 @@ def test_the_handler_entry_checks_its_event_and_its_environment(world):
     with pytest.raises(BadHistoryRequest):
         run_history_copy({"since": "last tuesday"}, 900, env=env, clock=clock, store=store, engine=athena,
                          catalog=athena)
+
+
+def test_a_run_killed_between_starting_a_copy_and_noting_its_id_finds_it_by_its_token(world, monkeypatch):
+    store, athena, clock, copier = world
+    athena.plan("devices_history", TODAY[0], "RUNNING")
+    noted = []
+    real_put = store.put
+
+    def killed_after_the_start(key, body, **options):
+        if key == history_attempt_key("devices_history", TODAY[0]) and b"query_id" in body:
+            raise TimeoutError("Lambda timed out")  # the query runs on, its id unnoted
+        noted.append(key)
+        return real_put(key, body, **options)
+
+    monkeypatch.setattr(store, "put", killed_after_the_start)
+    with pytest.raises(TimeoutError):
+        copier().run(deadline=900)
+    monkeypatch.setattr(store, "put", real_put)
+    assert athena.started() == 1 and "query_id" not in json.loads(store.get(noted[0]))
+    report = copier().run(deadline=clock.elapsed + 60)  # still running: found by its token, waited on
+    assert report.waiting == f"devices_history/{TODAY[0]}" and athena.started() == 1
+    assert list(store.list_keys(history_partition_prefix("devices_history", TODAY[0])))  # its files stay
+    athena.finish("q1", "SUCCEEDED")
+    copier().run(deadline=clock.elapsed + 900)
+    assert athena.started() == 4 * len(TODAY)
+    assert len(athena.visible_files("devices_history", TODAY[0])) == 1

@@ -7,8 +7,9 @@ every row exactly once:
 * copied = Athena registered the partition (it does so when the INSERT commits). A copied snapshot is
   skipped; nothing else is asked.
 * Before an INSERT, its attempt is recorded (`history/_attempts/<table>/<snapshot_id>.json`) with the
-  ClientRequestToken it is started with: starting again with that token returns the same query, so a run
-  killed while it waited finds the query it started instead of starting a second one.
+  ClientRequestToken it is started with, and once started, with its query id: a run killed while it waited
+  finds the query it started (by id, or by starting again with the token, which returns the same query)
+  instead of starting a second one.
 * A query still queued or running is waited for (until the run's deadline; then the next run waits on).
 * A failed or cancelled attempt may have left files in the partition's folder (Athena leaves them): they
   are deleted, and the next attempt, with a new token, starts from an empty folder. The partition was never
@@ -138,7 +139,9 @@ class HistoryCopier:
         sql = insert_sql(table, snapshot_id, [f"s3://{self.bucket}/{key}" for key in manifest.table_keys(table.source)])
         attempt = self._last_attempt(table, snapshot_id)
         if attempt is not None:
-            query_id = self.engine.start(sql, attempt["token"])  # the query that attempt started
+            # The query that attempt started: by its id, or (killed before noting it) by its token, which Athena
+            # still knows minutes later.
+            query_id = attempt.get("query_id") or self.engine.start(sql, attempt["token"])
             status = self._wait(query_id, deadline)
             if status.state is QueryState.SUCCEEDED:
                 return True
@@ -151,11 +154,11 @@ class HistoryCopier:
             number = 1
         self._discard_partial_files(table, snapshot_id)
         token = f"kandji-history-{table.name}-{snapshot_id}-{number}"
-        self.store.put(history_attempt_key(table.name, snapshot_id),
-                       json.dumps({"attempt": number, "token": token,
-                                   "started_at": format_timestamp(self.clock.now())}).encode(),
-                       content_type="application/json")
-        status = self._wait(self.engine.start(sql, token), deadline)
+        attempt = {"attempt": number, "token": token, "started_at": format_timestamp(self.clock.now())}
+        self._note_attempt(table, snapshot_id, attempt)
+        query_id = self.engine.start(sql, token)
+        self._note_attempt(table, snapshot_id, {**attempt, "query_id": query_id})
+        status = self._wait(query_id, deadline)
         if status.state is QueryState.SUCCEEDED:
             return True
         if not status.state.finished:
@@ -163,6 +166,10 @@ class HistoryCopier:
         raise HistoryCopyFailed(f"Athena could not copy snapshot {snapshot_id} into {table.name} "
                                 f"({status.state.value}: {status.reason}). The next run removes what it wrote "
                                 "and tries again; the raw snapshot is untouched.")
+
+    def _note_attempt(self, table: HistoryTable, snapshot_id: str, attempt: dict[str, Any]) -> None:
+        self.store.put(history_attempt_key(table.name, snapshot_id), json.dumps(attempt).encode(),
+                       content_type="application/json")
 
     def _last_attempt(self, table: HistoryTable, snapshot_id: str) -> dict[str, Any] | None:
         try:
