@@ -37,8 +37,9 @@ from common import PRISM_PAGE_ROWS, TOKEN, HourlyClock, collector
 
 from kandji_snapshots.history import local_copy
 from kandji_snapshots.history.queries import HISTORY_QUERIES
-from kandji_snapshots.history.tables import BUCKET_COUNT, HISTORY_TABLES, history_table
+from kandji_snapshots.history.tables import BUCKET_COUNT, HISTORY_TABLES
 from kandji_snapshots.query import fleet_queries, local_duckdb
+from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import partition_date, snapshot_id_for
 
@@ -47,7 +48,7 @@ GIB = 1024 ** 3
 CAP = 10 * GIB  # the workgroup's BytesScannedCutoffPerQuery default
 DAY = datetime(2026, 11, 23, tzinfo=timezone.utc)
 SOURCES = ("devices", "device_details", "device_apps", "device_posture")
-POSTURE_CATEGORIES = tuple(fleet_queries.schema.POSTURE_CATEGORY_COLUMNS)
+POSTURE_CATEGORIES = tuple(POSTURE_CATEGORY_COLUMNS)
 # Columns each question names (path_in_schema prefixes: a struct's name covers all its fields).
 AT_TIME_COLUMNS = None  # None: every column (the whole state of the device)
 HISTORY_COLUMNS = ("device_id", "filevault, status", "filevault, last_collected_at", "application_firewall, status",
@@ -123,6 +124,12 @@ def copy_day(con, out: Path, hours: int) -> list[str]:
     return snapshot_ids
 
 
+def bucket_file_of(path: str) -> tuple[str, str, int]:
+    """(history table, snapshot id, bucket) of a Parquet file the benchmark wrote."""
+    table, snapshot_id, bucket = re.search(r"/(\w+)/dt=[^/]+/snapshot_id=(\w+)/bucket=(\d+)/", path).groups()
+    return table, snapshot_id, int(bucket)
+
+
 class ParquetBytes:
     """Column-chunk bytes per (table, snapshot, bucket file), from parquet_metadata, plus each file's footer."""
 
@@ -132,12 +139,10 @@ class ParquetBytes:
             FROM parquet_metadata('{out.as_posix()}/*/*/*/*/*.parquet') GROUP BY ALL""").fetchall()
         self.chunks: dict[tuple[str, str, int], dict[str, int]] = {}
         for file_name, column, size in rows:
-            table, snapshot_id, bucket = re.search(r"/(\w+)/dt=[^/]+/snapshot_id=(\w+)/bucket=(\d+)/", file_name).groups()
-            self.chunks.setdefault((table, snapshot_id, int(bucket)), {})[column] = int(size)
+            self.chunks.setdefault(bucket_file_of(file_name), {})[column] = int(size)
         self.footer = {key: 0 for key in self.chunks}
         for path in out.rglob("*.parquet"):
-            table, snapshot_id, bucket = re.search(r"/(\w+)/dt=[^/]+/snapshot_id=(\w+)/bucket=(\d+)/", path.as_posix()).groups()
-            key = (table, snapshot_id, int(bucket))
+            key = bucket_file_of(path.as_posix())
             self.footer[key] = path.stat().st_size - sum(self.chunks[key].values())  # footer, magic, headers
 
     def read(self, table: str, snapshot_ids, buckets, columns=None) -> int:
@@ -193,7 +198,8 @@ def main() -> None:
         name = {table.source: table.name for table in HISTORY_TABLES}
 
         # --- AFTER: the Parquet copy -------------------------------------------------------------------
-        at_snapshot = meta.read(name["device_posture"], today, [bucket], ("device_id",)) * 2 * scale  # T's day and the day before
+        # The snapshot in force at T: device_id of the device's bucket in T's day and the day before.
+        at_snapshot = meta.read(name["device_posture"], today, [bucket], ("device_id",)) * 2 * scale
         at_state = sum(meta.read(name[t], [latest], [bucket], AT_TIME_COLUMNS) for t in SOURCES)
         after_at = at_snapshot + at_state
         after_history_day = meta.read(name["device_posture"], today, [bucket], HISTORY_COLUMNS) * scale

@@ -49,7 +49,8 @@ def test_each_history_table_is_parquet_partitioned_by_snapshot_and_bucketed_by_d
 
 
 def test_the_saved_history_queries_are_the_module_s_text(cfn):
-    saved = {r["Properties"]["Name"]: r["Properties"] for r in resources_of_type(cfn, "AWS::Athena::NamedQuery").values()}
+    saved = {r["Properties"]["Name"]: r["Properties"]
+             for r in resources_of_type(cfn, "AWS::Athena::NamedQuery").values()}
     for query in HISTORY_QUERIES:
         assert saved[query.title]["QueryString"] == query.athena_sql
         assert saved[query.title]["Description"] == query.description

@@ -50,13 +50,6 @@ class HistoryTable:
 HISTORY_TABLES: tuple[HistoryTable, ...] = tuple(HistoryTable(f"{source}_history", source) for source in schema.TABLES)
 
 
-def history_table(name: str) -> HistoryTable:
-    for table in HISTORY_TABLES:
-        if table.name == name:
-            return table
-    raise KeyError(f"no history table {name!r}; known: {', '.join(table.name for table in HISTORY_TABLES)}")
-
-
 # JOIN POINT (issue 18 item 1): the copy reads committed snapshots only. Here that holds because the copier
 # takes its snapshot ids from the manifests (history.copier) and Athena reads only the files the manifest
 # lists ("$path"). When the `committed_snapshots` table lands, every copy also joins it, so the one
