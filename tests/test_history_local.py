@@ -156,3 +156,14 @@ def test_every_saved_history_query_parses_as_athena_sql(query):
 
     assert sqlglot.parse_one(query.athena_sql, read="athena") is not None
     assert "device_id = '00000000-0000-0000-0000-000000000000'" in query.athena_sql
+
+
+@pytest.mark.parametrize("table", HISTORY_TABLES, ids=lambda table: table.name)
+def test_every_copy_statement_parses_as_athena_sql(table):
+    import sqlglot
+    from sqlglot import exp
+
+    from kandji_snapshots.history.tables import insert_sql
+
+    parsed = sqlglot.parse_one(insert_sql(table, "20261123T100000Z", ["s3://bucket/snapshots/x.json.gz"]), read="athena")
+    assert isinstance(parsed, exp.Insert) and parsed.this.name == table.name
