@@ -50,6 +50,12 @@ class QueryState(str, Enum):
         return self not in (QueryState.QUEUED, QueryState.RUNNING)
 
 
+class _Outcome(Enum):
+    COPIED = "copied"
+    COPIED_BEFORE = "copied before"  # by an earlier run's query (its partition not listed yet)
+    WAITING = "waiting"  # the query still runs at the deadline
+
+
 @dataclass(frozen=True)
 class QueryStatus:
     state: QueryState
@@ -126,15 +132,19 @@ class HistoryCopier:
                     report.stopped_early = True
                     return report
                 manifest = manifest or load_manifest(self.store, snapshot_id)
-                if not self._copy(table, manifest, deadline):
+                outcome = self._copy(table, manifest, deadline)
+                if outcome is _Outcome.WAITING:
                     report.waiting = f"{table.name}/{snapshot_id}"
                     report.stopped_early = True
                     return report
-                report.copied.append(f"{table.name}/{snapshot_id}")
+                if outcome is _Outcome.COPIED_BEFORE:
+                    report.already_copied += 1
+                else:
+                    report.copied.append(f"{table.name}/{snapshot_id}")
         return report
 
-    def _copy(self, table: HistoryTable, manifest: Manifest, deadline: float) -> bool:
-        """Copy one snapshot into one table: True once Athena committed it, False if still running at `deadline`."""
+    def _copy(self, table: HistoryTable, manifest: Manifest, deadline: float) -> "_Outcome":
+        """Copy one snapshot into one table, or find the earlier attempt that did (or is still doing) it."""
         snapshot_id = manifest.snapshot_id
         sql = insert_sql(table, snapshot_id, [f"s3://{self.bucket}/{key}" for key in manifest.table_keys(table.source)])
         attempt = self._last_attempt(table, snapshot_id)
@@ -144,9 +154,9 @@ class HistoryCopier:
             query_id = attempt.get("query_id") or self.engine.start(sql, attempt["token"])
             status = self._wait(query_id, deadline)
             if status.state is QueryState.SUCCEEDED:
-                return True
+                return _Outcome.COPIED_BEFORE  # its partition is being registered (Glue lists it soon)
             if not status.state.finished:
-                return False
+                return _Outcome.WAITING
             logger.warning("history copy %s of %s failed earlier (%s): cleaning up and trying again",
                            table.name, snapshot_id, status.reason)
             number = attempt["attempt"] + 1
@@ -160,9 +170,9 @@ class HistoryCopier:
         self._note_attempt(table, snapshot_id, {**attempt, "query_id": query_id})
         status = self._wait(query_id, deadline)
         if status.state is QueryState.SUCCEEDED:
-            return True
+            return _Outcome.COPIED
         if not status.state.finished:
-            return False
+            return _Outcome.WAITING
         raise HistoryCopyFailed(f"Athena could not copy snapshot {snapshot_id} into {table.name} "
                                 f"({status.state.value}: {status.reason}). The next run removes what it wrote "
                                 "and tries again; the raw snapshot is untouched.")
