@@ -196,10 +196,11 @@ def test_files_that_cannot_be_deleted_stop_the_retry(world, monkeypatch):
     athena.plan("devices_history", TODAY[0], "FAILED")
     with pytest.raises(HistoryCopyFailed):
         copier().run(deadline=900)
+    started = athena.started()  # the failed copy and every other one
     monkeypatch.setattr(store, "delete", lambda keys: None)  # S3 answered 200 but kept them
     with pytest.raises(HistoryCopyFailed, match="could not be deleted"):
         copier().run(deadline=900)
-    assert athena.started() == 1
+    assert athena.started() == started  # no copy started over the leftovers
 
 
 def test_each_run_looks_back_a_few_days_and_a_backfill_further(world):
@@ -250,3 +251,13 @@ def test_a_run_killed_between_starting_a_copy_and_noting_its_id_finds_it_by_its_
     copier().run(deadline=clock.elapsed + 900)
     assert athena.started() == 4 * len(TODAY)
     assert len(athena.visible_files("devices_history", TODAY[0])) == 1
+
+
+def test_a_snapshot_athena_cannot_copy_holds_back_no_other(world):
+    store, athena, clock, copier = world
+    athena.plan("device_apps_history", TODAY[0], "FAILED", "FAILED")  # e.g. a line Athena cannot read
+    for _ in range(2):
+        with pytest.raises(HistoryCopyFailed, match="1 history copies failed"):
+            copier().run(deadline=clock.elapsed + 900)
+    assert athena.registered["device_apps_history"] == set(TODAY[1:])
+    assert all(athena.registered[t.name] == set(TODAY) for t in HISTORY_TABLES if t.name != "device_apps_history")

@@ -95,10 +95,11 @@ class CopyReport:
     already_copied: int = 0
     waiting: str | None = None  # the copy still running when the run stopped (the next run waits on it)
     stopped_early: bool = False  # out of time: the rest is copied by the next runs
+    failed: list[str] = field(default_factory=list)  # why each failed copy failed (retried by the next run)
 
     def as_dict(self) -> dict[str, Any]:
         return {"since": self.since, "copied": len(self.copied), "already_copied": self.already_copied,
-                "waiting": self.waiting, "stopped_early": self.stopped_early}
+                "waiting": self.waiting, "stopped_early": self.stopped_early, "failed": len(self.failed)}
 
 
 class HistoryCopier:
@@ -130,17 +131,30 @@ class HistoryCopier:
                     continue
                 if self.clock.monotonic() > deadline - self.settings.reserve_seconds:
                     report.stopped_early = True
-                    return report
+                    return self._finish(report)
                 manifest = manifest or load_manifest(self.store, snapshot_id)
-                outcome = self._copy(table, manifest, deadline)
+                try:
+                    outcome = self._copy(table, manifest, deadline)
+                except HistoryCopyFailed as error:  # one bad snapshot must not hold back the others
+                    report.failed.append(str(error))
+                    continue
                 if outcome is _Outcome.WAITING:
                     report.waiting = f"{table.name}/{snapshot_id}"
                     report.stopped_early = True
-                    return report
+                    return self._finish(report)
                 if outcome is _Outcome.COPIED_BEFORE:
                     report.already_copied += 1
                 else:
                     report.copied.append(f"{table.name}/{snapshot_id}")
+        return self._finish(report)
+
+    @staticmethod
+    def _finish(report: CopyReport) -> CopyReport:
+        if report.failed:
+            logger.error("history copy: %d copied, %d failed", len(report.copied), len(report.failed),
+                         extra=report.as_dict())
+            raise HistoryCopyFailed(f"{len(report.failed)} history copies failed (the others were made): "
+                                    + " | ".join(report.failed[:5]))
         return report
 
     def _copy(self, table: HistoryTable, manifest: Manifest, deadline: float) -> "_Outcome":
