@@ -14,6 +14,7 @@ every row exactly once:
 * A failed or cancelled attempt may have left files in the partition's folder (Athena leaves them): they
   are deleted, and the next attempt, with a new token, starts from an empty folder. The partition was never
   registered, so no reader saw them.
+* A copy Athena cannot make holds back no other: the run copies the rest, then fails listing why.
 * Only committed snapshots are copied: the ids come from the manifests, and Athena opens only the files the
   manifest lists (tables.select_sql). Parts of a run that never committed are never read.
 """
