@@ -6,6 +6,7 @@ AWS_ENDPOINT_URL. The real Lambda handlers run against them:
 
   baseline snapshot -> change the fleet -> second snapshot -> diff -> what subscribers and people get
   -> copy the bucket to ./local-data and answer fleet questions with DuckDB
+  -> build the Parquet history copy there and answer a history question from it
 
 Devices are named as people see them, name and serial; values are printed as JSON.
 """
@@ -187,6 +188,18 @@ def answer_fleet_questions(folder: Path, serial_number: str, bundle_id: str) -> 
     local_duckdb.print_report(folder, limit=5, parameters={"serial_number": serial_number, "bundle_id": bundle_id})
 
 
+def answer_history_question(folder: Path, device_id: str, label: str) -> None:
+    """The columnar history copy, built as Athena builds it (one copy per committed snapshot), and one question."""
+    from kandji_snapshots.history import local_copy
+    from kandji_snapshots.query import local_duckdb
+
+    copied = local_copy.build(folder)
+    print(f"  copied {len(copied)} snapshot tables into Parquet under {folder / 'history'}")
+    rows = local_copy.run_history_query(folder, "device_posture_history", device_id=device_id)
+    print(f"\n== Kandji: FileVault and firewall history of {label}: {len(rows)} rows")
+    print(local_duckdb.format_table(rows))
+
+
 # --- what people receive: e-mail and chat (issue 14) ----------------------------------------
 
 def create_chat_topic() -> str:
@@ -308,6 +321,11 @@ def main() -> int:
         print("\n7. Fleet questions, answered with DuckDB over the local copy")
         serial_number = fleet.list_item(changes["filevault_disabled"]["device_id"])["serial_number"]
         answer_fleet_questions(args.output, serial_number, changes["app_updated"]["bundle_id"])
+
+        print("\n8. History, answered from the columnar (Parquet) copy")
+        turned_off = fleet.list_item(changes["filevault_disabled"]["device_id"])
+        answer_history_question(args.output, turned_off["device_id"],
+                                device(turned_off["device_name"], turned_off["serial_number"]))
     server.stop()
     print(f"\nDone. Ask again, for example: .venv/bin/kandji-snapshots query {display_path(args.output)} --query "
           f"device_change_history --param serial_number={serial_number}")

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from kandji_snapshots.history.queries import HISTORY_QUERIES
+from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.query import fleet_queries
 from kandji_snapshots.snapshots import layout
 from kandji_snapshots.snapshots.timeutil import partition_date
@@ -24,15 +26,17 @@ from tests.test_template import (
 )
 
 TABLES = ("devices", "device_details", "device_apps", "device_posture", "changes")
+HISTORY_TABLE_NAMES = {table.name for table in HISTORY_TABLES}
 SNAPSHOT_ID = "20261123T101500Z"
 
 
 
 
 def glue_tables(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Table name -> TableInput."""
+    """Table name -> TableInput, of the snapshot tables (the history tables: tests/test_history_template.py)."""
     return {r["Properties"]["TableInput"]["Name"]: r["Properties"]["TableInput"]
-            for r in resources_of_type(cfn, "AWS::Glue::Table").values()}
+            for r in resources_of_type(cfn, "AWS::Glue::Table").values()
+            if r["Properties"]["TableInput"]["Name"] not in HISTORY_TABLE_NAMES}
 
 
 def render_sub(node: Any, values: dict[str, str]) -> str:
@@ -54,7 +58,7 @@ def test_the_sam_transform_keeps_the_athena_resources(sam: dict[str, Any], cfn: 
         assert resources_of_type(cfn, kind) == written, f"the SAM transform changed the {kind} resources"
     # ... and with a non-default parameter set too.
     other = transform_template(sam, {"AthenaProjectionStartDate": "2026-06-01", "AthenaDatabaseName": "fleet_x"})
-    assert len(resources_of_type(other, "AWS::Athena::NamedQuery")) == len(fleet_queries.QUERIES)
+    assert len(resources_of_type(other, "AWS::Athena::NamedQuery")) == len(fleet_queries.QUERIES) + len(HISTORY_QUERIES)
 
 
 def test_one_database_and_the_four_tables(cfn: dict[str, Any]) -> None:
@@ -196,7 +200,8 @@ def test_athena_parameters_and_outputs(sam: dict[str, Any], cfn: dict[str, Any])
 # Saved queries == fleet_queries.py, both ways
 # ---------------------------------------------------------------------------
 def named_queries(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    queries = [r["Properties"] for r in resources_of_type(cfn, "AWS::Athena::NamedQuery").values()]
+    queries = [r["Properties"] for r in resources_of_type(cfn, "AWS::Athena::NamedQuery").values()
+               if r["Properties"]["Name"] not in {query.title for query in HISTORY_QUERIES}]
     by_name = {q["Name"]: q for q in queries}
     assert len(by_name) == len(queries), "two saved queries share a name"
     return by_name

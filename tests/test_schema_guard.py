@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.query import fleet_queries
 from kandji_snapshots.snapshots import schema
 import schema_guard
@@ -126,8 +127,8 @@ def test_template_glue_columns_equal_the_schema() -> None:
     for table in schema.TABLES:
         assert list(tables[table].hive_columns().items()) == list(schema.hive_columns(table).items()), table
     assert list(tables["changes"].hive_columns().items()) == list(fleet_queries.hive_columns("changes").items())
-    assert set(tables) == set(fleet_queries.TABLE_COLUMNS)
-    for table in tables.values():
+    assert set(tables) == set(fleet_queries.TABLE_COLUMNS) | {table.name for table in HISTORY_TABLES}
+    for table in (tables[name] for name in fleet_queries.TABLE_COLUMNS):  # history tables: test_history_template
         assert list(table.partition_keys) == ["dt"]
         assert table.properties["TableInput"]["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == \
             schema_guard.OPENX_SERDE

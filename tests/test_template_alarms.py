@@ -49,6 +49,7 @@ EXPECTED_ALARMS = {
     "CollectorErrorsAlarm": _errors_alarm("CollectorFunction"),
     "DifferErrorsAlarm": _errors_alarm("DifferFunction"),
     "DigestErrorsAlarm": _errors_alarm("DigestFunction"),
+    "HistoryErrorsAlarm": _errors_alarm("HistoryFunction"),
     "SnapshotFreshnessAlarm": ("custom", "SnapshotsCommitted", None, "LessThanThreshold", 1, "breaching"),
     "AuthenticationFailedAlarm": ("custom", "AuthenticationFailed", None,
                                   "GreaterThanOrEqualToThreshold", 1, "notBreaching"),

@@ -47,9 +47,13 @@ EXPECTED_SKIPS = {
     ("CKV_AWS_116", "DigestFunction"),  # once a day; the next day's run (or a rerun with "day") redoes it
     ("CKV_AWS_117", "DigestFunction"),
     ("CKV_AWS_173", "DigestFunction"),
+    ("CKV_AWS_116", "HistoryFunction"),  # hourly; the next run cleans up and redoes a failed copy
+    ("CKV_AWS_117", "HistoryFunction"),
+    ("CKV_AWS_173", "HistoryFunction"),
     ("CKV_AWS_158", "CollectorLogGroup"),  # CloudWatch Logs' own encryption at rest
     ("CKV_AWS_158", "DifferLogGroup"),
     ("CKV_AWS_158", "DigestLogGroup"),
+    ("CKV_AWS_158", "HistoryLogGroup"),
     ("CKV_AWS_27", "CollectorFailureQueue"),  # SSE-SQS, which checkov 3.1 does not recognise
     ("CKV_AWS_27", "CollectorScheduleDLQ"),
     ("CKV_AWS_27", "DifferFailureQueue"),
@@ -290,11 +294,13 @@ def test_snapshot_bucket_with_a_customer_managed_key(cfn: dict[str, Any]) -> Non
         "BucketKeyEnabled": True,
     }
     grants = _snapshot_key_grants(cfn, overrides)
-    assert set(grants) == {"CollectorFunctionRole", "DifferFunctionRole"}, "only the two functions use the key"
+    assert set(grants) == {"CollectorFunctionRole", "DifferFunctionRole", "HistoryFunctionRole"}, \
+        "only the functions that read or write the bucket use the key"
     for role, statements in grants.items():
         (statement,) = statements
         assert statement["Effect"] == "Allow"
-        # The collector writes (GenerateDataKey) and reads back; the differ reads snapshots and writes changes/.
+        # The collector writes (GenerateDataKey) and reads back; the differ reads snapshots and writes changes/;
+        # the history copy reads snapshots/ and writes history/.
         assert sorted(as_list(statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"], role
         assert statement["Resource"] == KMS_KEY
         assert statement["Condition"] == {

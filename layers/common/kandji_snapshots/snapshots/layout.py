@@ -65,3 +65,21 @@ def transition_key(previous_snapshot_id: str | None) -> str:
 def digest_marker_key(day: str) -> str:
     """Whether the daily digest of `day` (YYYY-MM-DD, UTC) is being sent or was sent; claimed once."""
     return f"{CHANGES_PREFIX}_digests/{day}.json"
+
+
+# --- the columnar history copy (history/): Parquet written by Athena, partitions dt=/snapshot_id= ----------
+#   history/<table>/dt=YYYY-MM-DD/snapshot_id=<snapshot_id>/<files>   (Hive layout, as Athena's INSERT writes it)
+#   history/_attempts/<table>/<snapshot_id>.json                       (the Athena query that copies it)
+HISTORY_PREFIX = "history/"
+
+
+def history_table_prefix(table: str) -> str:
+    return f"{HISTORY_PREFIX}{table}/"
+
+
+def history_partition_prefix(table: str, snapshot_id: str) -> str:
+    return f"{history_table_prefix(table)}dt={partition_date(snapshot_id)}/snapshot_id={snapshot_id}/"
+
+
+def history_attempt_key(table: str, snapshot_id: str) -> str:
+    return f"{HISTORY_PREFIX}_attempts/{table}/{snapshot_id}.json"
