@@ -13,6 +13,7 @@ import pytest
 from aws_helpers import read_rows
 from differ_fixtures import FakeFleet, diff
 from kandji_snapshots.collect.posture import FAILED, POSTURE_CATEGORIES, PostureReader
+from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
 from kandji_snapshots.collect.refresh import BudgetExhausted
 from kandji_snapshots.diff.posture_changes import FileVaultSource, filevault_fact, reconcile_filevault
 from kandji_snapshots.kandji.permissions import prism_permission
@@ -320,6 +321,23 @@ def test_a_filevault_row_without_a_status_is_unknown_and_stale_details_saying_of
     fleet.details["id-000"]["filevault"]["filevault_enabled"] = True
     set_posture(fleet, "id-000", filevault=True)
     assert fact_changes(run(13)[1]) == {}  # the details catch up with what Prism said: not again
+
+
+def test_a_previous_row_is_parsed_only_for_a_category_it_holds_and_its_column_is_found_by_its_first_key():
+    from kandji_snapshots.collect.posture import _is_null_column
+    from kandji_snapshots.snapshots.normalize import encode_row, posture_row
+    from kandji_snapshots.snapshots.schema import DEVICE_POSTURE
+
+    # The first `"<category>":` of a line is the column: categories come before carried_from (whose fields
+    # bear their names), and no category has a field named like a category.
+    columns = list(DEVICE_POSTURE)
+    assert all(columns.index(name) < columns.index("carried_from") for name in POSTURE_CATEGORIES)
+    assert not {field for fields in POSTURE_CATEGORY_COLUMNS.values() for field in fields} & set(POSTURE_CATEGORIES)
+    categories = {**dict.fromkeys(POSTURE_CATEGORIES), "application_firewall": {"status": True}}
+    line = encode_row(posture_row(categories, "20261123T100000Z", 'x","filevault":{"status":true}', "t",
+                                  {"filevault": "2026-11-23T09:05:00.000000Z"}))
+    assert _is_null_column(line, "filevault") and _is_null_column(line, "startup_settings")
+    assert not _is_null_column(line, "application_firewall")
 
 
 def source(field: str, enabled: bool, known_at: str, fresh: bool = False) -> FileVaultSource:

@@ -103,12 +103,12 @@ class PostureIndex:
         if read.status == READ:
             self._values[category] = by_device
 
-    def take(self, device_id: str, previous: Callable[[], LastRead | None] = lambda: None
+    def take(self, device_id: str, previous: Callable[[str], LastRead | None] = lambda category: None
              ) -> tuple[dict[str, dict[str, Any] | None], dict[str, str]]:
         """One device's columns per category (None: unknown, never read), and `carried_from`; each device once.
 
-        A category not read now for the device keeps its value in `previous()`, the device's row in the
-        previous snapshot (asked for only then), with as of when that value was known.
+        A category not read now for the device keeps its value in `previous(category)`, the device's row
+        in the previous snapshot (asked for only then), with as of when that value was known.
         """
         out: dict[str, dict[str, Any] | None] = {}
         carried_from: dict[str, str] = {}
@@ -117,7 +117,7 @@ class PostureIndex:
             out[category] = None if values is None else _unpack(category, values)
             if _says_something(category, out[category]):
                 continue
-            last = previous()
+            last = previous(category)
             kept = last.row.get(category) if last else None
             if not _says_something(category, kept):
                 continue  # nothing better known: the category stays as read (or unknown)
@@ -177,24 +177,43 @@ class PreviousPosture:
         self._previous = previous
         self._rows: PreviousRows | None = None
 
-    def row(self, device_id: str) -> LastRead | None:
-        """The device's row (devices must be asked for in ascending order), None when it had none."""
+    def line(self, device_id: str) -> bytes | None:
+        """The device's row, raw (devices must be asked for in ascending order), None when it had none."""
         if self._previous is None or "device_posture" not in self._previous.document["tables"]:
             return None  # no snapshot before, or one written before posture existed
         if self._rows is None:
             self._rows = PreviousRows(iter_lines(self._store, self._previous.table_keys("device_posture")))
         lines = self._rows.take(device_id)
-        return LastRead(json.loads(lines[0]), self._previous.document["finished_at"]) if lines else None
+        return lines[0] if lines else None
 
-    def for_device(self, device_id: str) -> Callable[[], LastRead | None]:
-        """`PostureIndex.take`'s `previous`: reads the row at most once, and only if asked."""
-        cache: list[LastRead | None] = []
+    def for_device(self, device_id: str) -> Callable[[str], LastRead | None]:
+        """`PostureIndex.take`'s `previous`: the device's row, read at most once and only if asked, and
+        parsed only when it holds the category asked for (a non-Mac's Mac-only categories are null
+        every run: that costs no parsing)."""
+        cache: dict[str, Any] = {}
 
-        def previous() -> LastRead | None:
-            if not cache:
-                cache.append(self.row(device_id))
-            return cache[0]
+        def previous(category: str) -> LastRead | None:
+            if "line" not in cache:
+                cache["line"] = self.line(device_id)
+            line = cache["line"]
+            if line is None or _is_null_column(line, category):
+                return None
+            if "row" not in cache:
+                cache["row"] = LastRead(json.loads(line), self._previous.document["finished_at"])
+            return cache["row"]
         return previous
+
+
+# `"<category>":` first occurs in a device_posture line as its column: the category columns come
+# before `carried_from` (whose fields bear their names), the values before them are JSON strings
+# (a quote inside is escaped) and no category's field is named like a category.
+_COLUMN_KEYS = {category: f'"{category}":'.encode() for category in POSTURE_CATEGORIES}
+
+
+def _is_null_column(line: bytes, category: str) -> bool:
+    key = _COLUMN_KEYS[category]
+    at = line.find(key)
+    return at < 0 or line.startswith(b"null", at + len(key))
 
 
 def _pack(category: str, columns: dict[str, Any]) -> tuple[Any, ...]:

@@ -39,7 +39,7 @@ _CARRIED_FROM = "carried_from"
 
 @dataclass(frozen=True)
 class FileVaultSource:
-    """What one source said of FileVault in one snapshot, and when it was read."""
+    """What one source said of FileVault in one snapshot, and as of when it was known."""
 
     field: str  # the change field it reports on
     enabled: bool
