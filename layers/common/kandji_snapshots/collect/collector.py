@@ -29,7 +29,7 @@ from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifes
 from kandji_snapshots.errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
 from kandji_snapshots.snapshots.layout import TABLE_NAMES
 from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, posture_row
-from kandji_snapshots.collect.posture import PostureIndex, PostureReader
+from kandji_snapshots.collect.posture import PostureIndex, PostureReader, PreviousPosture
 from kandji_snapshots.collect.prism_apps import PrismAppsIndex
 from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh, previous_fetched_at,
                       with_snapshot_id)
@@ -256,6 +256,7 @@ class SnapshotCollector:
         skipped: list[dict[str, Any]] = []
         counts = {"refreshed": 0, "carried": 0, "pending": 0}
         carried = _CarriedRows(self._store, previous)
+        previous_posture = PreviousPosture(self._store, previous)  # what was not read now keeps the last read
         for device, outcome in _reporting_progress(self._fetch_in_order(devices, refresh, with_apps=prism is None),
                                                    len(devices), self._progress):
             device_id = str(device["device_id"])
@@ -272,8 +273,9 @@ class SnapshotCollector:
                     continue  # nothing known to carry: the device is absent from this snapshot
             writers["devices"].write(device_row(device, snapshot_id))
             # Every listed device, every run.
-            writers["device_posture"].write(posture_row(posture.take(device_id), snapshot_id, device_id,
-                                                        posture.fetched_at))
+            categories, carried_from = posture.take(device_id, previous_posture.for_device(device_id))
+            writers["device_posture"].write(posture_row(categories, snapshot_id, device_id, posture.fetched_at,
+                                                        carried_from))
             if isinstance(outcome, _Fetched):
                 counts["refreshed"] += 1
                 writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))

@@ -83,7 +83,7 @@ class SnapshotComparison:
         self._rules = rules
         self._ids = {"snapshot_id": current.snapshot_id, "previous_snapshot_id": previous.snapshot_id}
         self._volatile = {table: VolatileValues.for_table(table, rules) for table in ("devices", "device_details")}
-        self._posture = PostureComparison(rules, previous, current)  # device_posture + FileVault as one fact
+        self._posture = PostureComparison(rules)  # device_posture + FileVault as one fact
         # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
         self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
         self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}

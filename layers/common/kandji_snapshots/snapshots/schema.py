@@ -178,7 +178,7 @@ DEVICE_APPS: dict[str, Type] = {
 # --- device_posture: Prism's security categories, one row per device per snapshot -------------------
 # One struct per category, with the columns Prism's rows carry (confirmed from integrations that read
 # them; see collect/posture.py). A struct is null when the category was not read this run (no
-# permission) or has no row for the device (Prism covers Macs only for most of them).
+# permission) and never was, or the device never had a row (Prism covers Macs only for most of them).
 # `last_collected_at` is when the device last reported that category to Kandji.
 POSTURE_CATEGORY_COLUMNS: dict[str, dict[str, Type]] = {
     "device_information": {
@@ -227,6 +227,11 @@ DEVICE_POSTURE: dict[str, Type] = {
     **KEY_COLUMNS,
     "fetched_at": TIMESTAMP,  # when this run read Prism
     **{category: struct(**columns) for category, columns in POSTURE_CATEGORY_COLUMNS.items()},
+    # A category this run could not read (failed, refused, out of budget) or that had no row for the
+    # device keeps what the last read said, carried like a skipped device's details: per carried
+    # category, the end of the run that read it (null when every category was read this run).
+    # See collect/posture.py.
+    "carried_from": struct(**{category: TIMESTAMP for category in POSTURE_CATEGORY_COLUMNS}),
     "extra": JSON,
 }
 
