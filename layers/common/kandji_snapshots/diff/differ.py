@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,7 +35,9 @@ from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRul
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
 from kandji_snapshots.diff.progress import (ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers,
                                             TransitionClaims)
+from kandji_snapshots.diff.device_pairs import DevicePair, after_checkpoint, merge_by_device, pause_at_deadline
 from kandji_snapshots.diff.posture_changes import PostureComparison
+from kandji_snapshots.diff.unread_devices import UnreadDevices
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
 from kandji_snapshots.snapshots.layout import manifest_key
@@ -52,10 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_EVENTS_PER_RUN = 500
-
-
-# Devices compared between two deadline checks: a check costs a call, a device costs far more.
-_STOP_CHECK_EVERY = 16
 
 
 class SnapshotNotCommitted(KandjiSnapshotsError):
@@ -84,70 +83,44 @@ class SnapshotComparison:
         self._ids = {"snapshot_id": current.snapshot_id, "previous_snapshot_id": previous.snapshot_id}
         self._volatile = {table: VolatileValues.for_table(table, rules) for table in ("devices", "device_details")}
         self._posture = PostureComparison(rules, previous, current)  # device_posture + FileVault as one fact
-        # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
-        self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
-        self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}
-        # Skipped with nothing to carry although the collector had a snapshot to carry from: new
-        # then, and never announced, so announced as added once it is read.
-        self._new_unread_before = {str(item["device_id"]).encode()
-                                   for item in previous.document.get("skipped_devices", [])
-                                   if item.get("carried") is False and previous.document.get("previous_snapshot_id")}
-        # Skipped by the previous snapshot and not listed by this one: the 404 was an unenrolment.
-        self._skipped_before = {str(item["device_id"]).encode(): item
-                                for item in previous.document.get("skipped_devices", [])}
+        self._unread = UnreadDevices(previous, current)
+
+    def _pairs(self) -> Iterator[DevicePair]:
+        """Both snapshots' devices side by side, past the checkpoint, pausing when the time runs short."""
+        pairs = merge_by_device(iter_device_rows(self._store, self._previous),
+                                iter_device_rows(self._store, self._current))
+        pairs = after_checkpoint(pairs, self._resume_after)
+        if self._should_stop is not None:
+            pairs = pause_at_deadline(pairs, self._should_stop, self._resume_after)
+        return pairs
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        before_rows = iter_device_rows(self._store, self._previous)
-        after_rows = iter_device_rows(self._store, self._current)
-        before = next(before_rows, None)
-        after = next(after_rows, None)
-        resume_after = self._resume_after
-        gone = iter(sorted(device_id for device_id in self._unknown_before - self._unknown_now
-                           if resume_after is None or device_id > resume_after))
-        skipped = next(gone, None)
-        done_through: bytes | None = resume_after  # every device up to this id is compared
-        steps = 0
-        while before is not None or after is not None:
-            position = min(rows.device_id for rows in (before, after) if rows is not None)
-            if resume_after is not None and position <= resume_after:  # compared by an earlier attempt
-                if before is not None and before.device_id == position:
-                    before = next(before_rows, None)
-                if after is not None and after.device_id == position:
-                    after = next(after_rows, None)
-                continue
-            steps += 1
-            if self._should_stop is not None and steps % _STOP_CHECK_EVERY == 0 and self._should_stop():
-                raise ComparisonPaused(done_through)
-            done_through = position
-            while skipped is not None and skipped <= position:
-                if after is None or after.device_id != skipped:  # listed again: it was never gone
-                    yield self._skipped_device_removed(skipped)
-                skipped = next(gone, None)
-            if after is None or (before is not None and before.device_id < after.device_id):
-                if before.device_id not in self._unknown_now:
-                    yield self._whole_device(DEVICE_REMOVED, before)
-                before = next(before_rows, None)
-            elif before is None or after.device_id < before.device_id:
-                if after.device_id not in self._unknown_before or after.device_id in self._new_unread_before:
-                    yield self._whole_device(DEVICE_ADDED, after)
-                after = next(after_rows, None)
-            else:
-                yield from self._device_changes(before, after)
-                before = next(before_rows, None)
-                after = next(after_rows, None)
-        while skipped is not None:
-            yield self._skipped_device_removed(skipped)
-            skipped = next(gone, None)
+        unlisted = deque(self._unread.unlisted_since(self._resume_after))
+        for pair in self._pairs():
+            while unlisted and unlisted[0] <= pair.device_id:
+                device_id = unlisted.popleft()
+                if pair.after is None or device_id != pair.device_id:  # listed again: it was never gone
+                    yield self._unlisted_device_removed(device_id)
+            yield from self._pair_events(pair)
+        for device_id in unlisted:
+            yield self._unlisted_device_removed(device_id)
 
-    def _skipped_device_removed(self, device_id: bytes) -> dict[str, Any]:
+    def _pair_events(self, pair: DevicePair) -> Iterator[dict[str, Any]]:
+        if pair.after is None:
+            if self._unread.removal_counts(pair.device_id):
+                yield self._whole_device(DEVICE_REMOVED, pair.before)
+        elif pair.before is None:
+            if self._unread.addition_counts(pair.device_id):
+                yield self._whole_device(DEVICE_ADDED, pair.after)
+        else:
+            yield from self._device_changes(pair.before, pair.after)
+
+    def _unlisted_device_removed(self, device_id: bytes) -> dict[str, Any]:
         """A device the previous snapshot listed but could not read (404), no longer listed now.
 
         Its rows were never written, so only what the manifest kept is known: apps are unknown (null).
         """
-        item = self._skipped_before[device_id]
-        device = {"device_id": item["device_id"], "device_name": item.get("device_name"),
-                  "serial_number": item.get("serial_number"), "platform": item.get("platform")}
-        return device_event(DEVICE_REMOVED, device=device, apps=None, **self._ids)
+        return device_event(DEVICE_REMOVED, device=self._unread.last_known(device_id), apps=None, **self._ids)
 
     def _whole_device(self, change_type: str, rows: DeviceRows) -> dict[str, Any]:
         return device_event(change_type, device=rows.device_row, apps=_known_apps(rows), **self._ids)
@@ -305,6 +278,37 @@ class DifferResult:
         return asdict(self)
 
 
+class PublishSelection:
+    """Which of a run's events are published one by one: all of them up to `limit`; past it, a flood,
+    only the high-severity ones (up to `limit` too, else none): the summary counts the rest."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._all: list[dict[str, Any]] = []
+        self._high: list[dict[str, Any]] = []
+        self.over_limit = False  # more events than `limit`: the high-severity ones only
+        self._high_over_limit = False  # more high-severity events than `limit`: none one by one
+
+    def add(self, event: dict[str, Any]) -> None:
+        if not self.over_limit:
+            self._all.append(event)
+            if len(self._all) > self._limit:
+                self.over_limit, self._all = True, []
+        if not self._high_over_limit and event["severity"] == HIGH:
+            self._high.append(event)
+            if len(self._high) > self._limit:
+                self._high_over_limit, self._high = True, []
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.over_limit:
+            return self._all
+        return [] if self._high_over_limit else self._high
+
+    def high_count_if_kept(self) -> int | None:
+        """The high-severity events kept (logged with a flood); None when they were too many to keep."""
+        return None if self._high_over_limit else len(self._high)
+
+
 class SnapshotDiffer:
     def __init__(self, store: ObjectStore, publisher: Publisher, *, settings: DifferSettings = DifferSettings(),
                  clock: Callable[[], float] = time.monotonic):
@@ -341,34 +345,26 @@ class SnapshotDiffer:
         checkpoint = ComparisonCheckpoint(self._store, snapshot_id, previous_id)
         tally, fields = EventTally(), FieldTally()
         limit = self._settings.max_events_per_run
-        kept: list[dict[str, Any]] | None = []  # the events to publish; None once over the limit
-        high: list[dict[str, Any]] | None = []  # the high-severity ones, published even when the rest is not
+        selection = PublishSelection(limit)
         try:
             for event in self._events(changes_file, checkpoint, previous_id, current, time_left):
                 tally.add(event)
                 fields.add(event)
-                if kept is not None:
-                    kept.append(event)
-                    if len(kept) > limit:
-                        kept = None
-                if high is not None and event["severity"] == HIGH:
-                    high.append(event)
-                    if len(high) > limit:
-                        high = None
+                selection.add(event)
         except ObjectNotFound as missing:
             claims.release()  # nothing computed: the retry (after the repair) chooses afresh
             raise self._incomplete(str(missing.args[0]), snapshot_id) from None
         except ComparisonPaused as paused:
             raise self._paused(paused, checkpoint, snapshot_id, previous_id) from None
         checkpoint.clear()  # the changes file now holds its events
-        suppressed = kept is None
+        suppressed = selection.over_limit
         noisy_field = fields.dominant(tally.total, IGNORE_FIELDS_ENV) if suppressed else None
+        kept = selection.events()
         if suppressed:
             # A flood (often one field moving on every device) must not bury a FileVault turned off.
-            kept = high or []
             logger.warning("too many changes to publish one by one: publishing the high-severity events and the "
                            "summary only", extra={"snapshot_id": snapshot_id, "events": tally.total,
-                                                   "high_severity_events": len(high) if high is not None else None,
+                                                   "high_severity_events": selection.high_count_if_kept(),
                                                    "max_events_per_run": limit, "noisy_field": noisy_field})
             if noisy_field:
                 logger.warning(f"field {noisy_field['field']} changed on {noisy_field['devices']} of "
