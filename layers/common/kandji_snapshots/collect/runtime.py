@@ -24,7 +24,7 @@ from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.metrics import record_failure, record_requests, record_snapshot
 from kandji_snapshots.settings import CollectorEnvironment, CollectorOptions
 from kandji_snapshots.snapshots.storage import ObjectStore, S3ObjectStore
-from kandji_snapshots.snapshots.timeutil import SystemClock
+from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class CollectorRun:
 
 
 def build_collector(credentials: KandjiCredentials, store: ObjectStore, options: CollectorOptions = CollectorOptions(),
-                    *, seconds_left: float | None = None, clock: Any = SystemClock,
+                    *, seconds_left: float | None = None, clock: Clock = SystemClock,
                     retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
                     progress: Callable[[int, int], None] | None = None, temp_dir: str | None = None) -> CollectorRun:
     """A collector for one run. `seconds_left`: the time the run has, of which WRITE_MARGIN_SECONDS is kept
@@ -98,7 +98,7 @@ def read_credentials(env: CollectorEnvironment) -> KandjiCredentials:
 
 
 def lambda_collector(remaining_seconds: float, environ: Mapping[str, str] | None = None, *,
-                     clock: Any = SystemClock, store: ObjectStore | None = None) -> CollectorRun:
+                     clock: Clock = SystemClock, store: ObjectStore | None = None) -> CollectorRun:
     """The collector as the Lambda runs it: settings from the environment, token from the secret, S3."""
     env = CollectorEnvironment.from_env(environ)
     credentials = read_credentials(env)
@@ -110,7 +110,7 @@ def lambda_collector(remaining_seconds: float, environ: Mapping[str, str] | None
 
 
 def run_collection(scheduled_time: str | None, remaining_seconds: float, metrics: Any, *,
-                   clock: Any = SystemClock) -> dict[str, Any]:
+                   clock: Clock = SystemClock) -> dict[str, Any]:
     """One scheduled run: build, collect, and report success or the kind of failure as metrics."""
     try:
         run = lambda_collector(remaining_seconds, clock=clock)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -33,8 +32,9 @@ from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATE
                             FieldTally, app_event, app_identity, app_list, device_event, summary_event)
 from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
-from kandji_snapshots.diff.progress import (ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers,
-                                            TransitionClaims)
+from kandji_snapshots.diff.progress import ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers
+from kandji_snapshots.diff.transitions import Transition, TransitionClaims
+from kandji_snapshots.diff.already_published import AlreadyPublished
 from kandji_snapshots.diff.device_pairs import DevicePair, after_checkpoint, merge_by_device, pause_at_deadline
 from kandji_snapshots.diff.posture_changes import PostureComparison
 from kandji_snapshots.diff.unread_devices import UnreadDevices
@@ -44,6 +44,7 @@ from kandji_snapshots.snapshots.layout import manifest_key
 from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.publisher import Publisher, PublishError, event_message, plan_batches
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
+from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 
 __all__ = [
     "DEFAULT_MAX_EVENTS_PER_RUN", "DifferResult", "DifferSettings", "SnapshotComparison", "SnapshotDiffer",
@@ -311,7 +312,7 @@ class PublishSelection:
 
 class SnapshotDiffer:
     def __init__(self, store: ObjectStore, publisher: Publisher, *, settings: DifferSettings = DifferSettings(),
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Clock = SystemClock):
         self._store = store
         self._publisher = publisher
         self._settings = settings
@@ -324,21 +325,19 @@ class SnapshotDiffer:
         `time_left` (seconds, e.g. from the Lambda context) stops the run cleanly between two
         batches rather than let the Lambda be killed in the middle of one.
         """
-        started = self._clock()
+        started = self._clock.monotonic()
         current = self._load_committed(snapshot_id)
         markers = ProgressMarkers(self._store, snapshot_id)
         done = markers.done()
         if done is not None:
             logger.info("snapshot already diffed and published: nothing to do", extra={"snapshot_id": snapshot_id})
             return DifferResult.from_summary(done, already_done=True,
-                                             duration_seconds=round(self._clock() - started, 3))
+                                             duration_seconds=round(self._clock.monotonic() - started, 3))
         # The latest snapshot committed before this one, claimed so that overlapping runs never
-        # publish one change twice (progress.TransitionClaims).
+        # publish one change twice (transitions.TransitionClaims).
         changes_file = ChangesFile(self._store, snapshot_id)
-        claims = TransitionClaims(self._store, snapshot_id)
-        transition = claims.claim(lambda: previous_snapshot_id(self._store, snapshot_id),
-                                  keep_choice=changes_file.exists() or ComparisonCheckpoint.exists(self._store,
-                                                                                                    snapshot_id))
+        claims = TransitionClaims(self._store, snapshot_id, now=self._clock.now)
+        transition = claims.claim(lambda: previous_snapshot_id(self._store, snapshot_id))
         previous_id = transition.previous_snapshot_id
         if transition.superseded_by is not None:
             return self._superseded(current, previous_id, transition.superseded_by, started)
@@ -347,12 +346,12 @@ class SnapshotDiffer:
         limit = self._settings.max_events_per_run
         selection = PublishSelection(limit)
         try:
-            for event in self._events(changes_file, checkpoint, previous_id, current, time_left):
+            for event in self._events(changes_file, checkpoint, transition, current, time_left):
                 tally.add(event)
                 fields.add(event)
                 selection.add(event)
         except ObjectNotFound as missing:
-            claims.release()  # nothing computed: the retry (after the repair) chooses afresh
+            # The claim is kept: a snapshot that found it taken counts on this one to cover its changes.
             raise self._incomplete(str(missing.args[0]), snapshot_id) from None
         except ComparisonPaused as paused:
             raise self._paused(paused, checkpoint, snapshot_id, previous_id) from None
@@ -384,9 +383,10 @@ class SnapshotDiffer:
         except PublishError as error:
             raise _resumable(error, snapshot_id, len(kept), len(kept), markers) from error
         markers.mark_done(summary)
+        claims.complete()
         result = DifferResult.from_summary(summary, published_events=published_now,
                                            published_messages=published_now + 1,
-                                           duration_seconds=round(self._clock() - started, 3))
+                                           duration_seconds=round(self._clock.monotonic() - started, 3))
         logger.info("snapshot diffed", extra=result.as_dict())
         return result
 
@@ -399,7 +399,7 @@ class SnapshotDiffer:
                             first_snapshot=previous_id is None, device_count=int(current.document["device_count"]),
                             event_count=0, counts_by_change_type={}, counts_by_severity={}, highest_severity=INFO,
                             suppressed=False, changes_uri="", superseded_by=newer,
-                            duration_seconds=round(self._clock() - started, 3))
+                            duration_seconds=round(self._clock.monotonic() - started, 3))
 
     def _incomplete(self, key: str, snapshot_id: str) -> SnapshotIncomplete:
         owner = key.rsplit("/", 1)[-1][:16]  # parts are named <snapshot_id>[-NNNNN].json.gz
@@ -407,9 +407,10 @@ class SnapshotDiffer:
         return SnapshotIncomplete(
             f"Snapshot {snapshot_id} cannot be diffed: {location}/{key} is listed in the manifest of snapshot "
             f"{owner} but does not exist (deleted by hand or by a lifecycle rule?). Nothing was published. "
-            f"Restore the object (the bucket keeps noncurrent versions), or delete "
-            f"{location}/{manifest_key(owner)} so that snapshot no longer counts, then invoke the differ "
-            f"again for {snapshot_id}.")
+            f"Restore the object (the bucket keeps noncurrent versions) and invoke the differ again for "
+            f"{snapshot_id}. If it cannot be restored, delete {location}/{manifest_key(owner)} so that snapshot "
+            f"no longer counts, then invoke the differ again: it compares with the snapshot before, and what "
+            f"was already published is not sent again. Delete nothing under changes/.")
 
     def _check_time(self, time_left: Callable[[], float] | None, snapshot_id: str, published: int, total: int,
                     markers: ProgressMarkers) -> None:
@@ -430,7 +431,7 @@ class SnapshotDiffer:
                 f"{self._store.location}/{manifest_key(snapshot_id)} does not exist: snapshot {snapshot_id} "
                 "was never committed (or its manifest was deleted), so there is nothing to diff.") from None
 
-    def _events(self, changes_file: ChangesFile, checkpoint: ComparisonCheckpoint, previous_id: str | None,
+    def _events(self, changes_file: ChangesFile, checkpoint: ComparisonCheckpoint, transition: Transition,
                 current: Manifest, time_left: Callable[[], float] | None) -> Iterator[dict[str, Any]]:
         """This run's events: from the changes file when an earlier attempt wrote it, else computed and written.
 
@@ -441,6 +442,7 @@ class SnapshotDiffer:
             # What an earlier attempt may already have published: reuse it, never recompute differently.
             logger.info("resuming from the changes file", extra={"changes_uri": changes_file.uri})
             return changes_file.read()
+        previous_id = transition.previous_snapshot_id
         if previous_id is None:
             logger.info("first snapshot: nothing to compare with", extra={"snapshot_id": current.snapshot_id})
             return changes_file.write(())
@@ -453,9 +455,13 @@ class SnapshotDiffer:
                                         resume_after=checkpoint.after_device,
                                         should_stop=None if time_left is None else lambda: time_left() < margin)
 
+        found: Iterable[dict[str, Any]] = comparison
+        if transition.replaces is not None:  # a snapshot no longer committed diffed against `previous` first
+            found = AlreadyPublished.by(self._store, transition.replaces).remove_from(comparison)
+
         def events() -> Iterator[dict[str, Any]]:
             yield from checkpoint.events()
-            yield from changes_file.write(comparison, head=checkpoint.head())
+            yield from changes_file.write(found, head=checkpoint.head())
         return events()
 
     def _paused(self, paused: ComparisonPaused, checkpoint: ComparisonCheckpoint, snapshot_id: str,

@@ -3,7 +3,6 @@
 The changes file holds every event of a run, written before anything is published: a
 retry reads it back rather than recompute. Progress markers under
 `changes/_published/<snapshot_id>/` record which of those events are already published.
-Transition claims make each snapshot the `previous` of one diff only (overlapping runs).
 """
 
 from __future__ import annotations
@@ -11,13 +10,12 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kandji_snapshots.diff.events import encode_event
-from kandji_snapshots.errors import SnapshotConflict
-from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix, transition_key
+from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix
 from kandji_snapshots.snapshots.table_io import iter_lines
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
 
@@ -174,94 +172,3 @@ class ChangesFile:
     def read(self) -> Iterator[dict[str, Any]]:
         for line in iter_lines(self._store, [self.key]):
             yield json.loads(line)
-
-
-@dataclass(frozen=True)
-class Transition:
-    previous_snapshot_id: str | None  # what this snapshot is diffed against
-    superseded_by: str | None = None  # a newer snapshot already diffed against it: publish nothing
-
-
-class TransitionClaims:
-    """Each committed snapshot is the `previous` of exactly one diff: the first differ to claim it.
-
-    Two collector runs that overlap commit A (10:00) and B (10:01) after snapshot 09:00. The
-    differ of B diffs against A when A is committed by then; if it is not, B claims 09:00, covers
-    A's changes too, and A's differ finds 09:00 taken by a newer snapshot and publishes nothing.
-    Either way every change is published by one differ only.
-
-    changes/_transitions/<previous>.json        {"snapshot_id": who diffs against it}, written if absent
-    changes/_published/<snapshot>/previous.json  {"previous_snapshot_id": ...}, this snapshot's last choice:
-                                                 a retry keeps it once events were computed against it, and
-                                                 else releases its claim and chooses afresh
-    """
-
-    def __init__(self, store: ObjectStore, snapshot_id: str):
-        self._store = store
-        self._snapshot_id = snapshot_id
-        self._choice_key = f"{published_marker_prefix(snapshot_id)}previous.json"
-
-    def claim(self, latest_before: Callable[[], str | None], *, keep_choice: bool) -> Transition:
-        """The previous snapshot to diff against, claimed; `latest_before` lists the committed ones.
-
-        `keep_choice`: an earlier attempt computed events against its choice (they may be published):
-        keep it. Otherwise choose afresh, releasing an earlier attempt's claim if the choice moved on.
-        """
-        choice = self._choice()
-        previous = choice if keep_choice and not isinstance(choice, _Unset) else latest_before()
-        while True:
-            if previous != choice:
-                if not isinstance(choice, _Unset):
-                    self._release(choice)
-                self._store.put(self._choice_key, json.dumps({"previous_snapshot_id": previous}).encode(),
-                                content_type="application/json")
-                choice = previous
-            holder = self._holder(previous)
-            if holder == self._snapshot_id:
-                return Transition(previous)
-            if holder > self._snapshot_id:
-                return Transition(previous, superseded_by=holder)
-            # An older snapshot, committed since, took `previous`: it sits between; diff against the latest.
-            newer = latest_before()
-            if newer is None or (previous is not None and newer <= previous):
-                raise SnapshotConflict(
-                    f"Snapshot {holder} was diffed against {previous or 'nothing (first snapshot)'}, but it is no "
-                    f"longer committed, so snapshot {self._snapshot_id} has no consistent previous snapshot. "
-                    f"Restore its manifest, or delete {transition_key(previous)} and invoke the differ again.")
-            previous = newer
-
-    def release(self) -> None:
-        """Nothing was computed against this run's choice (it failed before): let the next attempt choose."""
-        choice = self._choice()
-        if not isinstance(choice, _Unset):
-            self._release(choice)
-        self._store.delete([self._choice_key])
-
-    def _release(self, previous: str | None) -> None:
-        key = transition_key(previous)
-        try:
-            holder = json.loads(self._store.get(key))["snapshot_id"]
-        except ObjectNotFound:
-            return
-        if holder == self._snapshot_id:  # only ever our own claim
-            self._store.delete([key])
-
-    def _choice(self) -> str | None | _Unset:
-        try:
-            return json.loads(self._store.get(self._choice_key))["previous_snapshot_id"]
-        except ObjectNotFound:
-            return _UNSET
-
-    def _holder(self, previous: str | None) -> str:
-        key = transition_key(previous)
-        body = json.dumps({"snapshot_id": self._snapshot_id, "previous_snapshot_id": previous}).encode()
-        if self._store.create(key, body):
-            return self._snapshot_id
-        return str(json.loads(self._store.get(key))["snapshot_id"])
-
-
-class _Unset:
-    """No choice recorded yet (None is a choice: the first snapshot)."""
-
-
-_UNSET = _Unset()

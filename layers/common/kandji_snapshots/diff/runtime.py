@@ -30,7 +30,7 @@ from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.settings import number_setting, required_setting, snapshot_bucket
 from kandji_snapshots.snapshots.layout import snapshot_id_from_manifest_key
 from kandji_snapshots.snapshots.storage import ObjectStore, S3ObjectStore
-from kandji_snapshots.snapshots.timeutil import SystemClock
+from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 
 
 class UnexpectedTrigger(KandjiSnapshotsError):
@@ -61,7 +61,7 @@ class DifferEnvironment:
 
 
 def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, publisher: Publisher | None = None,
-                 clock: Any = SystemClock) -> SnapshotDiffer:
+                 clock: Clock = SystemClock) -> SnapshotDiffer:
     """The differ for `env`: S3 and SNS (and the chat topic, when set) unless a store and a publisher are given."""
     if store is None or publisher is None:
         import boto3
@@ -74,12 +74,12 @@ def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, pu
                 publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn), env.message_context)
     settings = DifferSettings(max_events_per_run=env.max_events_per_run, ignore_fields=env.ignore_fields,
                               message_context=env.message_context)
-    return SnapshotDiffer(store, publisher, settings=settings, clock=clock.monotonic)
+    return SnapshotDiffer(store, publisher, settings=settings, clock=clock)
 
 
 def run_digest(event: Mapping[str, Any] | None, lease_seconds: float, *, env: Mapping[str, str] | None = None,
                store: ObjectStore | None = None, publisher: Publisher | None = None,
-               clock: Any = SystemClock) -> dict[str, Any]:
+               clock: Clock = SystemClock) -> dict[str, Any]:
     """The daily digest the event asks for ({} for yesterday, {"day": ..., "force": ...}), on S3 and the
     digest topic unless a store and a publisher are given. The claim on the day lasts `lease_seconds`."""
     env = os.environ if env is None else env
