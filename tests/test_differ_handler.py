@@ -346,3 +346,38 @@ def test_following_the_advice_for_a_lost_part_sends_no_change_twice(deployed, la
     assert deleted == [manifest_key(b.snapshot_id)] and result["previous_snapshot_id"] == a
     assert [(body["change_type"], body["device_id"]) for body in bodies if body["snapshot_id"] == c
             and body["change_type"] != "snapshot_summary"] == [("app_updated", "id-002")]
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "part_missing", "part_cut_short"])
+def test_an_unreadable_checkpoint_is_discarded_and_the_comparison_starts_over(deployed, monkeypatch, damage, caplog,
+                                                                              capsys):
+    """Issue 19.7. A checkpoint cut short, or listing a part that is gone or cut short, fails no retry: it
+    is deleted with a warning that names it, and the comparison starts over (nothing was published from it)."""
+    monkeypatch.setenv("MAX_EVENTS_PER_RUN", "1000")
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(100)
+    fleet.collect(store, hour=10)
+    for item in fleet.devices.values():
+        item["agent_version"] = "4.6.0"
+    fleet.collect(store, hour=11)
+    handler = load_differ_handler()
+    with pytest.raises(DeadlineExceeded, match="stopped comparing"):
+        handler.lambda_handler(manifest_event(manifest_key(SECOND)), SteppingContext(remaining_ms=34_000))
+    checkpoint_key = f"changes/_published/{SECOND}/comparison.json"
+    [part] = json.loads(store.get(checkpoint_key))["parts"]
+    if damage == "cut_short":
+        store.put(checkpoint_key, store.get(checkpoint_key)[:30])
+    elif damage == "part_missing":
+        store.delete([part])
+    else:
+        store.put(part, store.get(part)[:40])
+
+    result = handler.lambda_handler(manifest_event(manifest_key(SECOND)), FakeLambdaContext())
+    assert result["events"] == 100
+    bodies = [json.loads(message["Body"]) for message in deployed()]
+    assert sorted(body.get("device_id", "~") for body in bodies) == [f"id-{n:03d}" for n in range(100)] + ["~"]
+    # The handler's JSON log line (stdout), or the record when the package's loggers propagate
+    logged = capsys.readouterr().out + caplog.text
+    assert f"the differ's checkpoint s3://{BUCKET}/{checkpoint_key} cannot be read" in logged
+    assert "starts over" in logged
+    assert [key for key in store.list_keys(f"changes/_published/{SECOND}/") if "comparison" in key] == []

@@ -792,6 +792,28 @@ def test_a_committed_snapshot_whose_parts_are_missing_fails_clearly_and_publishe
                                            f"changes/_transitions/{first}.json"]
 
 
+@pytest.mark.parametrize("damage", ["newer_schema", "cut_short"])
+def test_an_unreadable_latest_manifest_blocks_no_run(pipeline, damage, caplog, capsys):
+    """Issue 19.7. The latest manifest was written by a newer version, or cut short: the next collector
+    runs commit (reading from the snapshot before it) and their diffs publish, with a warning naming it."""
+    run = pipeline(Fleet.generate(12, seed=35))
+    first = run.collect()["snapshot_id"]
+    bad = run.collect()["snapshot_id"]
+    s3 = boto3.client("s3")
+    body = s3.get_object(Bucket=BUCKET, Key=manifest_key(bad))["Body"].read()
+    damaged = body[: len(body) // 2] if damage == "cut_short" else \
+        json.dumps({**json.loads(body), "schema_version": 2}).encode()
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(bad), Body=damaged)
+    run.fleet.apply_demo_changes()
+    third = run.collect()["snapshot_id"]
+    assert the_manifest({"snapshot_id": third})["previous_snapshot_id"] == first
+    assert run.collect()["snapshot_id"] > third  # and every run after it
+    assert run.diff(third)["previous_snapshot_id"] == first
+    assert change_types(run.received())
+    logged = capsys.readouterr().out + caplog.text  # the handlers' JSON log lines, or the records
+    assert f"snapshot {bad} is passed over: {manifest_key(bad)} is not a kandji-snapshots manifest" in logged
+
+
 # --- collector bugs that need a change in collector.py (documented here, fixed there) ------------------------
 
 class _FailAfter:

@@ -24,7 +24,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from kandji_snapshots import __version__
-from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, manifest_exists, previous_snapshot_id,
+from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, manifest_exists,
+                                               previous_readable_snapshot_id,
                       write_manifest)
 from kandji_snapshots.errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
 from kandji_snapshots.snapshots.layout import TABLE_NAMES
@@ -206,7 +207,7 @@ class SnapshotCollector:
                 "one run.", endpoint="devices")
 
     def _previous(self, snapshot_id: str) -> Manifest | None:
-        previous_id = previous_snapshot_id(self._store, snapshot_id)
+        previous_id = previous_readable_snapshot_id(self._store, snapshot_id)
         return load_manifest(self._store, previous_id) if previous_id else None
 
     def _prism_apps(self) -> tuple[str, PrismAppsIndex] | None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_snapshot_id
+from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_readable_snapshot_id
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
                             DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally,
                             FieldTally, app_event, app_identity, app_list, device_event, summary_event)
@@ -337,7 +337,7 @@ class SnapshotDiffer:
         # publish one change twice (transitions.TransitionClaims).
         changes_file = ChangesFile(self._store, snapshot_id)
         claims = TransitionClaims(self._store, snapshot_id, now=self._clock.now)
-        transition = claims.claim(lambda: previous_snapshot_id(self._store, snapshot_id))
+        transition = claims.claim(lambda: previous_readable_snapshot_id(self._store, snapshot_id))
         previous_id = transition.previous_snapshot_id
         if transition.superseded_by is not None:
             return self._superseded(current, previous_id, transition.superseded_by, started)

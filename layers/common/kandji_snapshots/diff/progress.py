@@ -10,14 +10,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kandji_snapshots.diff.events import encode_event
 from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix
-from kandji_snapshots.snapshots.table_io import iter_lines
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
+from kandji_snapshots.snapshots.table_io import iter_lines
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,25 +79,56 @@ class ComparisonCheckpoint:
                              starts with them, in order, byte for byte
     """
 
-    @staticmethod
-    def exists(store: ObjectStore, snapshot_id: str) -> bool:
-        key = f"{published_marker_prefix(snapshot_id)}comparison.json"
-        return any(found == key for found in store.list_keys(key))
-
     def __init__(self, store: ObjectStore, snapshot_id: str, previous_snapshot_id: str | None):
         self._store = store
+        self._snapshot_id = snapshot_id
         self._prefix = published_marker_prefix(snapshot_id)
         self._previous = previous_snapshot_id
         self.key = f"{self._prefix}comparison.json"
+        self._members: list[bytes] = []  # the parts' bytes, read (and checked) once
         self._document = self._load()
 
     def _load(self) -> dict[str, Any]:
         try:
             document = json.loads(self._store.get(self.key))
-        except ObjectNotFound:
-            return {}
-        # Made against another previous snapshot (it cannot be, with transition claims): not ours to resume.
-        return document if document.get("previous_snapshot_id") == self._previous else {}
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+            # Made against another previous snapshot (it cannot be, with transition claims): not ours to resume.
+            if document.get("previous_snapshot_id") != self._previous:
+                return {}
+            self._members = [self._checked_member(key) for key in document.get("parts", [])]
+            after = document.get("after_device")
+            if not (after is None or isinstance(after, str)) or int(document.get("events", -1)) != sum(
+                    len(gzip.decompress(member).splitlines()) for member in self._members):
+                raise ValueError("its device or its event count does not match its parts")
+        except ObjectNotFound as missing:
+            if missing.args[0] == self.key:
+                return {}
+            return self._discard(f"its part {missing.args[0]} does not exist")
+        except (ValueError, TypeError, OSError, EOFError, gzip.BadGzipFile) as error:  # cut short, not JSON
+            return self._discard(str(error) or type(error).__name__)
+        return document
+
+    def _checked_member(self, key: str) -> bytes:
+        if not isinstance(key, str) or not key.startswith(f"{self._prefix}comparison-"):
+            raise ValueError(f"it lists {key!r}, which is not one of its parts")
+        member = self._store.get(key)
+        for line in gzip.decompress(member).splitlines():
+            json.loads(line)
+        return member
+
+    def _discard(self, why: str) -> dict[str, Any]:
+        """A checkpoint that cannot be read is no reason to stop: its events were never published (they are
+        published from the changes file, written once the comparison ends), so the comparison starts over."""
+        logger.warning(f"the differ's checkpoint {self._store.location.rstrip('/')}/{self.key} cannot be read "
+                       f"({why}): deleted, and the comparison of snapshot {self._snapshot_id} starts over. Nothing "
+                       "was published from it; nothing needs doing unless this repeats (then check what else "
+                       "writes under changes/_published/)", extra={"snapshot_id": self._snapshot_id,
+                                                                  "checkpoint": self.key})
+        self._members = []
+        self._store.delete([key for key in self._store.list_keys(self._prefix)
+                            if key == self.key or key.startswith(f"{self._prefix}comparison-")])
+        return {}
 
     @property
     def after_device(self) -> bytes | None:
@@ -109,11 +143,12 @@ class ComparisonCheckpoint:
         return list(self._document.get("parts", []))
 
     def events(self) -> Iterator[dict[str, Any]]:
-        for line in iter_lines(self._store, self._parts()):
-            yield json.loads(line)
+        for member in self._members:
+            for line in iter_lines_of(member):
+                yield json.loads(line)
 
     def head(self) -> bytes:
-        return b"".join(self._store.get(key) for key in self._parts())
+        return b"".join(self._members)
 
     def save(self, paused: ComparisonPaused) -> dict[str, Any]:
         parts = self._parts()
@@ -122,6 +157,7 @@ class ComparisonCheckpoint:
             part = f"{self._prefix}comparison-{len(parts):05d}.json.gz"
             self._store.put(part, paused.partial, content_type="application/x-ndjson", content_encoding="gzip")
             parts.append(part)
+            self._members.append(paused.partial)
             after = paused.after_device.decode("latin-1")
         else:  # not one device further: nothing new to keep
             after, events = self._document.get("after_device"), self.events_so_far
@@ -133,7 +169,7 @@ class ComparisonCheckpoint:
     def clear(self) -> None:
         if self._document:
             self._store.delete([*self._parts(), self.key])
-            self._document = {}
+            self._document, self._members = {}, []
 
 
 def iter_lines_of(member: bytes) -> Iterator[bytes]:
