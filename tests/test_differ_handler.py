@@ -126,7 +126,7 @@ def test_url_encoded_manifest_keys_are_understood():
 def test_environment_is_read_and_checked():
     env = DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b", "CHANGES_TOPIC_ARN": "arn:t",
                                       "DIFF_IGNORE_FIELDS": " users.* , extra,,"})
-    assert (env.bucket, env.topic_arn, env.max_events_per_run, env.ignore_fields) == (
+    assert (env.bucket, env.topic_arn, env.settings.max_events_per_run, env.settings.ignore_fields) == (
         "b", "arn:t", 500, ("users.*", "extra"))
     with pytest.raises(ConfigurationError, match="CHANGES_TOPIC_ARN is not set"):
         DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b"})

@@ -16,7 +16,6 @@ ends, read timeouts) drive `SnapshotCollector` + `KandjiClient` directly with a 
 from __future__ import annotations
 
 import copy
-import functools
 import json
 from collections import Counter
 from dataclasses import replace
@@ -36,14 +35,14 @@ from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff import runtime as differ_runtime
 from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
 from kandji_snapshots.snapshots.catalog import load_manifest
-from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.diff.differ import SnapshotIncomplete
 from kandji_snapshots.errors import (DeadlineExceeded, KandjiApiError, KandjiAuthError, KandjiSnapshotsError,
                                      RateLimitExhausted, SnapshotWriteError)
 from kandji_snapshots.kandji.client import RetryPolicy
 from kandji_snapshots.snapshots.layout import manifest_key, published_marker_prefix
 from kandji_snapshots.diff.publisher import PublishError, SnsPublisher
-from kandji_snapshots.settings import CollectorOptions
+from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 from simulator import Fleet, KandjiSimulator
 from simulator.server import MAINTENANCE_HTML
@@ -148,7 +147,7 @@ def the_manifest(result: dict) -> dict:
 def direct_collector(sim: KandjiSimulator, retry: RetryPolicy = FAST_RETRY, store=None) -> SnapshotCollector:
     """The collector built as the handler builds it, but with a short retry policy and no budget."""
     credentials = KandjiCredentials(validate_api_url(sim.api_url, allow_insecure_localhost=True), TOKEN)
-    options = CollectorOptions(requests_per_second=1000, max_workers=8, request_budget=None, hourly_reserve=0)
+    options = CollectorSettings(requests_per_second=1000, max_workers=8, request_budget=None, hourly_reserve=0)
     return build_collector(credentials, store or S3ObjectStore(boto3.client("s3"), BUCKET), options,
                            retry=retry).collector
 
@@ -557,7 +556,9 @@ def deny_put(resource: str) -> None:
 def test_an_s3_write_failure_mid_snapshot_leaves_no_manifest_and_no_parts(pipeline, monkeypatch, denied):
     run = pipeline(Fleet.generate(60, seed=29))
     # Small parts: devices and details parts are written while the apps are still being fetched.
-    monkeypatch.setattr(collector_runtime, "CollectorSettings", functools.partial(CollectorSettings, rows_per_part=25))
+    build = collector_runtime.build_collector
+    monkeypatch.setattr(collector_runtime, "build_collector", lambda credentials, store, settings, **wiring: build(
+        credentials, store, replace(settings, rows_per_part=25), **wiring))
     deny_put(f"arn:aws:s3:::{BUCKET}/{denied}*")
     with pytest.raises(SnapshotWriteError) as failure:
         run.collect()

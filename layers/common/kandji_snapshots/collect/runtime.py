@@ -10,19 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
 
-from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.collect.refresh import RequestBudget
 from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.kandji.client import KandjiClient, RequestStats, RetryPolicy
 from kandji_snapshots.kandji.config import KandjiCredentials, parse_secret
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.metrics import record_failure, record_requests, record_snapshot
-from kandji_snapshots.settings import CollectorEnvironment, CollectorOptions
+from kandji_snapshots.settings import CollectorEnvironment, CollectorSettings
 from kandji_snapshots.snapshots.storage import ObjectStore, S3ObjectStore
 from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 
@@ -46,7 +46,7 @@ class CollectorRun:
         return self.client.stats
 
 
-def build_collector(credentials: KandjiCredentials, store: ObjectStore, options: CollectorOptions = CollectorOptions(),
+def build_collector(credentials: KandjiCredentials, store: ObjectStore, settings: CollectorSettings = CollectorSettings(),
                     *, seconds_left: float | None = None, clock: Clock = SystemClock,
                     retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
                     progress: Callable[[int, int], None] | None = None, temp_dir: str | None = None) -> CollectorRun:
@@ -55,13 +55,13 @@ def build_collector(credentials: KandjiCredentials, store: ObjectStore, options:
     deadline = None
     if seconds_left is not None:
         deadline = clock.monotonic() + max(1.0, seconds_left - WRITE_MARGIN_SECONDS)
-    budget = RequestBudget(per_run=options.request_budget, hourly_reserve=options.hourly_reserve,
-                           requests_per_second=options.requests_per_second, deadline=deadline, clock=clock.monotonic)
-    limiter = RateLimiter(options.requests_per_second, clock=clock.monotonic, sleep=clock.sleep)
+    budget = RequestBudget(per_run=settings.request_budget, hourly_reserve=settings.hourly_reserve,
+                           requests_per_second=settings.requests_per_second, deadline=deadline, clock=clock.monotonic)
+    limiter = RateLimiter(settings.requests_per_second, clock=clock.monotonic, sleep=clock.sleep)
     client = KandjiClient(credentials, limiter=limiter, session=session, deadline=deadline, retry=retry,
-                          clock=clock.monotonic, sleep=clock.sleep, pool_size=options.max_workers, budget=budget)
-    settings = CollectorSettings(max_workers=options.max_workers, apps_source=options.apps_source,
-                                 max_fleet_drop_percent=options.max_fleet_drop_percent, temp_dir=temp_dir)
+                          clock=clock.monotonic, sleep=clock.sleep, pool_size=settings.max_workers, budget=budget)
+    if temp_dir is not None:
+        settings = replace(settings, temp_dir=temp_dir)
     collector = SnapshotCollector(client, store, settings=settings, clock=clock.now, sleep=clock.sleep,
                                   request_stats=client.stats.as_dict, budget=budget, progress=progress)
     return CollectorRun(collector, client, budget)
@@ -106,7 +106,7 @@ def lambda_collector(remaining_seconds: float, environ: Mapping[str, str] | None
         import boto3
 
         store = S3ObjectStore(boto3.client("s3"), env.bucket)
-    return build_collector(credentials, store, env.options, seconds_left=remaining_seconds, clock=clock)
+    return build_collector(credentials, store, env.settings, seconds_left=remaining_seconds, clock=clock)
 
 
 def run_collection(scheduled_time: str | None, remaining_seconds: float, metrics: Any, *,

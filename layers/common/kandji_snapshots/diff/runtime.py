@@ -39,12 +39,12 @@ class UnexpectedTrigger(KandjiSnapshotsError):
 
 @dataclass(frozen=True)
 class DifferEnvironment:
+    """Where the differ works (bucket, topics) and how (its DifferSettings, with the differ's own defaults)."""
+
     bucket: str
     topic_arn: str
-    max_events_per_run: int
-    ignore_fields: tuple[str, ...]
+    settings: DifferSettings = DifferSettings()
     chat_topic_arn: str = ""
-    message_context: MessageContext = MessageContext()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "DifferEnvironment":
@@ -52,11 +52,12 @@ class DifferEnvironment:
         return cls(
             bucket=snapshot_bucket(env),
             topic_arn=required_setting(env, "CHANGES_TOPIC_ARN", "the SNS topic for change events"),
-            max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
-                                                  minimum=0, maximum=1_000_000)),
-            ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
+            settings=DifferSettings(
+                max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
+                                                      minimum=0, maximum=1_000_000)),
+                ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
+                message_context=message_context_from_env(env)),
             chat_topic_arn=(env.get("CHAT_TOPIC_ARN") or "").strip(),
-            message_context=message_context_from_env(env),
         )
 
 
@@ -71,10 +72,9 @@ def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, pu
             sns = boto3.client("sns")
             publisher = SnsPublisher(sns, env.topic_arn)
             if env.chat_topic_arn:
-                publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn), env.message_context)
-    settings = DifferSettings(max_events_per_run=env.max_events_per_run, ignore_fields=env.ignore_fields,
-                              message_context=env.message_context)
-    return SnapshotDiffer(store, publisher, settings=settings, clock=clock)
+                publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn),
+                                          env.settings.message_context)
+    return SnapshotDiffer(store, publisher, settings=env.settings, clock=clock)
 
 
 def run_digest(event: Mapping[str, Any] | None, lease_seconds: float, *, env: Mapping[str, str] | None = None,
