@@ -341,7 +341,8 @@ def test_following_the_advice_for_a_lost_part_sends_no_change_twice(deployed, la
     else:
         pytest.fail(f"still failing after deleting {deleted}")
     bodies = [json.loads(message["Body"]) for message in deployed()]
-    filevault_off = [body for body in bodies if body["change_type"] == "device_changed" and body["device_id"] == "id-001"]
+    filevault_off = [body for body in bodies
+                     if body["change_type"] == "device_changed" and body["device_id"] == "id-001"]
     assert len(filevault_off) == 1 and filevault_off[0]["severity"] == "high"  # B's, sent once
     assert deleted == [manifest_key(b.snapshot_id)] and result["previous_snapshot_id"] == a
     assert [(body["change_type"], body["device_id"]) for body in bodies if body["snapshot_id"] == c

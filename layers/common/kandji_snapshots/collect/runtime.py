@@ -46,8 +46,9 @@ class CollectorRun:
         return self.client.stats
 
 
-def build_collector(credentials: KandjiCredentials, store: ObjectStore, settings: CollectorSettings = CollectorSettings(),
-                    *, seconds_left: float | None = None, clock: Clock = SystemClock,
+def build_collector(credentials: KandjiCredentials, store: ObjectStore,
+                    settings: CollectorSettings = CollectorSettings(), *, seconds_left: float | None = None,
+                    clock: Clock = SystemClock,
                     retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
                     progress: Callable[[int, int], None] | None = None, temp_dir: str | None = None) -> CollectorRun:
     """A collector for one run. `seconds_left`: the time the run has, of which WRITE_MARGIN_SECONDS is kept

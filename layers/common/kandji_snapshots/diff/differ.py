@@ -3,7 +3,7 @@
 Comparing (`diff_snapshots`) is a streaming merge-join by device_id over the three
 tables of both snapshots, one device's rows at a time. Rows are compared as raw
 bytes after their per-snapshot prefix (`snapshot_id`, `fetched_at`); only rows
-whose bytes differ are parsed. Check-in noise (change_rules.IGNORED_FIELDS) is
+whose bytes differ are parsed. Check-in noise (rules.DEFAULT_IGNORED_FIELDS) is
 cut out of the raw bytes first when that is provably safe, so a fleet that only
 checked in again costs no JSON parsing at all.
 
@@ -12,9 +12,12 @@ publishes them in batches, then a `snapshot_summary`. Progress markers under
 `changes/_published/<snapshot_id>/` make a redelivered trigger publish nothing
 twice and a retried run resume where the failed one stopped.
 
-The parts live next door: device_rows (a snapshot read one device at a time, rows raw),
-field_changes (fields of a row, what changed, the raw-bytes noise cut) and
-differ_progress (the changes file and the progress markers).
+The parts live next door: snapshots.device_rows (a snapshot read one device at a time, rows raw),
+device_pairs (the two snapshots' devices side by side: merge-join, checkpoint, deadline),
+unread_devices (the skip rules for devices a snapshot could not read), field_changes (fields of
+a row, what changed, the raw-bytes noise cut), progress (the changes file, the checkpoint and
+the progress markers), transitions (which snapshot each diff compares against, claimed once) and
+already_published (what a diff that takes another's place must not send again).
 """
 
 from __future__ import annotations

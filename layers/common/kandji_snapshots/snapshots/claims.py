@@ -47,7 +47,8 @@ class Claim:
 
 
 class ClaimOnce:
-    def __init__(self, store: ObjectStore, key: str, *, owner_field: str = "owner", states: ClaimStates = ClaimStates()):
+    def __init__(self, store: ObjectStore, key: str, *, owner_field: str = "owner",
+                 states: ClaimStates = ClaimStates()):
         self._store = store
         self.key = key
         self._owner_field = owner_field
