@@ -407,13 +407,15 @@ class SnapshotDiffer:
     def _incomplete(self, key: str, snapshot_id: str) -> SnapshotIncomplete:
         owner = key.rsplit("/", 1)[-1][:16]  # parts are named <snapshot_id>[-NNNNN].json.gz
         location = self._store.location.rstrip("/")
+        then = ("and leave it: the next snapshot's diff compares with the one before it" if owner == snapshot_id
+                else "then invoke the differ again: it compares with the snapshot before, and what was already "
+                     "published is not sent again")
         return SnapshotIncomplete(
             f"Snapshot {snapshot_id} cannot be diffed: {location}/{key} is listed in the manifest of snapshot "
             f"{owner} but does not exist (deleted by hand or by a lifecycle rule?). Nothing was published. "
             f"Restore the object (the bucket keeps noncurrent versions) and invoke the differ again for "
             f"{snapshot_id}. If it cannot be restored, delete {location}/{manifest_key(owner)} so that snapshot "
-            f"no longer counts, then invoke the differ again: it compares with the snapshot before, and what "
-            f"was already published is not sent again. Delete nothing under changes/.")
+            f"no longer counts, {then}. Delete nothing under changes/.")
 
     def _check_time(self, time_left: Callable[[], float] | None, snapshot_id: str, published: int, total: int,
                     markers: ProgressMarkers) -> None:
