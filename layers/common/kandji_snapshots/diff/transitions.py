@@ -13,7 +13,7 @@ published by one differ only.
 A claim, once made, is kept by its owner's retries for as long as the previous snapshot is committed:
 a snapshot that found it taken published nothing and counts on the owner to cover its changes (a
 retry that moved on to a newer previous would lose them). A claim whose holder is no longer committed
-(its manifest deleted, say because a part of it was lost) is taken over; the changes the holder
+(its manifest deleted because a part of it was lost, or unreadable) is taken over; the changes the holder
 already published are then not sent again (`Transition.replaces`).
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from kandji_snapshots.errors import SnapshotConflict
-from kandji_snapshots.snapshots.catalog import manifest_exists
+from kandji_snapshots.snapshots.catalog import manifest_readable
 from kandji_snapshots.snapshots.claims import Claim, ClaimOnce
 from kandji_snapshots.snapshots.layout import published_marker_prefix, transition_key
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
@@ -102,7 +102,9 @@ class TransitionClaims:
             claims.update(held, claims.states.completed, now=self._now())
 
     def _committed(self, snapshot_id: object) -> bool:
-        return snapshot_id is None or manifest_exists(self._store, str(snapshot_id))
+        """Committed and readable: a snapshot whose manifest is gone, cut short or of a newer schema no longer
+        counts (the snapshots before and after it are compared instead)."""
+        return snapshot_id is None or manifest_readable(self._store, str(snapshot_id))
 
     def _claims(self, previous: str | None) -> ClaimOnce:
         return ClaimOnce(self._store, transition_key(previous), owner_field="snapshot_id")

@@ -124,6 +124,15 @@ def _ids_in_prefix(store: ObjectStore, prefix: str) -> list[str]:
     return ids
 
 
+def manifest_readable(store: ObjectStore, snapshot_id: str) -> bool:
+    """Committed, and its manifest is one this version can read: a snapshot that counts."""
+    try:
+        load_manifest(store, snapshot_id)
+    except (ObjectNotFound, UnreadableManifest):
+        return False
+    return True
+
+
 def manifest_exists(store: ObjectStore, snapshot_id: str) -> bool:
     try:
         store.get(manifest_key(snapshot_id))
