@@ -73,7 +73,7 @@ class TransitionClaims:
             claim = claims.acquire(self._snapshot_id, now=self._now(), previous_snapshot_id=previous,
                                    may_take_over=orphaned)
             holder = str(claims.owner(claim))
-            if claim.won:
+            if claim.won or holder == self._snapshot_id:  # ours (completed by an earlier attempt, say)
                 if orphans:  # the last one seen is the one taken over
                     replaces = orphans[-1]
                 self._record(_Choice(previous, replaces))
