@@ -15,7 +15,7 @@ import pytest
 
 from aws_helpers import drain_queue, subscribe_queue
 from conftest import FakeLambdaContext
-from differ_fixtures import FakeFleet
+from differ_fixtures import FakeFleet, Run
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
 from kandji_snapshots.errors import ConfigurationError, DeadlineExceeded, KandjiSnapshotsError
@@ -388,8 +388,6 @@ def test_an_unreadable_checkpoint_is_discarded_and_the_comparison_starts_over(de
 def test_a_run_whose_done_marker_was_lost_keeps_its_completed_claim():
     """The claim on the previous snapshot is completed once the diff is published; a later attempt of the
     same snapshot (its done marker lost) finds its own completed claim, not someone else's."""
-    from differ_fixtures import Run
-
     run = Run(lambda fleet: fleet.details["id-001"]["filevault"].update(filevault_enabled=False)).run()
     run.store.delete([f"changes/_published/{SECOND}/done.json"])
     again = SnapshotDiffer(run.store, run.publisher).run(SECOND)
