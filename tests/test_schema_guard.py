@@ -30,7 +30,7 @@ from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
-from kandji_snapshots.settings import CollectorOptions
+from kandji_snapshots.settings import CollectorSettings
 from schema_guard import Problem, SchemaGuard, SchemaViolation, parse_hive_type
 from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_snapshots.snapshots.storage import LocalObjectStore
@@ -45,7 +45,7 @@ PLATFORMS = {"Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android"}
 # Running the real pipeline on a simulated fleet (also used by test_local_queries.py)
 # ---------------------------------------------------------------------------
 def collect_with_simulator(sim: KandjiSimulator, store: LocalObjectStore, at: datetime,
-                           options: CollectorOptions = CollectorOptions(hourly_reserve=0),
+                           options: CollectorSettings = CollectorSettings(hourly_reserve=0),
                            temp_dir: str | None = None) -> Manifest:
     """One snapshot, built by collect.runtime.build_collector as everywhere, against the simulator and a folder,
     starting at `at`."""
@@ -180,7 +180,7 @@ def test_prism_app_rows_fit_the_declared_table(tmp_path: Path, guard: SchemaGuar
     scratch.mkdir()
     with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None) as sim:
         manifest = collect_with_simulator(sim, LocalObjectStore(root), datetime.now(timezone.utc),
-                                          CollectorOptions(apps_source="prism", hourly_reserve=0),
+                                          CollectorSettings(apps_source="prism", hourly_reserve=0),
                                           temp_dir=str(scratch))
     assert manifest.document["apps_source"] == "prism"
     report = guard.check_folder(root)

@@ -396,11 +396,12 @@ def test_differ_role_grants_exactly_what_the_differ_uses(cfn: dict[str, Any]) ->
 
 def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete(cfn: dict[str, Any]) -> None:
     """Watched, not assumed: the differ deletes a finished comparison's checkpoint, and releases its claim
-    when the previous snapshot turns out incomplete. Every key it deletes is one its role may delete."""
+    on a previous snapshot that is no longer committed (its manifest deleted: the incomplete one's remedy). Every key it deletes is one its role may delete."""
     from differ_fixtures import SECOND, FakeFleet
     from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
     from kandji_snapshots.diff.publisher import MemoryPublisher
     from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
+    from kandji_snapshots.snapshots.layout import manifest_key
     from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
     in_bucket = "arn:${AWS::Partition}:s3:::${SnapshotBucket}/"
@@ -438,6 +439,8 @@ def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete(cfn: dic
     MemoryObjectStore.delete(incomplete, first.table_keys("device_apps")[:1])  # unseen: the damage, not the differ
     with pytest.raises(KandjiSnapshotsError):
         SnapshotDiffer(incomplete, MemoryPublisher()).run(SECOND)
+    MemoryObjectStore.delete(incomplete, [manifest_key(first.snapshot_id)])  # the error's remedy
+    SnapshotDiffer(incomplete, MemoryPublisher()).run(SECOND)  # releases its claim on the uncommitted snapshot
     assert any(key.startswith("changes/_transitions/") for key in incomplete.deleted)
 
     for key in paused.deleted + incomplete.deleted:
