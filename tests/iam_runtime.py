@@ -590,25 +590,31 @@ def _query_on_behalf(sql: str, database: str, results: str, query_id: str, keys:
     found += [Request("glue:GetTable", arn) for table in [written, *read] for arn in _glue_arns(database, table)]
     found += [Request(action, arn) for action in ("glue:GetPartition", "glue:BatchCreatePartition")
               for arn in _glue_arns(database, written)]
+    aliases = {table.alias_or_name: table.name for table in statement.expression.find_all(exp.Table)}
+    paths: dict[str, list[str]] = {}  # table -> the files a "$path" IN (...) restricts it to
+    for node in statement.expression.find_all(exp.In):
+        if isinstance(node.this, exp.Column) and node.this.name == "$path":
+            table = aliases.get(node.this.table) or (read[0] if len(read) == 1 else None)
+            if table is None:
+                raise NotModelled(f'a "$path" list of no single table in {sql[:80]}')
+            paths.setdefault(table, []).extend(literal.this for literal in node.expressions)
     buckets = set()
-    for table in read:  # Athena lists the partition the WHERE names and opens the files "$path" names
+    for table in read:  # Athena lists the partition the WHERE names and opens its files, or those "$path" names
         location = keys.glue_table(database, table)
         template = location.get("Parameters", {}).get("storage.location.template")
         bucket, prefix = _s3_location(template.replace("${dt}", equal_to["dt"]) if template
                                       else location["StorageDescriptor"]["Location"])
         buckets.add(bucket)
         found.append(Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": prefix}))
-        paths = [literal.this for node in statement.expression.find_all(exp.In)
-                 if isinstance(node.this, exp.Column) and node.this.name == "$path"
-                 for literal in node.expressions]
-        if not paths:
-            raise NotModelled(f"the query reads {table} without a \"$path\" list: which files it opens is unknown")
-        for path in paths:
+        for path in paths.get(table) or [f"s3://{bucket}/{prefix}*"]:  # "*": every file listed there
             bucket, key = _s3_location(path)
             found += [Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{key}"),
                       *_s3_kms(keys, bucket, key, "kms:Decrypt")]
     target = keys.glue_table(database, written)
-    partition = "".join(f"{column['Name']}={equal_to[column['Name']]}/" for column in target.get("PartitionKeys", []))
+    keys_named = [column["Name"] for column in target.get("PartitionKeys", [])]
+    if not set(keys_named) <= set(equal_to):
+        raise NotModelled(f"the partition of {written} the query writes is not named by equalities on {keys_named}")
+    partition = "".join(f"{name}={equal_to[name]}/" for name in keys_named)
     bucket, prefix = _s3_location(target["StorageDescriptor"]["Location"])
     buckets.add(bucket)
     data_file = f"{prefix}{partition}{query_id}_bucket-00000"  # Athena's name for a bucketed file; any name here

@@ -236,10 +236,16 @@ def test_an_athena_insert_is_authorized_in_its_workgroup_and_runs_with_the_calle
     assert listing.context == {"s3:prefix": "snapshots/devices/dt=2026-12-07/"}
 
 
-def test_an_athena_query_whose_files_or_kind_are_unknown_is_not_judged():
-    with pytest.raises(NotModelled, match='"\\$path"'):
-        requests_of(athena_insert("INSERT INTO devices_history SELECT * FROM devices t WHERE t.dt = '2026-12-07'"),
-                    Keys())
+def test_an_athena_read_without_a_path_list_opens_every_file_of_the_partition():
+    requests = requests_of(athena_insert(
+        "INSERT INTO devices_history SELECT t.* FROM devices t JOIN committed c ON c.snapshot_id = t.snapshot_id "
+        "WHERE t.dt = '2026-12-07' AND t.snapshot_id = '20261207T050449Z' AND t.\"$path\" IN ('s3://snapshots-bucket/snapshots/devices/p.gz')"), Keys())
+    reads = {request.resource for request in requests if request.action == "s3:GetObject"}
+    assert reads == {f"{BUCKET}/snapshots/devices/p.gz", f"{BUCKET}/snapshots/committed/dt=2026-12-07/*"}
+    assert "glue:GetTable on arn:aws:glue:us-east-1:123456789012:table/kandji/committed" in map(str, requests)
+
+
+def test_an_athena_query_other_than_an_insert_is_not_judged():
     with pytest.raises(NotModelled, match="INSERT INTO"):
         requests_of(athena_insert("SELECT 1"), Keys())
 
