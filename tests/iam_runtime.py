@@ -576,7 +576,7 @@ def _start_query(call: Call, keys: KeyLookup) -> list[Request]:
 def _query_on_behalf(sql: str, database: str, results: str, query_id: str, keys: KeyLookup) -> list[Request]:
     """What Athena asks with the caller's permissions to run an `INSERT INTO ... SELECT` (no API call shows it):
     the Glue tables it reads and writes (and their ancestors), the partition it registers, the files it reads
-    (the `"$path" IN (...)` list: nothing else is opened), the files it writes into the partition the WHERE
+    (those a `"$path" IN (...)` names, else every file of the partition it lists), the files it writes into the partition the WHERE
     names, the buckets it locates, the result manifest it writes; KMS for an SSE-KMS bucket."""
     statement = sqlglot.parse_one(sql, read="athena")
     if not isinstance(statement, exp.Insert):
@@ -601,13 +601,18 @@ def _query_on_behalf(sql: str, database: str, results: str, query_id: str, keys:
     buckets = set()
     for table in read:  # Athena lists the partition the WHERE names and opens its files, or those "$path" names
         location = keys.glue_table(database, table)
-        template = location.get("Parameters", {}).get("storage.location.template")
-        bucket, prefix = _s3_location(template.replace("${dt}", equal_to["dt"]) if template
-                                      else location["StorageDescriptor"]["Location"])
+        uri = location.get("Parameters", {}).get("storage.location.template") or \
+            location["StorageDescriptor"]["Location"]
+        for name, value in equal_to.items():  # a projected table's partition, from the WHERE
+            uri = uri.replace("${%s}" % name, value)
+        if "${" in uri:
+            raise NotModelled(f"the partition of {table} the query reads is not named by an equality: {uri}")
+        bucket, prefix = _s3_location(uri)
         buckets.add(bucket)
         found.append(Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": prefix}))
         for path in paths.get(table) or [f"s3://{bucket}/{prefix}*"]:  # "*": every file listed there
             bucket, key = _s3_location(path)
+            buckets.add(bucket)
             found += [Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{key}"),
                       *_s3_kms(keys, bucket, key, "kms:Decrypt")]
     target = keys.glue_table(database, written)
