@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from athena_stand_in import RecordingAthena
 from aws_helpers import BUCKET, all_keys, create_bucket, manifests
 from conftest import load_handler
 from kandji_snapshots.errors import ConfigurationError
@@ -35,23 +36,6 @@ def create_history_tables(glue) -> None:
                                                   {"Name": "snapshot_id", "Type": "string"}],
             "StorageDescriptor": {"Columns": [{"Name": name, "Type": kind}
                                               for name, kind in table.hive_columns().items()]}})
-
-
-class RecordingAthena:
-    """StartQueryExecution / GetQueryExecution as Athena answers them: a token seen before returns its query."""
-
-    def __init__(self):
-        self.started: list[dict] = []
-
-    def start_query_execution(self, **request):
-        for number, earlier in enumerate(self.started):
-            if earlier["ClientRequestToken"] == request["ClientRequestToken"]:
-                return {"QueryExecutionId": f"q{number}"}
-        self.started.append(request)
-        return {"QueryExecutionId": f"q{len(self.started) - 1}"}
-
-    def get_query_execution(self, QueryExecutionId):
-        return {"QueryExecution": {"QueryExecutionId": QueryExecutionId, "Status": {"State": "SUCCEEDED"}}}
 
 
 @pytest.fixture

@@ -55,6 +55,8 @@ HISTORY_TABLES: tuple[HistoryTable, ...] = tuple(HistoryTable(f"{source}_history
 # lists ("$path"). When the `committed_snapshots` table lands, every copy also joins it, so the one
 # committed-only mechanism covers this SQL too: set COMMITTED_JOIN to
 #   "\nJOIN committed_snapshots c ON c.dt = t.dt AND c.snapshot_id = t.snapshot_id"
+# and grant HistoryFunction's role glue:GetTable on that table and s3:GetObject on its files (Athena reads them
+# with the role's rights): tests/test_iam_least_privilege.py names what is missing.
 COMMITTED_JOIN = ""
 
 
