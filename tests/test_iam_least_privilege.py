@@ -135,7 +135,8 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     cut short by the deadline (checkpoint), then finished (checkpoint deleted), publishing to both topics.
     Digest: today's changes (read, not marked sent), and the day before's (over: claimed, then marked).
     History: both snapshots copied (a file a failed copy left deleted first), then a run that finds the queries
-    it noted succeeded."""
+    it noted succeeded. Then a third snapshot whose previous lost a part: its diff fails, the remedy (that
+    snapshot's manifest deleted) is followed, and its retry releases its claim and takes over the one before."""
     fleet = Fleet.generate(DEVICES, seed=13, platforms=["Mac"])
     pipeline, s3 = Pipeline(stack, monkeypatch, fleet), boto3.client("s3")
     bucket = pipeline.bucket
@@ -178,6 +179,18 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     again = pipeline.run("HistoryFunction", "history", {})  # no partition registered: the noted queries count
     assert again["copied"] == 0 and again["already_copied"] == 2 * len(HISTORY_TABLES), again
     assert leftover not in {item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+    # The remedy the differ's error gives for a part lost for good: delete the manifest of the snapshot that
+    # lost it. The next snapshot's retry releases its claim on it and takes over the claim that one held.
+    with pipeline.kandji():
+        fleet.check_in_all()
+        pipeline.collect()
+    third = max(manifests(bucket), key=lambda manifest: manifest["snapshot_id"])
+    s3.delete_object(Bucket=bucket, Key=second["tables"]["device_apps"]["keys"][0])
+    with pytest.raises(KandjiSnapshotsError):
+        pipeline.diff(third)
+    s3.delete_object(Bucket=bucket, Key=manifest_key(second["snapshot_id"]))
+    assert pipeline.diff(third)["previous_snapshot_id"] == first["snapshot_id"]
     return pipeline.calls
 
 
