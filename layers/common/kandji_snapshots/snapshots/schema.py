@@ -230,6 +230,15 @@ DEVICE_POSTURE: dict[str, Type] = {
     "extra": JSON,
 }
 
+# One row per committed snapshot (snapshots/committed.py), written after its manifest: Athena's
+# views and queries join it, so they never read a snapshot whose manifest was not written.
+COMMITTED_SNAPSHOTS: dict[str, Type] = {
+    "snapshot_id": STRING,
+    "committed_at": TIMESTAMP,  # when the run finished and wrote its manifest (the manifest's finished_at)
+    "previous_snapshot_id": STRING,
+    "device_count": BIGINT,
+}
+
 TABLES: dict[str, dict[str, Type]] = {
     "devices": DEVICES,
     "device_details": DEVICE_DETAILS,
