@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from kandji_snapshots.query import fleet_queries
+from kandji_snapshots.query import athena_sql
 from kandji_snapshots.snapshots import schema
 import schema_guard
 from kandji_snapshots.kandji.config import parse_secret, validate_api_url
@@ -125,8 +125,8 @@ def test_template_glue_columns_equal_the_schema() -> None:
     tables = schema_guard.load_glue_tables(TEMPLATE_PATH)
     for table in schema.TABLES:
         assert list(tables[table].hive_columns().items()) == list(schema.hive_columns(table).items()), table
-    assert list(tables["changes"].hive_columns().items()) == list(fleet_queries.hive_columns("changes").items())
-    assert set(tables) == set(fleet_queries.TABLE_COLUMNS)
+    assert list(tables["changes"].hive_columns().items()) == list(athena_sql.hive_columns("changes").items())
+    assert set(tables) == set(athena_sql.TABLE_COLUMNS)
     for table in tables.values():
         assert list(table.partition_keys) == ["dt"]
         assert table.properties["TableInput"]["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == \
@@ -134,7 +134,7 @@ def test_template_glue_columns_equal_the_schema() -> None:
 
 
 def test_hive_type_strings_parse_back_to_the_schema_types() -> None:
-    for table, columns in fleet_queries.TABLE_COLUMNS.items():
+    for table, columns in athena_sql.TABLE_COLUMNS.items():
         for name, kind in columns.items():
             assert parse_hive_type(kind.hive()).hive() == kind.hive(), f"{table}.{name}"
     parsed = parse_hive_type("array< struct<name:string, size:bigint, tags:array<string>, ok:boolean> >")

@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from kandji_snapshots.query.fleet_queries import SERIAL, by_name
+from kandji_snapshots.query.athena_sql import by_name
 
 SUBJECT_MAX_CHARS = 99  # SNS: "must be less than 100 characters long"
 VALUE_MAX_CHARS = 120  # a before/after value shown to a person
@@ -196,8 +196,7 @@ def summary_subject(summary: dict[str, Any]) -> str:
 
 def device_history_sql(serial: str) -> str:
     """The saved "change history of one device" query, with this device's serial filled in."""
-    literal = "'" + str(serial).replace("'", "''") + "'"
-    return DEVICE_HISTORY_QUERY.athena_sql.replace(SERIAL.athena_placeholder, literal)
+    return DEVICE_HISTORY_QUERY.with_values(serial_number=str(serial))
 
 
 # --- e-mail -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Run the fleet queries with DuckDB over a local snapshot folder (what `LocalObjectStore` writes).
+"""Run the Athena views and saved queries with DuckDB over a local snapshot folder (what `LocalObjectStore` writes).
 
     from kandji_snapshots.query import local_duckdb as local_query
     rows = local_query.run_query("local-data", "filevault_off")          # list of dicts
@@ -6,17 +6,28 @@
     kandji-snapshots query local-data [--query NAME] [--param bundle_id=...]
     (or python -m kandji_snapshots.query.local_duckdb local-data ... where the package is installed)
 
-The folder is read the way Athena reads the bucket: four views, `devices`,
-`device_details`, `device_apps` and `changes`, over the gzip JSON Lines files
-below `snapshots/<table>/dt=*/` and `changes/dt=*/`, with `dt` taken from the
-folder name (hive partitioning, kept as text like in Athena). Every column's
-type is given (from `schema.TABLES` and `fleet_queries.CHANGES`), never
-guessed from the data, so the types are the same whatever the folder holds;
-timestamps and JSON sections are text, as in Athena. A table with no files yet
-(no differ run: no `changes/`) is an empty view with the same columns.
+The folder is read the way Athena reads the bucket: one DuckDB view per Glue table
+(`devices`, `device_details`, `device_apps`, `device_posture`, `committed_snapshots`,
+`changes`) over the gzip JSON Lines files below `<prefix>dt=*/`, with `dt` taken from the
+folder name (hive partitioning, kept as text like in Athena). Every column's type is given
+(from `athena_sql.TABLE_COLUMNS`), never guessed from the data, so the types are the same
+whatever the folder holds; timestamps and JSON sections are text, as in Athena. A table with
+no files yet (no differ run: no `changes/`) is an empty view with the same columns.
 
-DuckDB is a development dependency, not part of the Lambda layer: it is imported
-only when a connection is made.
+On top of them come the Athena views (`latest_devices`, ...), and the saved queries run as
+they are: the SQL is athena_sql's Athena text, translated by sqlglot (read="athena",
+write="duckdb"). Where the two engines give one name different meanings, the translation is
+corrected here, never in a second copy of the SQL:
+
+* `date_diff(unit, a, b)`: Trino counts whole units elapsed, DuckDB's `date_diff` counts unit
+  boundaries crossed (23:00 -> 01:00 is 1 day in DuckDB, 0 in Trino): it becomes DuckDB's
+  `date_sub`, which counts whole units like Trino;
+* `from_iso8601_timestamp`: a macro returning the UTC time as a naive TIMESTAMP (the session
+  runs in UTC), so Python reads it without a time zone library;
+* `with_timezone(ts, 'UTC')`: a macro returning `ts` (already UTC); the queries use no other zone.
+
+DuckDB and sqlglot are development dependencies (the CLI's `local` extra), not part of the
+Lambda layer: they are imported only when a connection is made.
 """
 
 from __future__ import annotations
@@ -26,11 +37,12 @@ import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
-from kandji_snapshots.query import fleet_queries
-from kandji_snapshots.query.fleet_queries import PARTITION_KEY, TABLE_COLUMNS, TABLE_PREFIXES, FleetQuery
+from kandji_snapshots.query import athena_sql
+from kandji_snapshots.query.athena_sql import PARTITION_KEY, TABLE_COLUMNS, TABLE_PREFIXES, FleetQuery
 from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
 
 _SCALARS = {
@@ -42,11 +54,31 @@ _SCALARS = {
     "json": "VARCHAR",  # JSON text, as in Athena: json_extract_string() and friends read it
 }
 
-# Athena functions the DuckDB queries use under the same name. The session runs in UTC, so
-# the naive TIMESTAMP returned is UTC (and Python can fetch it without a time zone library).
+# Athena functions DuckDB lacks, under their Athena names. The session runs in UTC, so the naive
+# TIMESTAMP returned is UTC (and Python fetches it without a time zone library).
 _MACROS = (
     "CREATE OR REPLACE MACRO from_iso8601_timestamp(s) AS CAST(CAST(s AS TIMESTAMPTZ) AS TIMESTAMP)",
+    "CREATE OR REPLACE MACRO with_timezone(ts, zone) AS CAST(ts AS TIMESTAMP)",
 )
+
+
+@lru_cache(maxsize=256)
+def translate(athena: str) -> str:
+    """Athena (Trino) SQL as DuckDB runs it: sqlglot's translation, with the meanings that differ corrected."""
+    import sqlglot  # dev dependency only: never imported in Lambda
+    from sqlglot import exp
+
+    def same_meaning(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DateDiff):  # Trino: whole units elapsed; DuckDB's date_sub counts the same
+            unit = node.args.get("unit")
+            return exp.Anonymous(this="date_sub", expressions=[
+                exp.Literal.string(unit.name.lower() if unit is not None else "day"), node.expression, node.this])
+        if isinstance(node, exp.FromISO8601Timestamp):  # the macro above, not a TIMESTAMPTZ cast
+            return exp.Anonymous(this="from_iso8601_timestamp", expressions=[node.this])
+        return node
+
+    (tree,) = sqlglot.parse(athena, read="athena")
+    return tree.transform(same_meaning).sql(dialect="duckdb")
 
 
 def duckdb_type(kind: Type) -> str:
@@ -88,7 +120,7 @@ def view_sql(root: str | Path, table: str) -> str:
 
 
 def connect(root: str | Path, connection: Any = None) -> Any:
-    """A DuckDB connection with the four views over `root` and the helper macros."""
+    """A DuckDB connection over `root`: a view per table, the helper macros, then the Athena views."""
     import duckdb  # dev dependency only: never imported in Lambda
 
     root = Path(root)
@@ -100,6 +132,8 @@ def connect(root: str | Path, connection: Any = None) -> Any:
         con.execute(macro)
     for table in TABLE_COLUMNS:
         con.execute(view_sql(root, table))
+    for view in athena_sql.VIEWS:
+        con.execute(f"CREATE OR REPLACE VIEW {view.name} AS {translate(view.sql)}")
     return con
 
 
@@ -110,20 +144,18 @@ def query_rows(con: Any, sql: str, parameters: Mapping[str, Any] | None = None) 
 
 
 def run_query(root_or_connection: Any, query: str | FleetQuery, **parameters: Any) -> list[dict[str, Any]]:
-    """Run one fleet query (by name or object) over a folder or an open connection."""
-    fleet_query = fleet_queries.by_name(query) if isinstance(query, str) else query
-    unknown = set(parameters) - {parameter.name for parameter in fleet_query.parameters}
-    if unknown:
-        raise TypeError(f"{fleet_query.name} takes no parameter {', '.join(sorted(unknown))}")
-    values = {**fleet_query.defaults(), **{name: str(value) for name, value in parameters.items()}}
+    """Run one saved query (by name or object), its Athena text with `parameters` put in, over a folder or
+    an open connection."""
+    fleet_query = athena_sql.by_name(query) if isinstance(query, str) else query
+    sql = fleet_query.with_values(**{name: str(value) for name, value in parameters.items()})
     con = connect(root_or_connection) if isinstance(root_or_connection, (str, Path)) else root_or_connection
-    return query_rows(con, fleet_query.duckdb_sql, values)
+    return query_rows(con, translate(sql))
 
 
 def run_all(root: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Every fleet query with its default parameters: name -> rows."""
+    """Every saved query with its example values: name -> rows."""
     con = connect(root)
-    return {query.name: run_query(con, query) for query in fleet_queries.QUERIES}
+    return {query.name: run_query(con, query) for query in athena_sql.QUERIES}
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *,
@@ -155,8 +187,8 @@ def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: T
     out = out if out is not None else sys.stdout
     con = connect(root)
     results = {}
-    for name in names or [query.name for query in fleet_queries.QUERIES]:
-        query = fleet_queries.by_name(name)
+    for name in names or [query.name for query in athena_sql.QUERIES]:
+        query = athena_sql.by_name(name)
         accepted = {key: value for key, value in (parameters or {}).items()
                     if key in {parameter.name for parameter in query.parameters}}
         rows = run_query(con, query, **accepted)
@@ -195,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `kandji-snapshots query` (and of `python -m kandji_snapshots.query.local_duckdb`)."""
     parser.add_argument("folder", help="a folder written by `kandji-snapshots collect` or the local run "
                                        "(holds snapshots/ and changes/)")
-    parser.add_argument("--query", action="append", choices=[query.name for query in fleet_queries.QUERIES],
+    parser.add_argument("--query", action="append", choices=[query.name for query in athena_sql.QUERIES],
                         help="a query to run (repeatable; default: all)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a query parameter, e.g. bundle_id=org.mozilla.firefox or serial_number=C02...")
@@ -210,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kandji_snapshots.query.local_duckdb",
-                                     description="Run the fleet queries over a local snapshot folder with DuckDB.")
+                                     description="Run the saved Athena queries over a local snapshot folder with DuckDB.")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
