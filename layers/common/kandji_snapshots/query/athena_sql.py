@@ -70,8 +70,7 @@ TABLE_COLUMNS: dict[str, dict[str, Type]] = {
 }
 # Where each table's files live, below the bucket (Athena) or the local folder (DuckDB).
 TABLE_PREFIXES: dict[str, str] = {
-    **{table: f"snapshots/{table}/" for table in schema.TABLES},
-    "committed_snapshots": "snapshots/committed/",
+    **{table: f"snapshots/{table}/" for table in (*schema.TABLES, "committed_snapshots")},
     "changes": "changes/",
 }
 PARTITION_KEY = "dt"

@@ -119,6 +119,14 @@ def view_sql(root: str | Path, table: str) -> str:
             f"hive_types = {{{_literal(PARTITION_KEY)}: 'VARCHAR'}}, columns = {column_map})")
 
 
+def session(con: Any) -> Any:
+    """A DuckDB connection set to run translated Athena SQL: UTC, and the macros for Athena's functions."""
+    con.execute("SET TimeZone = 'UTC'")
+    for macro in _MACROS:
+        con.execute(macro)
+    return con
+
+
 def connect(root: str | Path, connection: Any = None) -> Any:
     """A DuckDB connection over `root`: a view per table, the helper macros, then the Athena views."""
     import duckdb  # dev dependency only: never imported in Lambda
@@ -126,10 +134,7 @@ def connect(root: str | Path, connection: Any = None) -> Any:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of snapshots (run the collector locally first)")
-    con = connection if connection is not None else duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    for macro in _MACROS:
-        con.execute(macro)
+    con = session(connection if connection is not None else duckdb.connect())
     for table in TABLE_COLUMNS:
         con.execute(view_sql(root, table))
     for view in athena_sql.VIEWS:
