@@ -184,16 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     query = add_command(
         "query", run_query, parents=[common],
         help="answer the saved fleet questions over a local folder with DuckDB (the [local] extra)",
-        description="Run the saved fleet queries (the Athena ones, in DuckDB's dialect) over a folder written by "
-                    "`collect` or `make local`. Needs DuckDB: pip install '.[local]'.")
+        description="Run the saved Athena queries (their Athena text, translated for DuckDB by sqlglot) over a "
+                    "folder written by `collect` or `make local`. Needs DuckDB and sqlglot: pip install '.[local]'.")
     local_duckdb.add_arguments(query)
     return parser
 
 
 def run_query(args: argparse.Namespace, console: Console, environ: Mapping[str, str]) -> int:
-    if importlib.util.find_spec("duckdb") is None:
-        raise ConfigurationError("query needs DuckDB, which is not installed here: pip install '.[local]' in the "
-                                 f"project folder (pipx: pipx inject {COMMAND} duckdb).")
+    if importlib.util.find_spec("duckdb") is None or importlib.util.find_spec("sqlglot") is None:
+        raise ConfigurationError("query needs DuckDB and sqlglot, which are not installed here: pip install '.[local]' "
+                                 f"in the project folder (pipx: pipx inject {COMMAND} duckdb sqlglot).")
     if not Path(args.folder).is_dir():
         raise ConfigurationError(f"{args.folder} is not a folder. Give a folder written by `collect` or `make local`.")
     return local_duckdb.run(args)
