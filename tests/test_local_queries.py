@@ -234,6 +234,24 @@ def test_change_history_of_one_device(con: Any, pipeline: Pipeline) -> None:
     assert run(con, "device_change_history") == []  # the placeholder serial matches nothing
 
 
+def test_one_device_at_a_time_is_the_latest_snapshot_committed_by_then(con: Any, pipeline: Pipeline) -> None:
+    device_id = pipeline.demo["os_updated"]["device_id"]
+    serial = pipeline.fleet.list_item(device_id)["serial_number"]
+
+    def at(when: datetime) -> list[dict[str, Any]]:
+        return run(con, "device_at_time", serial_number=serial, at=when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    (earlier,) = at(pipeline.now - timedelta(minutes=90))  # between the two snapshots
+    (latest,) = at(pipeline.now)
+    assert (earlier["snapshot_id"], earlier["os_version"]) == (pipeline.first.snapshot_id,
+                                                                pipeline.demo["os_updated"]["before"])
+    assert (latest["snapshot_id"], latest["os_version"]) == (pipeline.second.snapshot_id,
+                                                              pipeline.demo["os_updated"]["after"])
+    assert latest["device_id"] == device_id and latest["details_read_at"] is not None
+    assert at(pipeline.now - timedelta(hours=3)) == []  # before the first snapshot
+    assert run(con, "device_at_time") == []  # the placeholder serial matches nothing
+
+
 def test_high_severity_changes_of_the_last_7_days(con: Any, pipeline: Pipeline) -> None:
     high = [event for event in change_events(pipeline.root) if event["severity"] == "high"]
     rows = run(con, "high_severity_changes")

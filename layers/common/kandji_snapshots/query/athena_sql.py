@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kandji_snapshots.snapshots import schema
-from kandji_snapshots.snapshots.schema import BIGINT, BOOLEAN, STRING, Array, Scalar, Struct, Type, struct
+from kandji_snapshots.snapshots.schema import BIGINT, BOOLEAN, STRING, Array, Type, spell, struct
 
 # The change events the differ writes to changes/dt=YYYY-MM-DD/<snapshot_id>.json.gz, one
 # JSON object per line. Fields an event type does not use are absent (read as NULL).
@@ -87,13 +87,7 @@ _PRESTO_SCALARS = {"string": "varchar", "timestamp": "varchar", "json": "varchar
 
 def presto_type(kind: Type) -> str:
     """The type Athena's engine gives a column of logical type `kind` (a Presto view declares these)."""
-    if isinstance(kind, Scalar):
-        return _PRESTO_SCALARS[kind.name]
-    if isinstance(kind, Array):
-        return f"array({presto_type(kind.item)})"
-    if isinstance(kind, Struct):
-        return "row(" + ",".join(f"{name} {presto_type(item)}" for name, item in kind.fields.items()) + ")"
-    raise TypeError(f"unknown type {kind!r}")
+    return spell(kind, _PRESTO_SCALARS, "array({})", "row({})", "{name} {type}", ",")
 
 
 # --- views ------------------------------------------------------------------------------

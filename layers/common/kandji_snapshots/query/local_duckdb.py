@@ -43,7 +43,7 @@ from typing import Any, TextIO
 
 from kandji_snapshots.query import athena_sql
 from kandji_snapshots.query.athena_sql import PARTITION_KEY, TABLE_COLUMNS, TABLE_PREFIXES, FleetQuery
-from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
+from kandji_snapshots.snapshots.schema import Type, spell
 
 _SCALARS = {
     "string": "VARCHAR",
@@ -83,13 +83,7 @@ def translate(athena: str) -> str:
 
 def duckdb_type(kind: Type) -> str:
     """The DuckDB type a column of logical type `kind` is read as."""
-    if isinstance(kind, Scalar):
-        return _SCALARS[kind.name]
-    if isinstance(kind, Array):
-        return f"{duckdb_type(kind.item)}[]"
-    if isinstance(kind, Struct):
-        return "STRUCT(" + ", ".join(f"{_ident(name)} {duckdb_type(item)}" for name, item in kind.fields.items()) + ")"
-    raise TypeError(f"unknown type {kind!r}")
+    return spell(kind, _SCALARS, "{}[]", "STRUCT({})", '"{name}" {type}', ", ")
 
 
 def duckdb_columns(table: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest, committed_snapshot_ids, load_manifest
 from kandji_snapshots.snapshots.layout import COMMITTED_PREFIX, committed_key
-from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
+from kandji_snapshots.snapshots.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +61,6 @@ def record_commit_or_log(store: ObjectStore, manifest: Manifest, *, writer: str)
                      "Athena does not show this snapshot until it is (the differ writes it on a retry; or run "
                      "`kandji-snapshots backfill-committed`)",
                      extra={"snapshot_id": manifest.snapshot_id, "error": f"{type(error).__name__}: {error}"})
-
-
-def is_recorded(store: ObjectStore, snapshot_id: str) -> bool:
-    try:
-        store.get(committed_key(snapshot_id))
-    except ObjectNotFound:
-        return False
-    return True
 
 
 def backfill(store: ObjectStore, progress: Callable[[str], None] | None = None) -> list[str]:

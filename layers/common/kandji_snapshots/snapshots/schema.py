@@ -38,6 +38,18 @@ class Struct:
 
 Type = Scalar | Array | Struct
 
+
+def spell(kind: Type, scalars: dict[str, str], array: str, struct: str, field: str, separator: str) -> str:
+    """`kind` in an engine's own words: `scalars` by name, `array` and `struct` templates around the item or
+    the fields (each `field` from {name} and {type}), e.g. Presto's row(a varchar,b bigint)."""
+    if isinstance(kind, Scalar):
+        return scalars[kind.name]
+    if isinstance(kind, Array):
+        return array.format(spell(kind.item, scalars, array, struct, field, separator))
+    return struct.format(separator.join(field.format(name=name, type=spell(item, scalars, array, struct, field,
+                                                                               separator))
+                                        for name, item in kind.fields.items()))
+
 STRING = Scalar("string")
 BOOLEAN = Scalar("boolean")
 BIGINT = Scalar("bigint")
