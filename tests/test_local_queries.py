@@ -280,6 +280,23 @@ def test_a_folder_without_changes_gives_empty_change_queries(tmp_path: Path) -> 
     assert results["device_change_history"] == results["high_severity_changes"] == []
 
 
+def test_a_folder_from_before_committed_snapshots_says_how_to_record_them(pipeline: Pipeline, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(pipeline.root, tmp_path / "old")
+    shutil.rmtree(tmp_path / "old" / "snapshots" / "committed_snapshots")
+    out = io.StringIO()
+    results = local_query.print_report(tmp_path / "old", ["latest_inventory"], out=out)
+    assert results["latest_inventory"] == [] and "backfill-committed" in out.getvalue()
+    from kandji_snapshots.snapshots.committed import backfill
+    from kandji_snapshots.snapshots.storage import LocalObjectStore
+    backfill(LocalObjectStore(tmp_path / "old"))
+    out = io.StringIO()
+    assert len(local_query.print_report(tmp_path / "old", ["latest_inventory"], out=out)["latest_inventory"]) == \
+        pipeline.second.table_rows("devices")
+    assert "note:" not in out.getvalue()
+
+
 def test_an_empty_folder_gives_empty_answers_and_a_missing_one_an_error(tmp_path: Path) -> None:
     assert all(rows == [] for rows in local_query.run_all(tmp_path).values())
     with pytest.raises(FileNotFoundError):

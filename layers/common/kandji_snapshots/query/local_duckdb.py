@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 from kandji_snapshots.query import athena_sql
 from kandji_snapshots.query.athena_sql import PARTITION_KEY, TABLE_COLUMNS, TABLE_PREFIXES, FleetQuery
+from kandji_snapshots.snapshots.layout import MANIFEST_PREFIX
 from kandji_snapshots.snapshots.schema import Type, spell
 
 _SCALARS = {
@@ -185,6 +186,9 @@ def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: T
     """
     out = out if out is not None else sys.stdout
     con = connect(root)
+    notice = why_latest_is_empty(con, root)
+    if notice:
+        print(notice, file=out)
     results = {}
     for name in names or [query.name for query in athena_sql.QUERIES]:
         query = athena_sql.by_name(name)
@@ -197,6 +201,21 @@ def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: T
         print(f"\n== {query.title}{suffix}: {len(rows)} row{'s' if len(rows) != 1 else ''}", file=out)
         print(format_table(rows, limit=limit), file=out)
     return results
+
+
+def why_latest_is_empty(con: Any, root: str | Path) -> str | None:
+    """Why the latest_* views hold nothing, when the folder holds snapshots: they read, as in Athena, only
+    snapshots recorded in committed_snapshots in the last three days."""
+    if con.execute("SELECT count(*) FROM latest_devices").fetchone()[0]:
+        return None
+    newest = con.execute("SELECT max(snapshot_id) FROM committed_snapshots").fetchone()[0]
+    if newest is not None:
+        return (f"note: the newest committed snapshot, {newest}, is older than the three days the latest_* views and "
+                "the saved queries read (as in Athena): their answers are empty. Collect again for current answers.")
+    if any(Path(root, MANIFEST_PREFIX).glob("dt=*/*/manifest.json")):
+        return (f"note: {root} holds snapshots committed before committed_snapshots existed: the views and saved "
+                f"queries see none of them until `kandji-snapshots backfill-committed {root}` records them.")
+    return None
 
 
 def _cell(value: Any, max_width: int) -> str:
