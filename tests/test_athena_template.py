@@ -367,8 +367,8 @@ def test_the_analyst_policy_reads_the_fleet_and_writes_only_query_results(cfn: d
                                        "workgroup/${AWS::StackName}-fleet"})
     # The names are spelled out (a Ref inside these Subs makes cfn-lint take minutes): they must be the ones
     # the workgroup and the database get.
-    assert resources["AthenaWorkGroup"]["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-fleet"}
-    assert resources["AthenaDatabase"]["Properties"]["DatabaseInput"]["Name"] == {"Ref": "AthenaDatabaseName"}
+    assert cfn["Resources"]["AthenaWorkGroup"]["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-fleet"}
+    assert cfn["Resources"]["AthenaDatabase"]["Properties"]["DatabaseInput"]["Name"] == {"Ref": "AthenaDatabaseName"}
     assert {resource for action, resource in grants if action.startswith("glue:")} == {json.dumps(
         {"Fn::Sub": f"arn:${{AWS::Partition}}:glue:${{AWS::Region}}:${{AWS::AccountId}}:{name}"}) for name in (
         "catalog", "database/${AthenaDatabaseName}", "table/${AthenaDatabaseName}/*")}
