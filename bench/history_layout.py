@@ -38,7 +38,7 @@ from common import PRISM_PAGE_ROWS, TOKEN, HourlyClock, collector
 from kandji_snapshots.history import local_copy
 from kandji_snapshots.history.queries import HISTORY_QUERIES
 from kandji_snapshots.history.tables import BUCKET_COUNT, HISTORY_TABLES
-from kandji_snapshots.query import fleet_queries, local_duckdb
+from kandji_snapshots.query import athena_sql, local_duckdb
 from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import partition_date, snapshot_id_for
@@ -235,7 +235,7 @@ def main() -> None:
 
     print(f"\n  saved queries against the workgroup's cap ({CAP / GIB:.0f} GiB), at the end of a day:")
     print(f"  {'query':<56} {'reads':>12}  under cap")
-    for query in fleet_queries.QUERIES:
+    for query in athena_sql.QUERIES:
         tables = raw_reads_of(query.athena_sql)
         if not tables:
             continue  # changes/ only: the differ's events, kilobytes a run

@@ -35,8 +35,8 @@ def test_the_console_script_is_the_cli_main():
 
 def test_the_dependencies_are_the_layers_pins():
     assert PYPROJECT["project"]["dependencies"] == pins(PACKAGE_ROOT / "requirements.txt")
-    duckdb = [pin for pin in pins(ROOT / "requirements-dev.txt") if pin.startswith("duckdb==")]
-    assert PYPROJECT["project"]["optional-dependencies"]["local"] == duckdb
+    local = [pin for pin in pins(ROOT / "requirements-dev.txt") if pin.startswith(("duckdb==", "sqlglot=="))]
+    assert PYPROJECT["project"]["optional-dependencies"]["local"] == local
 
 
 def test_every_sub_package_is_packaged_and_the_version_comes_from_the_package():

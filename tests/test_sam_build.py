@@ -127,7 +127,7 @@ def test_layer_is_lean_complete_and_ships_its_bytecode(build_dir, capsys):
         missing = [str(path) for path in listed if not pruned(path) and not (python_dir / path).exists()]
         assert not missing, f"{record.parent.name}: files missing from the layer: {missing[:5]}"
     for module in ("collect/runtime.py", "diff/runtime.py", "kandji/client.py", "snapshots/storage.py",
-                   "query/fleet_queries.py", "history/runtime.py"):  # the e-mails name the saved Athena query
+                   "query/athena_sql.py", "snapshots/committed.py", "history/runtime.py"):  # e-mails name the saved Athena query
         assert (python_dir / "kandji_snapshots" / module).is_file(), module
 
     # Nothing Lambda does not need: operator CLI, DuckDB tooling, tests, C sources, stubs, scripts.

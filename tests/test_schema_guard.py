@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from kandji_snapshots.history.tables import HISTORY_TABLES
-from kandji_snapshots.query import fleet_queries
+from kandji_snapshots.query import athena_sql
 from kandji_snapshots.snapshots import schema
 import schema_guard
 from kandji_snapshots.kandji.config import parse_secret, validate_api_url
@@ -126,16 +126,17 @@ def test_template_glue_columns_equal_the_schema() -> None:
     tables = schema_guard.load_glue_tables(TEMPLATE_PATH)
     for table in schema.TABLES:
         assert list(tables[table].hive_columns().items()) == list(schema.hive_columns(table).items()), table
-    assert list(tables["changes"].hive_columns().items()) == list(fleet_queries.hive_columns("changes").items())
-    assert set(tables) == set(fleet_queries.TABLE_COLUMNS) | {table.name for table in HISTORY_TABLES}
-    for table in (tables[name] for name in fleet_queries.TABLE_COLUMNS):  # history tables: test_history_template
+    for table in ("changes", "committed_snapshots"):
+        assert list(tables[table].hive_columns().items()) == list(athena_sql.hive_columns(table).items())
+    assert set(tables) == set(athena_sql.TABLE_COLUMNS) | {table.name for table in HISTORY_TABLES}
+    for table in (tables[name] for name in athena_sql.TABLE_COLUMNS):  # history tables: test_history_template
         assert list(table.partition_keys) == ["dt"]
         assert table.properties["TableInput"]["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == \
-            schema_guard.OPENX_SERDE
+            schema_guard.HIVE_JSON_SERDE
 
 
 def test_hive_type_strings_parse_back_to_the_schema_types() -> None:
-    for table, columns in fleet_queries.TABLE_COLUMNS.items():
+    for table, columns in athena_sql.TABLE_COLUMNS.items():
         for name, kind in columns.items():
             assert parse_hive_type(kind.hive()).hive() == kind.hive(), f"{table}.{name}"
     parsed = parse_hive_type("array< struct<name:string, size:bigint, tags:array<string>, ok:boolean> >")

@@ -37,6 +37,11 @@ ALLOWED_WILDCARD_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
 }
+# The account's own Glue Data Catalog: Glue authorises reading a table on the catalog, its database and the
+# table, so the Athena analyst policy names it (the database and tables it names are this stack's).
+GLUE_CATALOG = {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog"}
+ANALYST_WORKGROUP = {"Fn::Sub": "arn:${AWS::Partition}:athena:${AWS::Region}:${AWS::AccountId}:"
+                                "workgroup/${AWS::StackName}-fleet"}
 # Only informational cfn-lint findings tolerated. I4010 is an experimental rule that asks for
 # free-text "architecture context" metadata on every resource; it says nothing about correctness.
 TOLERATED_LINT_RULES = {"I4010"}
@@ -656,6 +661,10 @@ def test_no_wildcard_actions_or_resources_in_any_role(cfn: dict[str, Any]) -> No
                 if resource == "*":
                     if not set(actions) <= ALLOWED_WILDCARD_RESOURCE_ACTIONS:
                         problems.append(f"{where}: Resource '*' for {actions}")
+                elif resource == GLUE_CATALOG:
+                    continue  # Glue asks for the account's catalog beside a database and its tables
+                elif resource == ANALYST_WORKGROUP:
+                    continue  # this stack's workgroup, by the name it gives it (test_athena_template checks)
                 elif not (referenced_names(resource) & known):
                     problems.append(f"{where}: resource {resource!r} is not scoped to this stack or a parameter")
     assert problems == []

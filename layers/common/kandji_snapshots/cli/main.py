@@ -4,6 +4,7 @@
     kandji-snapshots collect --url https://<tenant>.api.kandji.io --output DIR
     kandji-snapshots diff    DIR-or-s3://BUCKET [--from SNAPSHOT_ID] [--to SNAPSHOT_ID] [--json]
     kandji-snapshots query   DIR [--query NAME] [--param NAME=VALUE]        (DuckDB: the [local] extra)
+    kandji-snapshots backfill-committed DIR-or-s3://BUCKET      (once after an upgrade: Athena's committed rows)
 
 The token is never a command-line argument (it would land in shell history): it comes from
 --secret-id (the stack's Secrets Manager secret, read like the Lambda reads it), --token-file,
@@ -17,6 +18,7 @@ This module is the parser, the dispatch to a command and the exit codes. The res
     check        the `check` command: probes, permissions, device count (cost: a run's cost)
     collect      the `collect` command
     diff         the `diff` command, as a table or JSON Lines
+    backfill     the `backfill-committed` command
     rate_limit   the hourly rate-limit headers, read by check and collect
 """
 
@@ -31,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kandji_snapshots.cli.backfill import run_backfill
 from kandji_snapshots.cli.check import run_check
 from kandji_snapshots.cli.collect import run_collect
 from kandji_snapshots.cli.console import COMMAND, PROG, Console, UsageError, configure_logging, for_terminal
@@ -211,19 +214,26 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--ignore-fields", metavar="PATTERNS",
                       help=f"more fields to ignore, comma-separated fnmatch patterns (default: ${IGNORE_FIELDS_ENV})")
 
+    backfill = add_command(
+        "backfill-committed", run_backfill, parents=[common],
+        help="once after an upgrade: record the snapshots committed before in Athena's committed_snapshots",
+        description="Write the committed_snapshots row of every committed snapshot (manifest) that has none: "
+                    "Athena's views and saved queries read a snapshot only through that row. Safe to repeat.")
+    backfill.add_argument("source", metavar="SOURCE", help="a folder written by `collect`, or s3://BUCKET")
+
     query = add_command(
         "query", run_query, parents=[common],
         help="answer the saved fleet questions over a local folder with DuckDB (the [local] extra)",
-        description="Run the saved fleet queries (the Athena ones, in DuckDB's dialect) over a folder written by "
-                    "`collect` or `make local`. Needs DuckDB: pip install '.[local]'.")
+        description="Run the saved Athena queries (their Athena text, translated for DuckDB by sqlglot) over a "
+                    "folder written by `collect` or `make local`. Needs DuckDB and sqlglot: pip install '.[local]'.")
     local_duckdb.add_arguments(query)
     return parser
 
 
 def run_query(args: argparse.Namespace, console: Console, environ: Mapping[str, str]) -> int:
-    if importlib.util.find_spec("duckdb") is None:
-        raise ConfigurationError("query needs DuckDB, which is not installed here: pip install '.[local]' in the "
-                                 f"project folder (pipx: pipx inject {COMMAND} duckdb).")
+    if importlib.util.find_spec("duckdb") is None or importlib.util.find_spec("sqlglot") is None:
+        raise ConfigurationError("query needs DuckDB and sqlglot, which are not installed here: pip install '.[local]' "
+                                 f"in the project folder (pipx: pipx inject {COMMAND} duckdb sqlglot).")
     if not Path(args.folder).is_dir():
         raise UsageError(f"{args.folder} is not a folder. Give a folder written by `collect` or `make local`.")
     try:

@@ -27,6 +27,7 @@ from kandji_snapshots import __version__
 from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, manifest_exists,
                                                previous_readable_snapshot_id,
                       write_manifest)
+from kandji_snapshots.snapshots.committed import record_commit_or_log
 from kandji_snapshots.errors import DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
 from kandji_snapshots.snapshots.layout import TABLE_NAMES
 from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, posture_row
@@ -122,6 +123,7 @@ class SnapshotCollector:
                 raise
             logger.warning("the manifest write reported an error but the manifest is stored: committed",
                            extra={"snapshot_id": snapshot_id})
+        record_commit_or_log(self._store, manifest, writer="collector")  # Athena's row: after the manifest
         logger.info("snapshot committed", extra={"snapshot_id": snapshot_id, **{
             key: manifest.document[key] for key in ("device_count", "refreshed_devices", "carried_devices")}})
         return manifest

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_readable_snapshot_id
+from kandji_snapshots.snapshots.committed import record_commit_or_log
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
                             DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally,
                             FieldTally, app_event, app_identity, app_list, device_event, summary_event)
@@ -330,6 +331,8 @@ class SnapshotDiffer:
         """
         started = self._clock.monotonic()
         current = self._load_committed(snapshot_id)
+        # Athena's row of the commit, when the collector died between its manifest and the row (write-once).
+        record_commit_or_log(self._store, current, writer="differ")
         markers = ProgressMarkers(self._store, snapshot_id)
         done = markers.done()
         if done is not None:

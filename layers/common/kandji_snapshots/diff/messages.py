@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kandji_snapshots.inert_text import NAME_MAX_CHARS, one_line
-from kandji_snapshots.query.fleet_queries import SERIAL, by_name
+from kandji_snapshots.query.athena_sql import by_name
 
 SUBJECT_MAX_CHARS = 99  # SNS: "must be less than 100 characters long"
 VALUE_MAX_CHARS = 120  # a before/after value shown to a person
@@ -200,8 +200,7 @@ def summary_subject(summary: dict[str, Any]) -> str:
 
 def device_history_sql(serial: str) -> str:
     """The saved "change history of one device" query, with this device's serial filled in."""
-    literal = "'" + one_line(serial).replace("'", "''") + "'"
-    return DEVICE_HISTORY_QUERY.athena_sql.replace(SERIAL.athena_placeholder, literal)
+    return DEVICE_HISTORY_QUERY.with_values(serial_number=one_line(str(serial)))
 
 
 # --- e-mail -------------------------------------------------------------------------

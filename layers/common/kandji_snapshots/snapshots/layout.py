@@ -2,6 +2,7 @@
 
     snapshots/<table>/dt=YYYY-MM-DD/<snapshot_id>[-NNNNN].json.gz
     snapshots/manifests/dt=YYYY-MM-DD/<snapshot_id>/manifest.json   (written last: the commit)
+    snapshots/committed_snapshots/dt=YYYY-MM-DD/<snapshot_id>.json.gz (Athena's record of the commit)
     changes/dt=YYYY-MM-DD/<snapshot_id>.json.gz
     changes/_published/<snapshot_id>/...                             (differ's progress markers)
     changes/_transitions/<previous_snapshot_id>.json                 (which snapshot diffed against it)
@@ -16,6 +17,9 @@ from kandji_snapshots.snapshots.timeutil import partition_date
 
 SNAPSHOT_PREFIX = "snapshots/"
 MANIFEST_PREFIX = "snapshots/manifests/"
+# One JSON line per committed snapshot, written after its manifest: what Athena joins to read
+# committed snapshots only (snapshots/committed.py).
+COMMITTED_PREFIX = "snapshots/committed_snapshots/"
 CHANGES_PREFIX = "changes/"
 TABLE_NAMES = ("devices", "device_details", "device_apps", "device_posture")
 
@@ -36,6 +40,10 @@ def table_part_key(table: str, snapshot_id: str, part: int | None) -> str:
 
 def manifest_key(snapshot_id: str) -> str:
     return f"{MANIFEST_PREFIX}dt={partition_date(snapshot_id)}/{snapshot_id}/manifest.json"
+
+
+def committed_key(snapshot_id: str) -> str:
+    return f"{COMMITTED_PREFIX}dt={partition_date(snapshot_id)}/{snapshot_id}.json.gz"
 
 
 def manifest_day_prefix(day: str) -> str:

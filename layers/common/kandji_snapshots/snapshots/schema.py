@@ -38,6 +38,18 @@ class Struct:
 
 Type = Scalar | Array | Struct
 
+
+def spell(kind: Type, scalars: dict[str, str], array: str, struct: str, field: str, separator: str) -> str:
+    """`kind` in an engine's own words: `scalars` by name, `array` and `struct` templates around the item or
+    the fields (each `field` from {name} and {type}), e.g. Presto's row(a varchar,b bigint)."""
+    if isinstance(kind, Scalar):
+        return scalars[kind.name]
+    if isinstance(kind, Array):
+        return array.format(spell(kind.item, scalars, array, struct, field, separator))
+    return struct.format(separator.join(field.format(name=name, type=spell(item, scalars, array, struct, field,
+                                                                               separator))
+                                        for name, item in kind.fields.items()))
+
 STRING = Scalar("string")
 BOOLEAN = Scalar("boolean")
 BIGINT = Scalar("bigint")
@@ -233,6 +245,15 @@ DEVICE_POSTURE: dict[str, Type] = {
     # See collect/posture.py.
     "carried_from": struct(**{category: TIMESTAMP for category in POSTURE_CATEGORY_COLUMNS}),
     "extra": JSON,
+}
+
+# One row per committed snapshot (snapshots/committed.py), written after its manifest: Athena's
+# views and queries join it, so they never read a snapshot whose manifest was not written.
+COMMITTED_SNAPSHOTS: dict[str, Type] = {
+    "snapshot_id": STRING,
+    "committed_at": TIMESTAMP,  # when the run finished and wrote its manifest (the manifest's finished_at)
+    "previous_snapshot_id": STRING,
+    "device_count": BIGINT,
 }
 
 TABLES: dict[str, dict[str, Type]] = {
