@@ -142,8 +142,11 @@ class FakeFleet:
                 raise self.posture_errors[category]
 
     def collect(self, store: ObjectStore, *, hour: int, day: int = 23, minute: int = 0,
-                rows_per_part: int = 100_000) -> Manifest:
-        clock = StepClock(datetime(2026, 11, day, hour, minute, 0, tzinfo=timezone.utc))
+                rows_per_part: int = 100_000, on: datetime | None = None) -> Manifest:
+        """A snapshot taken at `hour`:`minute` of 2026-11-`day`, or of the day of `on` (the views of the latest
+        snapshot read the last three days, so a folder queried for its latest state is collected today)."""
+        start = on or datetime(2026, 11, day, tzinfo=timezone.utc)
+        clock = StepClock(start.replace(hour=hour, minute=minute, second=0, microsecond=0))
         collector = SnapshotCollector(self, store, clock=clock,
                                       settings=CollectorSettings(max_workers=2, rows_per_part=rows_per_part))
         return collector.collect()

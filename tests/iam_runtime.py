@@ -15,6 +15,7 @@ type, or an AWS operation, this module does not know fails loudly with what to a
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
@@ -291,6 +292,8 @@ class MotoStack:
         if set(node) == {"Fn::Join"}:
             separator, items = node["Fn::Join"]
             return separator.join(str(item) for item in self.substitute(items))
+        if set(node) == {"Fn::Base64"}:  # a view's Presto text
+            return base64.b64encode(str(self.substitute(node["Fn::Base64"])).encode()).decode()
         if any(key.startswith("Fn::") for key in node):
             raise NotModelled(f"intrinsic {sorted(node)} in a function's role or environment: resolve it here")
         return {key: self.substitute(value) for key, value in node.items()}

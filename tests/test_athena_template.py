@@ -78,7 +78,7 @@ def test_one_database_the_tables_and_the_views(cfn: dict[str, Any]) -> None:
     tables = resources_of_type(cfn, "AWS::Glue::Table")
     assert sorted(glue_tables(cfn)) == sorted(TABLES)
     assert sorted(glue_tables(cfn, "VIRTUAL_VIEW")) == sorted(VIEWS)
-    assert len(tables) == len(TABLES) + len(VIEWS)
+    assert len(tables) == len(TABLES) + len(VIEWS) + len(HISTORY_TABLE_NAMES)
     for table in tables.values():
         assert table["Properties"]["DatabaseName"] == {"Ref": database_id}
         assert table["Properties"]["CatalogId"] == {"Ref": "AWS::AccountId"}

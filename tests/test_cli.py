@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
@@ -472,11 +473,12 @@ def renamed_fleet_folder(tmp_path):
 
     store = LocalObjectStore(tmp_path)
     fleet = FakeFleet.of(2)
-    fleet.collect(store, hour=10)
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)  # the latest_* views read the last three days
+    fleet.collect(store, hour=10, on=yesterday)
     fleet.devices["id-001"]["device_name"] = ESCAPING_NAME
     fleet.apps["id-000"][0]["app_name"] = "App\x1b]8;;https://evil.example/\x07"
     fleet.apps["id-000"][0]["version"] = "121.0"
-    fleet.collect(store, hour=11)
+    fleet.collect(store, hour=11, on=yesterday)
     return tmp_path
 
 
@@ -546,7 +548,7 @@ def test_query_without_a_query_skips_those_needing_a_parameter(renamed_fleet_fol
 
 def test_a_damaged_file_is_one_readable_line_not_a_duckdb_exception(renamed_fleet_folder, capsys):
     pytest.importorskip("duckdb")
-    [part] = list((renamed_fleet_folder / "snapshots" / "devices").glob("dt=*/*T110000Z*.json.gz"))
+    [part] = list((renamed_fleet_folder / "snapshots" / "devices").glob("dt=*/*T110000Z*.json.gz"))  # the latest
     part.write_bytes(b"not gzip at all")
     code, out, err = run(capsys, "query", str(renamed_fleet_folder), "--query", "latest_inventory")
     assert code == 1 and err.startswith(f"error: {renamed_fleet_folder}: DuckDB could not answer: ")

@@ -189,7 +189,7 @@ def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: T
     """
     out = out if out is not None else sys.stdout
     con = _readable_errors(connect, root)
-    notice = why_latest_is_empty(con, root)
+    notice = _readable_errors(why_latest_is_empty, con, root)
     if notice:
         print(notice, file=out)
     results = {}
