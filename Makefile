@@ -1,13 +1,17 @@
 # Two commands for a newcomer: `make local` runs the whole pipeline on this machine,
 # `make test` runs the tests. Each one creates the virtualenv it needs first, with the project
 # installed into it (editable): .venv/bin/kandji-snapshots runs the code of this folder.
+# `make help` lists the targets: each target's line is its `## ` comment.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAM_STAMP := .venv-sam/.installed
 
-.PHONY: local test bench mutate clean
+.PHONY: help local test bench sam-cli mutate clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -19,29 +23,31 @@ $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 # The SAM CLI the build test runs (tests/test_sam_build.py), in its own virtualenv: see requirements-sam.txt.
+sam-cli: $(SAM_STAMP) ## install the pinned SAM CLI into .venv-sam/ (.venv-sam/bin/sam build, deploy)
+
 $(SAM_STAMP): requirements-sam.txt
 	$(PYTHON) -m venv .venv-sam
 	.venv-sam/bin/python -m pip install --quiet --upgrade pip
 	.venv-sam/bin/python -m pip install --quiet -r requirements-sam.txt
 	@touch $(SAM_STAMP)
 
-local: $(STAMP)
+local: $(STAMP) ## run the whole pipeline on this machine (simulator + moto), no AWS account needed; DEVICES=N
 	$(BIN)/python scripts/local_run.py
 
-test: $(STAMP) $(SAM_STAMP)
+test: $(STAMP) $(SAM_STAMP) ## run the test suite (also sam validate and sam build with Python 3.13)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP) $(SAM_STAMP)
+bench: $(STAMP) $(SAM_STAMP) ## run every benchmark (docs/performance.md), a few minutes
 	$(BIN)/python bench/run_all.py
 
 # Mutation testing, a development aid (configuration: [mutmut] in setup.cfg). mutmut only finds a
 # package under ./ or src/, so it runs in a fresh copy, .mutmut/, with the package under src/.
 # Low priority: it keeps the machine's cores busy for a few minutes.
-mutate: $(STAMP)
+mutate: $(STAMP) ## mutation testing of a few domain modules (slow, low priority)
 	rm -rf .mutmut && mkdir -p .mutmut/src
 	cp -r layers/common/kandji_snapshots .mutmut/src/
 	cp -r tests simulator setup.cfg pytest.ini .mutmut/
 	cd .mutmut && nice -n 19 ../$(BIN)/mutmut run && ../$(BIN)/mutmut results
 
-clean:
+clean: ## remove the virtualenvs, local-data/ and caches
 	rm -rf $(VENV) .venv-sam .pytest_cache local-data .mutmut mutants

@@ -17,7 +17,7 @@ sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
 
 from kandji_snapshots.kandji.config import parse_secret  # noqa: E402
 from kandji_snapshots.collect.runtime import CollectorRun, build_collector  # noqa: E402
-from kandji_snapshots.settings import CollectorOptions  # noqa: E402
+from kandji_snapshots.settings import CollectorSettings  # noqa: E402
 from kandji_snapshots.snapshots.timeutil import SystemClock  # noqa: E402
 
 TOKEN = "bench-token"
@@ -54,7 +54,7 @@ def collector(api_url: str, store, *, requests_per_second: float = 45.0, max_wor
               budget: int | None = None, apps_source: str = "per-device", clock=SystemClock) -> CollectorRun:
     """The collector as every caller builds it (collect.runtime.build_collector), against the simulator."""
     credentials = parse_secret(TOKEN, fallback_url=api_url, allow_insecure_localhost=True)
-    options = CollectorOptions(requests_per_second=requests_per_second, max_workers=max_workers,
+    options = CollectorSettings(requests_per_second=requests_per_second, max_workers=max_workers,
                                request_budget=budget, apps_source=apps_source)
     return build_collector(credentials, store, options, clock=clock)
 

@@ -134,10 +134,11 @@ def phase_read(folder: str) -> dict:
 
 def phase_diff(folder: str, max_events: int = 10**9) -> dict:
     from kandji_snapshots.diff.publisher import MemoryPublisher
+    from kandji_snapshots.diff.differ import DifferSettings
     from kandji_snapshots.diff.runtime import DifferEnvironment, build_differ
 
     publisher = MemoryPublisher()
-    env = DifferEnvironment(bucket=folder, topic_arn="memory", max_events_per_run=max_events, ignore_fields=())
+    env = DifferEnvironment(bucket=folder, topic_arn="memory", settings=DifferSettings(max_events_per_run=max_events))
     differ = build_differ(env, store=LocalObjectStore(folder), publisher=publisher)
     with Timer() as timer:
         result = differ.run(AFTER)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["cold_start.py", "collector_pace.py", "collector_budget.py", "posture_freshness.py", "differ_stream.py",
-              "prism_paging.py"]
+              "prism_paging.py", "history_layout.py", "posture_carry.py"]
 
 if __name__ == "__main__":
     for name in BENCHMARKS:

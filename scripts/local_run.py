@@ -4,8 +4,11 @@ A Kandji API simulator (a real HTTP server on 127.0.0.1) plays the tenant; moto'
 server plays AWS (S3, Secrets Manager, SNS, SQS) through the standard
 AWS_ENDPOINT_URL. The real Lambda handlers run against them:
 
-  collect -> change the fleet -> collect again -> diff -> print what subscribers got
+  baseline snapshot -> change the fleet -> second snapshot -> diff -> what subscribers and people get
   -> copy the bucket to ./local-data and answer fleet questions with DuckDB
+  -> build the Parquet history copy there and answer a history question from it
+
+Devices are named as people see them, name and serial; values are printed as JSON.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
 
 TOKEN = "local-run-token-not-a-secret"
+EMAIL_SHOWN_CHANGES = 2  # the example e-mail is shown with its first changed fields (the high ones come first)
 BUCKET = "kandji-snapshots-local"
 
 
@@ -109,13 +113,13 @@ def manifest_event(key: str) -> dict:
     return event
 
 
-def collect(handler, label: str) -> dict:
+def collect(handler) -> dict:
     from kandji_snapshots.snapshots.layout import manifest_key
 
     started = time.monotonic()
     event = json.loads((ROOT / "events" / "scheduler_event.json").read_text())
     result = handler(event, LocalContext("collector"))
-    print(f"  {label}: snapshot {result['snapshot_id']}, {result['devices']} devices, "
+    print(f"  snapshot {result['snapshot_id']}: {result['devices']} devices, "
           f"{result['skipped_devices']} skipped, in {time.monotonic() - started:.1f} s")
     result["manifest_key"] = manifest_key(result["snapshot_id"])
     return result
@@ -140,22 +144,31 @@ def receive_all(queue_url: str) -> list[dict]:
             {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(batch)])
 
 
+def device(name: str | None, serial: str | None) -> str:
+    """A device as people see it everywhere in this run: its name and serial."""
+    return f"{name or '(no name)'} ({serial or 'no serial'})"
+
+
 def describe(event: dict) -> str:
     if event["change_type"] == "snapshot_summary":
         counts = ", ".join(f"{name} {count}" for name, count in sorted(event.get("counts", {}).items()) if count)
-        return f"snapshot_summary  {event['snapshot_id']}: {counts or 'no changes'}"
+        what = "baseline: nothing to compare with" if event.get("first_snapshot") else counts or "no changes"
+        return f"snapshot_summary  {event['snapshot_id']}: {what}"
     what = ""
     if event.get("changes"):
-        what = "; ".join(f"{change['field']}: {change['before']!r} -> {change['after']!r}"
-                         for change in event["changes"][:4])
+        shown = sorted(event["changes"], key=lambda change: not change.get("reason"))[:2]  # the raised ones first
+        what = "; ".join(f"{change['field']}: {json.dumps(change['before'])} -> {json.dumps(change['after'])}"
+                         for change in shown)
+        if len(event["changes"]) > len(shown):
+            what += f"; +{len(event['changes']) - len(shown)} more fields"
     elif event.get("app"):
         app = event["app"]
-        before = f"{app.get('previous_version')} -> " if app.get("previous_version") else ""
-        what = f"{app.get('app_name')} ({app.get('bundle_id')}) {before}{app.get('version')}"
+        before = f"{json.dumps(app.get('previous_version'))} -> " if app.get("previous_version") else ""
+        what = f"app {json.dumps(app.get('app_name'))} ({app.get('bundle_id')}) {before}{json.dumps(app.get('version'))}"
     elif event.get("apps") is not None:
         what = f"{len(event['apps'])} apps"
-    return (f"{event['change_type']:<15} [{event['severity']:<4}] {event.get('platform') or '':<8} "
-            f"{event.get('serial_number') or event['device_id']}  {what}")
+    return (f"{event['change_type']:<15} {event['severity']:<4}  {event.get('platform') or '':<8} "
+            f"{device(event.get('device_name'), event.get('serial_number'))}  {what}")
 
 
 def download_bucket(target: Path) -> None:
@@ -169,10 +182,22 @@ def download_bucket(target: Path) -> None:
             path.write_bytes(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
 
 
-def answer_fleet_questions(folder: Path, serial_number: str) -> None:
-    from kandji_snapshots.query import local_duckdb as local_query
+def answer_fleet_questions(folder: Path, serial_number: str, bundle_id: str) -> None:
+    from kandji_snapshots.query import local_duckdb
 
-    local_query.print_report(folder, limit=5, parameters={"serial_number": serial_number})
+    local_duckdb.print_report(folder, limit=5, parameters={"serial_number": serial_number, "bundle_id": bundle_id})
+
+
+def answer_history_question(folder: Path, device_id: str, label: str) -> None:
+    """The columnar history copy, built as Athena builds it (one copy per committed snapshot), and one question."""
+    from kandji_snapshots.history import local_copy
+    from kandji_snapshots.query import local_duckdb
+
+    copied = local_copy.build(folder)
+    print(f"  copied {len(copied)} snapshot tables into Parquet under {folder / 'history'}")
+    rows = local_copy.run_history_query(folder, "device_posture_history", device_id=device_id)
+    print(f"\n== Kandji: FileVault and firewall history of {label}: {len(rows)} rows")
+    print(local_duckdb.format_table(rows))
 
 
 # --- what people receive: e-mail and chat (issue 14) ----------------------------------------
@@ -205,7 +230,7 @@ def print_what_people_receive(chat_queue_url: str) -> None:
         (json.loads(item[0]["default"]).get("change_type"), json.loads(item[0]["default"]).get("severity")), 2))
     print(f"  e-mail subscriber: {len(published)} e-mails this run (every message has a Subject), e.g.:")
     print(f"    Subject: {subject}")
-    for line in structure["email"].splitlines():
+    for line in email_head(structure["email"]):
         print(f"    | {line}")
     cards = receive_all(chat_queue_url)
     print(f"\n  chat channel (Amazon Q Developer in chat applications): {len(cards)} notifications "
@@ -219,6 +244,20 @@ def print_what_people_receive(chat_queue_url: str) -> None:
             print(f"    next: {step}")
 
 
+def email_head(email: str) -> list[str]:
+    """The e-mail as a person reads it, with its first changed fields only (the raised ones come first), and
+    without the SQL of the device's change history at its end."""
+    text = email.split("\nSELECT\n", 1)[0]
+    lines, changes = [], [line for line in text.splitlines() if line.startswith("  ")]
+    for line in text.splitlines():
+        if line.startswith("  ") and line not in changes[:EMAIL_SHOWN_CHANGES]:
+            if line == changes[EMAIL_SHOWN_CHANGES]:
+                lines.append(f"  (shortened here: {len(changes) - EMAIL_SHOWN_CHANGES} more changed fields)")
+            continue
+        lines.append(line)
+    return lines + ["(then the SQL of the saved query, for this serial)"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=int(os.environ.get("DEVICES") or 1200))
@@ -228,33 +267,40 @@ def main() -> int:
 
     from simulator import Fleet, KandjiSimulator
 
-    print(f"kandji-snapshots local run: a simulated fleet of {args.devices} devices, AWS from moto\n")
     server, endpoint = start_local_aws()
     configure_environment(endpoint)
     fleet = Fleet.generate(args.devices, seed=args.seed)
+    platforms = ", ".join(dict.fromkeys(item["platform"] for item in fleet.list_items(ordering=None)))
+    print(f"kandji-snapshots local run: a simulated fleet of {args.devices} devices ({platforms}), AWS from moto\n")
     with KandjiSimulator(fleet, token=TOKEN) as sim:
         queues = create_resources(sim.api_url)
         chat_queue = create_chat_topic()
         print(f"Kandji API simulator: {sim.api_url}\nlocal AWS endpoint:   {endpoint}\n")
         collector, differ = load_handler("collector"), load_handler("differ")
 
-        print("1. Collect")
-        first = collect(collector, "first run ")
+        print("1. The baseline: a first snapshot (nothing to compare it with yet)")
+        first = collect(collector)
         differ(manifest_event(first["manifest_key"]), LocalContext("differ"))
 
         print("\n2. The fleet changes")
+        listed = {item["device_id"]: item for item in fleet.list_items()}  # the removed device's name, too
         changes = fleet.apply_demo_changes()
+        listed.update({item["device_id"]: item for item in fleet.list_items()})
         for name in ("enrolled", "removed", "os_updated", "app_installed", "app_updated", "filevault_disabled"):
-            print(f"  {name:<19} device {changes[name]['device_id']}")
+            item = listed[changes[name]["device_id"]]
+            what = changes[name]
+            detail = (f": {what['field']} {json.dumps(what['before'])} -> {json.dumps(what['after'])}"
+                      if "before" in what and "field" in what else "")
+            print(f"  {name:<19} {device(item['device_name'], item['serial_number'])}{detail}")
         print(f"  every device checked in again ({changes['checked_in']} devices)")
 
-        print("\n3. Collect again, then diff")
+        print("\n3. A second snapshot, then the differ compares it with the baseline")
         wait_for_next_second()
-        second = collect(collector, "second run")
+        second = collect(collector)
         result = differ(manifest_event(second["manifest_key"]), LocalContext("differ"))
         print(f"  differ: {json.dumps(result)}")
 
-        print("\n4. What the subscribers received")
+        print("\n4. What the queues subscribed to the changes topic received")
         for name, url in queues.items():
             messages = receive_all(url)
             label = "no filter" if name == "all-changes" else "filter policy {\"severity\": [\"high\"]}"
@@ -262,21 +308,38 @@ def main() -> int:
             for message in sorted(messages, key=lambda m: (m["change_type"] == "snapshot_summary", m["snapshot_id"])):
                 print(f"    {describe(message)}")
 
-        print("\n   What people receive")
+        print("\n5. What people receive: an e-mail and a chat notification")
         print_what_people_receive(chat_queue)
 
-        print(f"\n5. Snapshots in s3://{BUCKET} (copied to {args.output})")
+        print(f"\n6. Snapshots in s3://{BUCKET} (copied to {args.output})")
         shutil.rmtree(args.output, ignore_errors=True)  # the bucket is new every run; so is the copy
         download_bucket(args.output)
         for path in sorted(args.output.rglob("*")):
             if path.is_file() and second["snapshot_id"] in str(path):
                 print(f"  {path.relative_to(args.output)}  ({path.stat().st_size:,} bytes)")
 
-        print("\n6. Fleet questions, answered with DuckDB over the local copy")
-        answer_fleet_questions(args.output, fleet.list_item(changes["filevault_disabled"]["device_id"])["serial_number"])
+        print("\n7. Fleet questions, answered with DuckDB over the local copy")
+        serial_number = fleet.list_item(changes["filevault_disabled"]["device_id"])["serial_number"]
+        answer_fleet_questions(args.output, serial_number, changes["app_updated"]["bundle_id"])
+
+        print("\n8. History, answered from the columnar (Parquet) copy")
+        turned_off = fleet.list_item(changes["filevault_disabled"]["device_id"])
+        answer_history_question(args.output, turned_off["device_id"],
+                                device(turned_off["device_name"], turned_off["serial_number"]))
     server.stop()
-    print("\nDone. Deploy for real with: sam build && sam deploy --guided")
+    print(f"\nDone. Ask again, for example: .venv/bin/kandji-snapshots query {display_path(args.output)} --query "
+          f"device_change_history --param serial_number={serial_number}")
+    print("Deploy to your AWS account (AWS credentials and Python 3.13 needed; docs/deploy.md):\n"
+          "  make sam-cli && .venv-sam/bin/sam build && .venv-sam/bin/sam deploy --guided")
     return 0
+
+
+def display_path(path: Path) -> str:
+    """The folder as the operator can type it from the repository."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

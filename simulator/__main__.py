@@ -1,4 +1,9 @@
-"""Serve a synthetic fleet until Ctrl-C:  python -m simulator --devices 1000 --port 8080 --token T --seed 7"""
+"""Serve a synthetic fleet until Ctrl-C:  python -m simulator --devices 50 --port 8080
+
+Then, from another terminal in the repository (the simulator speaks plain http on 127.0.0.1):
+    KANDJI_API_TOKEN=simulator-example-token-0123456789 .venv/bin/kandji-snapshots check \
+        --url http://127.0.0.1:8080 --allow-insecure-localhost
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +13,17 @@ from . import Fleet, KandjiSimulator
 from .server import HEADER_ERAS, PRISM_PAGE_ROWS
 
 
+EXAMPLE_TOKEN = "simulator-example-token-0123456789"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1000, help="fleet size (default 1000)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--token", default="sim-token")
+    # Long and unlike any word: the CLI redacts the token wherever it appears in its output, and a short
+    # one ("token") would be cut out of the messages themselves.
+    parser.add_argument("--token", default=EXAMPLE_TOKEN, help=f"the token to accept (default {EXAMPLE_TOKEN})")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--apps", type=int, nargs=2, metavar=("MIN", "MAX"), default=(20, 40),
@@ -34,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
                           headers_era=args.headers_era, prism_page_rows=args.prism_page_rows,
                           prism_cursors=args.prism_cursors)
     with sim:
-        print(f"Kandji simulator: {len(fleet)} devices at {sim.api_url} (token {args.token!r}); Ctrl-C to stop",
-              flush=True)
+        print(f"Kandji simulator: {len(fleet)} devices at {sim.api_url} (token {args.token}); Ctrl-C to stop\n"
+              f"  KANDJI_API_TOKEN={args.token} .venv/bin/kandji-snapshots check --url {sim.base_url} "
+              "--allow-insecure-localhost", flush=True)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

@@ -74,6 +74,7 @@ class PrismCategories:
         self.fleet = fleet
         self._lock = threading.Lock()
         self._overrides: dict[tuple[str, str], dict[str, Any]] = {}  # (device_id, category) -> columns
+        self._left_out: set[tuple[str, str]] = set()  # (device_id, category) served no row
         self._derived: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {}  # details-derived cache
         self._changes = 0  # bumped by `set`
         self._tables: dict[str, tuple[Any, list[dict[str, Any]]]] = {}  # category -> (version, rows)
@@ -93,6 +94,14 @@ class PrismCategories:
             override["last_collected_at"] = _prism_time(self.fleet.clock())
             self._changes += 1
 
+    def leave_out(self, device_id: str, category: str, left_out: bool = True) -> None:
+        """Serve no row of `category` for a device (Prism has none for it) until called with left_out=False."""
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown posture category {category!r}")
+        with self._lock:
+            (self._left_out.add if left_out else self._left_out.discard)((device_id, category))
+            self._changes += 1
+
     # -- rows
     def rows(self, category: str) -> list[dict[str, Any]]:
         """Every row of a category, in Prism's (enrolment) order."""
@@ -108,7 +117,7 @@ class PrismCategories:
             return cached[1]
         platforms = CATEGORIES[category]
         rows = [self._row(category, item) for item in self.fleet.list_items(ordering=None)
-                if item.get("platform") in platforms]
+                if item.get("platform") in platforms and (item["device_id"], category) not in self._left_out]
         self._tables = {category: (version, rows)}  # one table at a time: clients read them one by one
         return rows
 

@@ -86,6 +86,8 @@ class FakeFleet:
         self.check_ins = 0
         # Prism posture: category -> device_id -> that category's columns; a category left out answers 403.
         self.posture: dict[str, dict[str, dict[str, Any]]] = {}
+        # category -> the error its read raises after its first row (a read that broke off, 500, no budget).
+        self.posture_errors: dict[str, Exception] = {}
 
     @classmethod
     def of(cls, count: int) -> "FakeFleet":
@@ -136,10 +138,15 @@ class FakeFleet:
         for device_id, columns in self.posture[category].items():
             yield {"device_id": device_id, "device__name": f"Mac {device_id}", "serial_number": "C02X",
                    **copy.deepcopy(columns)}
+            if category in self.posture_errors:
+                raise self.posture_errors[category]
 
     def collect(self, store: ObjectStore, *, hour: int, day: int = 23, minute: int = 0,
-                rows_per_part: int = 100_000) -> Manifest:
-        clock = StepClock(datetime(2026, 11, day, hour, minute, 0, tzinfo=timezone.utc))
+                rows_per_part: int = 100_000, on: datetime | None = None) -> Manifest:
+        """A snapshot taken at `hour`:`minute` of 2026-11-`day`, or of the day of `on` (the views of the latest
+        snapshot read the last three days, so a folder queried for its latest state is collected today)."""
+        start = on or datetime(2026, 11, day, tzinfo=timezone.utc)
+        clock = StepClock(start.replace(hour=hour, minute=minute, second=0, microsecond=0))
         collector = SnapshotCollector(self, store, clock=clock,
                                       settings=CollectorSettings(max_workers=2, rows_per_part=rows_per_part))
         return collector.collect()

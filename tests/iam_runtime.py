@@ -15,6 +15,7 @@ type, or an AWS operation, this module does not know fails loudly with what to a
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
@@ -28,7 +29,10 @@ import botocore.client
 import botocore.loaders
 import botocore.session
 import requests
+import sqlglot
+from sqlglot import exp
 
+from athena_stand_in import RecordingAthena
 from iam_policy import (CannotJudge, Grant, Request, as_list, evaluate, evaluate_resource_policy, grant_used_by,
                         grants)
 from tests.test_template import parameter_values, resolved_resources
@@ -168,10 +172,23 @@ def _create_queue(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> d
     return {"Ref": url, "Arn": arn, "QueueName": f"{STACK_NAME}-{logical_id}", "QueueUrl": url}
 
 
-def _named_only(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
-    """Only named (the environment shows them in messages): moto's server here does not serve Athena or Glue.
-    A grant on one is judged by the evaluator alone; its ARN attributes are added here when a role needs them."""
-    name = stack.substitute(props.get("Name") or props.get("DatabaseInput", {}).get("Name")) or logical_id.lower()
+def _create_workgroup(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
+    """Known to the Athena stand-in (moto cannot serve Athena to this botocore), with its results location."""
+    name = stack.substitute(props["Name"])
+    results = props.get("WorkGroupConfiguration", {}).get("ResultConfiguration", {}).get("OutputLocation")
+    stack.athena.workgroups[name] = stack.substitute(results) if results else ""
+    return {"Ref": name, "Arn": f"arn:{PARTITION}:athena:{REGION}:{ACCOUNT}:workgroup/{name}"}
+
+
+def _create_glue_database(stack: MotoStack, logical_id: str, props: dict[str, Any]) -> dict[str, str]:
+    """The database and every Glue table of the stack in it (Athena's on-behalf requests need their locations)."""
+    glue = stack.client("glue")
+    name = stack.substitute(props["DatabaseInput"]["Name"])
+    glue.create_database(DatabaseInput={"Name": name})
+    stack.physical[logical_id] = {"Ref": name}  # the tables name it
+    for table in stack.resources.values():
+        if table["Type"] == "AWS::Glue::Table" and table["Properties"]["DatabaseName"] == {"Ref": logical_id}:
+            glue.create_table(DatabaseName=name, TableInput=stack.substitute(table["Properties"]["TableInput"]))
     return {"Ref": name}
 
 
@@ -191,8 +208,8 @@ DEPLOYERS: dict[str, Callable[[MotoStack, str, dict[str, Any]], dict[str, str]]]
     "AWS::SNS::Topic": _create_topic,
     "AWS::SecretsManager::Secret": _create_secret,
     "AWS::SQS::Queue": _create_queue,
-    "AWS::Athena::WorkGroup": _named_only,
-    "AWS::Glue::Database": _named_only,
+    "AWS::Athena::WorkGroup": _create_workgroup,
+    "AWS::Glue::Database": _create_glue_database,
     "AWS::IAM::Role": _role_name,
 }
 
@@ -215,7 +232,8 @@ class MotoStack:
         self._credentials: dict[str, dict[str, str]] = {}
         self._clients: dict[str, Any] = {}
         self._loader = botocore.loaders.create_loader()
-        self.keys = KeyLookup(self.client)
+        self.athena = RecordingAthena(workgroups={})  # answers the roles' Athena calls (docs/iam.md)
+        self.keys = KeyLookup(self.client, self.athena.workgroups)
         self._policies = self._resource_policies_by_target()
         self.roles = function_roles(cfn, parameters)
         for role in self.roles.values():
@@ -270,10 +288,12 @@ class MotoStack:
                 logical_id, _, attribute = name.partition(".")
                 return self.attribute(logical_id, attribute or "Ref")
 
-            return re.sub(r"\$\{([^}!]+)\}", value, text)
+            return re.sub(r"\$\{([^}!]+)\}", value, text).replace("${!", "${")  # ${!x}: a literal ${x}
         if set(node) == {"Fn::Join"}:
             separator, items = node["Fn::Join"]
             return separator.join(str(item) for item in self.substitute(items))
+        if set(node) == {"Fn::Base64"}:  # a view's Presto text
+            return base64.b64encode(str(self.substitute(node["Fn::Base64"])).encode()).decode()
         if any(key.startswith("Fn::") for key in node):
             raise NotModelled(f"intrinsic {sorted(node)} in a function's role or environment: resolve it here")
         return {key: self.substitute(value) for key, value in node.items()}
@@ -346,6 +366,7 @@ class MotoStack:
         loader of service models: a new loader parses S3's model again, seconds per handler run."""
         session = botocore.session.get_session()
         session.register_component("data_loader", self._loader)
+        self.athena.serve(session)
         return boto3.Session(botocore_session=session)
 
     def enforce_iam(self, enforced: bool) -> None:
@@ -427,10 +448,12 @@ def _key_arn(key: str | None) -> str | None:
 
 
 class KeyLookup:
-    """Which customer managed KMS key a bucket, topic or secret of the stack uses (asked of moto once each)."""
+    """Which customer managed KMS key a bucket, topic or secret of the stack uses, where a Glue table keeps its
+    files and where a workgroup writes its results (asked of moto once each)."""
 
-    def __init__(self, client: Callable[[str], Any]):
+    def __init__(self, client: Callable[[str], Any], results_locations: dict[str, str] | None = None):
         self._client = client
+        self.results_locations = results_locations if results_locations is not None else {}
         self._cache: dict[tuple[str, str], Any] = {}
 
     def _once(self, kind: str, name: str, ask: Callable[[], Any]) -> Any:
@@ -455,6 +478,10 @@ class KeyLookup:
     def topic(self, topic_arn: str) -> str | None:
         return self._once("topic", topic_arn, lambda: _key_arn(
             self._client("sns").get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("KmsMasterKeyId")))
+
+    def glue_table(self, database: str, table: str) -> dict[str, Any]:
+        return self._once("glue table", f"{database}.{table}", lambda: self._client("glue").get_table(
+            DatabaseName=database, Name=table)["Table"])
 
     def secret(self, secret_id: str) -> tuple[str, str | None]:
         """The secret's ARN and key."""
@@ -519,6 +546,103 @@ def _get_secret(call: Call, keys: KeyLookup) -> list[Request]:
     return found
 
 
+def _glue_arns(database: str, table: str | None = None) -> list[str]:
+    """A Glue call on a table is authorized on the table and its ancestors: the catalog and the database."""
+    base = f"arn:{PARTITION}:glue:{REGION}:{ACCOUNT}"
+    return [f"{base}:catalog", f"{base}:database/{database}"] + ([f"{base}:table/{database}/{table}"] if table else [])
+
+
+def _glue_on_table(action: str):
+    def requests_of_call(call: Call, keys: KeyLookup) -> list[Request]:
+        return [Request(action, arn) for arn in _glue_arns(call.params["DatabaseName"], call.params["TableName"])]
+    return requests_of_call
+
+
+def _workgroup_arn(workgroup: str) -> str:
+    return f"arn:{PARTITION}:athena:{REGION}:{ACCOUNT}:workgroup/{workgroup}"
+
+
+def _s3_location(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _start_query(call: Call, keys: KeyLookup) -> list[Request]:
+    found = [Request("athena:StartQueryExecution", _workgroup_arn(call.params["WorkGroup"]))]
+    if call.error_code is None:
+        found += _query_on_behalf(call.params["QueryString"], call.params["QueryExecutionContext"]["Database"],
+                                  keys.results_locations[call.params["WorkGroup"]], call.response["QueryExecutionId"],
+                                  keys)
+    return found
+
+
+def _query_on_behalf(sql: str, database: str, results: str, query_id: str, keys: KeyLookup) -> list[Request]:
+    """What Athena asks with the caller's permissions to run an `INSERT INTO ... SELECT` (no API call shows it):
+    the Glue tables it reads and writes (and their ancestors), the partition it registers, the files it reads
+    (those a `"$path" IN (...)` names, else every file of the partition it lists), the files it writes into the partition the WHERE
+    names, the buckets it locates, the result manifest it writes; KMS for an SSE-KMS bucket."""
+    statement = sqlglot.parse_one(sql, read="athena")
+    if not isinstance(statement, exp.Insert):
+        raise NotModelled(f"Athena's on-behalf requests are modelled for INSERT INTO ... SELECT only: {sql[:80]}")
+    written = statement.this.find(exp.Table).name
+    read = sorted({table.name for table in statement.expression.find_all(exp.Table)})
+    equal_to = {column.name: literal.this for eq in statement.expression.find_all(exp.EQ)
+                for column, literal in [(eq.this, eq.expression)]
+                if isinstance(column, exp.Column) and isinstance(literal, exp.Literal) and literal.is_string}
+    found = [Request("glue:GetDatabase", arn) for arn in _glue_arns(database)]
+    found += [Request("glue:GetTable", arn) for table in [written, *read] for arn in _glue_arns(database, table)]
+    found += [Request(action, arn) for action in ("glue:GetPartition", "glue:BatchCreatePartition")
+              for arn in _glue_arns(database, written)]
+    aliases = {table.alias_or_name: table.name for table in statement.expression.find_all(exp.Table)}
+    paths: dict[str, list[str]] = {}  # table -> the files a "$path" IN (...) restricts it to
+    for node in statement.expression.find_all(exp.In):
+        if isinstance(node.this, exp.Column) and node.this.name == "$path":
+            table = aliases.get(node.this.table) or (read[0] if len(read) == 1 else None)
+            if table is None:
+                raise NotModelled(f'a "$path" list of no single table in {sql[:80]}')
+            paths.setdefault(table, []).extend(literal.this for literal in node.expressions)
+    buckets = set()
+    for table in read:  # Athena lists the partition the WHERE names and opens its files, or those "$path" names
+        location = keys.glue_table(database, table)
+        uri = location.get("Parameters", {}).get("storage.location.template") or \
+            location["StorageDescriptor"]["Location"]
+        for name, value in equal_to.items():  # a projected table's partition, from the WHERE
+            uri = uri.replace("${%s}" % name, value)
+        if "${" in uri:
+            raise NotModelled(f"the partition of {table} the query reads is not named by an equality: {uri}")
+        bucket, prefix = _s3_location(uri)
+        buckets.add(bucket)
+        found.append(Request("s3:ListBucket", f"arn:{PARTITION}:s3:::{bucket}", {"s3:prefix": prefix}))
+        for path in paths.get(table) or [f"s3://{bucket}/{prefix}*"]:  # "*": every file listed there
+            bucket, key = _s3_location(path)
+            buckets.add(bucket)
+            found += [Request("s3:GetObject", f"arn:{PARTITION}:s3:::{bucket}/{key}"),
+                      *_s3_kms(keys, bucket, key, "kms:Decrypt")]
+    target = keys.glue_table(database, written)
+    keys_named = [column["Name"] for column in target.get("PartitionKeys", [])]
+    if not set(keys_named) <= set(equal_to):
+        raise NotModelled(f"the partition of {written} the query writes is not named by equalities on {keys_named}")
+    partition = "".join(f"{name}={equal_to[name]}/" for name in keys_named)
+    bucket, prefix = _s3_location(target["StorageDescriptor"]["Location"])
+    buckets.add(bucket)
+    data_file = f"{prefix}{partition}{query_id}_bucket-00000"  # Athena's name for a bucketed file; any name here
+    found += [Request("s3:PutObject", f"arn:{PARTITION}:s3:::{bucket}/{data_file}"),
+              *_s3_kms(keys, bucket, data_file, "kms:GenerateDataKey")]
+    results_bucket, results_prefix = _s3_location(results)
+    buckets.add(results_bucket)
+    manifest = f"{results_prefix}tables/{query_id}-manifest.csv"  # the files an INSERT wrote, listed by Athena
+    found += [Request("s3:PutObject", f"arn:{PARTITION}:s3:::{results_bucket}/{manifest}"),
+              *_s3_kms(keys, results_bucket, manifest, "kms:GenerateDataKey")]
+    found += [Request("s3:GetBucketLocation", f"arn:{PARTITION}:s3:::{name}") for name in sorted(buckets)]
+    return found
+
+
+def _get_query(call: Call, keys: KeyLookup) -> list[Request]:
+    if call.response is None:
+        raise NotModelled(f"{call}: a failed GetQueryExecution does not say its workgroup")
+    return [Request("athena:GetQueryExecution", _workgroup_arn(call.response["QueryExecution"]["WorkGroup"]))]
+
+
 # (IAM service prefix, operation) -> the IAM requests AWS authorizes for one call.
 REQUESTS: dict[tuple[str, str], Callable[[Call, KeyLookup], list[Request]]] = {
     ("s3", "PutObject"): lambda call, keys: _object(call, keys, "s3:PutObject"),
@@ -531,6 +655,9 @@ REQUESTS: dict[tuple[str, str], Callable[[Call, KeyLookup], list[Request]]] = {
     ("sns", "Publish"): _publish,
     ("sns", "PublishBatch"): _publish,
     ("secretsmanager", "GetSecretValue"): _get_secret,
+    ("athena", "StartQueryExecution"): _start_query,
+    ("athena", "GetQueryExecution"): _get_query,
+    ("glue", "GetPartitions"): _glue_on_table("glue:GetPartitions"),
 }
 
 

@@ -1,12 +1,13 @@
 """Checks that what the collector and the differ write is what Athena's tables declare.
 
-Athena reads the bucket through the Glue tables of `template.yaml` with the OpenX
-JSON SerDe, which forgives too much to be left unchecked:
+Athena reads the bucket through the Glue tables of `template.yaml` with the Hive JSON
+SerDe (`org.apache.hive.hcatalog.data.JsonSerDe`; the OpenX SerDe before), and both forgive
+too much to be left unchecked:
 
 * a key that is not a declared column (or struct field) is silently dropped;
-* a boolean column reads every value other than `true` as false ("yes" -> false);
-* a string where an array is declared becomes a one-element array;
-* an empty or non-object line becomes a row of NULLs.
+* a boolean column may read a value other than `true`/`false` as false or NULL;
+* a string where an array is declared may become a one-element array (OpenX);
+* an empty or non-object line becomes a row of NULLs (OpenX).
 
 So the guard takes the column types DECLARED IN THE TEMPLATE (Hive type strings,
 nested `struct<...>`/`array<...>` included), and checks every row strictly against
@@ -17,10 +18,9 @@ anywhere. Given the logical types of `schema.TABLES` as well, it also checks tha
 and `json` columns hold valid JSON text.
 
 One relaxation, per the SerDe: the differ's `changes[].before`/`after` are declared
-string but may hold any JSON scalar (the value as it was: true, 12, "14.5"). Both
-OpenX implementations Athena uses read a JSON scalar into a string column as its
-text (rcongiu's `JsonStringJavaObjectInspector` calls `toString()`; Trino's
-`OpenXJsonDeserializer` renders the canonical JSON text), so scalars are accepted
+string but may hold any JSON scalar (the value as it was: true, 12, "14.5"). Trino's Hive
+JSON deserializer reads a JSON scalar into a varchar column as its text (`parser.getText()`
+for any scalar token; so did both OpenX implementations), so scalars are accepted
 there. Objects and arrays are not: the two implementations render them differently,
 and DuckDB differently again; the writer must stringify them.
 
@@ -44,7 +44,7 @@ from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
 from kandji_snapshots.snapshots.timeutil import partition_date
 
 GLUE_TABLE = "AWS::Glue::Table"
-OPENX_SERDE = "org.openx.data.jsonserde.JsonSerDe"
+HIVE_JSON_SERDE = "org.apache.hive.hcatalog.data.JsonSerDe"
 PARTITION_KEY = "dt"
 
 # Hive scalar types the guard understands, and the integer range of each.
@@ -153,8 +153,8 @@ def glue_tables(template: Mapping[str, Any]) -> dict[str, GlueTable]:
     """Every AWS::Glue::Table of the template by table name, columns parsed from their Hive types."""
     tables: dict[str, GlueTable] = {}
     for logical_id, resource in template.get("Resources", {}).items():
-        if resource.get("Type") != GLUE_TABLE:
-            continue
+        if resource.get("Type") != GLUE_TABLE or resource["Properties"]["TableInput"].get("TableType") == "VIRTUAL_VIEW":
+            continue  # views hold no rows: test_athena_template checks their columns
         properties = resource.get("Properties", {})
         table_input = properties["TableInput"]
         name = table_input["Name"]
@@ -251,7 +251,8 @@ class SchemaGuard:
     def from_template(cls, template_path: str | Path) -> "SchemaGuard":
         """The template's Glue tables, plus `schema`'s logical types for the three snapshot tables."""
         declared = {name: table.columns for name, table in load_glue_tables(template_path).items()}
-        return cls(declared, logical=schema.TABLES, complete_tables=schema.TABLES)
+        logical = {**schema.TABLES, "committed_snapshots": schema.COMMITTED_SNAPSHOTS}
+        return cls(declared, logical=logical, complete_tables=logical)
 
     # -- one row ----------------------------------------------------------------------
 
@@ -383,7 +384,7 @@ class SchemaGuard:
             row = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=reject_constant)
         except ValueError as error:
             return None, [Problem(table, "", f"not valid JSON ({error})", where)]
-        problems = [Problem(table, "", f"duplicate key {key!r} (the OpenX SerDe rejects duplicate keys)", where)
+        problems = [Problem(table, "", f"duplicate key {key!r} (the JSON SerDes reject or mishandle duplicate keys)", where)
                     for key in duplicates]
         return row, problems + self.check_row(table, row, where)
 

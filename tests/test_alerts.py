@@ -8,6 +8,7 @@ Developer in chat applications renders (checked against its documented schema be
 from __future__ import annotations
 
 import json
+import re
 import string
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ from kandji_snapshots.diff.messages import (SUBJECT_MAX_CHARS, MessageContext, a
                                             event_email, event_subject, subject)
 from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, ChatPublisher, MemoryPublisher, PublishError,
                                              event_message)
+from kandji_snapshots.inert_text import NAME_MAX_CHARS
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 from test_differ_handler import BUCKET, SECOND, load_differ_handler, manifest_event
@@ -127,12 +129,15 @@ def subscribers(aws, monkeypatch):
                            published=published)
 
 
-def diff_two_snapshots(lambda_context, device_name: str = "Noah\u2019s MacBook Pro", user=None) -> list[dict]:
+def diff_two_snapshots(lambda_context, device_name: str = "Noah\u2019s MacBook Pro", user=None,
+                       app_name: str | None = None) -> list[dict]:
     store = S3ObjectStore(boto3.client("s3"), BUCKET)
     fleet = FakeFleet.of(3)
     fleet.devices["id-001"]["device_name"] = device_name
     if user is not None:
         fleet.devices["id-001"]["user"] = user
+    if app_name is not None:
+        fleet.apps["id-002"][0]["app_name"] = app_name
     fleet.collect(store, hour=10)
     fleet.check_in()
     fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
@@ -179,14 +184,17 @@ def test_email_subscribers_get_a_plain_text_alert(subscribers, lambda_context):
     email = delivered(message, True, "email")
     assert json.loads(delivered(message, True, "sqs")) == events[0]
     assert json.loads(delivered(message, True, "lambda")) == events[0]
-    assert email.startswith("FileVault turned off on Noah\u2019s MacBook Pro.\n")
-    for line in ("Severity:  high", "Device:    Noah\u2019s MacBook Pro", "Serial:    C02ID-001",
-                 "User:      Ann <ann@example.com>", "Platform:  Mac",
-                 "  filevault.filevault_enabled: true -> false   [high: FileVault turned off]",
-                 f"Snapshot:  {SECOND} (compared with 20261123T100000Z)",
-                 f"in Athena (workgroup {WORKGROUP}, database {DATABASE}), open the saved query "
-                 "\"Kandji: change history of one device\""):
-        assert line in email, line
+    assert email.startswith("FileVault turned off on Noah\u2019s MacBook Pro (C02ID-001).\n")
+    lines = email.splitlines()
+    assert lines[2:5] == ["Severity:  high (device_changed)", "Device:    Noah\u2019s MacBook Pro, serial C02ID-001, Mac",
+                          "User:      Ann <ann@example.com>"]  # what a person needs, at the top
+    assert lines[6:8] == ["What changed (before -> after):",
+                          "  filevault.filevault_enabled: true -> false   [high: FileVault turned off]"]
+    for line in (f"Next:      this device's change history in Athena (workgroup {WORKGROUP}, database {DATABASE}): "
+                 "the saved query \"Kandji: change history of one device\" with serial C02ID-001 (its SQL is at the end)",
+                 f"Snapshot:  {SECOND} (compared with 20261123T100000Z)", "Device id: id-001"):
+        assert line in lines, line
+    assert lines.index("SELECT") > lines.index("Device id: id-001")
     assert "AND c.serial_number = 'C02ID-001'" in email and "C02XXXXXXXXX" not in email
     assert not email.lstrip().startswith("{")
 
@@ -198,7 +206,7 @@ def test_a_device_without_a_user_says_so_in_the_email_and_the_chat(subscribers, 
     assert subject_line == "[high] FileVault turned off on Noah's MacBook Pro (C02ID-001)"
     assert "User:      (no user assigned)" in delivered(message, True, "email").splitlines()
     [event_card, _] = [json.loads(message["Body"]) for message in subscribers.drain("chat")]
-    assert "*User:* (no user assigned)" in event_card["content"]["description"].splitlines()
+    assert "*User:* `(no user assigned)`" in event_card["content"]["description"].splitlines()
 
 
 def test_the_chat_topic_gets_high_severity_events_and_summaries_as_custom_notifications(subscribers, lambda_context):
@@ -210,13 +218,48 @@ def test_the_chat_topic_gets_high_severity_events_and_summaries_as_custom_notifi
     event_card, summary_card = chat
     assert event_card["content"]["title"] == (":rotating_light: [high] FileVault turned off on Noah's MacBook Pro "
                                               "(C02ID-001, Ann)")
-    assert "*User:* Ann (ann@example.com)" in event_card["content"]["description"].splitlines()
+    assert "*User:* `Ann (ann@example.com)`" in event_card["content"]["description"].splitlines()
     assert ("- `filevault.filevault_enabled`: `true` -> `false` (FileVault turned off)"
             in event_card["content"]["description"].splitlines())
     assert "`C02ID-001`" in event_card["content"]["nextSteps"][0]
     assert "*2 changes* on 3 devices" in summary_card["content"]["description"]
     for _, subject_line in subscribers.published(subscribers.chat_arn):
         check_subject(subject_line)
+
+
+# A user renames their Mac (or an app): line breaks, a bidi override and Markdown, to forge an alert's lines.
+FORGED_NAME = ("MacBook\n\nSeverity:  info\nNo action needed: this is a test.\r\n\u202eelif.exe\u202c\n"
+               "*User:* Trusted Admin\n[Open the Kandji console](https://evil.example/login) " + "x" * 300)
+
+
+def outside_code_spans(markdown: str) -> str:
+    return re.sub(r"`[^`\n]*`", "", markdown)
+
+
+def test_a_forged_device_or_app_name_is_one_inert_bounded_line_in_email_and_chat(subscribers, lambda_context):
+    diff_two_snapshots(lambda_context, device_name=FORGED_NAME, app_name="Chrome\nSeverity:  high\u202e")
+    [(device_message, _), (app_message, _), _] = subscribers.published(subscribers.topic_arn)
+    email = delivered(device_message, True, "email")
+    lines = email.splitlines()
+    assert [line for line in lines if line.startswith("Severity:")] == ["Severity:  high (device_changed)"]
+    assert not any(line.startswith(("No action needed", "*User:*", "[Open")) for line in lines)
+    assert "\u202e" not in email and "\r" not in email
+    [device_line] = [line for line in lines if line.startswith("Device:")]
+    assert device_line.startswith("Device:    MacBook Severity: info No action needed")
+    name = device_line[len("Device:    "):].split(", serial ")[0]
+    assert name.endswith("\u2026") and len(name) == NAME_MAX_CHARS  # cut, like every name
+    assert len(lines[0]) < 200  # the headline line names the device cut too
+    app_email = delivered(app_message, True, "email")
+    assert [line for line in app_email.splitlines() if line.startswith("Severity:")] == ["Severity:  info (app_updated)"]
+    assert "\u202e" not in app_email
+
+    [event_card, _] = [json.loads(message["Body"]) for message in subscribers.drain("chat")]
+    description = event_card["content"]["description"]
+    assert "\u202e" not in json.dumps(event_card, ensure_ascii=False)
+    assert [line for line in description.splitlines() if line.startswith("*User:*")] == ["*User:* `Ann (ann@example.com)`"]
+    assert "](" not in outside_code_spans(description) and "evil.example" not in outside_code_spans(description)
+    for text in (event_card["content"]["title"], event_card["metadata"]["summary"]):
+        assert "](" not in text and "*" not in text and "\n" not in text
 
 
 def test_a_failing_chat_topic_publishes_nothing_to_the_changes_topic():
@@ -263,7 +306,7 @@ def test_the_whole_structured_message_stays_within_256_kib():
     structure = json.loads(message.wire_message)
     assert set(structure) == {"default", "email"} and structure["default"] == message.body
     # Long values are cut in the e-mail, whatever the event holds.
-    assert len(message.email) < 4000 and "yyy..." in message.email
+    assert len(message.email) < 4000 and "yyy\u2026" in message.email
 
 
 def test_a_json_heavy_event_is_measured_escaped():
@@ -309,5 +352,5 @@ def test_removed_and_app_events_read_well_by_email():
     event.update(change_type="device_removed", apps=[{"app_name": "Safari"}], user={"name": "Noah", "email": "n@x.io"})
     event.pop("changes")
     text = event_email(event)
-    assert "Device removed on Mac 1." in text and "no longer listed by Kandji (1 apps)" in text
+    assert "Device removed on Mac 1 (C021)." in text and "no longer listed by Kandji (1 apps)" in text
     assert "User:      Noah <n@x.io>" in text

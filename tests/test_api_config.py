@@ -15,6 +15,7 @@ from kandji_snapshots.errors import ConfigurationError
     ("https://acme.api.iru.com", "https://acme.api.iru.com/api/v1/"),
     ("https://acme.api.eu.iru.com/api/v1/", "https://acme.api.eu.iru.com/api/v1/"),
     ("https://acme.clients.us-1.kandji.io", "https://acme.clients.us-1.kandji.io/api/v1/"),
+    ("https://acme.clients.eu.kandji.io/api/v1/", "https://acme.clients.eu.kandji.io/api/v1/"),  # its EU twin
 ])
 def test_accepted_url_forms(url, root):
     assert validate_api_url(url).api_root == root

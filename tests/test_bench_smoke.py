@@ -21,6 +21,8 @@ SMALL_RUNS = [
     (["posture_freshness.py", "--devices", "120", "--runs", "2", "--flips", "2"], "never over budget    yes"),
     (["differ_stream.py", "--devices", "200"], "events found / expected   4 / 4"),
     (["prism_paging.py", "--devices", "60", "--page-rows", "25"], "\n       25 "),  # the measured row, not the header
+    (["history_layout.py", "--devices", "200", "--hours", "2", "--sample", "40"], "every goal met"),
+    (["posture_carry.py", "--devices", "40", "--repeat", "1"], "carried: {'application_firewall': "),
 ]
 
 

@@ -5,16 +5,15 @@ DeleteObjects answers 200 even when it deleted nothing: the refusals come back p
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
+from dataclasses import replace
 
 import boto3
 import pytest
 
 from aws_helpers import BUCKET
 from kandji_snapshots.collect import runtime as collector_runtime
-from kandji_snapshots.collect.collector import CollectorSettings
 from kandji_snapshots.errors import SnapshotWriteError
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 from simulator import Fleet
@@ -55,7 +54,9 @@ def test_a_clean_delete_logs_nothing(caplog):
 
 def test_a_failed_runs_parts_that_cannot_be_deleted_are_named_in_the_log(pipeline, monkeypatch, caplog):
     run = pipeline(Fleet.generate(60, seed=31))
-    monkeypatch.setattr(collector_runtime, "CollectorSettings", functools.partial(CollectorSettings, rows_per_part=25))
+    build = collector_runtime.build_collector
+    monkeypatch.setattr(collector_runtime, "build_collector", lambda credentials, store, settings, **wiring: build(
+        credentials, store, replace(settings, rows_per_part=25), **wiring))
     # The manifest cannot be written (the run fails), and the devices parts already written cannot be deleted.
     policy = {"Version": "2012-10-17", "Statement": [
         {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",

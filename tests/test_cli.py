@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
@@ -398,7 +399,7 @@ def test_diff_errors_are_one_line_each(two_snapshots, capsys, tmp_path):
     code, _, err = run(capsys, "diff", str(folder), "--from", "yesterday")
     assert code == 2 and "is not a snapshot id" in err
     code, _, err = run(capsys, "diff", str(tmp_path / "nowhere"))
-    assert code == 1 and "is not a folder" in err and "Traceback" not in err
+    assert code == 2 and "is not a folder" in err and "Traceback" not in err  # the command line is wrong: 2
 
 
 def _copy_with_api_host(folder: Path, target: Path, api_host: str | None) -> Path:
@@ -459,3 +460,115 @@ def test_python_dash_m_entry_point(simulator):
     usage = subprocess.run([sys.executable, "-m", "kandji_snapshots"], env=env, capture_output=True, text=True,
                            timeout=60)
     assert usage.returncode == 2 and "check" in usage.stderr and "collect" in usage.stderr
+
+
+# --- values from the fleet and from the command line, printed safely (issue 19.10, 19.11) -----------------
+
+# A user renames their Mac: clear the screen, an OSC 8 link, a C1 CSI, a bidi override, a bell.
+ESCAPING_NAME = ("Mac\x1b[2J\x1b[H\x1b]8;;https://evil.example/\x07click me\x1b]8;;\x07\x9b31m\u202eexe.txt\x07"
+                 + "y" * 40)
+TERMINAL_ACTIVE = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+@pytest.fixture
+def renamed_fleet_folder(tmp_path):
+    from differ_fixtures import FakeFleet
+    from kandji_snapshots.snapshots.storage import LocalObjectStore
+
+    store = LocalObjectStore(tmp_path)
+    fleet = FakeFleet.of(2)
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)  # the latest_* views read the last three days
+    fleet.collect(store, hour=10, on=yesterday)
+    fleet.devices["id-001"]["device_name"] = ESCAPING_NAME
+    fleet.apps["id-000"][0]["app_name"] = "App\x1b]8;;https://evil.example/\x07"
+    fleet.apps["id-000"][0]["version"] = "121.0"
+    fleet.collect(store, hour=11, on=yesterday)
+    return tmp_path
+
+
+def test_diff_prints_no_terminal_escape_from_a_device_or_app_name(renamed_fleet_folder, capsys):
+    code, out, err = run(capsys, "diff", str(renamed_fleet_folder))
+    assert code == 0, err
+    assert not any(char in out + err for char in TERMINAL_ACTIVE), repr(out)
+    assert "device_name" in out and "Mac [2J [H ]8;;https://" in out  # shown, inert
+    code, out, err = run(capsys, "diff", str(renamed_fleet_folder), "--json")
+    assert code == 0, err
+    assert not any(char in out for char in TERMINAL_ACTIVE), repr(out)
+    events = [json.loads(line) for line in out.splitlines()]  # still JSON: the escapes are JSON's own
+    assert any(change.get("after") == ESCAPING_NAME for event in events for change in event.get("changes") or [])
+
+
+def test_query_prints_no_terminal_escape_from_a_device_name(renamed_fleet_folder, capsys):
+    pytest.importorskip("duckdb")
+    code, out, err = run(capsys, "query", str(renamed_fleet_folder), "--query", "latest_inventory")
+    assert code == 0, err
+    assert not any(char in out + err for char in TERMINAL_ACTIVE), repr(out)
+    assert "Mac [2J [H" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "--url", "https://acme.api.kandji.io", "--api-token", TOKEN],
+    ["check", "--url", "https://acme.api.kandji.io", f"--api-token={TOKEN}"],
+    ["check", "--url", "https://acme.api.kandji.io", TOKEN],  # pasted alone
+    ["collect", "--url", "https://acme.api.kandji.io", "--output", "x", TOKEN, "--secret", TOKEN],
+    ["check", "--apps-source", TOKEN],  # a value argparse quotes back
+])
+def test_a_token_typed_where_argparse_does_not_expect_it_is_never_echoed(capsys, argv):
+    code, out, err = run(capsys, *argv)  # run() fails if the token is in the output
+    assert code == 2 and err.startswith("error: ") and "--help" in err, err
+    if "--api-token" in " ".join(argv):
+        assert "unrecognized option --api-token" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--param", "bundle_ic=com.google.Chrome", "--query", "app_version_spread"], "takes no parameter 'bundle_ic'"),
+    (["--param", "bundle_id", "--query", "app_version_spread"], "is not NAME=VALUE"),
+    (["--param", "nonsense=1"], "any query takes no parameter 'nonsense'"),
+    (["--query", "filevault_off", "--param", "bundle_id=x"], "--query filevault_off takes no parameter 'bundle_id'"),
+    (["--query", "device_change_history"], "needs --param serial_number=VALUE"),
+    (["--query", "app_version_spread"], "needs --param bundle_id=VALUE"),
+    (["--query", "not_checked_in", "--param", "days=two weeks"], "a whole number of days"),
+])
+def test_query_refuses_parameters_it_would_ignore_or_need(renamed_fleet_folder, capsys, argv, message):
+    pytest.importorskip("duckdb")
+    code, out, err = run(capsys, "query", str(renamed_fleet_folder), *argv)
+    assert code == 2 and message in err and out == "", err
+
+
+def test_query_help_lists_each_querys_parameters(capsys):
+    code, out, _ = run(capsys, "query", "--help")
+    assert code == 0
+    assert "app_version_spread" in out and "--param bundle_id=...  (required; for example bundle_id=com.google.Chrome)" in out
+    assert "--param serial_number=...  (required" in out and "--param days=...  (default 14" in out
+
+
+def test_query_without_a_query_skips_those_needing_a_parameter(renamed_fleet_folder, capsys):
+    pytest.importorskip("duckdb")
+    code, out, err = run(capsys, "query", str(renamed_fleet_folder))
+    assert code == 0, err
+    assert "== Kandji: change history of one device: not run, it needs --param serial_number=..." in out
+    assert "C02XXXXXXXXX]" not in out  # never answered for the example
+
+
+def test_a_damaged_file_is_one_readable_line_not_a_duckdb_exception(renamed_fleet_folder, capsys):
+    pytest.importorskip("duckdb")
+    [part] = list((renamed_fleet_folder / "snapshots" / "devices").glob("dt=*/*T110000Z*.json.gz"))  # the latest
+    part.write_bytes(b"not gzip at all")
+    code, out, err = run(capsys, "query", str(renamed_fleet_folder), "--query", "latest_inventory")
+    assert code == 1 and err.startswith(f"error: {renamed_fleet_folder}: DuckDB could not answer: ")
+    assert err.count("\n") == 1 and "Traceback" not in err and "Exception:" not in err.split("answer:")[0]
+
+
+def test_a_legacy_eu_tenant_url_is_accepted(capsys, monkeypatch, tmp_path):
+    """`https://<tenant>.clients.eu.kandji.io`, the EU twin of .clients.us-1.kandji.io: `check` gets past the URL
+    to the token (here: none given, a usage error), where before it refused the host."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = run(capsys, "check", "--url", "https://acme.clients.eu.kandji.io/api/v1/")
+    assert code == 2 and "No API token" in err and "not a Kandji tenant API host" not in err
+    token_file = tmp_path / "token"
+    token_file.write_text(json.dumps({"api_url": "https://acme.clients.eu.kandji.io", "api_token": TOKEN}))
+    from kandji_snapshots.cli.credentials import resolve_credentials
+    from kandji_snapshots.cli.console import Console
+    args = cli.build_parser().parse_args(["check", "--token-file", str(token_file)])
+    credentials, _ = resolve_credentials(args, Console(), {})
+    assert credentials.endpoint.api_root == "https://acme.clients.eu.kandji.io/api/v1/"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from kandji_fakes import FakeClock
 from kandji_snapshots.collect.runtime import WRITE_MARGIN_SECONDS, build_collector
 from kandji_snapshots.kandji.config import parse_secret
-from kandji_snapshots.settings import CollectorOptions
+from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from simulator import Fleet, KandjiSimulator
 
@@ -15,7 +15,7 @@ TOKEN = "kst-wiring-0b9c8d7e6f"
 
 def test_the_options_and_the_clock_reach_the_run():
     clock = FakeClock()
-    options = CollectorOptions(requests_per_second=1000, max_workers=2, request_budget=9, hourly_reserve=0)
+    options = CollectorSettings(requests_per_second=1000, max_workers=2, request_budget=9, hourly_reserve=0)
     with KandjiSimulator(Fleet.generate(10, seed=2, apps_per_device=(0, 1)), token=TOKEN) as sim:
         credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
         run = build_collector(credentials, MemoryObjectStore(), options, clock=clock)

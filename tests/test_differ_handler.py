@@ -6,6 +6,7 @@ import copy
 import gzip
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,11 +15,10 @@ import pytest
 
 from aws_helpers import drain_queue, subscribe_queue
 from conftest import FakeLambdaContext
-from differ_fixtures import FakeFleet
-from kandji_snapshots.diff.progress import TransitionClaims
+from differ_fixtures import FakeFleet, Run
+from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
-from kandji_snapshots.errors import ConfigurationError, DeadlineExceeded
-from kandji_snapshots.snapshots.catalog import previous_snapshot_id
+from kandji_snapshots.errors import ConfigurationError, DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 
@@ -127,7 +127,7 @@ def test_url_encoded_manifest_keys_are_understood():
 def test_environment_is_read_and_checked():
     env = DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b", "CHANGES_TOPIC_ARN": "arn:t",
                                       "DIFF_IGNORE_FIELDS": " users.* , extra,,"})
-    assert (env.bucket, env.topic_arn, env.max_events_per_run, env.ignore_fields) == (
+    assert (env.bucket, env.topic_arn, env.settings.max_events_per_run, env.settings.ignore_fields) == (
         "b", "arn:t", 500, ("users.*", "extra"))
     with pytest.raises(ConfigurationError, match="CHANGES_TOPIC_ARN is not set"):
         DifferEnvironment.from_env({"SNAPSHOT_BUCKET": "b"})
@@ -224,22 +224,29 @@ def test_a_run_that_commits_after_a_newer_one_was_diffed_publishes_nothing_twice
     assert len(ids) == len(set(ids)) == 3  # two changes and B's summary
 
 
-def test_a_retry_chooses_afresh_until_events_were_computed_then_keeps_its_previous(deployed, lambda_context):
-    """B's differ claimed 09:00 while A was still writing. Whether its retry may move on to A depends on
-    whether events were computed (and maybe published) against 09:00."""
+def test_a_stale_claim_loses_no_change(deployed, lambda_context, monkeypatch):
+    """Issue 19.5. B's differ claimed 09:00 while A was still writing, then failed before comparing (S3 said
+    500). A commits; its differ finds 09:00 held by B and publishes nothing, counting on B. B's retry must
+    then cover A's changes (FileVault turned off): it keeps its claim instead of moving on to A."""
     s3 = boto3.client("s3")
-    store = S3ObjectStore(s3, BUCKET)
-    base, a, b = overlapping_runs(store)
+    base, a, b = overlapping_runs(S3ObjectStore(s3, BUCKET))
     a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
     s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))
     handler = load_differ_handler()
-    # Claimed, then died before comparing: nothing computed, so the retry moves on to A and releases 09:00.
-    assert TransitionClaims(store, b).claim(lambda: previous_snapshot_id(store, b),
-                                            keep_choice=False).previous_snapshot_id == base
-    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)
-    assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == a
-    assert handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)["previous_snapshot_id"] == base
-    assert published_changes(deployed()) == [("app_updated", "id-002", a), ("device_changed", "id-001", base)]
+    reading = S3ObjectStore.open
+
+    def s3_down_for_tables(self, key):
+        if key.startswith("snapshots/devices/"):
+            raise RuntimeError("simulated S3 500 on GetObject")
+        return reading(self, key)
+    monkeypatch.setattr(S3ObjectStore, "open", s3_down_for_tables)
+    with pytest.raises(RuntimeError):
+        handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)
+    monkeypatch.setattr(S3ObjectStore, "open", reading)
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)  # A commits
+    assert handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)["superseded_by"] == b
+    assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == base
+    assert published_changes(deployed()) == [("app_updated", "id-002", base), ("device_changed", "id-001", base)]
 
 
 def test_a_retry_keeps_the_previous_it_computed_events_against(deployed, lambda_context):
@@ -300,3 +307,89 @@ def test_a_comparison_cut_short_by_the_deadline_goes_on_where_it_stopped(deploye
     changes = [json.loads(line) for line in gzip.decompress(store.get(changes_key(SECOND))).splitlines()]
     assert [event["device_id"] for event in changes] == [f"id-{n:03d}" for n in range(200)]
     assert [key for key in store.list_keys(f"changes/_published/{SECOND}/") if "comparison" in key] == []
+
+
+def follow_the_advice(error: Exception) -> str:
+    """The first key the error says to delete (s3://bucket/key or a bare key), deleted as a person would."""
+    match = re.search(r"delete (s3://[^/\s]+/)?((?:snapshots|changes)/\S+?)[,.]?(?:\s|$)", str(error))
+    assert match, f"no remedy to follow in: {error}"
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=match.group(2))
+    return match.group(2)
+
+
+def test_following_the_advice_for_a_lost_part_sends_no_change_twice(deployed, lambda_context):
+    """Issue 19.6. B (FileVault off on id-001) was diffed and published; then a part of B is lost, so C
+    cannot be diffed. Doing what the errors say must not publish B's high alert a second time."""
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(3)
+    a = fleet.collect(store, hour=9).snapshot_id
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
+    b = fleet.collect(store, hour=10)
+    fleet.apps["id-002"][0]["version"] = "121.0"
+    c = fleet.collect(store, hour=11).snapshot_id
+    handler = load_differ_handler()
+    handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)
+    handler.lambda_handler(manifest_event(manifest_key(b.snapshot_id)), lambda_context)
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=b.table_keys("device_apps")[0])  # lost by a lifecycle rule
+
+    deleted = []
+    for _ in range(4):
+        try:
+            result = handler.lambda_handler(manifest_event(manifest_key(c)), lambda_context)
+            break
+        except KandjiSnapshotsError as error:
+            deleted.append(follow_the_advice(error))
+    else:
+        pytest.fail(f"still failing after deleting {deleted}")
+    bodies = [json.loads(message["Body"]) for message in deployed()]
+    filevault_off = [body for body in bodies
+                     if body["change_type"] == "device_changed" and body["device_id"] == "id-001"]
+    assert len(filevault_off) == 1 and filevault_off[0]["severity"] == "high"  # B's, sent once
+    assert deleted == [manifest_key(b.snapshot_id)] and result["previous_snapshot_id"] == a
+    assert [(body["change_type"], body["device_id"]) for body in bodies if body["snapshot_id"] == c
+            and body["change_type"] != "snapshot_summary"] == [("app_updated", "id-002")]
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "part_missing", "part_cut_short"])
+def test_an_unreadable_checkpoint_is_discarded_and_the_comparison_starts_over(deployed, monkeypatch, damage, caplog,
+                                                                              capsys):
+    """Issue 19.7. A checkpoint cut short, or listing a part that is gone or cut short, fails no retry: it
+    is deleted with a warning that names it, and the comparison starts over (nothing was published from it)."""
+    monkeypatch.setenv("MAX_EVENTS_PER_RUN", "1000")
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(100)
+    fleet.collect(store, hour=10)
+    for item in fleet.devices.values():
+        item["agent_version"] = "4.6.0"
+    fleet.collect(store, hour=11)
+    handler = load_differ_handler()
+    with pytest.raises(DeadlineExceeded, match="stopped comparing"):
+        handler.lambda_handler(manifest_event(manifest_key(SECOND)), SteppingContext(remaining_ms=34_000))
+    checkpoint_key = f"changes/_published/{SECOND}/comparison.json"
+    [part] = json.loads(store.get(checkpoint_key))["parts"]
+    if damage == "cut_short":
+        store.put(checkpoint_key, store.get(checkpoint_key)[:30])
+    elif damage == "part_missing":
+        store.delete([part])
+    else:
+        store.put(part, store.get(part)[:40])
+
+    result = handler.lambda_handler(manifest_event(manifest_key(SECOND)), FakeLambdaContext())
+    assert result["events"] == 100
+    bodies = [json.loads(message["Body"]) for message in deployed()]
+    assert sorted(body.get("device_id", "~") for body in bodies) == [f"id-{n:03d}" for n in range(100)] + ["~"]
+    # The handler's JSON log line (stdout), or the record when the package's loggers propagate
+    logged = capsys.readouterr().out + caplog.text
+    assert f"the differ's checkpoint s3://{BUCKET}/{checkpoint_key} cannot be read" in logged
+    assert "starts over" in logged
+    assert [key for key in store.list_keys(f"changes/_published/{SECOND}/") if "comparison" in key] == []
+
+
+def test_a_run_whose_done_marker_was_lost_keeps_its_completed_claim():
+    """The claim on the previous snapshot is completed once the diff is published; a later attempt of the
+    same snapshot (its done marker lost) finds its own completed claim, not someone else's."""
+    run = Run(lambda fleet: fleet.details["id-001"]["filevault"].update(filevault_enabled=False)).run()
+    run.store.delete([f"changes/_published/{SECOND}/done.json"])
+    again = SnapshotDiffer(run.store, run.publisher).run(SECOND)
+    assert again.previous_snapshot_id == FIRST and again.published_events == 0
+    assert [event["device_id"] for event in run.events] == ["id-001"]  # the change went out once

@@ -1,4 +1,4 @@
-"""change_rules' tables, and the raw-row shortcuts the differ takes on top of them."""
+"""diff/rules.py's tables, and the raw-row shortcuts the differ takes on top of them."""
 
 from __future__ import annotations
 

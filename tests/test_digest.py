@@ -219,3 +219,59 @@ def test_the_request_is_read_from_the_event():
     for bad in ({"force": 1}, {"force": "true"}, {"day": 20261101}, ["2026-11-01"]):
         with pytest.raises(BadDigestRequest):
             DigestRequest.from_event(bad, NOW)
+
+
+# --- issue 19.8: a digest that fits, sent once ------------------------------------------------------------
+
+def test_high_events_of_devices_with_10000_character_names_still_fit_one_digest(digest_topic, lambda_context):
+    """A user may name their Mac anything: 120 Macs with 10,000-character names turn FileVault off."""
+    store = S3ObjectStore(boto3.client("s3"), BUCKET)
+    fleet = FakeFleet.of(120)
+    for number, item in enumerate(fleet.devices.values()):
+        item["device_name"] = f"{number:03d}" + "\n*Severity: info*" + "N" * 10_000
+    fleet.collect(store, hour=10)
+    for details in fleet.details.values():
+        details["filevault"]["filevault_enabled"] = False
+    fleet.collect(store, hour=11)
+    SnapshotDiffer(store, MemoryPublisher()).run("20261123T110000Z")
+
+    result = load_handler("digest").lambda_handler({"day": DAY}, lambda_context)
+    assert result["published"] is True and result["high"] == 120
+    [digest] = [json.loads(message["Body"]) for message in digest_topic("digests")]
+    assert digest["severity_counts"]["high"] == 120 and 0 < digest["high_severity_listed"] <= 100
+    for item in digest["high_severity_events"]:
+        assert len(item["device_name"]) <= 120 and "\n" not in item["device_name"]
+    marker = json.loads(read_object(digest_marker_key(DAY), BUCKET))
+    assert marker["state"] == "sent"
+
+
+def test_two_invocations_taking_over_a_failed_day_send_one_digest(digest_topic, lambda_context, monkeypatch):
+    """Both read the `failed` marker; the second takes the day over while the first is between its read
+    and its write. Only one of them may send."""
+    handler = load_handler("digest").lambda_handler
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=BUCKET, Key=digest_marker_key(OLD_DAY),
+                  Body=json.dumps({"day": OLD_DAY, "state": "failed", "at": "2021-03-05T07:00:00.000000Z"}))
+    reads = {"marker": 0}
+    results = []
+
+    def second_invocation_meanwhile():
+        reads["marker"] += 1
+        if reads["marker"] == 1:  # the first invocation just read the failed marker
+            results.append(handler({"day": OLD_DAY}, lambda_context))
+
+    for name in ("open", "get_versioned"):  # how the marker is read, before and after conditional takeovers
+        original = getattr(S3ObjectStore, name, None)
+        if original is None:
+            continue
+
+        def reading(self, key, _original=original):
+            answer = _original(self, key)
+            if key == digest_marker_key(OLD_DAY):
+                second_invocation_meanwhile()
+            return answer
+        monkeypatch.setattr(S3ObjectStore, name, reading)
+    results.append(handler({"day": OLD_DAY}, lambda_context))
+    assert sorted(result["published"] for result in results) == [False, True]
+    assert len(digest_topic("digests")) == 1
+    assert json.loads(read_object(digest_marker_key(OLD_DAY), BUCKET))["state"] == "sent"

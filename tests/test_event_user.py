@@ -106,7 +106,7 @@ def test_people_read_the_user_or_plainly_that_there_is_none():
     assert "User:      Noah Ames <noah@example.com>" in event_email(event).splitlines()
     assert event_subject(event) == "[info] Zoom 6.1 installed on MacBook Pro (JF33TNMMBY, Noah Ames)"
     chat = chat_notification(event)["content"]["description"].splitlines()
-    assert "*User:* Noah Ames (noah@example.com)" in chat
+    assert "*User:* `Noah Ames (noah@example.com)`" in chat
 
     # The device's name already says whose it is: the subject does not repeat it.
     assert event_subject(dict(event, device_name="Noah's MacBook Pro")).endswith("(JF33TNMMBY)")
@@ -116,7 +116,7 @@ def test_people_read_the_user_or_plainly_that_there_is_none():
 
     nobody = dict(event, user=None)
     assert "User:      (no user assigned)" in event_email(nobody).splitlines()
-    assert "*User:* (no user assigned)" in chat_notification(nobody)["content"]["description"].splitlines()
+    assert "*User:* `(no user assigned)`" in chat_notification(nobody)["content"]["description"].splitlines()
     assert event_subject(nobody) == "[info] Zoom 6.1 installed on MacBook Pro (JF33TNMMBY)"
 
     # An event without the field (written before events had it) does not claim there is no user.

@@ -16,7 +16,6 @@ ends, read timeouts) drive `SnapshotCollector` + `KandjiClient` directly with a 
 from __future__ import annotations
 
 import copy
-import functools
 import json
 from collections import Counter
 from dataclasses import replace
@@ -36,14 +35,14 @@ from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff import runtime as differ_runtime
 from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
 from kandji_snapshots.snapshots.catalog import load_manifest
-from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
+from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.diff.differ import SnapshotIncomplete
 from kandji_snapshots.errors import (DeadlineExceeded, KandjiApiError, KandjiAuthError, KandjiSnapshotsError,
                                      RateLimitExhausted, SnapshotWriteError)
 from kandji_snapshots.kandji.client import RetryPolicy
 from kandji_snapshots.snapshots.layout import manifest_key, published_marker_prefix
 from kandji_snapshots.diff.publisher import PublishError, SnsPublisher
-from kandji_snapshots.settings import CollectorOptions
+from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 from simulator import Fleet, KandjiSimulator
 from simulator.server import MAINTENANCE_HTML
@@ -148,7 +147,7 @@ def the_manifest(result: dict) -> dict:
 def direct_collector(sim: KandjiSimulator, retry: RetryPolicy = FAST_RETRY, store=None) -> SnapshotCollector:
     """The collector built as the handler builds it, but with a short retry policy and no budget."""
     credentials = KandjiCredentials(validate_api_url(sim.api_url, allow_insecure_localhost=True), TOKEN)
-    options = CollectorOptions(requests_per_second=1000, max_workers=8, request_budget=None, hourly_reserve=0)
+    options = CollectorSettings(requests_per_second=1000, max_workers=8, request_budget=None, hourly_reserve=0)
     return build_collector(credentials, store or S3ObjectStore(boto3.client("s3"), BUCKET), options,
                            retry=retry).collector
 
@@ -558,7 +557,9 @@ def deny_put(resource: str) -> None:
 def test_an_s3_write_failure_mid_snapshot_leaves_no_manifest_and_no_parts(pipeline, monkeypatch, denied):
     run = pipeline(Fleet.generate(60, seed=29))
     # Small parts: devices and details parts are written while the apps are still being fetched.
-    monkeypatch.setattr(collector_runtime, "CollectorSettings", functools.partial(CollectorSettings, rows_per_part=25))
+    build = collector_runtime.build_collector
+    monkeypatch.setattr(collector_runtime, "build_collector", lambda credentials, store, settings, **wiring: build(
+        credentials, store, replace(settings, rows_per_part=25), **wiring))
     deny_put(f"arn:aws:s3:::{BUCKET}/{denied}*")
     with pytest.raises(SnapshotWriteError) as failure:
         run.collect()
@@ -787,7 +788,34 @@ def test_a_committed_snapshot_whose_parts_are_missing_fails_clearly_and_publishe
            f"{owner} but does not exist" in message
     assert "Nothing was published." in message and f"invoke the differ again for {second}" in message
     assert run.received() == []
-    assert all_keys(prefix="changes/") == []  # no changes file, no progress markers: a retry starts afresh
+    # No changes file, no progress markers; only the claim on the previous snapshot (and this snapshot's
+    # choice), kept for the retry: a snapshot that finds it taken counts on this one to cover its changes.
+    assert all_keys(prefix="changes/") == [f"changes/_published/{second}/previous.json",
+                                           f"changes/_transitions/{first}.json"]
+
+
+@pytest.mark.parametrize("damage", ["newer_schema", "cut_short"])
+def test_an_unreadable_latest_manifest_blocks_no_run(pipeline, damage, caplog, capsys):
+    """Issue 19.7. The latest manifest was written by a newer version, or cut short: the next collector
+    runs commit (reading from the snapshot before it) and their diffs publish, with a warning naming it."""
+    run = pipeline(Fleet.generate(12, seed=35))
+    first = run.collect()["snapshot_id"]
+    bad = run.collect()["snapshot_id"]
+    run.diff(first), run.diff(bad)  # `bad` holds the claim on `first`
+    s3 = boto3.client("s3")
+    body = s3.get_object(Bucket=BUCKET, Key=manifest_key(bad))["Body"].read()
+    damaged = body[: len(body) // 2] if damage == "cut_short" else \
+        json.dumps({**json.loads(body), "schema_version": 2}).encode()
+    s3.put_object(Bucket=BUCKET, Key=manifest_key(bad), Body=damaged)
+    run.fleet.apply_demo_changes()
+    third = run.collect()["snapshot_id"]
+    assert the_manifest({"snapshot_id": third})["previous_snapshot_id"] == first
+    assert run.collect()["snapshot_id"] > third  # and every run after it
+    run.received()  # what the earlier diffs published
+    assert run.diff(third)["previous_snapshot_id"] == first
+    assert set(change_types(run.received())) - {"snapshot_summary"}  # the demo changes, published
+    logged = capsys.readouterr().out + caplog.text  # the handlers' JSON log lines, or the records
+    assert f"snapshot {bad} is passed over: {manifest_key(bad)} is not a kandji-snapshots manifest" in logged
 
 
 # --- collector bugs that need a change in collector.py (documented here, fixed there) ------------------------

@@ -33,7 +33,8 @@ from aws_helpers import manifests
 from conftest import FakeLambdaContext, load_handler
 from iam_runtime import Call, MotoStack, Verdict, function_roles, judge, judged_requests, moto_refusals
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError, SnapshotWriteError
-from kandji_snapshots.snapshots.layout import manifest_key
+from kandji_snapshots.history.tables import HISTORY_TABLES
+from kandji_snapshots.snapshots.layout import history_partition_prefix, manifest_key
 from simulator import Fleet, KandjiSimulator
 from test_differ_handler import manifest_event
 from tests.test_template import ALLOWED_MANAGED_POLICIES
@@ -50,6 +51,14 @@ KNOWN_UNUSED = {
     ("DifferFunction", "sqs:SendMessage", "${DifferFailureQueue.Arn}"):
         "SAM's grant for the OnFailure destination: Lambda sends the failed invocation's record with the "
         "function's role; the code never calls SQS",
+    ("HistoryFunction", "s3:AbortMultipartUpload", "arn:${AWS::Partition}:s3:::${SnapshotBucket}/history/*"):
+        "Athena writes large Parquet files with multipart uploads, with the caller's rights, and aborts the ones a "
+        "failed INSERT leaves; which upload a real INSERT makes is not observable offline (docs/iam.md)",
+    ("HistoryFunction", "s3:ListMultipartUploadParts", "arn:${AWS::Partition}:s3:::${SnapshotBucket}/history/*"):
+        "Athena's multipart uploads of large Parquet files, as above",
+    ("HistoryFunction", "s3:ListBucket", "${AthenaResultsBucket.Arn}"):
+        "Athena may list the workgroup's results location with the caller's rights before writing there (its "
+        "documentation lists s3:ListBucket among a results location's permissions); not observable offline",
 }
 
 
@@ -125,7 +134,10 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     the tenant tables' and audit events' included, and its audit claim).
     Differ: the first snapshot; the second against an incomplete first (it releases its claim); the second
     cut short by the deadline (checkpoint), then finished (checkpoint deleted), publishing to both topics.
-    Digest: today's changes (read, not marked sent), and the day before's (over: claimed, then marked)."""
+    Digest: today's changes (read, not marked sent), and the day before's (over: claimed, then marked).
+    History: both snapshots copied (a file a failed copy left deleted first), then a run that finds the queries
+    it noted succeeded. Then a third snapshot whose previous lost a part: its diff fails, the remedy (that
+    snapshot's manifest deleted) is followed, and its retry releases its claim and takes over the one before."""
     fleet = Fleet.generate(DEVICES, seed=13, platforms=["Mac"])
     pipeline, s3 = Pipeline(stack, monkeypatch, fleet), boto3.client("s3")
     bucket = pipeline.bucket
@@ -161,13 +173,33 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     day_before = (date.fromisoformat(second["dt"]) - timedelta(days=1)).isoformat()
     over = pipeline.run("DigestFunction", "digest", {"day": day_before})  # a day that is over: claimed, marked
     assert over["published"] is True, over
+
+    leftover = history_partition_prefix(HISTORY_TABLES[0].name, first["snapshot_id"]) + "failed-attempt.parquet"
+    s3.put_object(Bucket=bucket, Key=leftover, Body=b"a file an earlier failed copy left")
+    copied = pipeline.run("HistoryFunction", "history", {})  # Athena (the stand-in): one INSERT per table
+    assert copied["copied"] == 2 * len(HISTORY_TABLES) and not copied["failed"], copied
+    again = pipeline.run("HistoryFunction", "history", {})  # no partition registered: the noted queries count
+    assert again["copied"] == 0 and again["already_copied"] == 2 * len(HISTORY_TABLES), again
+    assert leftover not in {item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+    # The remedy the differ's error gives for a part lost for good: delete the manifest of the snapshot that
+    # lost it. The next snapshot's retry releases its claim on it and takes over the claim that one held.
+    with pipeline.kandji():
+        fleet.check_in_all()
+        pipeline.collect()
+    third = max(manifests(bucket), key=lambda manifest: manifest["snapshot_id"])
+    s3.delete_object(Bucket=bucket, Key=second["tables"]["device_apps"]["keys"][0])
+    with pytest.raises(KandjiSnapshotsError):
+        pipeline.diff(third)
+    s3.delete_object(Bucket=bucket, Key=manifest_key(second["snapshot_id"]))
+    assert pipeline.diff(third)["previous_snapshot_id"] == first["snapshot_id"]
     return pipeline.calls
 
 
 # ---------------------------------------------------------------------------
 # The tests
 # ---------------------------------------------------------------------------
-PIPELINE_FUNCTIONS = {"CollectorFunction", "DifferFunction", "DigestFunction"}  # what run_pipeline runs
+PIPELINE_FUNCTIONS = {"CollectorFunction", "DifferFunction", "DigestFunction", "HistoryFunction"}  # what run_pipeline runs
 
 
 def test_every_function_of_the_template_is_run_under_its_role(cfn) -> None:

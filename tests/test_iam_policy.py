@@ -139,8 +139,17 @@ def test_grants_and_which_one_a_request_uses():
 class Keys:
     """A KeyLookup with fixed answers."""
 
+    results_locations = {"fleet": "s3://results-bucket/results/"}
+
     def __init__(self, bucket=(None, False), topic=None, secret_key=None):
         self._bucket, self._topic, self._secret_key = bucket, topic, secret_key
+
+    def glue_table(self, database, table):
+        if table.endswith("_history"):
+            return {"StorageDescriptor": {"Location": f"s3://snapshots-bucket/history/{table}/"},
+                    "PartitionKeys": [{"Name": "dt"}, {"Name": "snapshot_id"}]}
+        return {"StorageDescriptor": {"Location": f"s3://snapshots-bucket/snapshots/{table}/"}, "PartitionKeys": [
+            {"Name": "dt"}], "Parameters": {"storage.location.template": f"s3://snapshots-bucket/snapshots/{table}/dt=${{dt}}/"}}
 
     def bucket(self, bucket):
         return self._bucket
@@ -194,6 +203,51 @@ def test_a_secret_under_a_customer_key_needs_decrypt_through_secrets_manager():
                                   Keys(secret_key=KEY))
     assert read.resource.startswith("arn:aws:secretsmanager:") and str(decrypt) == f"kms:Decrypt on {KEY}"
     assert decrypt.context["kms:ViaService"] == "secretsmanager.us-east-1.amazonaws.com"
+
+
+def athena_insert(sql: str) -> Call:
+    return Call("athena", "StartQueryExecution", {"QueryString": sql, "WorkGroup": "fleet",
+                                                  "QueryExecutionContext": {"Database": "kandji"}},
+                response={"QueryExecutionId": "q7"})
+
+
+def test_an_athena_insert_is_authorized_in_its_workgroup_and_runs_with_the_callers_rights():
+    from kandji_snapshots.history.tables import HISTORY_TABLES, insert_sql
+
+    [devices] = [table for table in HISTORY_TABLES if table.name == "devices_history"]
+    part = "s3://snapshots-bucket/snapshots/devices/dt=2026-12-07/20261207T050449Z-00000.json.gz"
+    requests = requests_of(athena_insert(insert_sql(devices, "20261207T050449Z", [part])), Keys(bucket=(KEY, True)))
+    glue = "arn:aws:glue:us-east-1:123456789012"
+    assert {str(request) for request in requests} == {
+        "athena:StartQueryExecution on arn:aws:athena:us-east-1:123456789012:workgroup/fleet",
+        *(f"glue:GetDatabase on {arn}" for arn in (f"{glue}:catalog", f"{glue}:database/kandji")),
+        *(f"glue:GetTable on {arn}" for arn in (f"{glue}:catalog", f"{glue}:database/kandji",
+                                                f"{glue}:table/kandji/devices", f"{glue}:table/kandji/devices_history")),
+        *(f"{action} on {arn}" for action in ("glue:GetPartition", "glue:BatchCreatePartition")
+          for arn in (f"{glue}:catalog", f"{glue}:database/kandji", f"{glue}:table/kandji/devices_history")),
+        f"s3:ListBucket on {BUCKET}",  # the partition the WHERE names
+        f"s3:GetObject on {BUCKET}/snapshots/devices/dt=2026-12-07/20261207T050449Z-00000.json.gz",  # "$path" only
+        f"kms:Decrypt on {KEY}",
+        f"s3:PutObject on {BUCKET}/history/devices_history/dt=2026-12-07/snapshot_id=20261207T050449Z/q7_bucket-00000",
+        f"kms:GenerateDataKey on {KEY}",  # for the Parquet file and the manifest (Keys gives both buckets KEY)
+        "s3:PutObject on arn:aws:s3:::results-bucket/results/tables/q7-manifest.csv",
+        f"s3:GetBucketLocation on {BUCKET}", "s3:GetBucketLocation on arn:aws:s3:::results-bucket"}
+    [listing] = [request for request in requests if request.action == "s3:ListBucket"]
+    assert listing.context == {"s3:prefix": "snapshots/devices/dt=2026-12-07/"}
+
+
+def test_an_athena_read_without_a_path_list_opens_every_file_of_the_partition():
+    requests = requests_of(athena_insert(
+        "INSERT INTO devices_history SELECT t.* FROM devices t JOIN committed c ON c.snapshot_id = t.snapshot_id "
+        "WHERE t.dt = '2026-12-07' AND t.snapshot_id = '20261207T050449Z' AND t.\"$path\" IN ('s3://snapshots-bucket/snapshots/devices/p.gz')"), Keys())
+    reads = {request.resource for request in requests if request.action == "s3:GetObject"}
+    assert reads == {f"{BUCKET}/snapshots/devices/p.gz", f"{BUCKET}/snapshots/committed/dt=2026-12-07/*"}
+    assert "glue:GetTable on arn:aws:glue:us-east-1:123456789012:table/kandji/committed" in map(str, requests)
+
+
+def test_an_athena_query_other_than_an_insert_is_not_judged():
+    with pytest.raises(NotModelled, match="INSERT INTO"):
+        requests_of(athena_insert("SELECT 1"), Keys())
 
 
 def test_a_call_nobody_mapped_fails_loudly():

@@ -18,7 +18,7 @@ from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.kandji.paging import DeviceListPaginator, PrismPaginator
 from kandji_snapshots.kandji.config import parse_secret
-from kandji_snapshots.settings import CollectorOptions
+from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
@@ -71,7 +71,7 @@ def test_the_run_cost_is_what_a_collector_run_spends(page_rows, permissions):
         tenant = probe_tenant_sources(api_probe.get, api_probe.host)
         sim.stats.reset()
         run = build_collector(credentials, MemoryObjectStore(),
-                              CollectorOptions(requests_per_second=1000, request_budget=None))
+                              CollectorSettings(requests_per_second=1000, request_budget=None))
         manifest = run.collector.collect()
         spent = sim.stats.by_endpoint
         posture_spent = sum(spent[f"prism_{category}"] for category in POSTURE_CATEGORIES)

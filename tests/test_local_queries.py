@@ -1,4 +1,5 @@
-"""The DuckDB fleet queries over a local snapshot folder give the answers the simulator implies.
+"""The Athena views and saved queries, run by DuckDB (translated by sqlglot) over a local snapshot folder,
+give the answers the simulator implies.
 
 The folder is what the real pipeline leaves behind (tests/test_schema_guard.run_pipeline):
 two snapshots of a simulated fleet of every platform, mutated in between, and the
@@ -16,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from kandji_snapshots.query import fleet_queries
-from kandji_snapshots.query import local_duckdb as local_query
+from kandji_snapshots.query import athena_sql
+from kandji_snapshots.query import local_duckdb
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import parse_timestamp
 from simulator import Fleet, KandjiSimulator
@@ -33,11 +34,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
 
 @pytest.fixture(scope="module")
 def con(pipeline: Pipeline) -> Any:
-    return local_query.connect(pipeline.root)
+    return local_duckdb.connect(pipeline.root)
 
 
 def run(con: Any, name: str, **parameters: Any) -> list[dict[str, Any]]:
-    return local_query.run_query(con, name, **parameters)
+    return local_duckdb.run_query(con, name, **parameters)
 
 
 def macs(fleet: Fleet) -> list[str]:
@@ -47,13 +48,46 @@ def macs(fleet: Fleet) -> list[str]:
 # ---------------------------------------------------------------------------
 # The views
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("table", list(fleet_queries.TABLE_COLUMNS))
+@pytest.mark.parametrize("table", list(athena_sql.TABLE_COLUMNS))
 def test_views_have_the_declared_columns_and_types(con: Any, table: str) -> None:
     described = con.execute(f"DESCRIBE {table}").fetchall()
-    expected = {**local_query.duckdb_columns(table), "dt": "VARCHAR"}
+    expected = {**local_duckdb.duckdb_columns(table), "dt": "VARCHAR"}
     assert [row[0] for row in described] == list(expected)
     normalize = lambda text: re.sub(r'[\s"]', "", text)  # noqa: E731 - DuckDB prints types without quotes
     assert [normalize(row[1]) for row in described] == [normalize(kind) for kind in expected.values()]
+
+
+@pytest.mark.parametrize("view", athena_sql.VIEWS, ids=lambda view: view.name)
+def test_athena_views_have_the_columns_the_template_declares(con: Any, view: athena_sql.View) -> None:
+    described = con.execute(f"DESCRIBE {view.name}").fetchall()
+    assert [row[0] for row in described] == list(view.columns())
+    normalize = lambda text: re.sub(r'[\s"]', "", text)  # noqa: E731
+    assert [normalize(row[1]) for row in described] == [normalize(local_duckdb.duckdb_type(kind))
+                                                         for kind in view.columns().values()]
+
+
+def test_latest_views_hold_the_latest_committed_snapshot(con: Any, pipeline: Pipeline) -> None:
+    for view in athena_sql.VIEWS:
+        snapshots = {row[0] for row in con.execute(f"SELECT DISTINCT snapshot_id FROM {view.name}").fetchall()}
+        assert snapshots == {pipeline.second.snapshot_id}, view.name
+    assert con.execute("SELECT count(*) FROM latest_devices").fetchone()[0] == pipeline.second.table_rows("devices")
+    committed = con.execute("SELECT snapshot_id, committed_at, previous_snapshot_id, device_count "
+                            "FROM committed_snapshots ORDER BY 1").fetchall()
+    assert committed == [(manifest.snapshot_id, manifest.document["finished_at"],
+                          manifest.document["previous_snapshot_id"], manifest.document["device_count"])
+                         for manifest in (pipeline.first, pipeline.second)]
+
+
+def test_date_diff_keeps_trino_s_meaning() -> None:
+    """Trino counts whole days elapsed (23:00 -> 01:00 is 0 days); DuckDB's own date_diff counts midnights."""
+    import duckdb
+
+    con = local_duckdb.session(duckdb.connect())
+    for start, end, days in (("2026-01-01T23:00:00Z", "2026-01-02T01:00:00Z", 0),
+                             ("2026-01-01T23:00:00Z", "2026-01-03T01:00:00Z", 1),
+                             ("2026-01-01T01:00:00Z", "2026-01-02T01:00:00Z", 1)):
+        sql = f"SELECT date_diff('day', from_iso8601_timestamp('{start}'), from_iso8601_timestamp('{end}'))"
+        assert con.execute(local_duckdb.translate(sql)).fetchone()[0] == days, (start, end)
 
 
 def test_views_hold_both_snapshots_and_the_changes(con: Any, pipeline: Pipeline) -> None:
@@ -104,8 +138,8 @@ def test_macs_with_filevault_off(con: Any, pipeline: Pipeline) -> None:
                 if fleet.details(device_id)["filevault"]["filevault_enabled"] is not True}
     assert pipeline.demo["filevault_disabled"]["device_id"] in expected
     rows = run(con, "filevault_off")
-    assert {row["device_id"] for row in rows} == expected
-    assert all(row["filevault_enabled"] is False for row in rows)
+    assert {row["device_id"] for row in rows if row["status"] == "off"} == expected
+    assert all(row["filevault_enabled"] is False and row["source"] == "prism" for row in rows)
 
 
 def test_macs_without_the_agent(con: Any, pipeline: Pipeline) -> None:
@@ -200,6 +234,24 @@ def test_change_history_of_one_device(con: Any, pipeline: Pipeline) -> None:
     assert run(con, "device_change_history") == []  # the placeholder serial matches nothing
 
 
+def test_one_device_at_a_time_is_the_latest_snapshot_committed_by_then(con: Any, pipeline: Pipeline) -> None:
+    device_id = pipeline.demo["os_updated"]["device_id"]
+    serial = pipeline.fleet.list_item(device_id)["serial_number"]
+
+    def at(when: datetime) -> list[dict[str, Any]]:
+        return run(con, "device_at_time", serial_number=serial, at=when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    (earlier,) = at(pipeline.now - timedelta(minutes=90))  # between the two snapshots
+    (latest,) = at(pipeline.now)
+    assert (earlier["snapshot_id"], earlier["os_version"]) == (pipeline.first.snapshot_id,
+                                                                pipeline.demo["os_updated"]["before"])
+    assert (latest["snapshot_id"], latest["os_version"]) == (pipeline.second.snapshot_id,
+                                                              pipeline.demo["os_updated"]["after"])
+    assert latest["device_id"] == device_id and latest["details_read_at"] is not None
+    assert at(pipeline.now - timedelta(hours=3)) == []  # before the first snapshot
+    assert run(con, "device_at_time") == []  # the placeholder serial matches nothing
+
+
 def test_high_severity_changes_of_the_last_7_days(con: Any, pipeline: Pipeline) -> None:
     high = [event for event in change_events(pipeline.root) if event["severity"] == "high"]
     rows = run(con, "high_severity_changes")
@@ -222,60 +274,63 @@ def test_a_folder_without_changes_gives_empty_change_queries(tmp_path: Path) -> 
     with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None) as sim:
         collect_with_simulator(sim, LocalObjectStore(tmp_path), datetime.now(timezone.utc))
     assert not (tmp_path / "changes").exists()
-    results = local_query.run_all(tmp_path)
-    assert set(results) == {query.name for query in fleet_queries.QUERIES}
+    results = local_duckdb.run_all(tmp_path)
+    assert set(results) == {query.name for query in athena_sql.QUERIES}
     assert len(results["latest_inventory"]) == 8
     assert results["device_change_history"] == results["high_severity_changes"] == []
 
 
+def test_a_folder_from_before_committed_snapshots_says_how_to_record_them(pipeline: Pipeline, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(pipeline.root, tmp_path / "old")
+    shutil.rmtree(tmp_path / "old" / "snapshots" / "committed_snapshots")
+    out = io.StringIO()
+    results = local_duckdb.print_report(tmp_path / "old", ["latest_inventory"], out=out)
+    assert results["latest_inventory"] == [] and "backfill-committed" in out.getvalue()
+    from kandji_snapshots.snapshots.committed import backfill
+    from kandji_snapshots.snapshots.storage import LocalObjectStore
+    backfill(LocalObjectStore(tmp_path / "old"))
+    out = io.StringIO()
+    assert len(local_duckdb.print_report(tmp_path / "old", ["latest_inventory"], out=out)["latest_inventory"]) == \
+        pipeline.second.table_rows("devices")
+    assert "note:" not in out.getvalue()
+
+
 def test_an_empty_folder_gives_empty_answers_and_a_missing_one_an_error(tmp_path: Path) -> None:
-    assert all(rows == [] for rows in local_query.run_all(tmp_path).values())
+    assert all(rows == [] for rows in local_duckdb.run_all(tmp_path).values())
     with pytest.raises(FileNotFoundError):
-        local_query.connect(tmp_path / "nope")
+        local_duckdb.connect(tmp_path / "nope")
 
 
-def _athena_output_columns(sql: str) -> list[str]:
-    """The names of the final SELECT list (aliases, else the column after the last dot)."""
-    select = re.split(r"(?:^|\n)SELECT\n", sql)[-1]
-    items, depth, current = [], 0, ""
-    for char in select[:select.index("\nFROM ")]:
-        depth += char in "(["
-        depth -= char in ")]"
-        if char == "," and depth == 0:
-            items.append(current)
-            current = ""
-        else:
-            current += char
-    items.append(current)
-    return [(re.search(r"\bAS\s+(\w+)\s*$", item) or re.search(r"(\w+)\s*$", item)).group(1) for item in items]
-
-
-@pytest.mark.parametrize("query", fleet_queries.QUERIES, ids=lambda query: query.name)
-def test_athena_and_duckdb_versions_return_the_same_columns(con: Any, query: fleet_queries.FleetQuery) -> None:
-    cursor = con.execute(query.duckdb_sql, query.defaults()) if query.parameters else con.execute(query.duckdb_sql)
-    assert [column[0] for column in cursor.description] == _athena_output_columns(query.athena_sql)
+@pytest.mark.parametrize("query", athena_sql.QUERIES, ids=lambda query: query.name)
+def test_every_saved_query_runs_as_written_for_athena(con: Any, query: athena_sql.FleetQuery) -> None:
+    """The text DuckDB runs is the Athena text, translated: no second copy of it exists."""
+    rows = run(con, query.name)
+    cursor = con.execute(local_duckdb.translate(query.athena_sql))
+    assert [dict(zip([column[0] for column in cursor.description], row)) for row in cursor.fetchall()] == rows
 
 
 def test_text_tables_and_the_command_line(pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [{"name": "a" * 50, "count": 3, "flag": None, "list": [1, 2]}, {"name": "b\nc", "count": 10}]
-    text = local_query.format_table(rows, max_width=10)
+    text = local_duckdb.format_table(rows, max_width=10)
     lines = text.splitlines()
     assert lines[0].split(" | ")[0].strip() == "name" and set(lines[1]) <= {"-", "+"}
     assert "aaaaaaaaa…" in lines[2] and "b c" in lines[3] and "[1,2]" in lines[2]
-    assert local_query.format_table([]) == "(no rows)"
-    assert local_query.format_table(rows, limit=1).endswith("... 1 more rows")
+    assert local_duckdb.format_table([]) == "(no rows)"
+    assert local_duckdb.format_table(rows, limit=1).endswith("... 1 more rows")
 
     out = io.StringIO()
-    results = local_query.print_report(pipeline.root, ["filevault_off", "app_version_spread"], out=out,
+    results = local_duckdb.print_report(pipeline.root, ["filevault_off", "app_version_spread"], out=out,
                                        parameters={"bundle_id": "com.microsoft.Word", "unused": "x"})
     printed = out.getvalue()
     assert "== Kandji: Macs with FileVault off:" in printed
     assert "[bundle_id=com.microsoft.Word]" in printed
     assert set(results) == {"filevault_off", "app_version_spread"}
 
-    assert local_query.main([str(pipeline.root), "--query", "agent_missing", "--limit", "3"]) == 0
+    assert local_duckdb.main([str(pipeline.root), "--query", "agent_missing", "--limit", "3"]) == 0
     assert "Macs without the Kandji agent" in capsys.readouterr().out
     with pytest.raises(TypeError):
-        local_query.run_query(pipeline.root, "latest_inventory", bundle_id="x")
+        local_duckdb.run_query(pipeline.root, "latest_inventory", bundle_id="x")
     with pytest.raises(KeyError):
-        local_query.run_query(pipeline.root, "no_such_query")
+        local_duckdb.run_query(pipeline.root, "no_such_query")

@@ -1,7 +1,7 @@
 """The installable CLI: pyproject.toml's console script, packages and pins, and the command's name in hints.
 
 Building a wheel needs setuptools (and, for the one in the test virtualenv, the wheel package) from the
-registry: not offline, so `pip install .` is checked by hand (see the README) and here its inputs are.
+registry: not offline, so `pip install .` is checked by hand (see docs/cli.md) and here its inputs are.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def test_the_console_script_is_the_cli_main():
 
 def test_the_dependencies_are_the_layers_pins():
     assert PYPROJECT["project"]["dependencies"] == pins(PACKAGE_ROOT / "requirements.txt")
-    duckdb = [pin for pin in pins(ROOT / "requirements-dev.txt") if pin.startswith("duckdb==")]
-    assert PYPROJECT["project"]["optional-dependencies"]["local"] == duckdb
+    local = [pin for pin in pins(ROOT / "requirements-dev.txt") if pin.startswith(("duckdb==", "sqlglot=="))]
+    assert PYPROJECT["project"]["optional-dependencies"]["local"] == local
 
 
 def test_every_sub_package_is_packaged_and_the_version_comes_from_the_package():

@@ -13,6 +13,9 @@ import pytest
 from aws_helpers import read_rows
 from differ_fixtures import FakeFleet, diff
 from kandji_snapshots.collect.posture import FAILED, POSTURE_CATEGORIES, PostureReader
+from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
+from kandji_snapshots.collect.refresh import BudgetExhausted
+from kandji_snapshots.diff.posture_changes import FileVaultSource, filevault_fact, reconcile_filevault
 from kandji_snapshots.kandji.permissions import prism_permission
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
@@ -77,7 +80,7 @@ def test_a_category_that_runs_out_of_rows_before_its_total_is_dropped_whole():
             fleet.device_ids(), "2026-11-23T10:00:00Z")
         assert index.categories["device_information"].status == FAILED  # not 10 devices' posture as unknown
         assert index.read_categories == ["filevault"]
-        assert all(index.take(device_id)["device_information"] is None for device_id in fleet.device_ids())
+        assert all(index.take(device_id)[0]["device_information"] is None for device_id in fleet.device_ids())
 
 
 def test_an_unknown_category_answers_400_and_a_missing_permission_403():
@@ -228,6 +231,163 @@ def test_a_category_one_snapshot_could_not_read_reports_nothing():
     assert diff(lose_permission, fleet=posture_fleet(3)).events == []
 
 
+# --- gaps: what was not read is unknown, carried from the last read (in-memory fleet) ----------
+
+def posture_runs(count: int = 3):
+    """An in-memory fleet and a function that collects and diffs once, returning (manifest, device events)."""
+    store = MemoryObjectStore()
+    fleet = posture_fleet(count)
+    publisher = MemoryPublisher()
+
+    def run(hour: int):
+        before = len(publisher.events)
+        manifest = fleet.collect(store, hour=hour)
+        SnapshotDiffer(store, publisher).run(manifest.snapshot_id)
+        return manifest, [e for e in publisher.events[before:] if e["change_type"] != "snapshot_summary"]
+    return store, fleet, run
+
+
+def row_of(store, manifest, device_id: str) -> dict:
+    return next(row for row in posture_rows(store, manifest) if row["device_id"] == device_id)
+
+
+@pytest.mark.parametrize("unread, status", [
+    (lambda fleet: fleet.posture.pop("application_firewall"), "forbidden"),
+    (lambda fleet: fleet.posture_errors.update(application_firewall=KandjiApiError("500", status=500)), "failed"),
+    (lambda fleet: fleet.posture_errors.update(application_firewall=KandjiApiError("404", status=404)),
+     "unavailable"),
+    (lambda fleet: fleet.posture_errors.update(application_firewall=BudgetExhausted("spent")), "no_budget"),
+])
+def test_a_category_unread_for_runs_is_carried_marked_and_the_change_made_meanwhile_published_on_its_read(
+        unread, status):
+    store, fleet, run = posture_runs()
+    first, _ = run(9)
+    set_posture(fleet, "id-001", firewall=False)  # turned off while the category cannot be read
+    firewall = dict(fleet.posture["application_firewall"])
+    unread(fleet)
+    second, events = run(10)
+    assert events == []  # unknown: nothing reported...
+    assert second.document["posture"]["categories"]["application_firewall"]["status"] == status
+    assert second.document["posture"]["categories"]["application_firewall"]["carried"] == 3
+    row = row_of(store, second, "id-001")  # ...and the last read is kept, marked with when it was read
+    assert row["application_firewall"]["status"] is True
+    assert row["carried_from"]["application_firewall"] == first.document["finished_at"]  # known as of then
+    assert row["carried_from"]["filevault"] is None  # read this run
+    third, events = run(11)  # still unread: carried from the same read, still nothing
+    assert events == [] and row_of(store, third, "id-001")["carried_from"] == row["carried_from"]
+    fleet.posture_errors.clear()
+    fleet.posture["application_firewall"] = firewall
+    fourth, events = run(12)  # read again: compared with the last read, so the change is published now
+    assert high_reasons(events) == {"id-001": {"firewall turned off"}}
+    assert row_of(store, fourth, "id-001")["carried_from"] is None
+    assert run(13)[1] == []  # once
+
+
+def test_a_device_missing_from_a_category_read_is_unknown_there_and_a_finding_only_where_its_row_says_so():
+    store, fleet, run = posture_runs()
+    first, _ = run(9)
+    gatekeeper = fleet.posture["gatekeeper_and_xprotect"].pop("id-001")  # no row: not "XProtect disabled"
+    second, events = run(10)
+    assert events == []
+    assert second.document["posture"]["categories"]["gatekeeper_and_xprotect"]["carried"] == 1
+    assert row_of(store, second, "id-001")["gatekeeper_and_xprotect"]["xprotect_version"] == "5283"
+    assert row_of(store, second, "id-000")["carried_from"] is None
+    fleet.posture["gatekeeper_and_xprotect"]["id-001"] = gatekeeper
+    assert run(11)[1] == []  # back, as it was: nothing
+    fleet.posture["gatekeeper_and_xprotect"]["id-001"] = {**gatekeeper, "xprotect_version": None,
+                                                          "gatekeeper_version": None}
+    fleet.posture["startup_settings"]["id-001"]["secure_boot_level"] = None  # gone from the row: unknown
+    _, events = run(12)  # the row is there and no longer gives the XProtect version: the rule's finding
+    assert [(c["field"], c["before"], c["after"], c["severity"]) for e in events for c in e["changes"]] == [
+        ("posture.gatekeeper_and_xprotect.xprotect_version", "5283", None, "high")]
+
+
+def test_a_filevault_row_without_a_status_is_unknown_and_stale_details_saying_off_invent_nothing():
+    store, fleet, run = posture_runs(1)
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False
+    set_posture(fleet, "id-000", filevault=False)
+    run(9)
+    set_posture(fleet, "id-000", filevault=True)  # turned on: Prism sees it...
+    fleet.unenrolled.add("id-000")  # ...the details are not re-read: they still say off
+    _, events = run(10)
+    assert fact_changes(events) == {"id-000": [("posture.filevault.status", False, True, "info")]}
+    fleet.posture["filevault"]["id-000"]["status"] = None  # Prism's row says nothing of FileVault
+    second, events = run(11)
+    assert events == []
+    assert row_of(store, second, "id-000")["filevault"]["status"] is True  # the last word Prism said
+    fleet.posture_errors["filevault"] = KandjiApiError("500", status=500)  # and then Prism fails
+    assert run(12)[1] == []
+    fleet.posture_errors.clear()
+    fleet.unenrolled.clear()
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = True
+    set_posture(fleet, "id-000", filevault=True)
+    assert fact_changes(run(13)[1]) == {}  # the details catch up with what Prism said: not again
+
+
+def test_a_previous_row_is_parsed_only_for_a_category_it_holds_and_its_column_is_found_by_its_first_key():
+    from kandji_snapshots.collect.posture import _is_null_column
+    from kandji_snapshots.snapshots.normalize import encode_row, posture_row
+    from kandji_snapshots.snapshots.schema import DEVICE_POSTURE
+
+    # The first `"<category>":` of a line is the column: categories come before carried_from (whose fields
+    # bear their names), and no category has a field named like a category.
+    columns = list(DEVICE_POSTURE)
+    assert all(columns.index(name) < columns.index("carried_from") for name in POSTURE_CATEGORIES)
+    assert not {field for fields in POSTURE_CATEGORY_COLUMNS.values() for field in fields} & set(POSTURE_CATEGORIES)
+    categories = {**dict.fromkeys(POSTURE_CATEGORIES), "application_firewall": {"status": True}}
+    line = encode_row(posture_row(categories, "20261123T100000Z", 'x","filevault":{"status":true}', "t",
+                                  {"filevault": "2026-11-23T09:05:00.000000Z"}))
+    assert _is_null_column(line, "filevault") and _is_null_column(line, "startup_settings")
+    assert not _is_null_column(line, "application_firewall")
+
+
+def source(field: str, enabled: bool, known_at: str, fresh: bool = False) -> FileVaultSource:
+    return FileVaultSource(field, enabled, f"2026-11-23T{known_at}:00:00.000000Z", fresh)
+
+
+PRISM, DETAILS = FILEVAULT_FIELDS[1], FILEVAULT_FIELDS[0]
+
+
+@pytest.mark.parametrize("sources, fact", [
+    ([source(PRISM, True, "10", fresh=True), source(DETAILS, False, "11")], True),  # read now: Prism
+    ([source(PRISM, True, "10"), source(DETAILS, False, "09")], True),  # carried, but later than the details
+    ([source(PRISM, True, "10"), source(DETAILS, False, "11")], False),  # the details were read since
+    ([source(PRISM, True, "10"), source(DETAILS, False, "10")], True),  # a tie: Prism
+    ([source(DETAILS, False, "09")], False),
+    ([], None),
+])
+def test_the_filevault_fact_is_what_the_last_source_that_knew_said(sources, fact):
+    found = filevault_fact(sources)
+    assert (found.enabled if found else None) is fact
+
+
+def test_details_fetched_in_the_run_that_last_read_prism_are_not_newer_than_it_and_later_ones_are():
+    store, fleet, run = posture_runs(1)
+    run(9)
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False  # the details say off, Prism on:
+    _, events = run(10)  # Prism, read this run, is the fact; the details' word is news, info
+    assert fact_changes(events) == {"id-000": [("filevault.filevault_enabled", True, False, "info")]}
+    fleet.posture_errors["filevault"] = KandjiApiError("500", status=500)
+    fleet.unenrolled.add("id-000")  # details fetched after Prism's read, but in the same run: no newer
+    assert run(11)[1] == []
+    fleet.unenrolled.clear()  # the details are read again, after Prism last spoke, and still say off
+    _, events = run(12)
+    assert fact_changes(events) == {"id-000": [("filevault.filevault_enabled", True, False, "high")]}
+    fleet.posture_errors.clear()
+    set_posture(fleet, "id-000", filevault=False)  # Prism agrees when it is read again: not again
+    assert fact_changes(run(13)[1]) == {}
+
+
+def test_a_filevault_change_from_or_to_unknown_is_no_change():
+    changes = [{"field": PRISM, "before": True, "after": None, "severity": "info"},
+               {"field": DETAILS, "before": None, "after": False, "severity": "info"},
+               {"field": "posture.filevault.key_escrowed", "before": True, "after": False, "severity": "info"}]
+    assert reconcile_filevault(changes, True, True) == changes[2:]
+    assert reconcile_filevault(changes, True, False, DETAILS) == [
+        changes[2], {"field": DETAILS, "before": True, "after": False, "severity": "high",
+                     "reason": "FileVault turned off"}]
+
+
 def filevault_runs(count: int = 2):
     """An in-memory fleet and a function that collects and diffs once, returning the run's device events."""
     store = MemoryObjectStore()
@@ -264,12 +424,10 @@ def test_filevault_off_is_reported_once_whether_prism_or_details_sees_it_first()
     fleet.details["id-000"]["filevault"]["filevault_enabled"] = False  # ...the details catch up later: not again
     assert run(11) == []
     fleet.details["id-001"]["filevault"]["filevault_enabled"] = False  # details first (Prism not yet)...
-    del fleet.posture["filevault"]["id-001"]  # ...while Prism has no row for it
-    assert fact_changes(run(12)) == {"id-001": [("filevault.filevault_enabled", True, False, "high"),
-                                                ("posture.filevault.status", True, None, "info")]}
+    del fleet.posture["filevault"]["id-001"]  # ...while Prism has no row for it: unknown, not "null"
+    assert fact_changes(run(12)) == {"id-001": [("filevault.filevault_enabled", True, False, "high")]}
     set_posture(fleet, "id-001", filevault=False)  # Prism reports it again, off: nothing new
-    later = run(13)
-    assert high_reasons(later) == {"id-001": set()} and fact_changes(later) == {}
+    assert run(13) == []
 
 
 def test_filevault_seen_off_by_both_sources_in_one_run_is_one_high_change_on_prism():
@@ -426,7 +584,7 @@ def test_a_token_without_prism_permissions_still_gets_complete_snapshots(deploym
 def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from kandji_snapshots.query import local_duckdb as local_query
+    from kandji_snapshots.query import local_duckdb
     from kandji_snapshots.snapshots.storage import LocalObjectStore
     from tests.test_schema_guard import collect_with_simulator
 
@@ -444,11 +602,13 @@ def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed
         second = collect_with_simulator(sim, store, now - timedelta(hours=1))
     for manifest in (first, second):
         SnapshotDiffer(store, MemoryPublisher()).run(manifest.snapshot_id)
-    con = local_query.connect(tmp_path)
-    assert {row["serial_number"] for row in local_query.run_query(con, "firewall_off")} == firewall_off
-    assert {row["serial_number"] for row in local_query.run_query(con, "sip_disabled")} == sip_off
+    con = local_duckdb.connect(tmp_path)
+    assert {row["serial_number"] for row in local_duckdb.run_query(con, "firewall_off") if row["status"] == "off"} \
+        == firewall_off
+    assert {row["serial_number"] for row in local_duckdb.run_query(con, "sip_disabled") if row["status"] == "off"} \
+        == sip_off
     changes = {(row["serial_number"], row["change_field"], row["value_after"], row["change_reason"])
-               for row in local_query.run_query(con, "posture_changes")}
+               for row in local_duckdb.run_query(con, "posture_changes")}
     serial = {device_id: fleet.list_item(device_id)["serial_number"] for device_id in macs[:2]}
     assert changes == {(serial[macs[0]], "posture.application_firewall.status", "false", "firewall turned off"),
                        (serial[macs[1]], "posture.startup_settings.sip", "false", "SIP disabled")}

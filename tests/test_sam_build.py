@@ -127,12 +127,12 @@ def test_layer_is_lean_complete_and_ships_its_bytecode(build_dir, capsys):
         missing = [str(path) for path in listed if not pruned(path) and not (python_dir / path).exists()]
         assert not missing, f"{record.parent.name}: files missing from the layer: {missing[:5]}"
     for module in ("collect/runtime.py", "diff/runtime.py", "kandji/client.py", "snapshots/storage.py",
-                   "query/fleet_queries.py"):  # the e-mails name the saved Athena query
+                   "query/athena_sql.py", "snapshots/committed.py", "history/runtime.py"):  # e-mails name the saved Athena query
         assert (python_dir / "kandji_snapshots" / module).is_file(), module
 
     # Nothing Lambda does not need: operator CLI, DuckDB tooling, tests, C sources, stubs, scripts.
     package = python_dir / "kandji_snapshots"
-    for operator_only in ("cli", "query/local_duckdb.py", "__main__.py"):
+    for operator_only in ("cli", "query/local_duckdb.py", "history/local_copy.py", "__main__.py"):
         assert not (package / operator_only).exists(), f"kandji_snapshots/{operator_only} ships in the layer"
     stray = [str(p) for p in relative if pruned(p) and p.suffix != ".pyc"]
     assert not stray, f"test folders, C sources, stubs or scripts in the layer: {stray[:5]}"
@@ -243,7 +243,7 @@ def test_samconfig_example_deploys_arm64_template_parameters_and_holds_no_accoun
     assert set(overrides) <= set(sam["Parameters"]), f"unknown parameters: {set(overrides) - set(sam['Parameters'])}"
     assert "CAPABILITY_IAM" in deploy["capabilities"]
     assert not (ROOT / ".gitignore").read_text().count("samconfig.example"), "the example is committed"
-    for logical_id in (LAYER, *FUNCTIONS.values()):  # what the README states: arm64 everywhere
+    for logical_id in (LAYER, *FUNCTIONS.values()):  # what docs/deploy.md states: arm64 everywhere
         resource = sam["Resources"][logical_id]
         architecture = resource["Properties"].get("CompatibleArchitectures") or \
             sam["Globals"]["Function"]["Architectures"]

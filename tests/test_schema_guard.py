@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from kandji_snapshots.query import fleet_queries
+from kandji_snapshots.history.tables import HISTORY_TABLES
+from kandji_snapshots.query import athena_sql
 from kandji_snapshots.snapshots import schema
 import schema_guard
 from kandji_snapshots.kandji.config import parse_secret, validate_api_url
@@ -29,7 +30,7 @@ from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
-from kandji_snapshots.settings import CollectorOptions
+from kandji_snapshots.settings import CollectorSettings
 from schema_guard import Problem, SchemaGuard, SchemaViolation, parse_hive_type
 from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_snapshots.snapshots.storage import LocalObjectStore
@@ -44,7 +45,7 @@ PLATFORMS = {"Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android"}
 # Running the real pipeline on a simulated fleet (also used by test_local_queries.py)
 # ---------------------------------------------------------------------------
 def collect_with_simulator(sim: KandjiSimulator, store: LocalObjectStore, at: datetime,
-                           options: CollectorOptions = CollectorOptions(hourly_reserve=0),
+                           options: CollectorSettings = CollectorSettings(hourly_reserve=0),
                            temp_dir: str | None = None) -> Manifest:
     """One snapshot, built by collect.runtime.build_collector as everywhere, against the simulator and a folder,
     starting at `at`."""
@@ -125,16 +126,17 @@ def test_template_glue_columns_equal_the_schema() -> None:
     tables = schema_guard.load_glue_tables(TEMPLATE_PATH)
     for table in schema.TABLES:
         assert list(tables[table].hive_columns().items()) == list(schema.hive_columns(table).items()), table
-    assert list(tables["changes"].hive_columns().items()) == list(fleet_queries.hive_columns("changes").items())
-    assert set(tables) == set(fleet_queries.TABLE_COLUMNS)
-    for table in tables.values():
+    for table in ("changes", "committed_snapshots"):
+        assert list(tables[table].hive_columns().items()) == list(athena_sql.hive_columns(table).items())
+    assert set(tables) == set(athena_sql.TABLE_COLUMNS) | {table.name for table in HISTORY_TABLES}
+    for table in (tables[name] for name in athena_sql.TABLE_COLUMNS):  # history tables: test_history_template
         assert list(table.partition_keys) == ["dt"]
         assert table.properties["TableInput"]["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"] == \
-            schema_guard.OPENX_SERDE
+            schema_guard.HIVE_JSON_SERDE
 
 
 def test_hive_type_strings_parse_back_to_the_schema_types() -> None:
-    for table, columns in fleet_queries.TABLE_COLUMNS.items():
+    for table, columns in athena_sql.TABLE_COLUMNS.items():
         for name, kind in columns.items():
             assert parse_hive_type(kind.hive()).hive() == kind.hive(), f"{table}.{name}"
     parsed = parse_hive_type("array< struct<name:string, size:bigint, tags:array<string>, ok:boolean> >")
@@ -179,7 +181,7 @@ def test_prism_app_rows_fit_the_declared_table(tmp_path: Path, guard: SchemaGuar
     scratch.mkdir()
     with KandjiSimulator(fleet, token=TOKEN, rate_limit_per_hour=None) as sim:
         manifest = collect_with_simulator(sim, LocalObjectStore(root), datetime.now(timezone.utc),
-                                          CollectorOptions(apps_source="prism", hourly_reserve=0),
+                                          CollectorSettings(apps_source="prism", hourly_reserve=0),
                                           temp_dir=str(scratch))
     assert manifest.document["apps_source"] == "prism"
     report = guard.check_folder(root)

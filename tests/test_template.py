@@ -32,10 +32,16 @@ ALLOWED_MANAGED_POLICIES = {
     "AWSXrayWriteOnlyAccess",
 }
 # Inline Allow statements may use Resource "*" only if ALL their actions are in this set.
+GLUE_CATALOG = {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog"}
 ALLOWED_WILDCARD_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
 }
+# The account's own Glue Data Catalog: Glue authorises reading a table on the catalog, its database and the
+# table, so the Athena analyst policy names it (the database and tables it names are this stack's).
+GLUE_CATALOG = {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog"}
+ANALYST_WORKGROUP = {"Fn::Sub": "arn:${AWS::Partition}:athena:${AWS::Region}:${AWS::AccountId}:"
+                                "workgroup/${AWS::StackName}-fleet"}
 # Only informational cfn-lint findings tolerated. I4010 is an experimental rule that asks for
 # free-text "architecture context" metadata on every resource; it says nothing about correctness.
 TOLERATED_LINT_RULES = {"I4010"}
@@ -286,7 +292,7 @@ def test_cfn_lint_reports_no_errors_or_warnings() -> None:
 def test_sam_transform_succeeds_offline_with_existing_secret(sam: dict[str, Any]) -> None:
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kandji-AbCdEf"
     cfn = transform_template(sam, {"ExistingSecretArn": arn})
-    assert resources_of_type(cfn, "AWS::Lambda::Function").keys() == {"CollectorFunction", "DifferFunction",
+    assert resources_of_type(cfn, "AWS::Lambda::Function").keys() == {"CollectorFunction", "DifferFunction", "HistoryFunction",
                                                                       "DigestFunction"}
     created = resolved_resources(cfn, {"ExistingSecretArn": arn})
     assert "KandjiSecret" not in created, "no secret may be created when an existing one is given"
@@ -394,7 +400,7 @@ def test_async_failures_go_to_an_encrypted_queue(cfn: dict[str, Any], function_i
 # ---------------------------------------------------------------------------
 def test_collector_schedule(cfn: dict[str, Any]) -> None:
     schedules = resources_of_type(cfn, "AWS::Scheduler::Schedule")
-    assert schedules.keys() == {"CollectorFunctionSchedule", "DigestFunctionDaily"}  # the digest's: test_template_alerts
+    assert schedules.keys() == {"CollectorFunctionSchedule", "DigestFunctionDaily", "HistoryFunctionHourly"}  # the digest's: test_template_alerts
     schedule = schedules["CollectorFunctionSchedule"]["Properties"]
     assert schedule["ScheduleExpression"] == {"Fn::If": ["ScheduleEveryMinute", "rate(1 minute)",
                                                          {"Fn::Sub": "rate(${ScheduleIntervalMinutes} minutes)"}]}
@@ -650,9 +656,15 @@ def test_no_wildcard_actions_or_resources_in_any_role(cfn: dict[str, Any]) -> No
             actions = as_list(statement["Action"])
             problems += [f"{where}: wildcard action {a!r}" for a in actions if "*" in a]
             for resource in as_list(statement["Resource"]):
+                if resource == GLUE_CATALOG:
+                    continue  # the account's Data Catalog: Glue asks for it beside the database and table
                 if resource == "*":
                     if not set(actions) <= ALLOWED_WILDCARD_RESOURCE_ACTIONS:
                         problems.append(f"{where}: Resource '*' for {actions}")
+                elif resource == GLUE_CATALOG:
+                    continue  # Glue asks for the account's catalog beside a database and its tables
+                elif resource == ANALYST_WORKGROUP:
+                    continue  # this stack's workgroup, by the name it gives it (test_athena_template checks)
                 elif not (referenced_names(resource) & known):
                     problems.append(f"{where}: resource {resource!r} is not scoped to this stack or a parameter")
     assert problems == []

@@ -49,6 +49,7 @@ EXPECTED_ALARMS = {
     "CollectorErrorsAlarm": _errors_alarm("CollectorFunction"),
     "DifferErrorsAlarm": _errors_alarm("DifferFunction"),
     "DigestErrorsAlarm": _errors_alarm("DigestFunction"),
+    "HistoryErrorsAlarm": _errors_alarm("HistoryFunction"),
     "SnapshotFreshnessAlarm": ("custom", "SnapshotsCommitted", None, "LessThanThreshold", 1, "breaching"),
     "AuthenticationFailedAlarm": ("custom", "AuthenticationFailed", None,
                                   "GreaterThanOrEqualToThreshold", 1, "notBreaching"),
@@ -56,6 +57,9 @@ EXPECTED_ALARMS = {
                                 "GreaterThanOrEqualToThreshold", 1, "notBreaching"),
     **{f"{queue}Alarm": _queue_alarm(queue)
        for queue in ("CollectorFailureQueue", "DifferFailureQueue", "CollectorScheduleDLQ", "DifferRuleDLQ")},
+    # What the Athena workgroup's queries scanned in one UTC day, against AthenaBytesScannedAlarmPerDay.
+    "AthenaBytesScannedAlarm": ("AWS/Athena", "ProcessedBytes", {"Ref": "AthenaWorkGroup"}, "GreaterThanThreshold",
+                                {"Ref": "AthenaBytesScannedAlarmPerDay"}, "notBreaching"),
 }
 # Alarms of optional features: they exist exactly when their feature's condition holds.
 CONDITIONAL_ALARMS = {"DigestErrorsAlarm": ("CreateDailyDigest", {"DailyDigest": "Enabled"})}
@@ -183,7 +187,7 @@ def test_alarm_metric_threshold_and_missing_data(cfn: dict[str, Any], powertools
         assert metric in emitted_metrics, f"{alarm_id} watches {metric}, which the code does not emit"
         assert alarm["Dimensions"] == [{"Name": "service", "Value": powertools[1]}]
     else:
-        name = {"AWS/Lambda": "FunctionName", "AWS/SQS": "QueueName"}[namespace]
+        name = {"AWS/Lambda": "FunctionName", "AWS/SQS": "QueueName", "AWS/Athena": "WorkGroup"}[namespace]
         assert alarm["Dimensions"] == [{"Name": name, "Value": dimension}]
     assert (alarm["Namespace"], alarm["MetricName"]) == (namespace, metric)
     assert alarm["ComparisonOperator"] == comparison

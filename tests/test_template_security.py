@@ -47,9 +47,13 @@ EXPECTED_SKIPS = {
     ("CKV_AWS_116", "DigestFunction"),  # once a day; the next day's run (or a rerun with "day") redoes it
     ("CKV_AWS_117", "DigestFunction"),
     ("CKV_AWS_173", "DigestFunction"),
+    ("CKV_AWS_116", "HistoryFunction"),  # hourly; the next run cleans up and redoes a failed copy
+    ("CKV_AWS_117", "HistoryFunction"),
+    ("CKV_AWS_173", "HistoryFunction"),
     ("CKV_AWS_158", "CollectorLogGroup"),  # CloudWatch Logs' own encryption at rest
     ("CKV_AWS_158", "DifferLogGroup"),
     ("CKV_AWS_158", "DigestLogGroup"),
+    ("CKV_AWS_158", "HistoryLogGroup"),
     ("CKV_AWS_27", "CollectorFailureQueue"),  # SSE-SQS, which checkov 3.1 does not recognise
     ("CKV_AWS_27", "CollectorScheduleDLQ"),
     ("CKV_AWS_27", "DifferFailureQueue"),
@@ -290,11 +294,13 @@ def test_snapshot_bucket_with_a_customer_managed_key(cfn: dict[str, Any]) -> Non
         "BucketKeyEnabled": True,
     }
     grants = _snapshot_key_grants(cfn, overrides)
-    assert set(grants) == {"CollectorFunctionRole", "DifferFunctionRole"}, "only the two functions use the key"
+    assert set(grants) == {"CollectorFunctionRole", "DifferFunctionRole", "HistoryFunctionRole"}, \
+        "only the functions that read or write the bucket use the key"
     for role, statements in grants.items():
         (statement,) = statements
         assert statement["Effect"] == "Allow"
-        # The collector writes (GenerateDataKey) and reads back; the differ reads snapshots and writes changes/.
+        # The collector writes (GenerateDataKey) and reads back; the differ reads snapshots and writes changes/;
+        # the history copy reads snapshots/ and writes history/.
         assert sorted(as_list(statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"], role
         assert statement["Resource"] == KMS_KEY
         assert statement["Condition"] == {
@@ -376,6 +382,8 @@ def test_differ_role_grants_exactly_what_the_differ_uses(cfn: dict[str, Any]) ->
         ("s3:GetObject", _sub(SNAPSHOTS)),
         ("s3:GetObject", _sub(CHANGES)),
         ("s3:PutObject", _sub(CHANGES)),
+        # Athena's committed-snapshots row, when the collector died between its manifest and that row.
+        ("s3:PutObject", _sub("arn:${AWS::Partition}:s3:::${SnapshotBucket}/snapshots/committed_snapshots/*")),
         *(("s3:DeleteObject", _sub(f"arn:${{AWS::Partition}}:s3:::${{SnapshotBucket}}/changes/{folder}/*"))
           for folder in ("_published", "_transitions")),
         ("s3:ListBucket", _arn("SnapshotBucket")),
@@ -391,11 +399,12 @@ def test_differ_role_grants_exactly_what_the_differ_uses(cfn: dict[str, Any]) ->
 
 def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete(cfn: dict[str, Any]) -> None:
     """Watched, not assumed: the differ deletes a finished comparison's checkpoint, and releases its claim
-    when the previous snapshot turns out incomplete. Every key it deletes is one its role may delete."""
+    on a previous snapshot that is no longer committed (its manifest deleted: the incomplete one's remedy). Every key it deletes is one its role may delete."""
     from differ_fixtures import SECOND, FakeFleet
     from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
     from kandji_snapshots.diff.publisher import MemoryPublisher
     from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
+    from kandji_snapshots.snapshots.layout import manifest_key
     from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
     in_bucket = "arn:${AWS::Partition}:s3:::${SnapshotBucket}/"
@@ -433,6 +442,8 @@ def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete(cfn: dic
     MemoryObjectStore.delete(incomplete, first.table_keys("device_apps")[:1])  # unseen: the damage, not the differ
     with pytest.raises(KandjiSnapshotsError):
         SnapshotDiffer(incomplete, MemoryPublisher()).run(SECOND)
+    MemoryObjectStore.delete(incomplete, [manifest_key(first.snapshot_id)])  # the error's remedy
+    SnapshotDiffer(incomplete, MemoryPublisher()).run(SECOND)  # releases its claim on the uncommitted snapshot
     assert any(key.startswith("changes/_transitions/") for key in incomplete.deleted)
 
     for key in paused.deleted + incomplete.deleted:

@@ -21,6 +21,7 @@ from kandji_snapshots.diff.tenant_changes import classify_audit, severity_table
 from kandji_snapshots.errors import ConfigurationError, KandjiApiError
 from kandji_snapshots.kandji.paging import NextUrlPaginator, PageNumberPaginator
 from kandji_snapshots.snapshots.catalog import Manifest, write_manifest
+from kandji_snapshots.snapshots.layout import manifest_key
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
 from simulator import Fleet, KandjiSimulator
@@ -166,6 +167,25 @@ def test_a_claim_whose_run_never_committed_blocks_only_until_it_is_stale():
     later, run = commit(store, reader(store, api, clock), "20261123T120000Z", first)
     assert run.sources["audit_events"].status == READ
     assert stored_ids(store, first, later) == ["01EVENT0001", "01EVENT0002"]
+
+
+def test_a_continuation_whose_manifest_is_unreadable_stops_the_trail_not_the_run():
+    """The trail's next run cut short (or written by a newer version): where the trail ends is unknown, so
+    the audit source fails with what to do (re-reading from before it would store its events twice)."""
+    store = MemoryObjectStore()
+    api = FakeAuditApi([event(1, NOW - timedelta(hours=1))])
+    clock = lambda: NOW  # noqa: E731
+    first, _ = commit(store, reader(store, api, clock), "20261123T100000Z", None)
+    api.events.append(event(2, NOW - timedelta(minutes=5)))
+    second, _ = commit(store, reader(store, api, clock), "20261123T110000Z", first)
+    key = manifest_key(second.snapshot_id)
+    store.put(key, store.get(key)[:40])
+    api.events.append(event(3, NOW))
+    third, run = commit(store, reader(store, api, clock), "20261123T120000Z", first)
+    read = run.sources["audit_events"]
+    assert read.status == "failed" and "20261123T110000Z" in read.error and "noncurrent versions" in read.error
+    assert stored_ids(store, third) == []
+    assert third.document["tenant"]["audit"]["state"] == first.document["tenant"]["audit"]["state"]
 
 
 def test_late_events_within_the_overlap_are_stored_older_ones_are_counted_not_stored():

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.snapshots.table_io import DEFAULT_ROWS_PER_PART
 
 DEFAULT_REQUESTS_PER_SECOND = 45.0  # Kandji enforces 50/s; leave room for clock skew and other clients
 DEFAULT_MAX_WORKERS = 16
@@ -49,19 +50,31 @@ def flag_setting(env: Mapping[str, str], name: str) -> bool:
     return (env.get(name) or "").strip().lower() in ("1", "true", "yes")
 
 
+APPS_SOURCES = ("per-device", "prism", "auto")
+
+
 @dataclass(frozen=True)
-class CollectorOptions:
-    """How a collector run paces and limits itself, whoever runs it (Lambda, CLI, benchmark, test)."""
+class CollectorSettings:
+    """How a collector run paces, limits and writes itself, whoever runs it (Lambda, CLI, benchmark, test)."""
 
     requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
-    max_workers: int = DEFAULT_MAX_WORKERS
+    max_workers: int = DEFAULT_MAX_WORKERS  # requests in flight; the shared rate limiter sets the pace, not this
     request_budget: int | None = DEFAULT_REQUEST_BUDGET  # None: no cap per run
     hourly_reserve: int = DEFAULT_HOURLY_RESERVE
-    apps_source: str = "per-device"
+    apps_source: str = "per-device"  # or "prism" (fleet-wide), or "auto" (prism when the token may)
+    # A device list that shrank by more than this since the last snapshot is more likely an API
+    # fault than a mass unenrolment: refuse it rather than report every missing device removed.
     max_fleet_drop_percent: float = 50.0
+    rows_per_part: int = DEFAULT_ROWS_PER_PART
+    temp_dir: str | None = None  # where Prism's rows are sorted (Lambda: /tmp)
     tenant_sources: str = "all"  # comma-separated (collect/tenant_sources.SOURCE_NAMES), "all" or "none"
     audit_backfill_days: int = 30
     audit_overlap_hours: int = 24
+
+    def __post_init__(self) -> None:
+        if self.apps_source not in APPS_SOURCES:
+            raise ConfigurationError(f"KANDJI_APPS_SOURCE={self.apps_source!r}: expected one of "
+                                     f"{', '.join(APPS_SOURCES)}.")
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class CollectorEnvironment:
     bucket: str
     api_url: str | None
     allow_insecure_localhost: bool
-    options: CollectorOptions
+    settings: CollectorSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "CollectorEnvironment":
@@ -80,7 +93,7 @@ class CollectorEnvironment:
             bucket=snapshot_bucket(env),
             api_url=(env.get(API_URL_ENV) or "").strip() or None,
             allow_insecure_localhost=flag_setting(env, INSECURE_LOCALHOST_ENV),
-            options=CollectorOptions(
+            settings=CollectorSettings(
                 requests_per_second=number_setting(env, "KANDJI_MAX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND,
                                                    minimum=0.1, maximum=1000),  # above 50 only for the simulator
                 max_workers=int(number_setting(env, "KANDJI_MAX_WORKERS", DEFAULT_MAX_WORKERS, minimum=1, maximum=64)),

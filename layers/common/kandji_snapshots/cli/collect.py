@@ -20,7 +20,7 @@ from kandji_snapshots.cli.rate_limit import RateHeaders
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.cli.progress import ProgressBar, format_duration
-from kandji_snapshots.settings import CollectorOptions
+from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.storage import LocalObjectStore, ObjectNotFound, ObjectStore
 
 
@@ -38,7 +38,7 @@ def run_collect(args: argparse.Namespace, console: Console, environ: Mapping[str
     if args.progress or _isatty(sys.stderr):
         bar = ProgressBar(lambda: sys.stderr, interactive=_isatty(sys.stderr))
         LOG_HANDLER.bar = bar
-    options = CollectorOptions(requests_per_second=args.max_requests_per_second, max_workers=args.max_workers,
+    options = CollectorSettings(requests_per_second=args.max_requests_per_second, max_workers=args.max_workers,
                                request_budget=args.budget, hourly_reserve=args.hourly_reserve,
                                apps_source=args.apps_source)
     collector = build_collector(credentials, store, options, session=session, progress=bar).collector

@@ -1,5 +1,7 @@
-"""What the operator sees: stdout and stderr with the token redacted, and the package's log records on
-stderr (around the progress bar). Also the usage error every command may raise (exit code 2)."""
+"""What the operator sees: stdout and stderr with the token redacted and every character that a terminal
+would act on shown as an escape (a device named with ESC sequences cannot clear the screen or plant a
+link), and the package's log records on stderr (around the progress bar). Also the usage error every
+command may raise (exit code 2)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from kandji_snapshots.cli.progress import ProgressBar
+from kandji_snapshots.inert_text import is_unsafe
 
 COMMAND = "kandji-snapshots"  # the console script `pip install .` (or pipx) puts on the PATH
 
@@ -40,6 +43,23 @@ def for_terminal(message: str) -> str:
     return message
 
 
+def terminal_safe(text: str) -> str:
+    """`text` with every control, format or separator character but the line break written as its escape
+    (`\\u001b`), so a value from the fleet prints as what it is and the terminal never acts on it. In JSON
+    text the escape is the same character, so JSON Lines stay valid JSON."""
+    if not any(char != "\n" and is_unsafe(char) for char in text):
+        return text
+    return "".join(_escaped(char) if char != "\n" and is_unsafe(char) else char for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON spells a character beyond the BMP as its UTF-16 surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 class UsageError(Exception):
     """The command line itself is wrong: exit code 2."""
 
@@ -61,10 +81,10 @@ class Console:
         return text
 
     def out(self, text: str = "") -> None:
-        sys.stdout.write(self.redact(text) + "\n")
+        sys.stdout.write(terminal_safe(self.redact(text)) + "\n")
 
     def err(self, text: str) -> None:
-        sys.stderr.write(self.redact(text) + "\n")
+        sys.stderr.write(terminal_safe(self.redact(text)) + "\n")
         sys.stderr.flush()
 
 
@@ -91,7 +111,7 @@ class _CliLogHandler(logging.Handler):
                 self.bar.clear()
             if self.console is not None:
                 text = self.console.redact(text)
-            sys.stderr.write(text + "\n")
+            sys.stderr.write(terminal_safe(text) + "\n")
         except Exception:  # logging must never break a run
             self.handleError(record)
 

@@ -136,7 +136,8 @@ def _no_url_message() -> str:
 
 
 _CONSOLE_HOST = re.compile(r"^(?P<tenant>[a-z0-9][a-z0-9-]*)\.(?P<region>eu\.)?(?P<domain>kandji\.io|iru\.com)$")
-_REGION_SWAP = ((".api.eu.kandji.io", ".api.kandji.io"), (".api.eu.iru.com", ".api.iru.com"))
+_REGION_SWAP = ((".api.eu.kandji.io", ".api.kandji.io"), (".api.eu.iru.com", ".api.iru.com"),
+                (".clients.eu.kandji.io", ".clients.us-1.kandji.io"))
 
 
 def _with_url_hint(message: str, url: str | None) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, ChangeRules, parse_ig
 from kandji_snapshots.cli.console import Console, UsageError
 from kandji_snapshots.diff.differ import diff_snapshots
 from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.inert_text import NAME_MAX_CHARS, one_line
 from kandji_snapshots.snapshots.layout import MANIFEST_PREFIX, is_snapshot_id
 from kandji_snapshots.snapshots.storage import LocalObjectStore, ObjectNotFound, ObjectStore, S3ObjectStore
 
@@ -31,8 +31,8 @@ def open_source(source: str) -> ObjectStore:
         return S3ObjectStore(boto3.client("s3"), bucket)
     path = Path(source)
     if not path.is_dir():
-        raise ConfigurationError(f"{source} is not a folder. Give a folder written by `collect` (or the local run) "
-                                 "or s3://BUCKET.")
+        raise UsageError(f"{source} is not a folder. Give a folder written by `collect` (or the local run) "
+                         "or s3://BUCKET.")
     return LocalObjectStore(path)
 
 
@@ -72,7 +72,7 @@ def run_diff(args: argparse.Namespace, console: Console, environ: Mapping[str, s
     events = diff_snapshots(store, previous, current, rules)
     if args.json:
         for event in events:
-            sys.stdout.write(encode_event(event) + "\n")
+            console.out(encode_event(event))  # names from the fleet may hold escapes: the console neutralises them
         return 0
     console.out(f"changes from {from_id} to {to_id} in {store.location}")
     tally = EventTally()
@@ -119,7 +119,7 @@ def describe_event(event: Mapping[str, Any], max_changes: int = 4) -> str:
     if changes:
         parts = []
         for change in changes[:max_changes]:
-            text = f"{change['field']}: {_value(change.get('before'))} -> {_value(change.get('after'))}"
+            text = f"{_cut(change['field'], 80)}: {_value(change.get('before'))} -> {_value(change.get('after'))}"
             if change.get("reason"):
                 text += f" ({change['reason']})"
             parts.append(text)
@@ -128,14 +128,14 @@ def describe_event(event: Mapping[str, Any], max_changes: int = 4) -> str:
         return "; ".join(parts)
     app = event.get("app")
     if app:
-        name = app.get("app_name") or app.get("bundle_id") or app.get("path") or "?"
-        bundle = f" ({app['bundle_id']})" if app.get("bundle_id") and app.get("bundle_id") != name else ""
+        name = _cut(app.get("app_name") or app.get("bundle_id") or app.get("path") or "?", NAME_MAX_CHARS)
+        bundle = f" ({_cut(app['bundle_id'], NAME_MAX_CHARS)})" if app.get("bundle_id") and app.get("bundle_id") != name else ""
         if event["change_type"] == "app_updated":
-            versions = f"{app.get('previous_version')} -> {app.get('version')}"
+            versions = f"{_cut(app.get('previous_version'), 40)} -> {_cut(app.get('version'), 40)}"
         elif event["change_type"] == "app_removed":
-            versions = str(app.get("previous_version") or "")
+            versions = _cut(app.get("previous_version") or "", 40)
         else:
-            versions = str(app.get("version") or "")
+            versions = _cut(app.get("version") or "", 40)
         return f"{name}{bundle} {versions}".rstrip()
     if event.get("apps") is not None:
         count = len(event["apps"])
@@ -148,5 +148,4 @@ def _value(value: Any, width: int = 40) -> str:
 
 
 def _cut(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return one_line(text, width)

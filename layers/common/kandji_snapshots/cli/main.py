@@ -4,11 +4,13 @@
     kandji-snapshots collect --url https://<tenant>.api.kandji.io --output DIR
     kandji-snapshots diff    DIR-or-s3://BUCKET [--from SNAPSHOT_ID] [--to SNAPSHOT_ID] [--json]
     kandji-snapshots query   DIR [--query NAME] [--param NAME=VALUE]        (DuckDB: the [local] extra)
+    kandji-snapshots backfill-committed DIR-or-s3://BUCKET      (once after an upgrade: Athena's committed rows)
 
 The token is never a command-line argument (it would land in shell history): it comes from
 --secret-id (the stack's Secrets Manager secret, read like the Lambda reads it), --token-file,
 the environment variable KANDJI_API_TOKEN, or a hidden prompt, in that order. It is never
-printed. Exit codes: 0 success, 1 failure (the message says what to fix), 2 usage error.
+printed. Exit codes, the same for every command: 0 success; 1 the command ran and failed or found a
+problem (the message says what to fix); 2 the command line is wrong (see UsageError).
 
 This module is the parser, the dispatch to a command and the exit codes. The rest of cli/:
     console      stdout/stderr with the token redacted, log records, UsageError, the command's name
@@ -16,6 +18,7 @@ This module is the parser, the dispatch to a command and the exit codes. The res
     check        the `check` command: probes, permissions, device count (cost: a run's cost)
     collect      the `collect` command
     diff         the `diff` command, as a table or JSON Lines
+    backfill     the `backfill-committed` command
     rate_limit   the hourly rate-limit headers, read by check and collect
 """
 
@@ -30,19 +33,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kandji_snapshots.cli.backfill import run_backfill
 from kandji_snapshots.cli.check import run_check
 from kandji_snapshots.cli.collect import run_collect
 from kandji_snapshots.cli.console import COMMAND, PROG, Console, UsageError, configure_logging, for_terminal
 from kandji_snapshots.cli.cost import cost_lines
 from kandji_snapshots.cli.credentials import TOKEN_ENV
 from kandji_snapshots.cli.diff import run_diff
-from kandji_snapshots.collect.collector import APPS_SOURCES
 from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV
 from kandji_snapshots.errors import ConfigurationError, KandjiSnapshotsError
 from kandji_snapshots.kandji.config import EXPECTED_FORM
 from kandji_snapshots.query import local_duckdb
-from kandji_snapshots.settings import (API_URL_ENV, DEFAULT_HOURLY_RESERVE, DEFAULT_MAX_WORKERS, DEFAULT_REQUEST_BUDGET,
-                                       DEFAULT_REQUESTS_PER_SECOND, INSECURE_LOCALHOST_ENV)
+from kandji_snapshots.settings import (API_URL_ENV, APPS_SOURCES, DEFAULT_HOURLY_RESERVE, DEFAULT_MAX_WORKERS,
+                                       DEFAULT_REQUEST_BUDGET, DEFAULT_REQUESTS_PER_SECOND, INSECURE_LOCALHOST_ENV)
 
 # cost_lines stays importable from here, where it was before the split.
 __all__ = ["build_parser", "cost_lines", "main"]
@@ -76,6 +79,45 @@ def _count(minimum: int, maximum: int) -> Callable[[str], int]:
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors become UsageError (exit code 2) with no value from the command line in
+    them: a token pasted after the wrong option, or alone, must not be printed back."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}. See {self.prog} --help.\n{self.format_usage().rstrip()}")
+
+
+def _without_values(message: str, argv: Sequence[str], known_words: set[str]) -> str:
+    """An argparse message with the values typed on the command line left out (option names, command names
+    and choices stay): a token typed after an unknown option, or alone, is never printed back."""
+    prefix = "unrecognized arguments: "
+    if message.startswith(prefix):
+        unknown, _, rest = message[len(prefix):].partition(". See ")
+        items = unknown.split(" ")
+        options = [item.split("=", 1)[0] for item in items if item.startswith("-")]
+        values = sum(not item.startswith("-") or "=" in item for item in items)
+        parts = [f"unrecognized option{'s' if len(options) > 1 else ''} {', '.join(options)}"] if options else []
+        if values:
+            parts.append(f"{values} unexpected value{'s' if values > 1 else ''} (not shown: it may be a token)")
+        message = "; ".join(parts) + (f". See {rest}" if rest else "")
+    for item in argv:
+        value = item.split("=", 1)[1] if item.startswith("-") and "=" in item else item
+        if len(value) >= 6 and not value.startswith("-") and value not in known_words:
+            message = message.replace(value, "<not shown>")
+    return message
+
+
+def _known_words(parser: argparse.ArgumentParser) -> set[str]:
+    """Command names and the choices of every option, which an error may name."""
+    words: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                words |= _known_words(command)
+        words |= {str(choice) for choice in action.choices or ()}
+    return words
+
+
 class _RefuseToken(argparse.Action):
     """`--token VALUE` would put the token in shell history: refuse it without echoing it."""
 
@@ -85,7 +127,7 @@ class _RefuseToken(argparse.Action):
 
 
 def _kandji_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parent = _Parser(add_help=False, allow_abbrev=False)
     group = parent.add_argument_group("Kandji API and token")
     group.add_argument("--url", metavar="API_URL",
                        help=f"the tenant's API URL, {EXPECTED_FORM} (default: ${API_URL_ENV}; with --secret-id, the "
@@ -105,20 +147,21 @@ def _kandji_options() -> argparse.ArgumentParser:
 
 
 def _common_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parent = _Parser(add_help=False, allow_abbrev=False)
     parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="log the package's debug messages and show tracebacks")
     return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Operator commands of kandji-snapshots: check a token, collect once into a folder, diff "
                     "two snapshots, query a folder.",
         epilog=f"The token comes from --secret-id, --token-file, ${TOKEN_ENV} or a hidden prompt, never from "
-               "the command line.\nExit codes: 0 success, 1 failure (the message says what to fix), 2 usage "
-               "error.")
+               "the command line.\nExit codes, the same for every command: 0 success; 1 the command ran and failed "
+               "or found a problem (the message says what to fix); 2 the command line is wrong (an unknown option, a "
+               "malformed value, a folder that does not exist, a parameter no query takes).")
     parser.add_argument("--debug", action="store_true", default=False,
                         help="log the package's debug messages and show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -171,22 +214,34 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--ignore-fields", metavar="PATTERNS",
                       help=f"more fields to ignore, comma-separated fnmatch patterns (default: ${IGNORE_FIELDS_ENV})")
 
+    backfill = add_command(
+        "backfill-committed", run_backfill, parents=[common],
+        help="once after an upgrade: record the snapshots committed before in Athena's committed_snapshots",
+        description="Write the committed_snapshots row of every committed snapshot (manifest) that has none: "
+                    "Athena's views and saved queries read a snapshot only through that row. Safe to repeat.")
+    backfill.add_argument("source", metavar="SOURCE", help="a folder written by `collect`, or s3://BUCKET")
+
     query = add_command(
         "query", run_query, parents=[common],
         help="answer the saved fleet questions over a local folder with DuckDB (the [local] extra)",
-        description="Run the saved fleet queries (the Athena ones, in DuckDB's dialect) over a folder written by "
-                    "`collect` or `make local`. Needs DuckDB: pip install '.[local]'.")
+        description="Run the saved Athena queries (their Athena text, translated for DuckDB by sqlglot) over a "
+                    "folder written by `collect` or `make local`. Needs DuckDB and sqlglot: pip install '.[local]'.")
     local_duckdb.add_arguments(query)
     return parser
 
 
 def run_query(args: argparse.Namespace, console: Console, environ: Mapping[str, str]) -> int:
-    if importlib.util.find_spec("duckdb") is None:
-        raise ConfigurationError("query needs DuckDB, which is not installed here: pip install '.[local]' in the "
-                                 f"project folder (pipx: pipx inject {COMMAND} duckdb).")
+    if importlib.util.find_spec("duckdb") is None or importlib.util.find_spec("sqlglot") is None:
+        raise ConfigurationError("query needs DuckDB and sqlglot, which are not installed here: pip install '.[local]' "
+                                 f"in the project folder (pipx: pipx inject {COMMAND} duckdb sqlglot).")
     if not Path(args.folder).is_dir():
-        raise ConfigurationError(f"{args.folder} is not a folder. Give a folder written by `collect` or `make local`.")
-    return local_duckdb.run(args)
+        raise UsageError(f"{args.folder} is not a folder. Give a folder written by `collect` or `make local`.")
+    try:
+        return local_duckdb.run(args)
+    except local_duckdb.BadParameters as error:
+        raise UsageError(str(error)) from None
+    except local_duckdb.QueryFailed as error:
+        raise ConfigurationError(f"{args.folder}: {error}") from None
 
 
 # --- entry point ---------------------------------------------------------------------------------------
@@ -194,12 +249,14 @@ def run_query(args: argparse.Namespace, console: Console, environ: Mapping[str, 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     console = Console()
     environ = os.environ if environ is None else environ
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except UsageError as error:
-        console.err(f"error: {error}")
+        console.err(f"error: {_without_values(str(error), argv, _known_words(parser))}")
         return 2
-    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), already printed
+    except SystemExit as exit_:  # argparse: --help (0), already printed
         return exit_.code if isinstance(exit_.code, int) else 2
     debug = bool(getattr(args, "debug", False))
     restore = configure_logging(debug, console)

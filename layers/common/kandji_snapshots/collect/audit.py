@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, manifest_exists
+from kandji_snapshots.errors import KandjiSnapshotsError
+from kandji_snapshots.snapshots.catalog import Manifest, UnreadableManifest, load_manifest, manifest_exists
 from kandji_snapshots.snapshots.layout import audit_claim_key
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
 from kandji_snapshots.snapshots.timeutil import format_timestamp, parse_timestamp
@@ -87,6 +88,11 @@ def audit_section(previous: Manifest | None) -> dict[str, Any] | None:
     return ((previous.document.get("tenant") or {}).get("audit")) if previous else None
 
 
+class AuditTrailBlocked(KandjiSnapshotsError):
+    """The run that continued the trail has a manifest this version cannot read: where the trail ends is
+    unknown, so this run reads none of it (re-reading from before that run would store its events twice)."""
+
+
 class AuditTrail:
     def __init__(self, api: AuditApi, store: ObjectStore, *, settings: AuditSettings = AuditSettings(),
                  clock: Callable[[], datetime]):
@@ -109,7 +115,14 @@ class AuditTrail:
                 return state, attempt
             claimant = claim.get("snapshot_id")
             if claimant and manifest_exists(self._store, claimant):  # that run continued the trail: start there
-                state = AuditState.from_document(audit_section(load_manifest(self._store, claimant))["state"])
+                try:
+                    state = AuditState.from_document(audit_section(load_manifest(self._store, claimant))["state"])
+                except UnreadableManifest as error:
+                    raise AuditTrailBlocked(
+                        f"the audit trail is not read: snapshot {claimant} continued it and {error}. If a newer "
+                        "kandji-snapshots wrote it, deploy that version again; if it was cut short, restore its "
+                        "earlier version from the bucket's noncurrent versions, or delete it (the trail is then "
+                        "read again from before that snapshot)") from None
                 attempt = 0
                 continue
             claimed_at = parse_timestamp(claim.get("claimed_at"))

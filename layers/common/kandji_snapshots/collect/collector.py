@@ -24,18 +24,21 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from kandji_snapshots import __version__
-from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, manifest_exists, previous_snapshot_id,
+from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, manifest_exists,
+                                               previous_readable_snapshot_id,
                       write_manifest)
-from kandji_snapshots.errors import ConfigurationError, DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
+from kandji_snapshots.snapshots.committed import record_commit_or_log
+from kandji_snapshots.errors import DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
 from kandji_snapshots.snapshots.layout import TABLE_NAMES
 from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, posture_row
-from kandji_snapshots.collect.posture import PostureIndex, PostureReader
+from kandji_snapshots.collect.posture import PostureIndex, PostureReader, PreviousPosture
 from kandji_snapshots.collect.prism_apps import PrismAppsIndex
 from kandji_snapshots.collect.tenant_sources import TenantReader, TenantRun
 from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh, previous_fetched_at,
                       with_snapshot_id)
 from kandji_snapshots.snapshots.device_rows import row_keys
-from kandji_snapshots.snapshots.table_io import DEFAULT_ROWS_PER_PART, TableWriter, iter_lines
+from kandji_snapshots.settings import CollectorSettings
+from kandji_snapshots.snapshots.table_io import TableWriter, iter_lines
 from kandji_snapshots.snapshots.storage import ObjectStore
 from kandji_snapshots.snapshots.timeutil import format_timestamp, partition_date, snapshot_id_for, utc_now
 
@@ -56,25 +59,6 @@ class KandjiApi(Protocol):
     def prism_apps(self) -> Iterator[dict[str, Any]]: ...
 
     def iter_prism_category(self, category: str) -> Iterator[dict[str, Any]]: ...
-
-
-APPS_SOURCES = ("per-device", "prism", "auto")
-
-
-@dataclass(frozen=True)
-class CollectorSettings:
-    max_workers: int = 16  # requests in flight; the shared rate limiter sets the pace, not this
-    rows_per_part: int = DEFAULT_ROWS_PER_PART
-    apps_source: str = "per-device"  # or "prism" (fleet-wide), or "auto" (prism when the token may)
-    # A device list that shrank by more than this since the last snapshot is more likely an API
-    # fault than a mass unenrolment: refuse it rather than report every missing device removed.
-    max_fleet_drop_percent: float = 50.0
-    temp_dir: str | None = None  # where Prism's rows are sorted (Lambda: /tmp)
-
-    def __post_init__(self) -> None:
-        if self.apps_source not in APPS_SOURCES:
-            raise ConfigurationError(f"KANDJI_APPS_SOURCE={self.apps_source!r}: expected one of "
-                                     f"{', '.join(APPS_SOURCES)}.")
 
 
 @dataclass(frozen=True)
@@ -149,6 +133,7 @@ class SnapshotCollector:
                 raise
             logger.warning("the manifest write reported an error but the manifest is stored: committed",
                            extra={"snapshot_id": snapshot_id})
+        record_commit_or_log(self._store, manifest, writer="collector")  # Athena's row: after the manifest
         logger.info("snapshot committed", extra={"snapshot_id": snapshot_id, **{
             key: manifest.document[key] for key in ("device_count", "refreshed_devices", "carried_devices")}})
         return manifest
@@ -218,7 +203,7 @@ class SnapshotCollector:
                 "one run.", endpoint="devices")
 
     def _previous(self, snapshot_id: str) -> Manifest | None:
-        previous_id = previous_snapshot_id(self._store, snapshot_id)
+        previous_id = previous_readable_snapshot_id(self._store, snapshot_id)
         return load_manifest(self._store, previous_id) if previous_id else None
 
     def _prism_apps(self) -> tuple[str, PrismAppsIndex] | None:
@@ -268,6 +253,7 @@ class SnapshotCollector:
         skipped: list[dict[str, Any]] = []
         counts = {"refreshed": 0, "carried": 0, "pending": 0}
         carried = _CarriedRows(self._store, previous)
+        previous_posture = PreviousPosture(self._store, previous)  # what was not read now keeps the last read
         for device, outcome in _reporting_progress(self._fetch_in_order(devices, refresh, with_apps=prism is None),
                                                    len(devices), self._progress):
             device_id = str(device["device_id"])
@@ -284,8 +270,9 @@ class SnapshotCollector:
                     continue  # nothing known to carry: the device is absent from this snapshot
             writers["devices"].write(device_row(device, snapshot_id))
             # Every listed device, every run.
-            writers["device_posture"].write(posture_row(posture.take(device_id), snapshot_id, device_id,
-                                                        posture.fetched_at))
+            categories, carried_from = posture.take(device_id, previous_posture.for_device(device_id))
+            writers["device_posture"].write(posture_row(categories, snapshot_id, device_id, posture.fetched_at,
+                                                        carried_from))
             if isinstance(outcome, _Fetched):
                 counts["refreshed"] += 1
                 writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))

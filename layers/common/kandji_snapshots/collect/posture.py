@@ -10,6 +10,14 @@ tenant that does not know it (400 "Invalid category", 404) or a category that ca
 completely is skipped, named in the manifest and the logs, and never fails the run. A
 category is used whole or not at all: rows of a read that broke off are dropped.
 
+What was not read is unknown, not empty, and keeps what the last read said: a category skipped
+this run, a device the category has no row for, or a FileVault/firewall row without its status
+carries the device's value from the previous snapshot (which may itself have carried it), and the
+row's `carried_from.<category>` says as of when that value was known: the end of the run that read
+it (details fetched later are newer, details fetched in that run are not). So the differ compares each
+category with the last snapshot that read it: a firewall turned off while the category failed is
+published by the run that reads it again, and a Mac missing from the rows is not "turned off".
+
 Row shapes (confirmed from integrations that read them: firezone/firezone
 elixir/lib/portal/iru/sync.ex, MScottBlake/terraform-provider-iru internal/provider/
 data_source_prism_*.go): every row carries the device (`device_id`, `device__name`,
@@ -19,16 +27,20 @@ data_source_prism_*.go): every row carries the device (`device_id`, `device__nam
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from kandji_snapshots.collect.refresh import BudgetExhausted
+from kandji_snapshots.collect.refresh import BudgetExhausted, PreviousRows
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
 from kandji_snapshots.kandji.permissions import prism_permission
+from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
+from kandji_snapshots.snapshots.storage import ObjectStore
+from kandji_snapshots.snapshots.table_io import iter_lines
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +53,10 @@ _DEVICE_COLUMNS = frozenset({"device_id", "serial_number", "blueprint_id", "blue
 _LIST_DUPLICATES = frozenset({"mdm_enabled", "agent_installed"})
 
 READ, FORBIDDEN, UNAVAILABLE, FAILED, NO_BUDGET = "read", "forbidden", "unavailable", "failed", "no_budget"
+
+# A row of these categories without this column says nothing about what the category is for (on or
+# off): unknown for the device, like no row at all.
+_STATE_COLUMNS = {"filevault": "status", "application_firewall": "status"}
 
 
 def category_columns(category: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +87,7 @@ class CategoryRead:
     devices: int = 0  # listed devices it reported on
     permission: str | None = None  # the missing permission, when forbidden
     error: str | None = None  # why it was skipped
+    carried: int | None = None  # devices whose value was carried from an earlier read (not read now)
 
 
 class PostureIndex:
@@ -86,13 +103,30 @@ class PostureIndex:
         if read.status == READ:
             self._values[category] = by_device
 
-    def take(self, device_id: str) -> dict[str, dict[str, Any] | None]:
-        """One device's columns per category (None: no row, or category not read); each device once."""
+    def take(self, device_id: str, previous: Callable[[str], LastRead | None] = lambda category: None
+             ) -> tuple[dict[str, dict[str, Any] | None], dict[str, str]]:
+        """One device's columns per category (None: unknown, never read), and `carried_from`; each device once.
+
+        A category not read now for the device keeps its value in `previous(category)`, the device's row
+        in the previous snapshot (asked for only then), with as of when that value was known.
+        """
         out: dict[str, dict[str, Any] | None] = {}
+        carried_from: dict[str, str] = {}
         for category in POSTURE_CATEGORIES:
             values = self._values.get(category, {}).pop(device_id, None)
             out[category] = None if values is None else _unpack(category, values)
-        return out
+            if _says_something(category, out[category]):
+                continue
+            last = previous(category)
+            kept = last.row.get(category) if last else None
+            if not _says_something(category, kept):
+                continue  # nothing better known: the category stays as read (or unknown)
+            out[category] = _with_extra(category, kept, last.row)
+            carried_from[category] = last.known_at(category)
+            read = self.categories.get(category)
+            if read is not None:
+                read.carried = (read.carried or 0) + 1
+        return out, carried_from
 
     def summary(self) -> dict[str, Any]:
         """The manifest's `posture` section."""
@@ -107,6 +141,79 @@ class PostureIndex:
     @property
     def read_categories(self) -> list[str]:
         return [name for name, read in self.categories.items() if read.status == READ]
+
+
+def _says_something(category: str, columns: dict[str, Any] | None) -> bool:
+    state = _STATE_COLUMNS.get(category)
+    return columns is not None and (state is None or columns.get(state) is not None)
+
+
+def _with_extra(category: str, columns: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """A category's columns in a stored row plus its values that did not fit them (kept in `extra`)."""
+    prefix = f"{category}."
+    extra = json.loads(row["extra"]) if row.get("extra") else {}
+    return {**columns, **{path[len(prefix):]: value for path, value in extra.items() if path.startswith(prefix)}}
+
+
+@dataclass(frozen=True)
+class LastRead:
+    """A device's device_posture row in the previous snapshot, and when that snapshot's run finished."""
+
+    row: dict[str, Any]
+    run_finished_at: str
+
+    def known_at(self, category: str) -> str:
+        """As of when the row's value of `category` was known: when the run that read it finished.
+
+        That run's end, not the read's moment: details fetched later in the same run are no newer."""
+        return (self.row.get("carried_from") or {}).get(category) or self.run_finished_at
+
+
+class PreviousPosture:
+    """The previous snapshot's device_posture rows, walked once in device order; opened on first use."""
+
+    def __init__(self, store: ObjectStore, previous: Manifest | None):
+        self._store = store
+        self._previous = previous
+        self._rows: PreviousRows | None = None
+
+    def line(self, device_id: str) -> bytes | None:
+        """The device's row, raw (devices must be asked for in ascending order), None when it had none."""
+        if self._previous is None or "device_posture" not in self._previous.document["tables"]:
+            return None  # no snapshot before, or one written before posture existed
+        if self._rows is None:
+            self._rows = PreviousRows(iter_lines(self._store, self._previous.table_keys("device_posture")))
+        lines = self._rows.take(device_id)
+        return lines[0] if lines else None
+
+    def for_device(self, device_id: str) -> Callable[[str], LastRead | None]:
+        """`PostureIndex.take`'s `previous`: the device's row, read at most once and only if asked, and
+        parsed only when it holds the category asked for (a non-Mac's Mac-only categories are null
+        every run: that costs no parsing)."""
+        cache: dict[str, Any] = {}
+
+        def previous(category: str) -> LastRead | None:
+            if "line" not in cache:
+                cache["line"] = self.line(device_id)
+            line = cache["line"]
+            if line is None or _is_null_column(line, category):
+                return None
+            if "row" not in cache:
+                cache["row"] = LastRead(json.loads(line), self._previous.document["finished_at"])
+            return cache["row"]
+        return previous
+
+
+# `"<category>":` first occurs in a device_posture line as its column: the category columns come
+# before `carried_from` (whose fields bear their names), the values before them are JSON strings
+# (a quote inside is escaped) and no category's field is named like a category.
+_COLUMN_KEYS = {category: f'"{category}":'.encode() for category in POSTURE_CATEGORIES}
+
+
+def _is_null_column(line: bytes, category: str) -> bool:
+    key = _COLUMN_KEYS[category]
+    at = line.find(key)
+    return at < 0 or line.startswith(b"null", at + len(key))
 
 
 def _pack(category: str, columns: dict[str, Any]) -> tuple[Any, ...]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
 
-from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
 from kandji_snapshots.collect.audit import AuditSettings
+from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.collect.refresh import RequestBudget
 from kandji_snapshots.collect.tenant_sources import TenantReader, sources_setting
 from kandji_snapshots.errors import ConfigurationError
@@ -24,9 +24,9 @@ from kandji_snapshots.kandji.client import KandjiClient, RequestStats, RetryPoli
 from kandji_snapshots.kandji.config import KandjiCredentials, parse_secret
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.metrics import record_failure, record_requests, record_snapshot
-from kandji_snapshots.settings import CollectorEnvironment, CollectorOptions
+from kandji_snapshots.settings import CollectorEnvironment, CollectorSettings
 from kandji_snapshots.snapshots.storage import ObjectStore, S3ObjectStore
-from kandji_snapshots.snapshots.timeutil import SystemClock
+from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ class CollectorRun:
         return self.client.stats
 
 
-def build_collector(credentials: KandjiCredentials, store: ObjectStore, options: CollectorOptions = CollectorOptions(),
-                    *, seconds_left: float | None = None, clock: Any = SystemClock,
+def build_collector(credentials: KandjiCredentials, store: ObjectStore,
+                    settings: CollectorSettings = CollectorSettings(), *, seconds_left: float | None = None,
+                    clock: Clock = SystemClock,
                     retry: RetryPolicy = RetryPolicy(), session: requests.Session | None = None,
                     progress: Callable[[int, int], None] | None = None, temp_dir: str | None = None) -> CollectorRun:
     """A collector for one run. `seconds_left`: the time the run has, of which WRITE_MARGIN_SECONDS is kept
@@ -57,17 +58,17 @@ def build_collector(credentials: KandjiCredentials, store: ObjectStore, options:
     deadline = None
     if seconds_left is not None:
         deadline = clock.monotonic() + max(1.0, seconds_left - WRITE_MARGIN_SECONDS)
-    budget = RequestBudget(per_run=options.request_budget, hourly_reserve=options.hourly_reserve,
-                           requests_per_second=options.requests_per_second, deadline=deadline, clock=clock.monotonic)
-    limiter = RateLimiter(options.requests_per_second, clock=clock.monotonic, sleep=clock.sleep)
+    budget = RequestBudget(per_run=settings.request_budget, hourly_reserve=settings.hourly_reserve,
+                           requests_per_second=settings.requests_per_second, deadline=deadline, clock=clock.monotonic)
+    limiter = RateLimiter(settings.requests_per_second, clock=clock.monotonic, sleep=clock.sleep)
     client = KandjiClient(credentials, limiter=limiter, session=session, deadline=deadline, retry=retry,
-                          clock=clock.monotonic, sleep=clock.sleep, pool_size=options.max_workers, budget=budget)
-    settings = CollectorSettings(max_workers=options.max_workers, apps_source=options.apps_source,
-                                 max_fleet_drop_percent=options.max_fleet_drop_percent, temp_dir=temp_dir)
-    sources = sources_setting(options.tenant_sources)
+                          clock=clock.monotonic, sleep=clock.sleep, pool_size=settings.max_workers, budget=budget)
+    if temp_dir is not None:
+        settings = replace(settings, temp_dir=temp_dir)
+    sources = sources_setting(settings.tenant_sources)
     tenant = TenantReader(client, store, clock=clock.now, sources=sources,
                           requests_spent=lambda endpoint: int(client.stats.as_dict()["by_endpoint"].get(endpoint, 0)),
-                          audit=AuditSettings(options.audit_backfill_days, options.audit_overlap_hours)) if sources else None
+                          audit=AuditSettings(settings.audit_backfill_days, settings.audit_overlap_hours)) if sources else None
     collector = SnapshotCollector(client, store, settings=settings, clock=clock.now, sleep=clock.sleep,
                                   request_stats=client.stats.as_dict, budget=budget, progress=progress, tenant=tenant)
     return CollectorRun(collector, client, budget)
@@ -104,7 +105,7 @@ def read_credentials(env: CollectorEnvironment) -> KandjiCredentials:
 
 
 def lambda_collector(remaining_seconds: float, environ: Mapping[str, str] | None = None, *,
-                     clock: Any = SystemClock, store: ObjectStore | None = None) -> CollectorRun:
+                     clock: Clock = SystemClock, store: ObjectStore | None = None) -> CollectorRun:
     """The collector as the Lambda runs it: settings from the environment, token from the secret, S3."""
     env = CollectorEnvironment.from_env(environ)
     credentials = read_credentials(env)
@@ -112,11 +113,11 @@ def lambda_collector(remaining_seconds: float, environ: Mapping[str, str] | None
         import boto3
 
         store = S3ObjectStore(boto3.client("s3"), env.bucket)
-    return build_collector(credentials, store, env.options, seconds_left=remaining_seconds, clock=clock)
+    return build_collector(credentials, store, env.settings, seconds_left=remaining_seconds, clock=clock)
 
 
 def run_collection(scheduled_time: str | None, remaining_seconds: float, metrics: Any, *,
-                   clock: Any = SystemClock) -> dict[str, Any]:
+                   clock: Clock = SystemClock) -> dict[str, Any]:
     """One scheduled run: build, collect, and report success or the kind of failure as metrics."""
     try:
         run = lambda_collector(remaining_seconds, clock=clock)

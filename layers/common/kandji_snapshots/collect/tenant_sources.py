@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from kandji_snapshots.collect.audit import AuditRead, AuditSettings, AuditState, AuditTrail, audit_section
+from kandji_snapshots.collect.audit import (AuditRead, AuditSettings, AuditState, AuditTrail, AuditTrailBlocked,
+                                           audit_section)
 from kandji_snapshots.collect.refresh import BudgetExhausted
 from kandji_snapshots.errors import ConfigurationError, KandjiApiError, KandjiAuthError
 from kandji_snapshots.kandji.paging import NextUrlPaginator, PageNumberPaginator, Paginator
@@ -203,13 +204,17 @@ class TenantReader:
 
     def _read_audit(self, run: TenantRun, snapshot_id: str, previous: Manifest | None) -> bool:
         spent_before = self._spent(AUDIT_ENDPOINT)
-        committed = self._trail.committed_state(previous)
-        if committed is None:
-            read = SourceRead(BUSY, error="another run is committing the audit trail from the same point right now")
+        try:
+            committed = self._trail.committed_state(previous)
+        except AuditTrailBlocked as error:  # the devices and the other sources are read all the same
+            read = SourceRead(FAILED, error=str(error))
         else:
-            base, attempt = committed
-            run.audit_carried = base.to_document()
-            read = self._guarded(AUDIT_ENDPOINT, lambda: self._write_audit(base, attempt, snapshot_id, run))
+            if committed is None:
+                read = SourceRead(BUSY, error="another run is committing the audit trail from the same point right now")
+            else:
+                base, attempt = committed
+                run.audit_carried = base.to_document()
+                read = self._guarded(AUDIT_ENDPOINT, lambda: self._write_audit(base, attempt, snapshot_id, run))
         read.requests = self._spent(AUDIT_ENDPOINT) - spent_before
         run.sources[AUDIT_ENDPOINT] = read
         _log(AUDIT_ENDPOINT, read)

@@ -3,7 +3,7 @@
 Comparing (`diff_snapshots`) is a streaming merge-join by device_id over the three
 tables of both snapshots, one device's rows at a time. Rows are compared as raw
 bytes after their per-snapshot prefix (`snapshot_id`, `fetched_at`); only rows
-whose bytes differ are parsed. Check-in noise (change_rules.IGNORED_FIELDS) is
+whose bytes differ are parsed. Check-in noise (rules.DEFAULT_IGNORED_FIELDS) is
 cut out of the raw bytes first when that is provably safe, so a fleet that only
 checked in again costs no JSON parsing at all.
 
@@ -12,38 +12,45 @@ publishes them in batches, then a `snapshot_summary`. Progress markers under
 `changes/_published/<snapshot_id>/` make a redelivered trigger publish nothing
 twice and a retried run resume where the failed one stopped.
 
-The parts live next door: device_rows (a snapshot read one device at a time, rows raw),
-field_changes (fields of a row, what changed, the raw-bytes noise cut) and
-differ_progress (the changes file and the progress markers).
+The parts live next door: snapshots.device_rows (a snapshot read one device at a time, rows raw),
+device_pairs (the two snapshots' devices side by side: merge-join, checkpoint, deadline),
+unread_devices (the skip rules for devices a snapshot could not read), field_changes (fields of
+a row, what changed, the raw-bytes noise cut), progress (the changes file, the checkpoint and
+the progress markers), transitions (which snapshot each diff compares against, claimed once) and
+already_published (what a diff that takes another's place must not send again).
 """
 
 from __future__ import annotations
 
 import itertools
-
 import json
 import logging
-import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_snapshot_id
+from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_readable_snapshot_id
+from kandji_snapshots.snapshots.committed import record_commit_or_log
 from kandji_snapshots.diff.tenant_changes import TenantChanges
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
                             DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally,
                             FieldTally, app_event, app_identity, app_list, device_event, summary_event)
 from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRules, highest, repeats_device_list
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
-from kandji_snapshots.diff.progress import (ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers,
-                                            TransitionClaims)
+from kandji_snapshots.diff.progress import ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers
+from kandji_snapshots.diff.transitions import Transition, TransitionClaims
+from kandji_snapshots.diff.already_published import AlreadyPublished
+from kandji_snapshots.diff.device_pairs import DevicePair, after_checkpoint, merge_by_device, pause_at_deadline
 from kandji_snapshots.diff.posture_changes import PostureComparison
+from kandji_snapshots.diff.unread_devices import UnreadDevices
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
 from kandji_snapshots.snapshots.layout import manifest_key
 from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.publisher import Publisher, PublishError, event_message, plan_batches
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
+from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 
 __all__ = [
     "DEFAULT_MAX_EVENTS_PER_RUN", "DifferResult", "DifferSettings", "SnapshotComparison", "SnapshotDiffer",
@@ -55,10 +62,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_EVENTS_PER_RUN = 500
-
-
-# Devices compared between two deadline checks: a check costs a call, a device costs far more.
-_STOP_CHECK_EVERY = 16
 
 
 class SnapshotNotCommitted(KandjiSnapshotsError):
@@ -86,71 +89,45 @@ class SnapshotComparison:
         self._rules = rules
         self._ids = {"snapshot_id": current.snapshot_id, "previous_snapshot_id": previous.snapshot_id}
         self._volatile = {table: VolatileValues.for_table(table, rules) for table in ("devices", "device_details")}
-        self._posture = PostureComparison(rules, previous, current)  # device_posture + FileVault as one fact
-        # Devices a snapshot could not read (404 mid-run): unknown there, so neither added nor removed.
-        self._unknown_before = {device_id.encode() for device_id in previous.skipped_device_ids}
-        self._unknown_now = {device_id.encode() for device_id in current.skipped_device_ids}
-        # Skipped with nothing to carry although the collector had a snapshot to carry from: new
-        # then, and never announced, so announced as added once it is read.
-        self._new_unread_before = {str(item["device_id"]).encode()
-                                   for item in previous.document.get("skipped_devices", [])
-                                   if item.get("carried") is False and previous.document.get("previous_snapshot_id")}
-        # Skipped by the previous snapshot and not listed by this one: the 404 was an unenrolment.
-        self._skipped_before = {str(item["device_id"]).encode(): item
-                                for item in previous.document.get("skipped_devices", [])}
+        self._posture = PostureComparison(rules)  # device_posture + FileVault as one fact
+        self._unread = UnreadDevices(previous, current)
+
+    def _pairs(self) -> Iterator[DevicePair]:
+        """Both snapshots' devices side by side, past the checkpoint, pausing when the time runs short."""
+        pairs = merge_by_device(iter_device_rows(self._store, self._previous),
+                                iter_device_rows(self._store, self._current))
+        pairs = after_checkpoint(pairs, self._resume_after)
+        if self._should_stop is not None:
+            pairs = pause_at_deadline(pairs, self._should_stop, self._resume_after)
+        return pairs
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        before_rows = iter_device_rows(self._store, self._previous)
-        after_rows = iter_device_rows(self._store, self._current)
-        before = next(before_rows, None)
-        after = next(after_rows, None)
-        resume_after = self._resume_after
-        gone = iter(sorted(device_id for device_id in self._unknown_before - self._unknown_now
-                           if resume_after is None or device_id > resume_after))
-        skipped = next(gone, None)
-        done_through: bytes | None = resume_after  # every device up to this id is compared
-        steps = 0
-        while before is not None or after is not None:
-            position = min(rows.device_id for rows in (before, after) if rows is not None)
-            if resume_after is not None and position <= resume_after:  # compared by an earlier attempt
-                if before is not None and before.device_id == position:
-                    before = next(before_rows, None)
-                if after is not None and after.device_id == position:
-                    after = next(after_rows, None)
-                continue
-            steps += 1
-            if self._should_stop is not None and steps % _STOP_CHECK_EVERY == 0 and self._should_stop():
-                raise ComparisonPaused(done_through)
-            done_through = position
-            while skipped is not None and skipped <= position:
-                if after is None or after.device_id != skipped:  # listed again: it was never gone
-                    yield self._skipped_device_removed(skipped)
-                skipped = next(gone, None)
-            if after is None or (before is not None and before.device_id < after.device_id):
-                if before.device_id not in self._unknown_now:
-                    yield self._whole_device(DEVICE_REMOVED, before)
-                before = next(before_rows, None)
-            elif before is None or after.device_id < before.device_id:
-                if after.device_id not in self._unknown_before or after.device_id in self._new_unread_before:
-                    yield self._whole_device(DEVICE_ADDED, after)
-                after = next(after_rows, None)
-            else:
-                yield from self._device_changes(before, after)
-                before = next(before_rows, None)
-                after = next(after_rows, None)
-        while skipped is not None:
-            yield self._skipped_device_removed(skipped)
-            skipped = next(gone, None)
+        unlisted = deque(self._unread.unlisted_since(self._resume_after))
+        for pair in self._pairs():
+            while unlisted and unlisted[0] <= pair.device_id:
+                device_id = unlisted.popleft()
+                if pair.after is None or device_id != pair.device_id:  # listed again: it was never gone
+                    yield self._unlisted_device_removed(device_id)
+            yield from self._pair_events(pair)
+        for device_id in unlisted:
+            yield self._unlisted_device_removed(device_id)
 
-    def _skipped_device_removed(self, device_id: bytes) -> dict[str, Any]:
+    def _pair_events(self, pair: DevicePair) -> Iterator[dict[str, Any]]:
+        if pair.after is None:
+            if self._unread.removal_counts(pair.device_id):
+                yield self._whole_device(DEVICE_REMOVED, pair.before)
+        elif pair.before is None:
+            if self._unread.addition_counts(pair.device_id):
+                yield self._whole_device(DEVICE_ADDED, pair.after)
+        else:
+            yield from self._device_changes(pair.before, pair.after)
+
+    def _unlisted_device_removed(self, device_id: bytes) -> dict[str, Any]:
         """A device the previous snapshot listed but could not read (404), no longer listed now.
 
         Its rows were never written, so only what the manifest kept is known: apps are unknown (null).
         """
-        item = self._skipped_before[device_id]
-        device = {"device_id": item["device_id"], "device_name": item.get("device_name"),
-                  "serial_number": item.get("serial_number"), "platform": item.get("platform")}
-        return device_event(DEVICE_REMOVED, device=device, apps=None, **self._ids)
+        return device_event(DEVICE_REMOVED, device=self._unread.last_known(device_id), apps=None, **self._ids)
 
     def _whole_device(self, change_type: str, rows: DeviceRows) -> dict[str, Any]:
         return device_event(change_type, device=rows.device_row, apps=_known_apps(rows), **self._ids)
@@ -271,7 +248,7 @@ def diff_snapshots(store: ObjectStore, previous: Manifest, current: Manifest,
 @dataclass(frozen=True)
 class DifferSettings:
     max_events_per_run: int = DEFAULT_MAX_EVENTS_PER_RUN
-    ignore_fields: tuple[str, ...] = ()  # added to change_rules.DEFAULT_IGNORED_FIELDS
+    ignore_fields: tuple[str, ...] = ()  # added to rules.DEFAULT_IGNORED_FIELDS
     time_margin_seconds: float = 10.0  # publish no batch with less time left than this
     message_context: MessageContext = MessageContext()  # where e-mails and chat point readers (Athena)
     # Stop comparing with less time left than this: enough to save the checkpoint (the events so far).
@@ -309,9 +286,40 @@ class DifferResult:
         return asdict(self)
 
 
+class PublishSelection:
+    """Which of a run's events are published one by one: all of them up to `limit`; past it, a flood,
+    only the high-severity ones (up to `limit` too, else none): the summary counts the rest."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._all: list[dict[str, Any]] = []
+        self._high: list[dict[str, Any]] = []
+        self.over_limit = False  # more events than `limit`: the high-severity ones only
+        self._high_over_limit = False  # more high-severity events than `limit`: none one by one
+
+    def add(self, event: dict[str, Any]) -> None:
+        if not self.over_limit:
+            self._all.append(event)
+            if len(self._all) > self._limit:
+                self.over_limit, self._all = True, []
+        if not self._high_over_limit and event["severity"] == HIGH:
+            self._high.append(event)
+            if len(self._high) > self._limit:
+                self._high_over_limit, self._high = True, []
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.over_limit:
+            return self._all
+        return [] if self._high_over_limit else self._high
+
+    def high_count_if_kept(self) -> int | None:
+        """The high-severity events kept (logged with a flood); None when they were too many to keep."""
+        return None if self._high_over_limit else len(self._high)
+
+
 class SnapshotDiffer:
     def __init__(self, store: ObjectStore, publisher: Publisher, *, settings: DifferSettings = DifferSettings(),
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Clock = SystemClock):
         self._store = store
         self._publisher = publisher
         self._settings = settings
@@ -324,55 +332,47 @@ class SnapshotDiffer:
         `time_left` (seconds, e.g. from the Lambda context) stops the run cleanly between two
         batches rather than let the Lambda be killed in the middle of one.
         """
-        started = self._clock()
+        started = self._clock.monotonic()
         current = self._load_committed(snapshot_id)
+        # Athena's row of the commit, when the collector died between its manifest and the row (write-once).
+        record_commit_or_log(self._store, current, writer="differ")
         markers = ProgressMarkers(self._store, snapshot_id)
         done = markers.done()
         if done is not None:
             logger.info("snapshot already diffed and published: nothing to do", extra={"snapshot_id": snapshot_id})
             return DifferResult.from_summary(done, already_done=True,
-                                             duration_seconds=round(self._clock() - started, 3))
+                                             duration_seconds=round(self._clock.monotonic() - started, 3))
         # The latest snapshot committed before this one, claimed so that overlapping runs never
-        # publish one change twice (progress.TransitionClaims).
+        # publish one change twice (transitions.TransitionClaims).
         changes_file = ChangesFile(self._store, snapshot_id)
-        claims = TransitionClaims(self._store, snapshot_id)
-        transition = claims.claim(lambda: previous_snapshot_id(self._store, snapshot_id),
-                                  keep_choice=changes_file.exists() or ComparisonCheckpoint.exists(self._store,
-                                                                                                    snapshot_id))
+        claims = TransitionClaims(self._store, snapshot_id, now=self._clock.now)
+        transition = claims.claim(lambda: previous_readable_snapshot_id(self._store, snapshot_id))
         previous_id = transition.previous_snapshot_id
         if transition.superseded_by is not None:
             return self._superseded(current, previous_id, transition.superseded_by, started)
         checkpoint = ComparisonCheckpoint(self._store, snapshot_id, previous_id)
         tally, fields = EventTally(), FieldTally()
         limit = self._settings.max_events_per_run
-        kept: list[dict[str, Any]] | None = []  # the events to publish; None once over the limit
-        high: list[dict[str, Any]] | None = []  # the high-severity ones, published even when the rest is not
+        selection = PublishSelection(limit)
         try:
-            for event in self._events(changes_file, checkpoint, previous_id, current, time_left):
+            for event in self._events(changes_file, checkpoint, transition, current, time_left):
                 tally.add(event)
                 fields.add(event)
-                if kept is not None:
-                    kept.append(event)
-                    if len(kept) > limit:
-                        kept = None
-                if high is not None and event["severity"] == HIGH:
-                    high.append(event)
-                    if len(high) > limit:
-                        high = None
+                selection.add(event)
         except ObjectNotFound as missing:
-            claims.release()  # nothing computed: the retry (after the repair) chooses afresh
+            # The claim is kept: a snapshot that found it taken counts on this one to cover its changes.
             raise self._incomplete(str(missing.args[0]), snapshot_id) from None
         except ComparisonPaused as paused:
             raise self._paused(paused, checkpoint, snapshot_id, previous_id) from None
         checkpoint.clear()  # the changes file now holds its events
-        suppressed = kept is None
+        suppressed = selection.over_limit
         noisy_field = fields.dominant(tally.total, IGNORE_FIELDS_ENV) if suppressed else None
+        kept = selection.events()
         if suppressed:
             # A flood (often one field moving on every device) must not bury a FileVault turned off.
-            kept = high or []
             logger.warning("too many changes to publish one by one: publishing the high-severity events and the "
                            "summary only", extra={"snapshot_id": snapshot_id, "events": tally.total,
-                                                   "high_severity_events": len(high) if high is not None else None,
+                                                   "high_severity_events": selection.high_count_if_kept(),
                                                    "max_events_per_run": limit, "noisy_field": noisy_field})
             if noisy_field:
                 logger.warning(f"field {noisy_field['field']} changed on {noisy_field['devices']} of "
@@ -392,9 +392,10 @@ class SnapshotDiffer:
         except PublishError as error:
             raise _resumable(error, snapshot_id, len(kept), len(kept), markers) from error
         markers.mark_done(summary)
+        claims.complete()
         result = DifferResult.from_summary(summary, published_events=published_now,
                                            published_messages=published_now + 1,
-                                           duration_seconds=round(self._clock() - started, 3))
+                                           duration_seconds=round(self._clock.monotonic() - started, 3))
         logger.info("snapshot diffed", extra=result.as_dict())
         return result
 
@@ -407,17 +408,20 @@ class SnapshotDiffer:
                             first_snapshot=previous_id is None, device_count=int(current.document["device_count"]),
                             event_count=0, counts_by_change_type={}, counts_by_severity={}, highest_severity=INFO,
                             suppressed=False, changes_uri="", superseded_by=newer,
-                            duration_seconds=round(self._clock() - started, 3))
+                            duration_seconds=round(self._clock.monotonic() - started, 3))
 
     def _incomplete(self, key: str, snapshot_id: str) -> SnapshotIncomplete:
         owner = key.rsplit("/", 1)[-1][:16]  # parts are named <snapshot_id>[-NNNNN].json.gz
         location = self._store.location.rstrip("/")
+        then = ("and leave it: the next snapshot's diff compares with the one before it" if owner == snapshot_id
+                else "then invoke the differ again: it compares with the snapshot before, and what was already "
+                     "published is not sent again")
         return SnapshotIncomplete(
             f"Snapshot {snapshot_id} cannot be diffed: {location}/{key} is listed in the manifest of snapshot "
             f"{owner} but does not exist (deleted by hand or by a lifecycle rule?). Nothing was published. "
-            f"Restore the object (the bucket keeps noncurrent versions), or delete "
-            f"{location}/{manifest_key(owner)} so that snapshot no longer counts, then invoke the differ "
-            f"again for {snapshot_id}.")
+            f"Restore the object (the bucket keeps noncurrent versions) and invoke the differ again for "
+            f"{snapshot_id}. If it cannot be restored, delete {location}/{manifest_key(owner)} so that snapshot "
+            f"no longer counts, {then}. Delete nothing under changes/.")
 
     def _check_time(self, time_left: Callable[[], float] | None, snapshot_id: str, published: int, total: int,
                     markers: ProgressMarkers) -> None:
@@ -438,7 +442,7 @@ class SnapshotDiffer:
                 f"{self._store.location}/{manifest_key(snapshot_id)} does not exist: snapshot {snapshot_id} "
                 "was never committed (or its manifest was deleted), so there is nothing to diff.") from None
 
-    def _events(self, changes_file: ChangesFile, checkpoint: ComparisonCheckpoint, previous_id: str | None,
+    def _events(self, changes_file: ChangesFile, checkpoint: ComparisonCheckpoint, transition: Transition,
                 current: Manifest, time_left: Callable[[], float] | None) -> Iterator[dict[str, Any]]:
         """This run's events: from the changes file when an earlier attempt wrote it, else computed and written.
 
@@ -449,6 +453,7 @@ class SnapshotDiffer:
             # What an earlier attempt may already have published: reuse it, never recompute differently.
             logger.info("resuming from the changes file", extra={"changes_uri": changes_file.uri})
             return changes_file.read()
+        previous_id = transition.previous_snapshot_id
         if previous_id is None:
             logger.info("first snapshot: nothing to compare with", extra={"snapshot_id": current.snapshot_id})
             return changes_file.write(())
@@ -461,11 +466,15 @@ class SnapshotDiffer:
                                         resume_after=checkpoint.after_device,
                                         should_stop=None if time_left is None else lambda: time_left() < margin)
 
+        found: Iterable[dict[str, Any]] = comparison
+        if transition.replaces is not None:  # a snapshot no longer committed diffed against `previous` first
+            found = AlreadyPublished.by(self._store, transition.replaces).remove_from(comparison)
+
         def events() -> Iterator[dict[str, Any]]:
             yield from checkpoint.events()
             # The tenant's own events follow the devices' (diff/tenant_changes.py).
             tenant = TenantChanges(self._store, previous, current, self._settings.tenant_severity)
-            yield from changes_file.write(itertools.chain(comparison, tenant), head=checkpoint.head())
+            yield from changes_file.write(itertools.chain(found, tenant), head=checkpoint.head())
         return events()
 
     def _paused(self, paused: ComparisonPaused, checkpoint: ComparisonCheckpoint, snapshot_id: str,

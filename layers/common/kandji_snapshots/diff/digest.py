@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,21 +26,22 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kandji_snapshots.diff.events import CHANGE_TYPES, SCHEMA_VERSION
-from kandji_snapshots.diff.messages import (HIGH_SEVERITY_QUERY, MessageContext, cut, device_label, headline,
-                                            short_user, subject)
-from kandji_snapshots.diff.publisher import Message, Publisher
+from kandji_snapshots.diff.messages import (HIGH_SEVERITY_QUERY, MessageContext, ascii_text, cut, device_label,
+                                            headline, short_user, subject)
+from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, Message, Publisher
 from kandji_snapshots.diff.tenant_changes import TENANT_CHANGE_TYPES
 from kandji_snapshots.diff.rules import HIGH, SEVERITIES, highest
 from kandji_snapshots.errors import KandjiSnapshotsError
+from kandji_snapshots.snapshots.claims import Claim, ClaimOnce, ClaimStates
 from kandji_snapshots.snapshots.layout import CHANGES_PREFIX, digest_marker_key
-from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
+from kandji_snapshots.snapshots.storage import ObjectStore
 from kandji_snapshots.snapshots.table_io import iter_lines
-from kandji_snapshots.snapshots.timeutil import format_timestamp, parse_timestamp
 
 logger = logging.getLogger(__name__)
 
 DAILY_DIGEST = "daily_digest"
 MAX_LISTED_HIGH = 100  # high-severity events listed one by one; the rest are counted
+LISTED_VALUE_MAX_CHARS = 120  # a name, serial or id in a listed event: one line, this long at most
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CHANGES_FILE = re.compile(r"^changes/dt=\d{4}-\d{2}-\d{2}/\d{8}T\d{6}Z\.json\.gz$")
 
@@ -169,70 +171,80 @@ def build_digest(store: ObjectStore, day: str) -> Digest:
         by_severity[event.get("severity")] += 1
         by_platform[event.get("platform") or "unknown"] += 1
         if event.get("severity") == HIGH and len(high) < MAX_LISTED_HIGH:
-            high.append({"event_id": event.get("event_id"), "snapshot_id": event.get("snapshot_id"),
-                         "change_type": event.get("change_type"), "device_id": event.get("device_id"),
-                         "device_name": event.get("device_name"), "serial_number": event.get("serial_number"),
-                         "user": event.get("user"),
-                         "summary": cut(f"{headline(event)} on {device_label(event, short_user(event))}", 200)})
+            high.append(_listed(event))
     location = store.location.rstrip("/")
     snapshot_ids = [key.rsplit("/", 1)[-1].split(".", 1)[0] for key in keys]
     return Digest(day, snapshot_ids, by_type, by_severity, by_platform, high, f"{location}/{prefix}")
 
 
+def _listed(event: dict[str, Any]) -> dict[str, Any]:
+    """A high-severity event as the digest lists it: names and ids are the device's user's to choose, so
+    each is one bounded line (a 10,000-character name must not push the digest past SNS's size)."""
+    user = event.get("user")
+    return {"event_id": _bounded(event.get("event_id")), "snapshot_id": _bounded(event.get("snapshot_id")),
+            "change_type": _bounded(event.get("change_type")), "device_id": _bounded(event.get("device_id")),
+            "device_name": _bounded(event.get("device_name")), "serial_number": _bounded(event.get("serial_number")),
+            "user": {key: _bounded(value) for key, value in user.items()} if isinstance(user, dict) else None,
+            "summary": cut(f"{headline(event)} on {device_label(event, short_user(event))}", 200)}
+
+
+def _bounded(value: Any) -> Any:
+    return value if value is None else cut(ascii_text(value), LISTED_VALUE_MAX_CHARS)
+
+
 def digest_message(digest: Digest, context: MessageContext = MessageContext()) -> Message:
-    document = digest.document()
-    attributes = {"change_type": DAILY_DIGEST, "severity": document["severity"], "platform": "all"}
-    return Message(document["event_id"], json.dumps(document, separators=(",", ":"), ensure_ascii=False),
-                   attributes, digest.subject(), digest.email(context))
+    """The digest as one message, within SNS's size: high-severity events listed past it are counted instead."""
+    while True:
+        document = digest.document()
+        attributes = {"change_type": DAILY_DIGEST, "severity": document["severity"], "platform": "all"}
+        message = Message(document["event_id"], json.dumps(document, separators=(",", ":"), ensure_ascii=False),
+                          attributes, digest.subject(), digest.email(context))
+        if message.size <= MAX_BATCH_BYTES or not digest.high:
+            return message
+        logger.warning("the digest is over SNS's message size: listing fewer high-severity events",
+                       extra={"day": digest.day, "bytes": message.size, "listed": len(digest.high)})
+        digest.high = digest.high[: len(digest.high) // 2]
 
 
 # --- sent once -------------------------------------------------------------------------
 
-SENDING, SENT, FAILED = "sending", "sent", "failed"
+# The marker's states, as markers written before the claim module name them.
+MARKER_STATES = ClaimStates(in_progress="sending", completed="sent", failed="failed")
 
 
 class DigestMarker:
     """`changes/_digests/<day>.json`: the day's digest is being sent, was sent, or failed to be.
 
-    Claimed with a conditional write (S3 `If-None-Match: *`) before publishing. A claim lasts as
-    long as the invocation that made it can run (`lease_seconds`, its remaining Lambda time): a
-    `sending` marker past that belongs to an invocation that died, and the day is taken over.
-    Only PutObject is needed: a failure is recorded as `failed`, not deleted.
+    A claim (snapshots.claims) before publishing. It lasts as long as the invocation that made it can run
+    (`lease_seconds`, its remaining Lambda time): a `sending` marker past that belongs to an invocation that
+    died. A `failed` or lapsed day is taken over with a write conditional on the marker's version, so of two
+    invocations taking it over, one sends. Only PutObject is needed: a failure is recorded, not deleted.
     """
 
     def __init__(self, store: ObjectStore, day: str):
-        self._store = store
         self.day = day
-        self.key = digest_marker_key(day)
+        self._claims = ClaimOnce(store, digest_marker_key(day), owner_field="invocation", states=MARKER_STATES)
+        self.key = self._claims.key
+        self._claim: Claim | None = None
 
-    def claim(self, now: datetime, lease_seconds: float) -> dict[str, Any] | None:
-        """None when this invocation is to send the digest; else the marker that says why not."""
-        claim = self._body(SENDING, now, expires_at=format_timestamp(now + timedelta(seconds=max(lease_seconds, 0))))
-        if self._store.create(self.key, claim):
-            return None
-        held = self.read()
-        if held is not None:
-            if held.get("state") == SENT:
-                return held
-            expires_at = parse_timestamp(held.get("expires_at"))
-            if held.get("state") == SENDING and expires_at is not None and expires_at > now:
-                return held
-            logger.warning("taking over the digest of a day whose last attempt failed or stopped",
-                           extra={"day": self.day, "marker": held})
-        self._store.put(self.key, claim, content_type="application/json")
+    def claim(self, now: datetime, lease_seconds: float, *, force: bool = False) -> dict[str, Any] | None:
+        """None when this invocation is to send the digest; else the marker that says why not.
+        `force`: send again, whatever the marker says."""
+        claim = self._claims.acquire(uuid.uuid4().hex, now=now, lease_seconds=lease_seconds, day=self.day,
+                                     may_take_over=lambda held: force)
+        if not claim.won:
+            return claim.record
+        self._claim = claim
         return None
 
     def mark(self, state: str, now: datetime, **details: Any) -> None:
-        self._store.put(self.key, self._body(state, now, **details), content_type="application/json")
+        if self._claim is None or self._claims.update(self._claim, state, now=now, **details) is None:
+            logger.warning("the digest's day marker changed while this invocation held it: left as it is",
+                           extra={"day": self.day, "state": state, "marker": self.read()})
 
     def read(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self._store.get(self.key))
-        except ObjectNotFound:
-            return None
-
-    def _body(self, state: str, now: datetime, **details: Any) -> bytes:
-        return json.dumps({"day": self.day, "state": state, "at": format_timestamp(now), **details}).encode()
+        held = self._claims.read()
+        return None if held is None else held.record
 
 
 def publish_daily_digest(store: ObjectStore, publisher: Publisher, request: DigestRequest,
@@ -248,8 +260,8 @@ def publish_daily_digest(store: ObjectStore, publisher: Publisher, request: Dige
     if not day_over:
         logger.warning("the day is not over: its digest is sent now but not marked as sent, so the scheduled "
                        "digest of the whole day is still sent", extra={"day": day})
-    elif not request.force:
-        held = marker.claim(now, lease_seconds)
+    else:
+        held = marker.claim(now, lease_seconds, force=request.force)
         if held is not None:
             logger.info(f"the digest of {day} was already sent (or is being sent): nothing published. To send it "
                         f"again, invoke the digest with {{\"day\": \"{day}\", \"force\": true}}",
@@ -260,12 +272,13 @@ def publish_daily_digest(store: ObjectStore, publisher: Publisher, request: Dige
     try:
         publisher.publish_batch([message])
     except Exception:
-        if day_over and not request.force:
+        if day_over:
             _record_failure(marker, now)  # so the retry sends it, without waiting for the claim to expire
         raise
     document = digest.document()
     if day_over:
-        marker.mark(SENT, now, event_id=document["event_id"], events=digest.event_count, forced=request.force)
+        marker.mark(MARKER_STATES.completed, now, event_id=document["event_id"], events=digest.event_count,
+                    forced=request.force)
     logger.info("daily digest published", extra={"day": day, "events": digest.event_count, "forced": request.force,
                                                   "snapshots": len(digest.snapshot_ids), "bytes": message.size})
     return {"day": day, "published": True, "forced": request.force, "events": digest.event_count,
@@ -274,6 +287,6 @@ def publish_daily_digest(store: ObjectStore, publisher: Publisher, request: Dige
 
 def _record_failure(marker: DigestMarker, now: datetime) -> None:
     try:
-        marker.mark(FAILED, now)
+        marker.mark(MARKER_STATES.failed, now)
     except Exception:  # the publish error is the one to report; the claim still expires with its lease
         logger.exception("could not record the failed digest", extra={"day": marker.day})

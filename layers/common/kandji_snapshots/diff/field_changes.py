@@ -2,7 +2,7 @@
 
 `field_changes` parses and compares two rows of a table field by field. `VolatileValues`
 lets the differ skip that for rows that differ only in check-in noise
-(change_rules.IGNORED_FIELDS): it cuts those values out of the raw bytes when that is
+(diff/rules.py, DEFAULT_IGNORED_FIELDS): it cuts those values out of the raw bytes when that is
 provably safe, so a fleet that only checked in again costs no JSON parsing at all.
 """
 

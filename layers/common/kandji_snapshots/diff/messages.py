@@ -11,7 +11,9 @@ this module renders the human variants next to it:
   (formerly AWS Chatbot) renders in Slack, Microsoft Teams or Amazon Chime.
 
 Every rendering is bounded (values, lists and texts are cut), so a message's size is known
-whatever the event holds.
+whatever the event holds. Names and values come from the fleet, where anyone who holds a device
+can choose them: each is shown as one inert line (`inert_text.one_line`), so no line break,
+bidi override or Markdown in a name can forge a line of an e-mail or a link in chat.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from kandji_snapshots.query.fleet_queries import SERIAL, by_name
+from kandji_snapshots.inert_text import NAME_MAX_CHARS, one_line
+from kandji_snapshots.query.athena_sql import by_name
 
 SUBJECT_MAX_CHARS = 99  # SNS: "must be less than 100 characters long"
 VALUE_MAX_CHARS = 120  # a before/after value shown to a person
@@ -61,16 +64,11 @@ class MessageContext:
 _TYPOGRAPHY = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
                              "\u2014": "-", "\u2026": "...", "\u00a0": " ", "\u00df": "ss", "\u00e6": "ae",
                              "\u00c6": "AE", "\u00f8": "o", "\u00d8": "O", "\u0142": "l", "\u0141": "L"})
-_WHITESPACE = re.compile(r"\s+")
-
-
 def ascii_text(value: Any) -> str:
-    """`value` as one line of printable ASCII: accents dropped, other characters replaced by `?`."""
-    text = unicodedata.normalize("NFKD", str(value).translate(_TYPOGRAPHY))
+    """`value` as one inert line (`one_line`) of printable ASCII: accents dropped, other characters `?`."""
+    text = unicodedata.normalize("NFKD", one_line(value, None).translate(_TYPOGRAPHY))
     text = "".join(char for char in text if not unicodedata.combining(char))
-    text = "".join(char if " " <= char <= "~" else (" " if char.isspace() or unicodedata.category(char) == "Cc"
-                                                    else "?") for char in text)
-    return _WHITESPACE.sub(" ", text).strip()
+    return "".join(char if " " <= char <= "~" else "?" for char in text).strip()
 
 
 def cut(text: str, limit: int) -> str:
@@ -78,11 +76,16 @@ def cut(text: str, limit: int) -> str:
 
 
 def shown(value: Any, limit: int = VALUE_MAX_CHARS) -> str:
-    """A before/after value for people: JSON-ish, one line, cut."""
+    """A before/after value for people: JSON-ish, one inert line, cut."""
     if value is None:
         return "(none)"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return cut(_WHITESPACE.sub(" ", text).strip(), limit) or '""'
+    return one_line(text, limit) or '""'
+
+
+def inert_name(value: Any, missing: str) -> str:
+    """A device, app or user name (or a serial, an id) for people: one inert line, cut; `missing` when empty."""
+    return one_line(value or "") or missing
 
 
 def _subject_text(severity: str, headline: str, device: str) -> str:
@@ -138,13 +141,13 @@ def user_label(event: dict[str, Any], brackets: str = "<>") -> str:
         return "(unknown)"
     user = event["user"]
     if isinstance(user, dict):
-        name, email = user.get("name"), user.get("email")
-        if name and email:
-            return f"{name} {brackets[0]}{email}{brackets[1]}"
-        if name or email:
-            return str(name or email)
+        full_name, email = inert_name(user.get("name"), ""), inert_name(user.get("email"), "")
+        if full_name and email:
+            return f"{full_name} {brackets[0]}{email}{brackets[1]}"
+        if full_name or email:
+            return full_name or email
     elif user:
-        return str(user)
+        return inert_name(user, "(no user assigned)")
     return "(no user assigned)"
 
 
@@ -158,17 +161,18 @@ def headline(event: dict[str, Any]) -> str:
             text = reasons[0][:1].upper() + reasons[0][1:]
             return text + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
         if len(changes) == 1:
-            return f"{changes[0].get('field')} changed"
+            return f"{inert_name(changes[0].get('field'), 'a field')} changed"
         count = event.get("change_count", len(changes))
         return f"{count} fields changed"
     if change_type.startswith("app_"):
         app = event.get("app") or {}
-        name = app.get("app_name") or app.get("bundle_id") or "app"
+        app_name = inert_name(app.get("app_name") or app.get("bundle_id"), "app")
+        version, previous = shown(app.get("version"), 40), shown(app.get("previous_version"), 40)
         if change_type == "app_updated":
-            return f"{name} updated {app.get('previous_version') or '?'} -> {app.get('version') or '?'}"
+            return f"{app_name} updated {previous} -> {version}"
         if change_type == "app_installed":
-            return f"{name} {app.get('version') or ''} installed".replace("  ", " ")
-        return f"{name} removed"
+            return f"{app_name} {version if app.get('version') else ''} installed".replace("  ", " ")
+        return f"{app_name} removed"
     return _HEADLINES.get(change_type, change_type.replace("_", " ") or "Change")
 
 
@@ -196,50 +200,57 @@ def summary_subject(summary: dict[str, Any]) -> str:
 
 def device_history_sql(serial: str) -> str:
     """The saved "change history of one device" query, with this device's serial filled in."""
-    literal = "'" + str(serial).replace("'", "''") + "'"
-    return DEVICE_HISTORY_QUERY.athena_sql.replace(SERIAL.athena_placeholder, literal)
+    return DEVICE_HISTORY_QUERY.with_values(serial_number=one_line(str(serial)))
 
 
 # --- e-mail -------------------------------------------------------------------------
 
 def event_email(event: dict[str, Any], context: MessageContext = MessageContext()) -> str:
-    """The plain-text body an e-mail subscriber reads: what, where, before -> after, and where next."""
+    """The plain-text body an e-mail subscriber reads: what happened, to which device and whose, before ->
+    after, and where to look next, in the first ten lines or so; the identifiers and the SQL below them."""
     change_type = event.get("change_type", "")
-    lines = [f"{headline(event)} on {event.get('device_name') or 'an unnamed device'}.", ""]
-    lines += [f"Severity:  {event.get('severity', 'info')}",
-              f"Change:    {change_type}",
-              f"Device:    {event.get('device_name') or '(no name)'}",
-              f"Serial:    {event.get('serial_number') or '(unknown)'}"]
-    lines += [f"User:      {user_label(event)}",
-              f"Platform:  {event.get('platform') or '(unknown)'}",
-              f"Device id: {event.get('device_id')}", ""]
+    serial = inert_name(event.get("serial_number"), "")
+    device = inert_name(event.get("device_name"), "an unnamed device") + (f" ({serial})" if serial else "")
+    lines = [f"{headline(event)} on {device}.", ""]
+    lines += [f"Severity:  {inert_name(event.get('severity'), 'info')} ({inert_name(change_type, 'change')})",
+              f"Device:    {inert_name(event.get('device_name'), '(no name)')}, serial {serial or '(unknown)'}, "
+              f"{inert_name(event.get('platform'), 'platform unknown')}",
+              f"User:      {user_label(event)}", ""]
     lines += _what_changed(event)
-    lines += ["", f"Snapshot:  {event.get('snapshot_id')} (compared with {event.get('previous_snapshot_id')})"]
     if event.get("truncated"):
         lines.append(f"This alert was shortened to fit SNS; the full event is in {event.get('changes_uri')}")
-    if event.get("serial_number"):
-        lines += ["", f"This device's change history: in {context.athena_place()}, open the saved query "
-                      f"\"{DEVICE_HISTORY_QUERY.title}\" and put in the serial, or run:", "",
-                  device_history_sql(event["serial_number"])]
-    lines += ["", f"Event id: {event.get('event_id')}"]
+    if serial:
+        lines += ["", f"Next:      this device's change history in {context.athena_place()}: the saved query "
+                      f"\"{DEVICE_HISTORY_QUERY.title}\" with serial {serial} (its SQL is at the end)"]
+    lines += ["", f"Snapshot:  {event.get('snapshot_id')} (compared with {event.get('previous_snapshot_id')})",
+              f"Device id: {inert_name(event.get('device_id'), '(unknown)')}",
+              f"Event id:  {event.get('event_id')}"]
+    if serial:
+        lines += ["", device_history_sql(event["serial_number"])]
     return "\n".join(lines) + "\n"
+
+
+def _severe_first(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The changes a rule raised first (a person reads the top lines), the rest in their order."""
+    return sorted(changes, key=lambda change: not change.get("reason"))
 
 
 def _what_changed(event: dict[str, Any]) -> list[str]:
     change_type = event.get("change_type", "")
     if change_type == "device_changed":
-        changes = event.get("changes") or []
+        changes = _severe_first(event.get("changes") or [])
         lines = ["What changed (before -> after):"]
         for change in changes[:EMAIL_MAX_CHANGES]:
             why = f"   [{change.get('severity')}: {change['reason']}]" if change.get("reason") else ""
-            lines.append(f"  {change.get('field')}: {shown(change.get('before'))} -> {shown(change.get('after'))}{why}")
+            lines.append(f"  {inert_name(change.get('field'), '(field)')}: {shown(change.get('before'))} -> "
+                         f"{shown(change.get('after'))}{why}")
         total = event.get("change_count", len(changes))
         if total > min(len(changes), EMAIL_MAX_CHANGES):
             lines.append(f"  ... and {total - min(len(changes), EMAIL_MAX_CHANGES)} more (see the history below)")
         return lines
     if change_type.startswith("app_"):
         app = event.get("app") or {}
-        return [f"App:       {app.get('app_name') or '(no name)'} ({app.get('bundle_id') or 'no bundle id'})",
+        return [f"App:       {inert_name(app.get('app_name'), '(no name)')} ({inert_name(app.get('bundle_id'), 'no bundle id')})",
                 f"Version:   {shown(app.get('previous_version'))} -> {shown(app.get('version'))}"]
     apps = event.get("apps")
     count = event.get("app_count", len(apps) if isinstance(apps, list) else None)
@@ -277,9 +288,18 @@ def wants_chat(event: dict[str, Any]) -> bool:
     return event.get("change_type") == "snapshot_summary" or event.get("severity") == "high"
 
 
+_MARKDOWN = re.compile(r"[<>`*~|]")
+
+
 def _plain(text: Any) -> str:
-    # Names and values from the fleet: no `<...>` (chat links and @-mentions) and no backticks.
-    return re.sub(r"[<>`]", "", str(text))
+    """Text for chat outside a code span: one inert line without Markdown's emphasis, code marks, links
+    (`<...>`, @-mentions; `[text](url)` becomes `[text] (url)`, which Markdown does not link)."""
+    return _MARKDOWN.sub("", one_line(text, None)).replace("](", "] (")
+
+
+def _literal(value: Any, missing: str, limit: int = NAME_MAX_CHARS) -> str:
+    """A name or value for chat: one inert line in a code span, where Markdown makes neither a link nor a line."""
+    return "`" + (one_line(value or "", limit).replace("`", "'") or missing) + "`"
 
 
 def chat_notification(event: dict[str, Any], context: MessageContext = MessageContext()) -> dict[str, Any]:
@@ -287,7 +307,7 @@ def chat_notification(event: dict[str, Any], context: MessageContext = MessageCo
     keywords}, metadata: {threadId, summary, eventType, relatedResources, additionalContext}}."""
     is_summary = event.get("change_type") == "snapshot_summary"
     emoji = ":rotating_light:" if event.get("severity") == "high" else ":information_source:"
-    title = cut(f"{emoji} {event_subject(event)}", CHAT_TITLE_MAX_CHARS)
+    title = cut(f"{emoji} {_plain(event_subject(event))}", CHAT_TITLE_MAX_CHARS)
     if is_summary:
         description = _chat_summary(event)
         steps = [f"All events: `{event.get('changes_uri')}`",
@@ -297,8 +317,8 @@ def chat_notification(event: dict[str, Any], context: MessageContext = MessageCo
     else:
         description = _chat_event(event)
         steps = [f"In {context.athena_place()}: saved query \"{DEVICE_HISTORY_QUERY.title}\" with serial "
-                 f"`{event.get('serial_number')}`"] if event.get("serial_number") else []
-        steps.append(f"Open the device in Kandji (device id `{event.get('device_id')}`)")
+                 f"{_literal(event.get('serial_number'), '')}"] if event.get("serial_number") else []
+        steps.append(f"Open the device in Kandji (device id {_literal(event.get('device_id'), '?')})")
         thread = f"kandji-device-{event.get('device_id')}"
         resources = [str(event.get("serial_number"))] if event.get("serial_number") else []
     keywords = [str(word) for word in (event.get("severity"), event.get("change_type"), event.get("platform")) if word]
@@ -315,7 +335,7 @@ def chat_notification(event: dict[str, Any], context: MessageContext = MessageCo
         },
         "metadata": {
             "threadId": cut(thread, 100),
-            "summary": cut(event_subject(event), 100),
+            "summary": cut(_plain(event_subject(event)), 100),
             "eventType": str(event.get("change_type")),
             "relatedResources": resources,
             "additionalContext": {"event_id": str(event.get("event_id")), "snapshot_id": str(event.get("snapshot_id"))},
@@ -324,19 +344,28 @@ def chat_notification(event: dict[str, Any], context: MessageContext = MessageCo
 
 
 def _chat_event(event: dict[str, Any]) -> str:
-    lines = [f"*Device:* {_plain(event.get('device_name') or '(no name)')} "
-             f"(`{_plain(event.get('serial_number') or 'no serial')}`, {_plain(event.get('platform') or 'unknown platform')})"]
-    lines.append(f"*User:* {_plain(user_label(event, brackets='()'))}")
+    lines = [f"*Device:* {_literal(event.get('device_name'), '(no name)')} "
+             f"({_literal(event.get('serial_number'), 'no serial')}, {_plain(inert_name(event.get('platform'), 'unknown platform'))})"]
+    lines.append(f"*User:* {_literal(user_label(event, brackets='()'), '(unknown)')}")
     change_type = event.get("change_type", "")
     if change_type == "device_changed":
-        changes = event.get("changes") or []
+        changes = _severe_first(event.get("changes") or [])
         for change in changes[:EMAIL_MAX_CHANGES]:
             why = f" ({_plain(change['reason'])})" if change.get("reason") else ""
-            lines.append(f"- `{_plain(change.get('field'))}`: `{_plain(shown(change.get('before')))}` -> "
-                         f"`{_plain(shown(change.get('after')))}`{why}")
+            lines.append(f"- {_literal(change.get('field'), '(field)', 200)}: {_literal(shown(change.get('before')), '')} "
+                         f"-> {_literal(shown(change.get('after')), '')}{why}")
         total = event.get("change_count", len(changes))
         if total > min(len(changes), EMAIL_MAX_CHANGES):
             lines.append(f"- ... and {total - min(len(changes), EMAIL_MAX_CHANGES)} more")
+    elif change_type.startswith("app_"):
+        app = event.get("app") or {}
+        version = _literal(shown(app.get("version")), "")
+        if change_type == "app_updated":
+            version = f"{_literal(shown(app.get('previous_version')), '')} -> {version}"
+        elif change_type == "app_removed":
+            version = _literal(shown(app.get("previous_version") or app.get("version")), "")
+        lines += [f"*App:* {_literal(app.get('app_name'), '(no name)')} ({_literal(app.get('bundle_id'), 'no bundle id')})",
+                  f"*Version:* {version}"]
     else:
         lines += [_plain(line.strip()) for line in _what_changed(event)]
     lines.append(f"*Snapshot:* `{event.get('snapshot_id')}`")

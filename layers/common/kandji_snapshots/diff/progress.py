@@ -3,7 +3,6 @@
 The changes file holds every event of a run, written before anything is published: a
 retry reads it back rather than recompute. Progress markers under
 `changes/_published/<snapshot_id>/` record which of those events are already published.
-Transition claims make each snapshot the `previous` of one diff only (overlapping runs).
 """
 
 from __future__ import annotations
@@ -11,15 +10,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kandji_snapshots.diff.events import encode_event
-from kandji_snapshots.errors import SnapshotConflict
-from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix, transition_key
-from kandji_snapshots.snapshots.table_io import iter_lines
+from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
+from kandji_snapshots.snapshots.table_io import iter_lines
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,25 +79,56 @@ class ComparisonCheckpoint:
                              starts with them, in order, byte for byte
     """
 
-    @staticmethod
-    def exists(store: ObjectStore, snapshot_id: str) -> bool:
-        key = f"{published_marker_prefix(snapshot_id)}comparison.json"
-        return any(found == key for found in store.list_keys(key))
-
     def __init__(self, store: ObjectStore, snapshot_id: str, previous_snapshot_id: str | None):
         self._store = store
+        self._snapshot_id = snapshot_id
         self._prefix = published_marker_prefix(snapshot_id)
         self._previous = previous_snapshot_id
         self.key = f"{self._prefix}comparison.json"
+        self._members: list[bytes] = []  # the parts' bytes, read (and checked) once
         self._document = self._load()
 
     def _load(self) -> dict[str, Any]:
         try:
             document = json.loads(self._store.get(self.key))
-        except ObjectNotFound:
-            return {}
-        # Made against another previous snapshot (it cannot be, with transition claims): not ours to resume.
-        return document if document.get("previous_snapshot_id") == self._previous else {}
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+            # Made against another previous snapshot (it cannot be, with transition claims): not ours to resume.
+            if document.get("previous_snapshot_id") != self._previous:
+                return {}
+            self._members = [self._checked_member(key) for key in document.get("parts", [])]
+            after = document.get("after_device")
+            if not (after is None or isinstance(after, str)) or int(document.get("events", -1)) != sum(
+                    len(gzip.decompress(member).splitlines()) for member in self._members):
+                raise ValueError("its device or its event count does not match its parts")
+        except ObjectNotFound as missing:
+            if missing.args[0] == self.key:
+                return {}
+            return self._discard(f"its part {missing.args[0]} does not exist")
+        except (ValueError, TypeError, OSError, EOFError, gzip.BadGzipFile) as error:  # cut short, not JSON
+            return self._discard(str(error) or type(error).__name__)
+        return document
+
+    def _checked_member(self, key: str) -> bytes:
+        if not isinstance(key, str) or not key.startswith(f"{self._prefix}comparison-"):
+            raise ValueError(f"it lists {key!r}, which is not one of its parts")
+        member = self._store.get(key)
+        for line in gzip.decompress(member).splitlines():
+            json.loads(line)
+        return member
+
+    def _discard(self, why: str) -> dict[str, Any]:
+        """A checkpoint that cannot be read is no reason to stop: its events were never published (they are
+        published from the changes file, written once the comparison ends), so the comparison starts over."""
+        logger.warning(f"the differ's checkpoint {self._store.location.rstrip('/')}/{self.key} cannot be read "
+                       f"({why}): deleted, and the comparison of snapshot {self._snapshot_id} starts over. Nothing "
+                       "was published from it; nothing needs doing unless this repeats (then check what else "
+                       "writes under changes/_published/)", extra={"snapshot_id": self._snapshot_id,
+                                                                  "checkpoint": self.key})
+        self._members = []
+        self._store.delete([key for key in self._store.list_keys(self._prefix)
+                            if key == self.key or key.startswith(f"{self._prefix}comparison-")])
+        return {}
 
     @property
     def after_device(self) -> bytes | None:
@@ -111,11 +143,12 @@ class ComparisonCheckpoint:
         return list(self._document.get("parts", []))
 
     def events(self) -> Iterator[dict[str, Any]]:
-        for line in iter_lines(self._store, self._parts()):
-            yield json.loads(line)
+        for member in self._members:
+            for line in iter_lines_of(member):
+                yield json.loads(line)
 
     def head(self) -> bytes:
-        return b"".join(self._store.get(key) for key in self._parts())
+        return b"".join(self._members)
 
     def save(self, paused: ComparisonPaused) -> dict[str, Any]:
         parts = self._parts()
@@ -124,6 +157,7 @@ class ComparisonCheckpoint:
             part = f"{self._prefix}comparison-{len(parts):05d}.json.gz"
             self._store.put(part, paused.partial, content_type="application/x-ndjson", content_encoding="gzip")
             parts.append(part)
+            self._members.append(paused.partial)
             after = paused.after_device.decode("latin-1")
         else:  # not one device further: nothing new to keep
             after, events = self._document.get("after_device"), self.events_so_far
@@ -135,7 +169,7 @@ class ComparisonCheckpoint:
     def clear(self) -> None:
         if self._document:
             self._store.delete([*self._parts(), self.key])
-            self._document = {}
+            self._document, self._members = {}, []
 
 
 def iter_lines_of(member: bytes) -> Iterator[bytes]:
@@ -174,94 +208,3 @@ class ChangesFile:
     def read(self) -> Iterator[dict[str, Any]]:
         for line in iter_lines(self._store, [self.key]):
             yield json.loads(line)
-
-
-@dataclass(frozen=True)
-class Transition:
-    previous_snapshot_id: str | None  # what this snapshot is diffed against
-    superseded_by: str | None = None  # a newer snapshot already diffed against it: publish nothing
-
-
-class TransitionClaims:
-    """Each committed snapshot is the `previous` of exactly one diff: the first differ to claim it.
-
-    Two collector runs that overlap commit A (10:00) and B (10:01) after snapshot 09:00. The
-    differ of B diffs against A when A is committed by then; if it is not, B claims 09:00, covers
-    A's changes too, and A's differ finds 09:00 taken by a newer snapshot and publishes nothing.
-    Either way every change is published by one differ only.
-
-    changes/_transitions/<previous>.json        {"snapshot_id": who diffs against it}, written if absent
-    changes/_published/<snapshot>/previous.json  {"previous_snapshot_id": ...}, this snapshot's last choice:
-                                                 a retry keeps it once events were computed against it, and
-                                                 else releases its claim and chooses afresh
-    """
-
-    def __init__(self, store: ObjectStore, snapshot_id: str):
-        self._store = store
-        self._snapshot_id = snapshot_id
-        self._choice_key = f"{published_marker_prefix(snapshot_id)}previous.json"
-
-    def claim(self, latest_before: Callable[[], str | None], *, keep_choice: bool) -> Transition:
-        """The previous snapshot to diff against, claimed; `latest_before` lists the committed ones.
-
-        `keep_choice`: an earlier attempt computed events against its choice (they may be published):
-        keep it. Otherwise choose afresh, releasing an earlier attempt's claim if the choice moved on.
-        """
-        choice = self._choice()
-        previous = choice if keep_choice and not isinstance(choice, _Unset) else latest_before()
-        while True:
-            if previous != choice:
-                if not isinstance(choice, _Unset):
-                    self._release(choice)
-                self._store.put(self._choice_key, json.dumps({"previous_snapshot_id": previous}).encode(),
-                                content_type="application/json")
-                choice = previous
-            holder = self._holder(previous)
-            if holder == self._snapshot_id:
-                return Transition(previous)
-            if holder > self._snapshot_id:
-                return Transition(previous, superseded_by=holder)
-            # An older snapshot, committed since, took `previous`: it sits between; diff against the latest.
-            newer = latest_before()
-            if newer is None or (previous is not None and newer <= previous):
-                raise SnapshotConflict(
-                    f"Snapshot {holder} was diffed against {previous or 'nothing (first snapshot)'}, but it is no "
-                    f"longer committed, so snapshot {self._snapshot_id} has no consistent previous snapshot. "
-                    f"Restore its manifest, or delete {transition_key(previous)} and invoke the differ again.")
-            previous = newer
-
-    def release(self) -> None:
-        """Nothing was computed against this run's choice (it failed before): let the next attempt choose."""
-        choice = self._choice()
-        if not isinstance(choice, _Unset):
-            self._release(choice)
-        self._store.delete([self._choice_key])
-
-    def _release(self, previous: str | None) -> None:
-        key = transition_key(previous)
-        try:
-            holder = json.loads(self._store.get(key))["snapshot_id"]
-        except ObjectNotFound:
-            return
-        if holder == self._snapshot_id:  # only ever our own claim
-            self._store.delete([key])
-
-    def _choice(self) -> str | None | _Unset:
-        try:
-            return json.loads(self._store.get(self._choice_key))["previous_snapshot_id"]
-        except ObjectNotFound:
-            return _UNSET
-
-    def _holder(self, previous: str | None) -> str:
-        key = transition_key(previous)
-        body = json.dumps({"snapshot_id": self._snapshot_id, "previous_snapshot_id": previous}).encode()
-        if self._store.create(key, body):
-            return self._snapshot_id
-        return str(json.loads(self._store.get(key))["snapshot_id"])
-
-
-class _Unset:
-    """No choice recorded yet (None is a choice: the first snapshot)."""
-
-
-_UNSET = _Unset()

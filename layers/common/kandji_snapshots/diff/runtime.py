@@ -4,7 +4,7 @@ Environment:
     SNAPSHOT_BUCKET      the bucket holding snapshots and changes (required)
     CHANGES_TOPIC_ARN    the SNS topic change events go to (required)
     MAX_EVENTS_PER_RUN   above this many events only the summary is published (default 500)
-    DIFF_IGNORE_FIELDS   comma-separated fnmatch patterns, added to change_rules.DEFAULT_IGNORED_FIELDS
+    DIFF_IGNORE_FIELDS   comma-separated fnmatch patterns, added to rules.DEFAULT_IGNORED_FIELDS
     CHAT_TOPIC_ARN       optional: SNS topic for chat notifications (high-severity events and summaries)
     ATHENA_WORKGROUP, ATHENA_DATABASE  optional: named in e-mails and chat messages (where to query)
     DIGEST_TOPIC_ARN     the SNS topic the daily digest goes to (required by the digest only)
@@ -31,7 +31,7 @@ from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.settings import number_setting, required_setting, snapshot_bucket
 from kandji_snapshots.snapshots.layout import snapshot_id_from_manifest_key
 from kandji_snapshots.snapshots.storage import ObjectStore, S3ObjectStore
-from kandji_snapshots.snapshots.timeutil import SystemClock
+from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 
 
 class UnexpectedTrigger(KandjiSnapshotsError):
@@ -40,13 +40,12 @@ class UnexpectedTrigger(KandjiSnapshotsError):
 
 @dataclass(frozen=True)
 class DifferEnvironment:
+    """Where the differ works (bucket, topics) and how (its DifferSettings, with the differ's own defaults)."""
+
     bucket: str
     topic_arn: str
-    max_events_per_run: int
-    ignore_fields: tuple[str, ...]
+    settings: DifferSettings = DifferSettings()
     chat_topic_arn: str = ""
-    message_context: MessageContext = MessageContext()
-    tenant_severity: dict[str, str] | None = None  # diff/tenant_changes.severity_table
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "DifferEnvironment":
@@ -54,17 +53,18 @@ class DifferEnvironment:
         return cls(
             bucket=snapshot_bucket(env),
             topic_arn=required_setting(env, "CHANGES_TOPIC_ARN", "the SNS topic for change events"),
-            max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
-                                                  minimum=0, maximum=1_000_000)),
-            ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
+            settings=DifferSettings(
+                max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
+                                                      minimum=0, maximum=1_000_000)),
+                ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
+                message_context=message_context_from_env(env),
+                tenant_severity=severity_table(env.get(SEVERITY_OVERRIDES_ENV))),
             chat_topic_arn=(env.get("CHAT_TOPIC_ARN") or "").strip(),
-            message_context=message_context_from_env(env),
-            tenant_severity=severity_table(env.get(SEVERITY_OVERRIDES_ENV)),
         )
 
 
 def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, publisher: Publisher | None = None,
-                 clock: Any = SystemClock) -> SnapshotDiffer:
+                 clock: Clock = SystemClock) -> SnapshotDiffer:
     """The differ for `env`: S3 and SNS (and the chat topic, when set) unless a store and a publisher are given."""
     if store is None or publisher is None:
         import boto3
@@ -74,15 +74,14 @@ def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, pu
             sns = boto3.client("sns")
             publisher = SnsPublisher(sns, env.topic_arn)
             if env.chat_topic_arn:
-                publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn), env.message_context)
-    settings = DifferSettings(max_events_per_run=env.max_events_per_run, ignore_fields=env.ignore_fields,
-                              message_context=env.message_context, tenant_severity=env.tenant_severity)
-    return SnapshotDiffer(store, publisher, settings=settings, clock=clock.monotonic)
+                publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn),
+                                          env.settings.message_context)
+    return SnapshotDiffer(store, publisher, settings=env.settings, clock=clock)
 
 
 def run_digest(event: Mapping[str, Any] | None, lease_seconds: float, *, env: Mapping[str, str] | None = None,
                store: ObjectStore | None = None, publisher: Publisher | None = None,
-               clock: Any = SystemClock) -> dict[str, Any]:
+               clock: Clock = SystemClock) -> dict[str, Any]:
     """The daily digest the event asks for ({} for yesterday, {"day": ..., "force": ...}), on S3 and the
     digest topic unless a store and a publisher are given. The claim on the day lasts `lease_seconds`."""
     env = os.environ if env is None else env

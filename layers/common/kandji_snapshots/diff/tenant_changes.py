@@ -13,8 +13,8 @@ and filter attributes: `change_type`, `severity`, `platform` = `tenant`), append
 * Users, blueprints: counted (added, removed, changed) in the summary.
 
 Severities are a table a deployer can change: `TENANT_SEVERITY_OVERRIDES` (`change_type=severity,...`).
-Names in these events come from admins and devices (attacker-controlled): they are carried as data, cut
-to `NAME_MAX_CHARS` and rendered by the usual bounded message helpers.
+Names in these events come from admins and devices (attacker-controlled): they are carried as data, made
+inert and cut (`inert_text.one_line`, `NAME_MAX_CHARS`) and rendered by the usual bounded message helpers.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from kandji_snapshots.collect.tenant_sources import SNAPSHOT_SOURCES, tenant_tab
 from kandji_snapshots.diff.events import SCHEMA_VERSION, event_id
 from kandji_snapshots.diff.rules import HIGH, INFO, SEVERITIES
 from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.inert_text import one_line
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, manifest_exists
 from kandji_snapshots.snapshots.storage import ObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
@@ -76,11 +77,10 @@ def severity_table(raw: str | None) -> dict[str, str]:
 
 
 def bounded(value: Any, limit: int = NAME_MAX_CHARS) -> str | None:
-    """A name as data: text, one line, cut; None when there is none."""
+    """A name as data: inert and cut (inert_text.one_line); None when there is none."""
     if value is None or value == "":
         return None
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return one_line(value, limit)
 
 
 def classify_audit(row: dict[str, Any]) -> str | None:

@@ -23,12 +23,13 @@ KANDJI_HOST_SUFFIXES = (
     ".api.eu.kandji.io",
     ".api.iru.com",
     ".api.eu.iru.com",
-    ".clients.us-1.kandji.io",
+    ".clients.us-1.kandji.io",  # legacy tenants, from before the 2023 URL scheme: US
+    ".clients.eu.kandji.io",  # and their EU twin
 )
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 EXPECTED_FORM = (
     "https://<tenant>.api.kandji.io (or .api.eu.kandji.io, .api.iru.com, .api.eu.iru.com, "
-    ".clients.us-1.kandji.io), with or without /api/v1/"
+    "legacy .clients.us-1.kandji.io, .clients.eu.kandji.io), with or without /api/v1/"
 )
 
 

@@ -1,2 +1,3 @@
-"""Asking the snapshots questions: the saved queries' Athena SQL beside its DuckDB twin (fleet_queries, which
-the differ's e-mails also name) and DuckDB over a local snapshot folder (local_duckdb, operator tooling only)."""
+"""Asking the snapshots questions: the views' and saved queries' Athena SQL, the only text (athena_sql, which
+the differ's e-mails also name), and that text run by DuckDB over a local snapshot folder (local_duckdb,
+translated by sqlglot; operator tooling only)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.snapshots.layout import MANIFEST_PREFIX, manifest_day_prefix, manifest_key, snapshot_id_from_manifest_key
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
 from kandji_snapshots.snapshots.timeutil import snapshot_time
@@ -14,6 +16,8 @@ from kandji_snapshots.snapshots.timeutil import snapshot_time
 MANIFEST_SCHEMA_VERSION = 1
 # Days to look back one by one (today, yesterday) before listing every manifest (a paused schedule).
 DAYS_TO_SCAN = 2
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,41 @@ def load_manifest(store: ObjectStore, snapshot_id: str) -> Manifest:
     return load_manifest_key(store, manifest_key(snapshot_id))
 
 
+class UnreadableManifest(KandjiSnapshotsError, ValueError):
+    """A manifest this version cannot read: cut short, not JSON, or of another schema_version."""
+
+
 def load_manifest_key(store: ObjectStore, key: str) -> Manifest:
-    document = json.loads(store.get(key))
-    if document.get("schema_version") != MANIFEST_SCHEMA_VERSION or "tables" not in document:
-        raise ValueError(f"{key} is not a kandji-snapshots manifest (schema_version "
-                         f"{document.get('schema_version')!r})")
+    try:
+        document = json.loads(store.get(key))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UnreadableManifest(f"{key} is not a kandji-snapshots manifest: it is not JSON (cut short?): "
+                                 f"{error}") from None
+    if not isinstance(document, dict) or document.get("schema_version") != MANIFEST_SCHEMA_VERSION \
+            or "tables" not in document:
+        version = document.get("schema_version") if isinstance(document, dict) else None
+        raise UnreadableManifest(f"{key} is not a kandji-snapshots manifest (schema_version {version!r})")
     return Manifest(document)
+
+
+def previous_readable_snapshot_id(store: ObjectStore, snapshot_id: str) -> str | None:
+    """The latest committed snapshot older than `snapshot_id` whose manifest this version can read.
+
+    A manifest it cannot read (cut short, or written by a newer version) is passed over, with a warning
+    that says which and what to do, so that one bad object does not stop every later run.
+    """
+    candidate = previous_snapshot_id(store, snapshot_id)
+    while candidate is not None:
+        try:
+            load_manifest(store, candidate)
+            return candidate
+        except UnreadableManifest as error:
+            logger.warning(f"snapshot {candidate} is passed over: {error}. If a newer kandji-snapshots wrote it, "
+                           f"deploy that version again; if it was cut short, restore its earlier version from the "
+                           f"bucket's noncurrent versions, or delete {manifest_key(candidate)} so the snapshot no "
+                           "longer counts", extra={"snapshot_id": candidate, "manifest_key": manifest_key(candidate)})
+        candidate = previous_snapshot_id(store, candidate)
+    return None
 
 
 def previous_snapshot_id(store: ObjectStore, snapshot_id: str) -> str | None:
@@ -89,6 +122,15 @@ def _ids_in_prefix(store: ObjectStore, prefix: str) -> list[str]:
         if snapshot_id:
             ids.append(snapshot_id)
     return ids
+
+
+def manifest_readable(store: ObjectStore, snapshot_id: str) -> bool:
+    """Committed, and its manifest is one this version can read: a snapshot that counts."""
+    try:
+        load_manifest(store, snapshot_id)
+    except (ObjectNotFound, UnreadableManifest):
+        return False
+    return True
 
 
 def manifest_exists(store: ObjectStore, snapshot_id: str) -> bool:

@@ -2,6 +2,7 @@
 
     snapshots/<table>/dt=YYYY-MM-DD/<snapshot_id>[-NNNNN].json.gz
     snapshots/manifests/dt=YYYY-MM-DD/<snapshot_id>/manifest.json   (written last: the commit)
+    snapshots/committed_snapshots/dt=YYYY-MM-DD/<snapshot_id>.json.gz (Athena's record of the commit)
     changes/dt=YYYY-MM-DD/<snapshot_id>.json.gz
     changes/_published/<snapshot_id>/...                             (differ's progress markers)
     changes/_transitions/<previous_snapshot_id>.json                 (which snapshot diffed against it)
@@ -16,6 +17,9 @@ from kandji_snapshots.snapshots.timeutil import partition_date
 
 SNAPSHOT_PREFIX = "snapshots/"
 MANIFEST_PREFIX = "snapshots/manifests/"
+# One JSON line per committed snapshot, written after its manifest: what Athena joins to read
+# committed snapshots only (snapshots/committed.py).
+COMMITTED_PREFIX = "snapshots/committed_snapshots/"
 CHANGES_PREFIX = "changes/"
 TABLE_NAMES = ("devices", "device_details", "device_apps", "device_posture")
 
@@ -42,6 +46,10 @@ def audit_claim_key(base_snapshot_id: str | None, attempt: int) -> str:
 
 def manifest_key(snapshot_id: str) -> str:
     return f"{MANIFEST_PREFIX}dt={partition_date(snapshot_id)}/{snapshot_id}/manifest.json"
+
+
+def committed_key(snapshot_id: str) -> str:
+    return f"{COMMITTED_PREFIX}dt={partition_date(snapshot_id)}/{snapshot_id}.json.gz"
 
 
 def manifest_day_prefix(day: str) -> str:
@@ -71,3 +79,21 @@ def transition_key(previous_snapshot_id: str | None) -> str:
 def digest_marker_key(day: str) -> str:
     """Whether the daily digest of `day` (YYYY-MM-DD, UTC) is being sent or was sent; claimed once."""
     return f"{CHANGES_PREFIX}_digests/{day}.json"
+
+
+# --- the columnar history copy (history/): Parquet written by Athena, partitions dt=/snapshot_id= ----------
+#   history/<table>/dt=YYYY-MM-DD/snapshot_id=<snapshot_id>/<files>   (Hive layout, as Athena's INSERT writes it)
+#   history/_attempts/<table>/<snapshot_id>.json                       (the Athena query that copies it)
+HISTORY_PREFIX = "history/"
+
+
+def history_table_prefix(table: str) -> str:
+    return f"{HISTORY_PREFIX}{table}/"
+
+
+def history_partition_prefix(table: str, snapshot_id: str) -> str:
+    return f"{history_table_prefix(table)}dt={partition_date(snapshot_id)}/snapshot_id={snapshot_id}/"
+
+
+def history_attempt_key(table: str, snapshot_id: str) -> str:
+    return f"{HISTORY_PREFIX}_attempts/{table}/{snapshot_id}.json"

@@ -142,10 +142,11 @@ def details_row(raw: dict[str, Any], snapshot_id: str, device_id: str, fetched_a
 
 
 def posture_row(categories: dict[str, dict[str, Any] | None], snapshot_id: str, device_id: str,
-                fetched_at: str) -> dict[str, Any]:
-    """One device's Prism posture: {category: that category's columns (or None)} -> a device_posture row."""
+                fetched_at: str, carried_from: dict[str, str] | None = None) -> dict[str, Any]:
+    """One device's Prism posture: {category: that category's columns (or None)} -> a device_posture row.
+    `carried_from`: {category: when its carried value was read}, for the categories not read now."""
     fixed = {"snapshot_id": snapshot_id, "device_id": device_id, "fetched_at": fetched_at}
-    return _row(categories, schema.DEVICE_POSTURE, fixed)
+    return _row({**categories, "carried_from": carried_from or None}, schema.DEVICE_POSTURE, fixed)
 
 
 def app_sort_key(row: dict[str, Any]) -> tuple[str, ...]:

@@ -38,6 +38,18 @@ class Struct:
 
 Type = Scalar | Array | Struct
 
+
+def spell(kind: Type, scalars: dict[str, str], array: str, struct: str, field: str, separator: str) -> str:
+    """`kind` in an engine's own words: `scalars` by name, `array` and `struct` templates around the item or
+    the fields (each `field` from {name} and {type}), e.g. Presto's row(a varchar,b bigint)."""
+    if isinstance(kind, Scalar):
+        return scalars[kind.name]
+    if isinstance(kind, Array):
+        return array.format(spell(kind.item, scalars, array, struct, field, separator))
+    return struct.format(separator.join(field.format(name=name, type=spell(item, scalars, array, struct, field,
+                                                                               separator))
+                                        for name, item in kind.fields.items()))
+
 STRING = Scalar("string")
 BOOLEAN = Scalar("boolean")
 BIGINT = Scalar("bigint")
@@ -178,7 +190,7 @@ DEVICE_APPS: dict[str, Type] = {
 # --- device_posture: Prism's security categories, one row per device per snapshot -------------------
 # One struct per category, with the columns Prism's rows carry (confirmed from integrations that read
 # them; see collect/posture.py). A struct is null when the category was not read this run (no
-# permission) or has no row for the device (Prism covers Macs only for most of them).
+# permission) and never was, or the device never had a row (Prism covers Macs only for most of them).
 # `last_collected_at` is when the device last reported that category to Kandji.
 POSTURE_CATEGORY_COLUMNS: dict[str, dict[str, Type]] = {
     "device_information": {
@@ -227,7 +239,21 @@ DEVICE_POSTURE: dict[str, Type] = {
     **KEY_COLUMNS,
     "fetched_at": TIMESTAMP,  # when this run read Prism
     **{category: struct(**columns) for category, columns in POSTURE_CATEGORY_COLUMNS.items()},
+    # A category this run could not read (failed, refused, out of budget) or that had no row for the
+    # device keeps what the last read said, carried like a skipped device's details: per carried
+    # category, the end of the run that read it (null when every category was read this run).
+    # See collect/posture.py.
+    "carried_from": struct(**{category: TIMESTAMP for category in POSTURE_CATEGORY_COLUMNS}),
     "extra": JSON,
+}
+
+# One row per committed snapshot (snapshots/committed.py), written after its manifest: Athena's
+# views and queries join it, so they never read a snapshot whose manifest was not written.
+COMMITTED_SNAPSHOTS: dict[str, Type] = {
+    "snapshot_id": STRING,
+    "committed_at": TIMESTAMP,  # when the run finished and wrote its manifest (the manifest's finished_at)
+    "previous_snapshot_id": STRING,
+    "device_count": BIGINT,
 }
 
 TABLES: dict[str, dict[str, Type]] = {

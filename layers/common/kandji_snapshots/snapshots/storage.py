@@ -6,6 +6,7 @@ an `ObjectStore` is.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -36,6 +37,14 @@ class ObjectStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The body and its version tag (S3's ETag): what `replace` is conditional on."""
+        ...
+
+    def replace(self, key: str, body: bytes, *, version: str, content_type: str = "application/json") -> bool:
+        """Write `key` only if it is still at `version` (atomically); False when it changed or is gone."""
+        ...
+
     def open(self, key: str) -> BinaryIO: ...
 
     def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]: ...
@@ -60,13 +69,20 @@ class S3ObjectStore:
                 "exists and the function's role may write to it. Nothing was committed.") from error
 
     def create(self, key: str, body: bytes, *, content_type: str = "application/json") -> bool:
+        return self._conditional_put(key, body, content_type, IfNoneMatch="*")
+
+    def replace(self, key: str, body: bytes, *, version: str, content_type: str = "application/json") -> bool:
+        return self._conditional_put(key, body, content_type, IfMatch=version)
+
+    def _conditional_put(self, key: str, body: bytes, content_type: str, **condition: str) -> bool:
         for attempt in range(5):
             try:
-                self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+                self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **condition)
                 return True
             except Exception as error:
                 code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
-                if code == "PreconditionFailed":  # 412: the key exists
+                # 412: the key exists (If-None-Match) or changed (If-Match); 404: gone (If-Match)
+                if code in ("PreconditionFailed", "NoSuchKey", "404"):
                     return False
                 if code == "ConditionalRequestConflict" and attempt < 4:  # 409: a concurrent write; ask again
                     continue
@@ -74,6 +90,13 @@ class S3ObjectStore:
                     f"Writing s3://{self.bucket}/{key} failed ({_aws_error(error)}). Check that the bucket "
                     "exists and the function's role may write to it.") from error
         return False  # unreachable: the loop returns or raises
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except self._s3.exceptions.NoSuchKey:
+            raise ObjectNotFound(key) from None
+        return response["Body"].read(), response["ETag"]
 
     def get(self, key: str) -> bytes:
         return self.open(key).read()
@@ -155,6 +178,20 @@ class LocalObjectStore:
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
 
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        body = self.get(key)
+        return body, _content_version(body)
+
+    def replace(self, key: str, body: bytes, *, version: str, content_type: str = "application/json") -> bool:
+        # One process at a time on a folder (the CLI): compare, then write atomically.
+        try:
+            if _content_version(self.get(key)) != version:
+                return False
+        except ObjectNotFound:
+            return False
+        self.put(key, body, content_type=content_type)
+        return True
+
     def open(self, key: str) -> BinaryIO:
         try:
             return self._path(key).open("rb")
@@ -201,6 +238,18 @@ class MemoryObjectStore:
         except KeyError:
             raise ObjectNotFound(key) from None
 
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        with self._lock:
+            body = self.get(key)
+            return body, _content_version(body)
+
+    def replace(self, key: str, body: bytes, *, version: str, content_type: str = "application/json") -> bool:
+        with self._lock:
+            if key not in self.objects or _content_version(self.objects[key]) != version:
+                return False
+            self.objects[key] = bytes(body)
+            return True
+
     def open(self, key: str) -> BinaryIO:
         return io.BytesIO(self.get(key))
 
@@ -213,6 +262,11 @@ class MemoryObjectStore:
         with self._lock:
             for key in keys:
                 self.objects.pop(key, None)
+
+
+def _content_version(body: bytes) -> str:
+    """A version tag for stores without one: the content's hash (a claim record carries its own time)."""
+    return hashlib.sha256(body).hexdigest()
 
 
 def _aws_error(error: Exception) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
 
 # `2026-11-23T10:15:00.123456Z`: one fixed width, so strings sort like the instants they name.
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -77,6 +78,17 @@ def partition_date(snapshot_id: str) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class Clock(Protocol):
+    """What a run reads and waits on: `monotonic` for deadlines and pacing, `sleep` for waits, `now` for
+    snapshot ids and records. SystemClock is the real one; tests hand in their own."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def now(self) -> datetime: ...
 
 
 class SystemClock:
