@@ -7,6 +7,7 @@ Kandji is the simulator (a real HTTP server on 127.0.0.1).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -58,6 +59,29 @@ def load_handler(function: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+HANDLERS = ("collector", "differ", "digest")
+
+
+@pytest.fixture
+def caplog(caplog):
+    """pytest's caplog, seeing the domain's records whichever test imported a handler first.
+
+    Importing a handler points the kandji_snapshots logger at the handler's JSON output and stops it
+    propagating to the root logger, where caplog listens (Powertools' copy_config_to_registered_loggers,
+    which also empties the logger's handlers). So the handlers are imported before the capture starts,
+    never in the middle of a test, and the capture listens on the package logger itself.
+    """
+    for function in HANDLERS:
+        load_handler(function)
+    package = logging.getLogger("kandji_snapshots")
+    propagate = package.propagate
+    package.propagate = False  # each record once: through the handler below, not through the root logger too
+    package.addHandler(caplog.handler)
+    yield caplog
+    package.removeHandler(caplog.handler)
+    package.propagate = propagate
 
 
 @pytest.fixture(scope="session")
