@@ -229,7 +229,9 @@ def test_a_folder_without_changes_gives_empty_change_queries(tmp_path: Path) -> 
 
 
 def test_an_empty_folder_gives_empty_answers_and_a_missing_one_an_error(tmp_path: Path) -> None:
-    assert all(rows == [] for rows in local_query.run_all(tmp_path).values())
+    results = local_query.run_all(tmp_path)
+    assert set(results) == {query.name for query in fleet_queries.QUERIES}  # every query ran
+    assert all(rows == [] for rows in results.values())
     with pytest.raises(FileNotFoundError):
         local_query.connect(tmp_path / "nope")
 

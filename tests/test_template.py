@@ -596,6 +596,7 @@ def test_changes_topic_uses_customer_managed_key(cfn: dict[str, Any]) -> None:
     sns_grants = [
         s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Principal") == {"Service": "sns.amazonaws.com"}
     ]
+    assert sns_grants, "SNS must be granted the key to deliver the topic's encrypted messages"
     for grant in sns_grants:
         assert "aws:SourceAccount" in json.dumps(grant.get("Condition", {}))
     # The differ can use exactly that key and publish to exactly that topic (default parameters: the
