@@ -9,6 +9,7 @@ it; nothing from the source tree. One build per session (about 20 s); `-m "not s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from scripts.sam_artifacts import (FUNCTIONS, LAYER, ROOT, MissingTool, lambda_e
                                    python313, runtime_packages, sam_build, sam_cli, sam_validate)
 from simulator import Fleet, KandjiSimulator
 
-pytestmark = pytest.mark.sam_build
+# One worker runs them all under pytest-xdist (--dist loadgroup), so the session's one build serves every test.
+pytestmark = [pytest.mark.sam_build, pytest.mark.xdist_group("sam_build")]
 
 TOKEN = "kst-built-artifact-token"
 LAMBDA_LIMIT_BYTES = 250 * 1024 * 1024  # function + layers, unzipped
@@ -52,12 +54,19 @@ with open(result_file, "w") as out:
 """
 
 
+def without(missing: MissingTool):
+    """Skip on a developer's machine without the tool; fail in CI, which must never pass without the build."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"build test cannot run in CI: {missing}", pytrace=False)
+    pytest.skip(f"build test skipped: {missing}")
+
+
 @pytest.fixture(scope="session")
 def python_313() -> str:
     try:
         return python313()
     except MissingTool as missing:
-        pytest.skip(f"build test skipped: {missing}")
+        without(missing)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +74,7 @@ def sam_tools(python_313) -> str:
     try:
         sam_cli()
     except MissingTool as missing:
-        pytest.skip(f"build test skipped: {missing}")
+        without(missing)
     return python_313
 
 
