@@ -9,27 +9,36 @@ SAM_STAMP := .venv-sam/.installed
 
 .PHONY: local test bench mutate clean
 
+# uv installs the pinned requirements (into the virtualenvs, with pip only to bring uv itself): both
+# virtualenvs install in seconds instead of about a minute and a half with pip.
+UV_VERSION := 0.13.8
+UV := $(BIN)/uv
+
 $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements-dev.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 	@rm -rf layers/common/kandji_snapshots.egg-info  # a by-product of the install: never ship it in the layer
 	@touch $(STAMP)
 
 # The SAM CLI the build test runs (tests/test_sam_build.py), in its own virtualenv: see requirements-sam.txt.
-$(SAM_STAMP): requirements-sam.txt
-	$(PYTHON) -m venv .venv-sam
-	.venv-sam/bin/python -m pip install --quiet --upgrade pip
-	.venv-sam/bin/python -m pip install --quiet -r requirements-sam.txt
+# A command, not a library: its virtualenv needs no pip (uv from .venv installs into it).
+$(SAM_STAMP): requirements-sam.txt | $(STAMP)  # order-only: uv must be there, a newer .venv is no reason to rebuild
+	$(PYTHON) -m venv --without-pip .venv-sam
+	$(UV) pip install --quiet --python .venv-sam/bin/python -r requirements-sam.txt
 	@touch $(SAM_STAMP)
 
 local: $(STAMP)
 	$(BIN)/python scripts/local_run.py
 
+# Tests run on TEST_WORKERS processes (pytest-xdist) in a random order (pytest-randomly prints the seed).
+# 3 on a 2-core machine: the end-to-end tests spend much of their time waiting on loopback HTTP.
+TEST_WORKERS ?= 3
+
 test: $(STAMP) $(SAM_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP) $(SAM_STAMP)
 	$(BIN)/python bench/run_all.py

@@ -142,3 +142,11 @@ def checkov_reports(tmp_path_factory):
 
     CHECKOV_SCANS.append("scan")
     return checkov_reports_of(str(tmp_path_factory.mktemp("checkov")))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup, see pytest.ini)
+def pytest_collection_modifyitems(items):
+    """The tests sharing the checkov scan run on one worker, so the session's scan runs once, not once per worker."""
+    for item in items:
+        if "checkov_reports" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("checkov"))
