@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Fixtures that several test modules use, defined in helper modules (test modules do not import each other).
+pytest_plugins = ["handler_pipeline"]
 
 # Credentials and region for boto3 before anything creates a client; never real ones.
 for name, value in {
