@@ -7,6 +7,7 @@ Kandji is the simulator (a real HTTP server on 127.0.0.1).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -112,7 +113,7 @@ def aws(moto_endpoint, monkeypatch):
 def sam() -> dict:
     """template.yaml as written (SAM), intrinsic tags as their Fn:: forms."""
     from tests.cfn_yaml import load_template
-    from tests.test_template import TEMPLATE_PATH
+    from template_model import TEMPLATE_PATH
 
     return load_template(TEMPLATE_PATH)
 
@@ -120,7 +121,7 @@ def sam() -> dict:
 @pytest.fixture(scope="session")
 def cfn(sam) -> dict:
     """template.yaml after the offline SAM transform: the CloudFormation that would be deployed."""
-    from tests.test_template import transform_template
+    from template_model import transform_template
 
     return transform_template(sam)
 
@@ -134,21 +135,13 @@ def _clear_powertools_caches():
     parameters.clear_caches()
 
 
-CHECKOV_SCANS: list[str] = []  # one entry per time the checkov_reports fixture ran
-
-
 @pytest.fixture(scope="session")
 def checkov_reports(tmp_path_factory):
-    """checkov on the SAM template and on its transform, once per test session for every module that asks."""
-    from test_template_security import checkov_reports_of
+    """checkov on the SAM template and on its transform, once per test session (over all xdist workers)."""
+    from checkov_scan import checkov_reports_of
+    from session_once import shared_folder
 
-    CHECKOV_SCANS.append("scan")
-    return checkov_reports_of(str(tmp_path_factory.mktemp("checkov")))
+    def scan(folder: Path) -> None:
+        (folder / "reports.json").write_text(json.dumps(checkov_reports_of(str(folder))), encoding="utf-8")
 
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup, see pytest.ini)
-def pytest_collection_modifyitems(items):
-    """The tests sharing the checkov scan run on one worker, so the session's scan runs once, not once per worker."""
-    for item in items:
-        if "checkov_reports" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("checkov"))
+    return json.loads((shared_folder(tmp_path_factory, "checkov", scan) / "reports.json").read_text(encoding="utf-8"))

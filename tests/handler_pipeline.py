@@ -1,5 +1,8 @@
 """The deployed pipeline on this machine, for end-to-end tests: both handlers wired to a simulator of a
-fleet (HTTP on 127.0.0.1) and to moto (bucket, secret, topic, a queue subscribed to it)."""
+fleet (HTTP on 127.0.0.1) and to moto (bucket, secret, topic, a queue subscribed to it).
+
+Two shapes: `pipeline` runs the collector on a fake clock (known snapshot ids, back-off without waiting);
+`deployment` + `start` + `collect_and_diff` run it as deployed, on the system clock, with two subscribers."""
 
 from __future__ import annotations
 
@@ -26,6 +29,15 @@ SCHEDULER_EVENT = json.loads((ROOT / "events" / "scheduler_event.json").read_tex
 MANIFEST_EVENT = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
 
 
+def manifest_event(key: str, bucket: str = BUCKET) -> dict:
+    """The EventBridge event of a manifest written to `bucket` under `key`: what triggers the differ."""
+    event = copy.deepcopy(MANIFEST_EVENT)
+    event["detail"]["bucket"]["name"] = bucket
+    event["resources"] = [f"arn:aws:s3:::{bucket}"]
+    event["detail"]["object"]["key"] = key
+    return event
+
+
 class Pipeline:
     def __init__(self, sim: KandjiSimulator, fleet: Fleet, clock: RunClock, topic_arn: str, queue_url: str):
         self.sim = sim
@@ -41,11 +53,8 @@ class Pipeline:
         return run_handler_on(self.clock.next_run(), SCHEDULER_EVENT, context or FakeLambdaContext())
 
     def diff(self, snapshot_id: str, context: FakeLambdaContext | None = None) -> dict:
-        event = copy.deepcopy(MANIFEST_EVENT)
-        event["detail"]["bucket"]["name"] = BUCKET
-        event["resources"] = [f"arn:aws:s3:::{BUCKET}"]
-        event["detail"]["object"]["key"] = manifest_key(snapshot_id)
-        return load_handler("differ").lambda_handler(event, context or FakeLambdaContext())
+        return load_handler("differ").lambda_handler(manifest_event(manifest_key(snapshot_id)),
+                                                     context or FakeLambdaContext())
 
     def received(self) -> list[dict]:
         """Drain the queue subscribed to the topic (raw delivery); returns the new messages' bodies."""
@@ -104,3 +113,44 @@ def assert_complete(manifest: dict, fleet: Fleet) -> None:
 
 def the_manifest(result: dict) -> dict:
     return load_manifest(S3ObjectStore(boto3.client("s3"), BUCKET), result["snapshot_id"]).document
+
+
+# --- as deployed: two subscribers (one filtered to high severity), the system clock --------------
+
+@pytest.fixture
+def deployment(aws, monkeypatch):
+    """The stack's resources in moto, two SQS subscribers (one filtered to high severity)."""
+    create_bucket()
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="kandji-snapshots-changes")["TopicArn"]
+    queues = {}
+    for name, policy in (("all", None), ("high", {"severity": ["high"]})):
+        queues[name] = subscribe_queue(topic, f"changes-{name}", filter_policy=policy)
+    for name, value in {"SNAPSHOT_BUCKET": BUCKET, "CHANGES_TOPIC_ARN": topic, "MAX_EVENTS_PER_RUN": "500",
+                        "KANDJI_ALLOW_INSECURE_LOCALHOST": "true", "KANDJI_MAX_REQUESTS_PER_SECOND": "1000"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
+
+    def received(name: str) -> list[dict]:
+        return [json.loads(message["Body"]) for message in drain_queue(queues[name], sqs)]
+
+    return received
+
+
+def collect_and_diff(lambda_context) -> dict:
+    """One scheduled run, then the differ as the EventBridge rule would trigger it."""
+    result = load_handler("collector").lambda_handler(SCHEDULER_EVENT, lambda_context)
+    event = copy.deepcopy(MANIFEST_EVENT)
+    event["detail"]["bucket"]["name"] = BUCKET
+    [key] = [f"snapshots/manifests/dt={m['dt']}/{m['snapshot_id']}/manifest.json" for m in manifests()
+             if m["snapshot_id"] == result["snapshot_id"]]
+    event["detail"]["object"]["key"] = key
+    load_handler("differ").lambda_handler(event, lambda_context)
+    return event
+
+
+def start(fleet: Fleet, monkeypatch, **simulator_options) -> KandjiSimulator:
+    """A simulator of `fleet`, running, whose URL and token are the deployment's Kandji secret."""
+    sim = KandjiSimulator(fleet, token=TOKEN, **simulator_options).start()
+    monkeypatch.setenv("KANDJI_SECRET_ID", create_secret(json.dumps({"api_url": sim.api_url, "api_token": TOKEN})))
+    return sim

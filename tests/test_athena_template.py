@@ -16,7 +16,7 @@ import pytest
 from kandji_snapshots.query import fleet_queries
 from kandji_snapshots.snapshots import layout
 from kandji_snapshots.snapshots.timeutil import partition_date
-from tests.test_template import (
+from template_model import (
     as_list,
     resolved_resources,
     resources_of_type,

@@ -1,6 +1,6 @@
 """The DuckDB fleet queries over a local snapshot folder give the answers the simulator implies.
 
-The folder is what the real pipeline leaves behind (tests/test_schema_guard.run_pipeline):
+The folder is what the real pipeline leaves behind (tests/local_pipeline.run_pipeline):
 two snapshots of a simulated fleet of every platform, mutated in between, and the
 differ's change files. Every expectation is computed from the simulator's own data.
 """
@@ -21,7 +21,7 @@ from kandji_snapshots.query import local_duckdb as local_query
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import parse_timestamp
 from simulator import Fleet, KandjiSimulator
-from tests.test_schema_guard import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
+from local_pipeline import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
 
 CHROME = "com.google.Chrome"
 

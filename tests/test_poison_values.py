@@ -18,7 +18,7 @@ from aws_helpers import BUCKET, read_object, read_rows
 from schema_guard import SchemaGuard
 from simulator import Fleet
 from handler_pipeline import TOKEN, assert_complete, the_manifest
-from tests.test_template import TEMPLATE_PATH
+from template_model import TEMPLATE_PATH
 
 HALF_EMOJI = "\ud83d"  # served as the JSON text "\ud83d", as a truncated emoji is
 

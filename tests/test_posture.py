@@ -23,7 +23,7 @@ from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
-from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (fixture)
+from handler_pipeline import collect_and_diff, start
 
 TOKEN = "sim-token"
 
@@ -427,7 +427,7 @@ def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed
 
     from kandji_snapshots.query import local_duckdb as local_query
     from kandji_snapshots.snapshots.storage import LocalObjectStore
-    from tests.test_schema_guard import collect_with_simulator
+    from local_pipeline import collect_with_simulator
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     fleet = Fleet.generate(30, seed=33)

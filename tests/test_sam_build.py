@@ -20,10 +20,10 @@ import pytest
 from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests, subscribe_queue
 from scripts.sam_artifacts import (FUNCTIONS, LAYER, ROOT, MissingTool, lambda_environment, lambda_sys_path,
                                    python313, runtime_packages, sam_build, sam_cli, sam_validate)
+from session_once import shared_folder
 from simulator import Fleet, KandjiSimulator
 
-# One worker runs them all under pytest-xdist (--dist loadgroup), so the session's one build serves every test.
-pytestmark = [pytest.mark.sam_build, pytest.mark.xdist_group("sam_build")]
+pytestmark = pytest.mark.sam_build
 
 TOKEN = "kst-built-artifact-token"
 LAMBDA_LIMIT_BYTES = 250 * 1024 * 1024  # function + layers, unzipped
@@ -80,10 +80,12 @@ def sam_tools(python_313) -> str:
 
 @pytest.fixture(scope="session")
 def build_dir(sam_tools, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("sam") / "build"
-    built = sam_build(target, sam_tools)
-    assert built.returncode == 0, f"sam build failed:\n{built.stdout}\n{built.stderr}"
-    return target
+    """One `sam build` per test session, shared by every xdist worker that runs a test of this module."""
+    def build(folder: Path) -> None:
+        built = sam_build(folder / "build", sam_tools)
+        assert built.returncode == 0, f"sam build failed:\n{built.stdout}\n{built.stderr}"
+
+    return shared_folder(tmp_path_factory, "sam", build) / "build"
 
 
 @pytest.fixture(scope="session")
