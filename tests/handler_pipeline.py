@@ -24,7 +24,7 @@ from kandji_snapshots.snapshots.storage import S3ObjectStore
 from simulator import Fleet, KandjiSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "kst-fault-tolerance-4c1d9e7a2b"
+TOKEN = "kst-handler-pipeline-4c1d9e7a2b"  # the simulator's token, in the deployment's secret
 SCHEDULER_EVENT = json.loads((ROOT / "events" / "scheduler_event.json").read_text())
 MANIFEST_EVENT = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
 
