@@ -40,7 +40,7 @@ from kandji_snapshots.diff.differ import SnapshotIncomplete
 from kandji_snapshots.errors import (DeadlineExceeded, KandjiApiError, KandjiAuthError, KandjiSnapshotsError,
                                      RateLimitExhausted, SnapshotWriteError)
 from kandji_snapshots.kandji.client import RetryPolicy
-from kandji_snapshots.snapshots.layout import published_marker_prefix
+from kandji_snapshots.snapshots.layout import manifest_key, published_marker_prefix
 from kandji_snapshots.diff.publisher import PublishError, SnsPublisher
 from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
