@@ -44,7 +44,8 @@ local: $(STAMP) ## run the whole pipeline on this machine (simulator + moto), no
 # and on subprocesses (checkov, sam build). `make test TEST_WORKERS=0` runs them in this one process.
 TEST_WORKERS ?= 3
 
-test: $(STAMP) $(SAM_STAMP) ## run the test suite in parallel, random order (also sam validate and sam build with Python 3.13)
+test: $(STAMP) $(SAM_STAMP) ## ruff, then the test suite in parallel, random order (also sam validate and sam build)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP) $(SAM_STAMP) ## run every benchmark (docs/performance.md), a few minutes
