@@ -13,29 +13,40 @@ SAM_STAMP := .venv-sam/.installed
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# uv installs the pinned requirements (pip only brings uv itself): both virtualenvs in about 10 s on a
+# fresh clone, where pip took about 75 s.
+UV_VERSION := 0.13.8
+UV := $(BIN)/uv
+
 $(STAMP): requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps --editable .
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements-dev.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 	@rm -rf layers/common/kandji_snapshots.egg-info  # a by-product of the install: never ship it in the layer
 	@touch $(STAMP)
 
 # The SAM CLI the build test runs (tests/test_sam_build.py), in its own virtualenv: see requirements-sam.txt.
 sam-cli: $(SAM_STAMP) ## install the pinned SAM CLI into .venv-sam/ (.venv-sam/bin/sam build, deploy)
 
-$(SAM_STAMP): requirements-sam.txt
-	$(PYTHON) -m venv .venv-sam
-	.venv-sam/bin/python -m pip install --quiet --upgrade pip
-	.venv-sam/bin/python -m pip install --quiet -r requirements-sam.txt
+# A command, not a library: its virtualenv needs no pip (uv from .venv installs into it).
+$(SAM_STAMP): requirements-sam.txt | $(STAMP)  # order-only: uv must be there, a newer .venv is no reason to rebuild
+	$(PYTHON) -m venv --without-pip .venv-sam
+	$(UV) pip install --quiet --python .venv-sam/bin/python -r requirements-sam.txt
 	@touch $(SAM_STAMP)
 
 local: $(STAMP) ## run the whole pipeline on this machine (simulator + moto), no AWS account needed; DEVICES=N
 	$(BIN)/python scripts/local_run.py
 
-test: $(STAMP) $(SAM_STAMP) ## run the test suite (also sam validate and sam build with Python 3.13)
-	$(BIN)/python -m pytest
+# Tests run on TEST_WORKERS processes (pytest-xdist) in a random order (pytest-randomly prints the seed).
+# One more than the 2 cores of the project's machines: the end-to-end tests also wait on loopback HTTP
+# and on subprocesses (checkov, sam build). `make test TEST_WORKERS=0` runs them in this one process.
+TEST_WORKERS ?= 3
+
+test: $(STAMP) $(SAM_STAMP) ## ruff, then the test suite in parallel, random order (also sam validate and sam build)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP) $(SAM_STAMP) ## run every benchmark (docs/performance.md), a few minutes
 	$(BIN)/python bench/run_all.py

@@ -7,6 +7,8 @@ Kandji is the simulator (a real HTTP server on 127.0.0.1).
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Fixtures that several test modules use, defined in helper modules (test modules do not import each other).
+pytest_plugins = ["handler_pipeline"]
 
 # Credentials and region for boto3 before anything creates a client; never real ones.
 for name, value in {
@@ -60,6 +64,29 @@ def load_handler(function: str):
     return module
 
 
+HANDLERS = ("collector", "differ", "digest")
+
+
+@pytest.fixture
+def caplog(caplog):
+    """pytest's caplog, seeing the domain's records whichever test imported a handler first.
+
+    Importing a handler points the kandji_snapshots logger at the handler's JSON output and stops it
+    propagating to the root logger, where caplog listens (Powertools' copy_config_to_registered_loggers,
+    which also empties the logger's handlers). So the handlers are imported before the capture starts,
+    never in the middle of a test, and the capture listens on the package logger itself.
+    """
+    for function in HANDLERS:
+        load_handler(function)
+    package = logging.getLogger("kandji_snapshots")
+    propagate = package.propagate
+    package.propagate = False  # each record once: through the handler below, not through the root logger too
+    package.addHandler(caplog.handler)
+    yield caplog
+    package.removeHandler(caplog.handler)
+    package.propagate = propagate
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """moto in server mode on loopback: the handlers reach it through AWS_ENDPOINT_URL."""
@@ -86,7 +113,7 @@ def aws(moto_endpoint, monkeypatch):
 def sam() -> dict:
     """template.yaml as written (SAM), intrinsic tags as their Fn:: forms."""
     from tests.cfn_yaml import load_template
-    from tests.test_template import TEMPLATE_PATH
+    from template_model import TEMPLATE_PATH
 
     return load_template(TEMPLATE_PATH)
 
@@ -94,7 +121,7 @@ def sam() -> dict:
 @pytest.fixture(scope="session")
 def cfn(sam) -> dict:
     """template.yaml after the offline SAM transform: the CloudFormation that would be deployed."""
-    from tests.test_template import transform_template
+    from template_model import transform_template
 
     return transform_template(sam)
 
@@ -108,13 +135,13 @@ def _clear_powertools_caches():
     parameters.clear_caches()
 
 
-CHECKOV_SCANS: list[str] = []  # one entry per time the checkov_reports fixture ran
-
-
 @pytest.fixture(scope="session")
 def checkov_reports(tmp_path_factory):
-    """checkov on the SAM template and on its transform, once per test session for every module that asks."""
-    from test_template_security import checkov_reports_of
+    """checkov on the SAM template and on its transform, once per test session (over all xdist workers)."""
+    from checkov_scan import checkov_reports_of
+    from session_once import shared_folder
 
-    CHECKOV_SCANS.append("scan")
-    return checkov_reports_of(str(tmp_path_factory.mktemp("checkov")))
+    def scan(folder: Path) -> None:
+        (folder / "reports.json").write_text(json.dumps(checkov_reports_of(str(folder))), encoding="utf-8")
+
+    return json.loads((shared_folder(tmp_path_factory, "checkov", scan) / "reports.json").read_text(encoding="utf-8"))

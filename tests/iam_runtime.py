@@ -35,7 +35,7 @@ from sqlglot import exp
 from athena_stand_in import RecordingAthena
 from iam_policy import (CannotJudge, Grant, Request, as_list, evaluate, evaluate_resource_policy, grant_used_by,
                         grants)
-from tests.test_template import parameter_values, resolved_resources
+from template_model import parameter_values, resolved_resources
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"

@@ -18,8 +18,10 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sns.models import sns_backends
 
-from aws_helpers import drain_queue, read_object, subscribe_queue
+from aws_helpers import BUCKET, drain_queue, read_object, subscribe_queue
+from conftest import load_handler
 from differ_fixtures import FakeFleet
+from handler_pipeline import manifest_event
 from kandji_snapshots.diff.messages import (SUBJECT_MAX_CHARS, MessageContext, ascii_text, device_history_sql,
                                             event_email, event_subject, subject)
 from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, ChatPublisher, MemoryPublisher, PublishError,
@@ -27,11 +29,11 @@ from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, ChatPublisher, Mem
 from kandji_snapshots.inert_text import NAME_MAX_CHARS
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
-from test_differ_handler import BUCKET, SECOND, load_differ_handler, manifest_event
+from sns_messages import SECRET_LOOKING, check_subject, delivered
 
 REGION = "us-east-1"
 WORKGROUP, DATABASE = "kandji-snapshots-fleet", "kandji_snapshots"
-SECRET_LOOKING = "kandji-api-token-" + "s3cr3t" * 8  # must never reach a subject
+SECOND = "20261123T110000Z"  # the second of the two snapshots diff_two_snapshots collects
 
 
 # --- the documented schema ------------------------------------------------------------
@@ -84,23 +86,6 @@ def test_the_schema_check_rejects_what_the_docs_do_not_allow():
             check_chat_notification(bad)
 
 
-def check_subject(text: str) -> None:
-    """SNS: ASCII, begins with a letter, number or punctuation mark, no line breaks or control
-    characters, less than 100 characters."""
-    assert 0 < len(text) < 100, text
-    assert all(" " <= char <= "~" for char in text), text
-    assert text[0] in string.ascii_letters + string.digits + string.punctuation, text
-    assert SECRET_LOOKING not in text and "s3cr3t" not in text
-
-
-def delivered(wire_message: str, structured: bool, protocol: str) -> str:
-    """What SNS delivers to `protocol` (its own key of a JSON-structured message, else `default`)."""
-    if not structured:
-        return wire_message
-    structure = json.loads(wire_message)
-    return structure.get(protocol, structure["default"])
-
-
 # --- through the differ handler ---------------------------------------------------------
 
 @pytest.fixture
@@ -143,7 +128,7 @@ def diff_two_snapshots(lambda_context, device_name: str = "Noah\u2019s MacBook P
     fleet.details["id-001"]["filevault"]["filevault_enabled"] = False
     fleet.apps["id-002"][0]["version"] = "121.0"
     fleet.collect(store, hour=11)
-    load_differ_handler().lambda_handler(manifest_event(manifest_key(SECOND)), lambda_context)
+    load_handler("differ").lambda_handler(manifest_event(manifest_key(SECOND)), lambda_context)
     return [json.loads(line) for line in read_object(changes_key(SECOND), BUCKET).splitlines()]
 
 

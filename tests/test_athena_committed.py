@@ -23,7 +23,7 @@ from kandji_snapshots.query import local_duckdb
 from kandji_snapshots.snapshots import layout
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from simulator import Fleet
-from test_pipeline_end_to_end import SCHEDULER_EVENT, collect_and_diff, deployment, start  # noqa: F401
+from handler_pipeline import SCHEDULER_EVENT, collect_and_diff, start
 
 
 def download(root: Path) -> Path:

@@ -23,7 +23,7 @@ from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.query import athena_sql
 from kandji_snapshots.snapshots import layout
 from kandji_snapshots.snapshots.timeutil import partition_date
-from tests.test_template import (
+from template_model import (
     as_list,
     resolved_resources,
     resources_of_type,

@@ -17,7 +17,7 @@ from kandji_snapshots.collect import runtime as collector_runtime
 from kandji_snapshots.errors import SnapshotWriteError
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 from simulator import Fleet
-from test_fault_tolerance import pipeline, snapshot_keys  # noqa: F401  (pipeline is a fixture)
+from handler_pipeline import snapshot_keys
 
 
 class StubS3:

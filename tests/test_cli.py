@@ -307,7 +307,6 @@ def two_snapshots(tmp_path_factory):
                 "--output", str(folder), "--max-requests-per-second", "1000", "--progress"]
         for step in range(2):
             if step:
-                time.sleep(1.02 - time.time() % 1)  # snapshot ids have one-second resolution
                 changes = fleet.apply_demo_changes()
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -15,7 +15,7 @@ from kandji_snapshots.snapshots.catalog import Manifest, write_manifest
 from kandji_snapshots.snapshots.layout import committed_key
 from kandji_snapshots.snapshots.storage import LocalObjectStore, MemoryObjectStore
 from simulator import Fleet, KandjiSimulator
-from tests.test_schema_guard import TOKEN, collect_with_simulator
+from local_pipeline import TOKEN, collect_with_simulator
 
 
 def manifest(snapshot_id: str, previous: str | None = None) -> Manifest:

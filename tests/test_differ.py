@@ -505,6 +505,9 @@ def test_changes_file_holds_exactly_the_published_events():
 
 def test_message_attributes_carry_type_severity_and_platform():
     run = diff(busy_mutation)
+    published = [json.loads(message.body)["change_type"] for message in run.publisher.messages]
+    assert sorted(published) == ["app_installed", "app_updated", "device_added", "device_changed", "device_removed",
+                                 "snapshot_summary"]
     for message in run.publisher.messages:
         event = json.loads(message.body)
         expected_platform = "all" if event["change_type"] == "snapshot_summary" else "Mac"

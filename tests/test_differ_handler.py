@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import gzip
-import importlib.util
 import json
 import re
 import sys
@@ -13,37 +11,17 @@ from pathlib import Path
 import boto3
 import pytest
 
-from aws_helpers import drain_queue, subscribe_queue
-from conftest import FakeLambdaContext
+from aws_helpers import BUCKET, drain_queue, subscribe_queue
+from conftest import FakeLambdaContext, load_handler
 from differ_fixtures import FakeFleet, Run
+from handler_pipeline import manifest_event
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
 from kandji_snapshots.errors import ConfigurationError, DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 
-ROOT = Path(__file__).resolve().parent.parent
-BUCKET = "kandji-snapshots-differ-test"
 FIRST, SECOND = "20261123T100000Z", "20261123T110000Z"
-
-
-def load_differ_handler():
-    name = "differ_app_under_test"  # every handler file is app.py: import under a unique name
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / "differ" / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def manifest_event(key: str, bucket: str = BUCKET) -> dict:
-    event = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
-    event = copy.deepcopy(event)
-    event["detail"]["bucket"]["name"] = bucket
-    event["resources"] = [f"arn:aws:s3:::{bucket}"]
-    event["detail"]["object"]["key"] = key
-    return event
 
 
 @pytest.fixture
@@ -77,7 +55,7 @@ def two_snapshots() -> None:
 
 def test_handler_publishes_the_changes_between_the_two_latest_snapshots(deployed, lambda_context, capsys):
     two_snapshots()
-    handler = load_differ_handler()
+    handler = load_handler("differ")
     result = handler.lambda_handler(manifest_event(manifest_key(SECOND)), lambda_context)
 
     assert result["snapshot_id"] == SECOND and result["previous_snapshot_id"] == FIRST
@@ -102,20 +80,20 @@ def test_handler_publishes_the_changes_between_the_two_latest_snapshots(deployed
 
 def test_first_snapshot_publishes_only_its_summary(deployed, lambda_context):
     FakeFleet.of(2).collect(S3ObjectStore(boto3.client("s3"), BUCKET), hour=10)
-    result = load_differ_handler().lambda_handler(manifest_event(manifest_key(FIRST)), lambda_context)
+    result = load_handler("differ").lambda_handler(manifest_event(manifest_key(FIRST)), lambda_context)
     [summary] = [json.loads(message["Body"]) for message in deployed()]
     assert summary["first_snapshot"] is True and summary["device_count"] == 2 and result["events"] == 0
 
 
 def test_an_event_for_another_bucket_is_refused_with_a_clear_error(deployed, lambda_context):
     with pytest.raises(UnexpectedTrigger, match="bucket 'someone-elses-bucket'.*SNAPSHOT_BUCKET"):
-        load_differ_handler().lambda_handler(manifest_event(manifest_key(SECOND), bucket="someone-elses-bucket"),
+        load_handler("differ").lambda_handler(manifest_event(manifest_key(SECOND), bucket="someone-elses-bucket"),
                                              lambda_context)
 
 
 def test_an_object_that_is_not_a_manifest_is_refused_with_a_clear_error(deployed, lambda_context):
     with pytest.raises(UnexpectedTrigger, match="is not a snapshot manifest"):
-        load_differ_handler().lambda_handler(manifest_event("snapshots/devices/dt=2026-11-23/x.json.gz"),
+        load_handler("differ").lambda_handler(manifest_event("snapshots/devices/dt=2026-11-23/x.json.gz"),
                                              lambda_context)
 
 
@@ -150,7 +128,7 @@ def test_a_field_moving_on_every_device_does_not_bury_a_filevault_turned_off(dep
     check_in_with_a_moving_counter(11)
     fleet.details["id-123"]["filevault"]["filevault_enabled"] = False
     check_in_with_a_moving_counter(12)
-    handler = load_differ_handler()
+    handler = load_handler("differ")
     handler.lambda_handler(manifest_event(manifest_key(SECOND)), lambda_context)
     deployed()
     result = handler.lambda_handler(manifest_event(manifest_key("20261123T120000Z")), lambda_context)
@@ -196,7 +174,7 @@ def published_changes(messages: list[dict]) -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("order", ["a_first", "b_first"])
 def test_overlapping_runs_diff_against_the_latest_committed_snapshot(deployed, lambda_context, order):
     base, a, b = overlapping_runs(S3ObjectStore(boto3.client("s3"), BUCKET))
-    handler = load_differ_handler()
+    handler = load_handler("differ")
     results = {snapshot_id: handler.lambda_handler(manifest_event(manifest_key(snapshot_id)), lambda_context)
                for snapshot_id in ((a, b) if order == "a_first" else (b, a))}
     assert results[a]["previous_snapshot_id"] == base and results[b]["previous_snapshot_id"] == a
@@ -209,7 +187,7 @@ def test_a_run_that_commits_after_a_newer_one_was_diffed_publishes_nothing_twice
     base, a, b = overlapping_runs(S3ObjectStore(s3, BUCKET))
     a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
     s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))  # A not committed yet
-    handler = load_differ_handler()
+    handler = load_handler("differ")
     assert handler.lambda_handler(manifest_event(manifest_key(b)), lambda_context)["previous_snapshot_id"] == base
     s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)  # A commits
     result = handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)
@@ -232,7 +210,7 @@ def test_a_stale_claim_loses_no_change(deployed, lambda_context, monkeypatch):
     base, a, b = overlapping_runs(S3ObjectStore(s3, BUCKET))
     a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
     s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))
-    handler = load_differ_handler()
+    handler = load_handler("differ")
     reading = S3ObjectStore.open
 
     def s3_down_for_tables(self, key):
@@ -254,7 +232,7 @@ def test_a_retry_keeps_the_previous_it_computed_events_against(deployed, lambda_
     base, a, b = overlapping_runs(S3ObjectStore(s3, BUCKET))
     a_manifest = s3.get_object(Bucket=BUCKET, Key=manifest_key(a))["Body"].read()
     s3.delete_object(Bucket=BUCKET, Key=manifest_key(a))
-    handler = load_differ_handler()
+    handler = load_handler("differ")
     with pytest.raises(DeadlineExceeded):  # changes file written against 09:00, then no time to publish
         handler.lambda_handler(manifest_event(manifest_key(b)), FakeLambdaContext(remaining_ms=5_000))
     s3.put_object(Bucket=BUCKET, Key=manifest_key(a), Body=a_manifest)
@@ -281,7 +259,7 @@ def test_a_comparison_cut_short_by_the_deadline_goes_on_where_it_stopped(deploye
     for item in fleet.devices.values():
         item["agent_version"] = "4.6.0"  # a mass update: one device_changed per device
     fleet.collect(store, hour=11)
-    handler = load_differ_handler()
+    handler = load_handler("differ")
 
     attempts, checkpoints = 0, []
     while True:
@@ -327,7 +305,7 @@ def test_following_the_advice_for_a_lost_part_sends_no_change_twice(deployed, la
     b = fleet.collect(store, hour=10)
     fleet.apps["id-002"][0]["version"] = "121.0"
     c = fleet.collect(store, hour=11).snapshot_id
-    handler = load_differ_handler()
+    handler = load_handler("differ")
     handler.lambda_handler(manifest_event(manifest_key(a)), lambda_context)
     handler.lambda_handler(manifest_event(manifest_key(b.snapshot_id)), lambda_context)
     boto3.client("s3").delete_object(Bucket=BUCKET, Key=b.table_keys("device_apps")[0])  # lost by a lifecycle rule
@@ -362,7 +340,7 @@ def test_an_unreadable_checkpoint_is_discarded_and_the_comparison_starts_over(de
     for item in fleet.devices.values():
         item["agent_version"] = "4.6.0"
     fleet.collect(store, hour=11)
-    handler = load_differ_handler()
+    handler = load_handler("differ")
     with pytest.raises(DeadlineExceeded, match="stopped comparing"):
         handler.lambda_handler(manifest_event(manifest_key(SECOND)), SteppingContext(remaining_ms=34_000))
     checkpoint_key = f"changes/_published/{SECOND}/comparison.json"

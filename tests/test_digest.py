@@ -19,7 +19,7 @@ from kandji_snapshots.diff.publisher import MemoryPublisher, PublishError
 from kandji_snapshots.diff.runtime import run_digest
 from kandji_snapshots.snapshots.layout import digest_marker_key
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
-from test_alerts import check_subject, delivered
+from sns_messages import check_subject, delivered
 
 BUCKET = "kandji-snapshots-digest-test"
 DAY = "2026-11-23"

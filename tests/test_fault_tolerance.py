@@ -16,6 +16,7 @@ ends, read timeouts) drive `SnapshotCollector` + `KandjiClient` directly with a 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections import Counter
 from dataclasses import replace
@@ -26,10 +27,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, manifests, read_rows, \
-    subscribe_queue
-from kandji_fakes import RunClock, run_handler_on
-from conftest import FakeLambdaContext, load_handler
+from aws_helpers import BUCKET, all_keys, create_bucket, read_rows
+from conftest import FakeLambdaContext
+from handler_pipeline import TOKEN, Pipeline, assert_complete, committed_ids, snapshot_keys, the_manifest
 from kandji_snapshots.collect import runtime as collector_runtime
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff import runtime as differ_runtime
@@ -48,9 +48,6 @@ from simulator import Fleet, KandjiSimulator
 from simulator.server import MAINTENANCE_HTML
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "kst-fault-tolerance-4c1d9e7a2b"
-SCHEDULER_EVENT = json.loads((ROOT / "events" / "scheduler_event.json").read_text())
-MANIFEST_EVENT = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
 NOTHING_COMMITTED = "Nothing was committed; the next scheduled run will try again"
 # Retries in milliseconds, not seconds: for faults that never end. The timeouts are for hangs only: a busy
 # machine may take a second to answer on loopback, and that must not turn into a different failure.
@@ -60,88 +57,6 @@ FAST_RETRY = RetryPolicy(max_attempts=4, max_rate_limited_attempts=4, base_backo
 # makes them later), and every other answer has this long, on each of its attempts.
 READ_TIMEOUT = 2.0
 SHORT_READ_TIMEOUT = replace(FAST_RETRY, read_timeout=READ_TIMEOUT)
-
-
-# --- the pipeline ------------------------------------------------------------------------------
-
-class Pipeline:
-    def __init__(self, sim: KandjiSimulator, fleet: Fleet, clock: RunClock, topic_arn: str, queue_url: str):
-        self.sim = sim
-        self.fleet = fleet
-        self.clock = clock
-        self.topic_arn = topic_arn
-        self.queue_url = queue_url
-        self.messages: list[dict] = []  # every SQS message received so far, parsed
-
-    def collect(self, context: FakeLambdaContext | None = None) -> dict:
-        """The collector handler, its run on a fake clock an hour after the last run's: the snapshot id is known
-        however slow the machine, and back-off waits (up to a deadline) take no real time."""
-        return run_handler_on(self.clock.next_run(), SCHEDULER_EVENT, context or FakeLambdaContext())
-
-    def diff(self, snapshot_id: str, context: FakeLambdaContext | None = None) -> dict:
-        event = copy.deepcopy(MANIFEST_EVENT)
-        event["detail"]["bucket"]["name"] = BUCKET
-        event["resources"] = [f"arn:aws:s3:::{BUCKET}"]
-        event["detail"]["object"]["key"] = manifest_key(snapshot_id)
-        return load_handler("differ").lambda_handler(event, context or FakeLambdaContext())
-
-    def received(self) -> list[dict]:
-        """Drain the queue subscribed to the topic (raw delivery); returns the new messages' bodies."""
-        new = [json.loads(message["Body"]) for message in drain_queue(self.queue_url)]
-        self.messages.extend(new)
-        return new
-
-    def published_once(self) -> list[dict]:
-        """Every message received so far; fails if any event_id arrived twice."""
-        self.received()
-        counts = Counter(message["event_id"] for message in self.messages)
-        assert [event_id for event_id, count in counts.items() if count > 1] == []
-        return self.messages
-
-
-@pytest.fixture
-def pipeline(aws, monkeypatch):
-    """Starts a simulator for a fleet and wires both handlers to it and to moto (bucket, secret, topic, queue)."""
-    started = []
-
-    def start(fleet: Fleet, **simulator_options) -> Pipeline:
-        sim = KandjiSimulator(fleet, token=TOKEN, **simulator_options).start()
-        started.append(sim)
-        create_bucket()
-        arn = create_secret(json.dumps({"api_url": sim.api_url, "api_token": TOKEN}))
-        topic_arn = boto3.client("sns").create_topic(Name="kandji-changes")["TopicArn"]
-        queue_url = subscribe_queue(topic_arn, "changes")
-        for name, value in {"KANDJI_SECRET_ID": arn, "SNAPSHOT_BUCKET": BUCKET, "CHANGES_TOPIC_ARN": topic_arn,
-                            "KANDJI_ALLOW_INSECURE_LOCALHOST": "true", "KANDJI_MAX_REQUESTS_PER_SECOND": "1000",
-                            "MAX_EVENTS_PER_RUN": "500"}.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
-        return Pipeline(sim, fleet, RunClock(), topic_arn, queue_url)
-
-    yield start
-    for sim in started:
-        sim.stop()
-
-
-def snapshot_keys() -> list[str]:
-    return sorted(all_keys(prefix="snapshots/"))
-
-
-def committed_ids() -> list[str]:
-    return sorted(manifest["snapshot_id"] for manifest in manifests())
-
-
-def assert_complete(manifest: dict, fleet: Fleet) -> None:
-    """The snapshot holds every device of the fleet once, with every app the simulator serves."""
-    ids = sorted(fleet.device_ids())
-    assert [row["device_id"] for row in read_rows(manifest["tables"]["devices"]["keys"])] == ids
-    assert [row["device_id"] for row in read_rows(manifest["tables"]["device_details"]["keys"])] == ids
-    assert manifest["tables"]["device_apps"]["rows"] == sum(fleet.app_count(device_id) for device_id in ids)
-    assert manifest["skipped_devices"] == []
-
-
-def the_manifest(result: dict) -> dict:
-    return load_manifest(S3ObjectStore(boto3.client("s3"), BUCKET), result["snapshot_id"]).document
 
 
 def direct_collector(sim: KandjiSimulator, retry: RetryPolicy = FAST_RETRY, store=None) -> SnapshotCollector:

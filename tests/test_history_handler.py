@@ -21,7 +21,7 @@ from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.snapshots.layout import table_part_key
 from simulator import Fleet
-from tests.test_pipeline_end_to_end import start
+from handler_pipeline import start
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER_EVENT = json.loads((ROOT / "events" / "scheduler_event.json").read_text())

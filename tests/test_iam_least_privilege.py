@@ -36,8 +36,8 @@ from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError, Snap
 from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.snapshots.layout import history_partition_prefix, manifest_key
 from simulator import Fleet, KandjiSimulator
-from test_differ_handler import manifest_event
-from tests.test_template import ALLOWED_MANAGED_POLICIES
+from handler_pipeline import manifest_event
+from template_model import ALLOWED_MANAGED_POLICIES
 
 TOKEN = "kst-iam-token"
 FEATURES = {"ChatNotifications": "Enabled", "DailyDigest": "Enabled"}  # every optional function and grant

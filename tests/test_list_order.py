@@ -9,7 +9,7 @@ import json
 
 from aws_helpers import read_object
 from simulator import Fleet
-from test_fault_tolerance import pipeline, the_manifest  # noqa: F401  (pipeline is a fixture)
+from handler_pipeline import the_manifest
 
 SHARED_NAME_PROFILES = [
     {"name": "Wi-Fi", "uuid": "0F0D", "identifier": "com.example.wifi.office", "payload_types": ["com.apple.wifi.managed"]},

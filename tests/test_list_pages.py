@@ -63,7 +63,7 @@ def test_the_estimated_prism_requests_are_those_the_client_sends(devices, page_r
 def test_the_run_cost_is_what_a_collector_run_spends(page_rows, permissions):
     """`check`'s probe, then a whole collector run: its posture requests and its total (tenant sources included)
     are the estimate's."""
-    fleet = Fleet.generate(650, seed=6, apps_per_device=(0, 1))
+    fleet = Fleet.generate(320, seed=6, apps_per_device=(0, 1))  # two list pages, two Prism pages of 300
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=page_rows, permissions=permissions) as sim:
         credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
         api_probe = ApiProbe(simulator_client(sim, TOKEN))
@@ -80,7 +80,7 @@ def test_the_run_cost_is_what_a_collector_run_spends(page_rows, permissions):
     assert posture_requests(len(fleet), probe, page_rows) == posture_spent
     lines = "\n".join(cost_lines(len(fleet), None, None, None, 45, probe, tenant))
     if page_rows == 300:  # the figure every line is counted at
-        assert f"{total_spent:,} requests (2 x 650 devices for details and apps + 3 list pages + " in lines
+        assert f"{total_spent:,} requests (2 x 320 devices for details and apps + 2 list pages + " in lines
     else:  # the figure for short pages, named beside it
         assert f"at 25 rows a page it costs {posture_spent:,}" in lines
 

@@ -1,7 +1,7 @@
 """The Athena views and saved queries, run by DuckDB (translated by sqlglot) over a local snapshot folder,
 give the answers the simulator implies.
 
-The folder is what the real pipeline leaves behind (tests/test_schema_guard.run_pipeline):
+The folder is what the real pipeline leaves behind (tests/local_pipeline.run_pipeline):
 two snapshots of a simulated fleet of every platform, mutated in between, and the
 differ's change files. Every expectation is computed from the simulator's own data.
 """
@@ -22,7 +22,7 @@ from kandji_snapshots.query import local_duckdb
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import parse_timestamp
 from simulator import Fleet, KandjiSimulator
-from tests.test_schema_guard import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
+from local_pipeline import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
 
 CHROME = "com.google.Chrome"
 
@@ -298,7 +298,9 @@ def test_a_folder_from_before_committed_snapshots_says_how_to_record_them(pipeli
 
 
 def test_an_empty_folder_gives_empty_answers_and_a_missing_one_an_error(tmp_path: Path) -> None:
-    assert all(rows == [] for rows in local_duckdb.run_all(tmp_path).values())
+    results = local_duckdb.run_all(tmp_path)
+    assert set(results) == {query.name for query in athena_sql.QUERIES}  # every query ran
+    assert all(rows == [] for rows in results.values())
     with pytest.raises(FileNotFoundError):
         local_duckdb.connect(tmp_path / "nope")
 

@@ -6,60 +6,12 @@ receive exactly those changes, once each, with the right severity."""
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
-import boto3
-import pytest
-
-from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests, read_rows, subscribe_queue
+from aws_helpers import create_secret, manifests, read_rows
 from conftest import load_handler
+from handler_pipeline import TOKEN, collect_and_diff, start
 from kandji_snapshots.snapshots.normalize import app_rows
 from simulator import Fleet, KandjiSimulator
-
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "kst-end-to-end-token"
-SCHEDULER_EVENT = json.loads((ROOT / "events" / "scheduler_event.json").read_text())
-
-
-@pytest.fixture
-def deployment(aws, monkeypatch):
-    """The stack's resources in moto, two SQS subscribers (one filtered to high severity)."""
-    create_bucket()
-    sns, sqs = boto3.client("sns"), boto3.client("sqs")
-    topic = sns.create_topic(Name="kandji-snapshots-changes")["TopicArn"]
-    queues = {}
-    for name, policy in (("all", None), ("high", {"severity": ["high"]})):
-        queues[name] = subscribe_queue(topic, f"changes-{name}", filter_policy=policy)
-    for name, value in {"SNAPSHOT_BUCKET": BUCKET, "CHANGES_TOPIC_ARN": topic, "MAX_EVENTS_PER_RUN": "500",
-                        "KANDJI_ALLOW_INSECURE_LOCALHOST": "true", "KANDJI_MAX_REQUESTS_PER_SECOND": "1000"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("DIFF_IGNORE_FIELDS", raising=False)
-
-    def received(name: str) -> list[dict]:
-        return [json.loads(message["Body"]) for message in drain_queue(queues[name], sqs)]
-
-    return received
-
-
-def collect_and_diff(lambda_context) -> dict:
-    """One scheduled run, then the differ as the EventBridge rule would trigger it."""
-    time.sleep(1.05 - time.time() % 1)  # snapshot ids have one-second resolution
-    result = load_handler("collector").lambda_handler(SCHEDULER_EVENT, lambda_context)
-    event = json.loads((ROOT / "events" / "manifest_created_event.json").read_text())
-    event["detail"]["bucket"]["name"] = BUCKET
-    [key] = [f"snapshots/manifests/dt={m['dt']}/{m['snapshot_id']}/manifest.json" for m in manifests()
-             if m["snapshot_id"] == result["snapshot_id"]]
-    event["detail"]["object"]["key"] = key
-    load_handler("differ").lambda_handler(event, lambda_context)
-    return event
-
-
-def start(fleet: Fleet, monkeypatch, **simulator_options) -> KandjiSimulator:
-    """A simulator of `fleet`, running, whose URL and token are the deployment's Kandji secret."""
-    sim = KandjiSimulator(fleet, token=TOKEN, **simulator_options).start()
-    monkeypatch.setenv("KANDJI_SECRET_ID", create_secret(json.dumps({"api_url": sim.api_url, "api_token": TOKEN})))
-    return sim
 
 
 def test_subscribers_receive_exactly_the_fleet_changes(deployment, lambda_context, monkeypatch):

@@ -17,8 +17,8 @@ import boto3
 from aws_helpers import BUCKET, read_object, read_rows
 from schema_guard import SchemaGuard
 from simulator import Fleet
-from test_fault_tolerance import TOKEN, assert_complete, pipeline, the_manifest  # noqa: F401  (fixture)
-from tests.test_template import TEMPLATE_PATH
+from handler_pipeline import TOKEN, assert_complete, the_manifest
+from template_model import TEMPLATE_PATH
 
 HALF_EMOJI = "\ud83d"  # served as the JSON text "\ud83d", as a truncated emoji is
 

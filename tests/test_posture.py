@@ -26,7 +26,7 @@ from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
-from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (fixture)
+from handler_pipeline import collect_and_diff, start
 
 TOKEN = "sim-token"
 
@@ -464,10 +464,14 @@ def latest_manifest() -> dict:
     return max(manifests(), key=lambda m: m["snapshot_id"])
 
 
+BUDGET_SHORT_OF_THE_FLEET = 80  # requests per run: Prism and the device list, and details for part of the fleet
+
+
 def first_run_short_of_budget(seed: int, deployment, lambda_context, monkeypatch) -> tuple[Fleet, KandjiSimulator]:
-    """400 devices collected and diffed once on a budget of 200: the details cover part of the fleet."""
-    monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "200")
-    fleet = Fleet.generate(400, seed=seed)
+    """120 devices (two Prism pages per category) collected and diffed once on a budget of 80: the details
+    cover part of the fleet."""
+    monkeypatch.setenv("KANDJI_REQUEST_BUDGET", str(BUDGET_SHORT_OF_THE_FLEET))
+    fleet = Fleet.generate(120, seed=seed)
     sim = start(fleet, monkeypatch)
     try:
         collect_and_diff(lambda_context)
@@ -505,7 +509,7 @@ def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_ever
     finally:
         sim.stop()
     for manifest in (first, second):
-        assert manifest["requests"]["total"] <= 200
+        assert manifest["requests"]["total"] <= BUDGET_SHORT_OF_THE_FLEET
         rows = snapshot_rows(manifest, "device_posture")
         assert len(rows) == manifest["device_count"] == len(fleet)
         assert {row["fetched_at"] for row in rows} == {manifest["posture"]["fetched_at"]}
@@ -586,7 +590,7 @@ def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed
 
     from kandji_snapshots.query import local_duckdb
     from kandji_snapshots.snapshots.storage import LocalObjectStore
-    from tests.test_schema_guard import collect_with_simulator
+    from local_pipeline import collect_with_simulator
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     fleet = Fleet.generate(30, seed=33)

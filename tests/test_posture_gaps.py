@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aws_helpers import read_rows
 from simulator import Fleet
-from test_fault_tolerance import pipeline, the_manifest  # noqa: F401 (fixture)
+from handler_pipeline import the_manifest
 
 FILEVAULT_FIELDS = ("posture.filevault.status", "filevault.filevault_enabled")
 

@@ -16,7 +16,7 @@ from kandji_snapshots.errors import KandjiApiError
 from kandji_snapshots.kandji.paging import PrismPaginator
 from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
-from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (fixture)
+from handler_pipeline import collect_and_diff, start
 
 TOKEN = "kst-prism-shift-5e6f7a"
 

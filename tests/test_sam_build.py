@@ -9,6 +9,7 @@ it; nothing from the source tree. One build per session (about 20 s); `-m "not s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests, subscribe_queue
 from scripts.sam_artifacts import (FUNCTIONS, LAYER, ROOT, MissingTool, lambda_environment, lambda_sys_path,
                                    python313, runtime_packages, sam_build, sam_cli, sam_validate)
+from session_once import shared_folder
 from simulator import Fleet, KandjiSimulator
 
 pytestmark = pytest.mark.sam_build
@@ -52,12 +54,19 @@ with open(result_file, "w") as out:
 """
 
 
+def without(missing: MissingTool):
+    """Skip on a developer's machine without the tool; fail in CI, which must never pass without the build."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"build test cannot run in CI: {missing}", pytrace=False)
+    pytest.skip(f"build test skipped: {missing}")
+
+
 @pytest.fixture(scope="session")
 def python_313() -> str:
     try:
         return python313()
     except MissingTool as missing:
-        pytest.skip(f"build test skipped: {missing}")
+        without(missing)
 
 
 @pytest.fixture(scope="session")
@@ -65,16 +74,18 @@ def sam_tools(python_313) -> str:
     try:
         sam_cli()
     except MissingTool as missing:
-        pytest.skip(f"build test skipped: {missing}")
+        without(missing)
     return python_313
 
 
 @pytest.fixture(scope="session")
 def build_dir(sam_tools, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("sam") / "build"
-    built = sam_build(target, sam_tools)
-    assert built.returncode == 0, f"sam build failed:\n{built.stdout}\n{built.stderr}"
-    return target
+    """One `sam build` per test session, shared by every xdist worker that runs a test of this module."""
+    def build(folder: Path) -> None:
+        built = sam_build(folder / "build", sam_tools)
+        assert built.returncode == 0, f"sam build failed:\n{built.stdout}\n{built.stderr}"
+
+    return shared_folder(tmp_path_factory, "sam", build) / "build"
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +214,6 @@ def test_built_collector_and_differ_commit_a_snapshot_and_publish_the_change(
     try:
         first = run("collector", scheduler_event)
         made = fleet.apply_demo_changes()
-        time.sleep(1.05 - time.time() % 1)  # snapshot ids have one-second resolution
         second = run("collector", scheduler_event)
     finally:
         sim.stop()

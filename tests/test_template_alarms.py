@@ -19,7 +19,7 @@ import pytest
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots import metrics as run_metrics
 from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
-from tests.test_template import (
+from template_model import (
     PSEUDO_PARAMETERS,
     evaluate_conditions,
     parameter_values,
@@ -457,7 +457,7 @@ def test_dashboard_url_output(cfn: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------
-# checkov (run once per session by tests/test_template_security.py)
+# checkov (run once per session: conftest.py checkov_reports)
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("form", ["sam", "transformed"])
 def test_checkov_passes_the_alarm_resources(checkov_reports: dict[str, dict[str, Any]], form: str) -> None:
@@ -471,7 +471,9 @@ def test_checkov_passes_the_alarm_resources(checkov_reports: dict[str, dict[str,
     assert not {r for r in skipped if "Alarm" in r or "Dashboard" in r}, "nothing of the alarms is skipped"
 
 
-def test_checkov_ran_once_for_this_module_and_the_security_tests(checkov_reports: dict[str, dict[str, Any]]) -> None:
-    from conftest import CHECKOV_SCANS
+def test_checkov_ran_once_for_this_module_and_the_security_tests(checkov_reports: dict[str, dict[str, Any]],
+                                                                 tmp_path_factory) -> None:
+    from session_once import times_produced
 
-    assert CHECKOV_SCANS == ["scan"]  # a second scan would mean the fixture is not session-wide after all
+    # a second scan (here or on another xdist worker) would mean the fixture is not session-wide after all
+    assert times_produced(tmp_path_factory, "checkov") == 1

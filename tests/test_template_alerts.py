@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_template import as_list, function_role, props, resolved_resources, role_statements
+from template_model import (KMS_KEY, as_list, function_role, props, resolved_resources, role_statements,
+                            snapshot_key_grants)
 
 CHAT = {"ChatNotifications": "Enabled"}
 DIGEST = {"DailyDigest": "Enabled"}
@@ -98,8 +99,7 @@ def assert_only_publisher(policy: dict[str, Any], topic: str, role: str) -> None
 def test_the_digest_marker_is_where_the_digest_may_write(cfn: dict[str, Any]) -> None:
     """The one object the digest writes, under the prefix its role may write; with a bucket key, it may encrypt."""
     from kandji_snapshots.snapshots.layout import digest_marker_key
-    from tests.test_template_security import KMS_KEY, _snapshot_key_grants
 
     assert digest_marker_key("2026-11-23") == "changes/_digests/2026-11-23.json"
-    [statement] = _snapshot_key_grants(cfn, {**DIGEST, "SnapshotBucketKmsKeyArn": KMS_KEY})["DigestFunctionRole"]
+    [statement] = snapshot_key_grants(cfn, {**DIGEST, "SnapshotBucketKmsKeyArn": KMS_KEY})["DigestFunctionRole"]
     assert sorted(as_list(statement["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]

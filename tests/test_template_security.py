@@ -14,24 +14,22 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from checkov_scan import pinned_checkov_version, run_checkov
 from tests.cfn_yaml import load_template
-from tests.test_template import (
-    ROOT,
+from template_model import (
+    KMS_KEY,
     TEMPLATE_PATH,
     as_list,
     resolved_resources,
     role_statements,
+    snapshot_key_grants,
     transform_template,
 )
 
@@ -66,101 +64,16 @@ EXPECTED_SKIPS = {
 }
 MIN_REASON_LENGTH = 120  # a sentence saying why, not "not needed"
 
-KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 LOG_BUCKET = "central-s3-access-logs-123456789012"
 
-# Runs checkov's own entry point with every socket refusing to connect, and reports any attempt.
-_CHECKOV_BOOTSTRAP = textwrap.dedent(
-    """
-    import runpy, socket, sys
-
-    def _refuse(*args, **kwargs):
-        sys.stderr.write(f"NETWORK ATTEMPT {args!r}\\n")
-        raise OSError("the checkov test runs without network")
-
-    socket.socket.connect = _refuse
-    socket.socket.connect_ex = _refuse
-    socket.create_connection = _refuse
-    socket.getaddrinfo = _refuse
-    sys.argv = ["checkov", *sys.argv[1:]]
-    runpy.run_module("checkov.main", run_name="__main__", alter_sys=True)
-    """
-)
-
-
-def pinned_checkov_version() -> str:
-    text = (ROOT / "requirements-dev.txt").read_text(encoding="utf-8")
-    match = re.search(r"^checkov==(\S+)$", text, re.MULTILINE)
-    assert match, "requirements-dev.txt must pin checkov==<version>"
-    return match.group(1)
-
-
-def _checkov_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BC_", "PRISMA_", "CKV_", "CHECKOV_")) and k not in ("LOG_LEVEL",)}
-    env.update({
-        "BC_SKIP_MAPPING": "TRUE",  # no download of the check -> guideline mapping
-        "LOG_LEVEL": "WARNING",  # checkov reads LOG_LEVEL for its own logger
-        "PYTHONWARNINGS": "ignore",
-        "NO_COLOR": "1",
-    })
-    return env
-
-
-def run_checkov(template_file: Path, workdir: Path) -> dict[str, Any]:
-    """checkov's JSON report of one CloudFormation/SAM file (framework cloudformation, offline)."""
-    command = [
-        sys.executable, "-c", _CHECKOV_BOOTSTRAP,
-        "--file", str(template_file),
-        "--framework", "cloudformation",
-        "--output", "json",
-        "--skip-download",
-        "--compact",
-    ]
-    # cwd: an empty directory, so no stray .checkov.yaml changes the run.
-    completed = subprocess.run(command, cwd=workdir, env=_checkov_env(), capture_output=True, text=True,
-                               timeout=300, check=False)
-    assert "NETWORK ATTEMPT" not in completed.stderr, f"checkov tried to reach the network:\n{completed.stderr}"
-    assert completed.returncode in (0, 1), f"checkov crashed ({completed.returncode}):\n{completed.stderr[-4000:]}"
-    report = json.loads(completed.stdout)
-    assert isinstance(report, dict) and report["check_type"] == "cloudformation", report
-    return report
-
-
-def checkov_reports_of(tmp_root: str) -> dict[str, dict[str, Any]]:
-    """checkov on the SAM template and on its transform (conftest's session fixture `checkov_reports`)."""
-    tmp = Path(tmp_root)
-    everything = _with_optional_features_enabled(tmp / "template.yaml")
-    transformed = tmp / "transformed.json"
-    transformed.write_text(json.dumps(transform_template(load_template(everything)), indent=1), encoding="utf-8")
-    (tmp / "work").mkdir(exist_ok=True)
-    return {
-        "sam": run_checkov(everything, tmp / "work"),
-        "transformed": run_checkov(transformed, tmp / "work"),
-    }
-
-
-# checkov evaluates Conditions with the parameters' defaults: resources that are off by default
-# (chat topic, daily digest) are checked in a copy of template.yaml where they are on.
-OPTIONAL_FEATURES = ("ChatNotifications", "DailyDigest")
-
-
-def _with_optional_features_enabled(path: Path) -> Path:
-    text = TEMPLATE_PATH.read_text(encoding="utf-8")
-    for name in OPTIONAL_FEATURES:
-        text, count = re.subn(rf"(\n  {name}:\n    Type: String\n    Default: )Disabled\n", r"\1Enabled\n", text)
-        assert count == 1, f"parameter {name} (Default: Disabled) not found in template.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def test_checkov_runs_once_per_session(checkov_reports: dict[str, dict[str, Any]], request) -> None:
-    """test_template_alarms.py reads the same reports: the scan (two checkov runs) is not repeated for it."""
-    from conftest import CHECKOV_SCANS
+def test_checkov_runs_once_per_session(checkov_reports: dict[str, dict[str, Any]], request, tmp_path_factory) -> None:
+    """test_template_alarms.py reads the same reports: the scan (two checkov runs) is not repeated for it,
+    nor on another xdist worker."""
+    from session_once import times_produced
 
     [definition] = request._fixturemanager.getfixturedefs("checkov_reports", request.node)
     assert definition.scope == "session"
-    assert CHECKOV_SCANS == ["scan"]
+    assert times_produced(tmp_path_factory, "checkov") == 1
 
 
 def _resource_name(check: dict[str, Any]) -> str:
@@ -267,23 +180,10 @@ def _bucket(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
     return resolved_resources(cfn, overrides)["SnapshotBucket"]["Properties"]
 
 
-def _snapshot_key_grants(cfn: dict[str, Any], overrides: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """Role -> statements that grant anything on the snapshot bucket's KMS key parameter."""
-    grants = {}
-    for logical_id, resource in resolved_resources(cfn, overrides).items():
-        if resource["Type"] == "AWS::IAM::Role":
-            found = [s for s in role_statements(resource)
-                     if KMS_KEY in as_list(s.get("Resource")) or {"Ref": "SnapshotBucketKmsKeyArn"} in as_list(
-                         s.get("Resource"))]
-            if found:
-                grants[logical_id] = found
-    return grants
-
-
 def test_snapshot_bucket_defaults_to_sse_s3_without_key_grants(cfn: dict[str, Any]) -> None:
     (rule,) = _bucket(cfn, {})["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert rule == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-    assert _snapshot_key_grants(cfn, {}) == {}
+    assert snapshot_key_grants(cfn, {}) == {}
 
 
 def test_snapshot_bucket_with_a_customer_managed_key(cfn: dict[str, Any]) -> None:
@@ -293,7 +193,7 @@ def test_snapshot_bucket_with_a_customer_managed_key(cfn: dict[str, Any]) -> Non
         "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY},
         "BucketKeyEnabled": True,
     }
-    grants = _snapshot_key_grants(cfn, overrides)
+    grants = snapshot_key_grants(cfn, overrides)
     assert set(grants) == {"CollectorFunctionRole", "DifferFunctionRole", "HistoryFunctionRole"}, \
         "only the functions that read or write the bucket use the key"
     for role, statements in grants.items():
