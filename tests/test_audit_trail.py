@@ -10,11 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from aws_helpers import all_keys, manifests, read_rows
 from kandji_fakes import RunClock, run_handler_on
-from simulator import Fleet
 from test_collector_integration import pipeline  # noqa: F401 (the fixture)
+
+from simulator import Fleet
 
 EVENT = json.loads((Path(__file__).parent.parent / "events" / "scheduler_event.json").read_text())
 

@@ -8,9 +8,10 @@ from collections import Counter
 
 from aws_helpers import BUCKET, all_keys, manifests, read_rows
 from conftest import load_handler
+from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (deployment: fixture)
+
 from kandji_snapshots.query import local_duckdb
 from simulator import Fleet
-from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (deployment: fixture)
 
 
 def tenant_events(messages: list[dict]) -> list[dict]:

@@ -13,8 +13,13 @@ import pytest
 import requests
 
 from kandji_snapshots.collect.audit import STALE_CLAIM, AuditSettings
-from kandji_snapshots.collect.tenant_sources import (READ, SUPERSEDED, TenantReader, _without_enrollment_code,
-                                                      sources_setting)
+from kandji_snapshots.collect.tenant_sources import (
+    READ,
+    SUPERSEDED,
+    TenantReader,
+    _without_enrollment_code,
+    sources_setting,
+)
 from kandji_snapshots.diff.digest import build_digest
 from kandji_snapshots.diff.rules import HIGH, INFO
 from kandji_snapshots.diff.tenant_changes import classify_audit, severity_table

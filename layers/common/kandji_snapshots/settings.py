@@ -106,6 +106,7 @@ class CollectorEnvironment:
                                                       minimum=0, maximum=100),
                 tenant_sources=(env.get("KANDJI_TENANT_SOURCES") or "all").strip().lower(),
                 audit_backfill_days=int(number_setting(env, "KANDJI_AUDIT_BACKFILL_DAYS", 30, minimum=0, maximum=365)),
-                audit_overlap_hours=int(number_setting(env, "KANDJI_AUDIT_OVERLAP_HOURS", 24, minimum=0, maximum=24 * 30)),
+                audit_overlap_hours=int(number_setting(env, "KANDJI_AUDIT_OVERLAP_HOURS", 24,
+                                                       minimum=0, maximum=24 * 30)),
             ),
         )

@@ -14,7 +14,6 @@ from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.kandji.paging import NextUrlPaginator
 from kandji_snapshots.kandji.permissions import permission_for
 
-
 MAX_PROBE_PAGES = 20  # pages `check` reads of a list without a count before it prices it at one row per device
 
 

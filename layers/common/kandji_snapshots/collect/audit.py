@@ -62,7 +62,8 @@ class AuditState:
     recent: dict[str, str] = field(default_factory=dict)  # id -> occurred_at
 
     def to_document(self) -> dict[str, Any]:
-        return {"snapshot_id": self.snapshot_id, "watermark": self.watermark, "recent": dict(sorted(self.recent.items()))}
+        return {"snapshot_id": self.snapshot_id, "watermark": self.watermark,
+                "recent": dict(sorted(self.recent.items()))}
 
     @classmethod
     def from_document(cls, document: dict[str, Any] | None) -> "AuditState":

@@ -19,8 +19,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from kandji_snapshots.collect.audit import (AuditRead, AuditSettings, AuditState, AuditTrail, AuditTrailBlocked,
-                                           audit_section)
+from kandji_snapshots.collect.audit import (
+    AuditRead,
+    AuditSettings,
+    AuditState,
+    AuditTrail,
+    AuditTrailBlocked,
+    audit_section,
+)
 from kandji_snapshots.collect.refresh import BudgetExhausted
 from kandji_snapshots.errors import ConfigurationError, KandjiApiError, KandjiAuthError
 from kandji_snapshots.kandji.paging import NextUrlPaginator, PageNumberPaginator, Paginator
@@ -31,8 +37,14 @@ from kandji_snapshots.snapshots.normalize import encode_row, source_row
 from kandji_snapshots.snapshots.schema import Type
 from kandji_snapshots.snapshots.storage import ObjectStore
 from kandji_snapshots.snapshots.table_io import TableWriter
-from kandji_snapshots.snapshots.tenant_schema import (AUDIT_EVENTS, BLUEPRINTS, THREATS, USERS, VULNERABILITIES,
-                                                      VULNERABILITY_DETECTIONS)
+from kandji_snapshots.snapshots.tenant_schema import (
+    AUDIT_EVENTS,
+    BLUEPRINTS,
+    THREATS,
+    USERS,
+    VULNERABILITIES,
+    VULNERABILITY_DETECTIONS,
+)
 from kandji_snapshots.snapshots.timeutil import normalize_timestamp
 
 logger = logging.getLogger(__name__)

@@ -179,13 +179,15 @@ class TenantChanges:
                 others[f"{row.get('target_type') or '?'}:{row.get('action') or '?'}"] += 1
                 continue
             state = _state(row)
-            yield self._event(change_type, str(row.get("id")), subject_name=bounded(state.get("name") or state.get("label")),
+            yield self._event(change_type, str(row.get("id")),
+                              subject_name=bounded(state.get("name") or state.get("label")),
                               audit={"id": row.get("id"), "action": row.get("action"),
                                      "occurred_at": row.get("occurred_at"), "actor_id": row.get("actor_id"),
                                      "actor_type": row.get("actor_type"), "target_id": row.get("target_id"),
                                      "target_type": row.get("target_type"),
                                      "permissions": [bounded(f"{p.get('http_method')} {p.get('path')}")
-                                                     for p in state.get("permissions") or [] if isinstance(p, dict)][:50],
+                                                     for p in state.get("permissions") or []
+                                                     if isinstance(p, dict)][:50],
                                      "library_items_removed": [bounded(item.get("name")) for item in
                                                                state.get("library_items_removed") or []
                                                                if isinstance(item, dict)][:50]})
@@ -203,7 +205,8 @@ class TenantChanges:
             identity = tuple(row.get(name) for name in key)
             earlier = known.get(identity)
             change_type = (THREAT_DETECTED if earlier is None
-                           else THREAT_RELEASED if row.get("status") == "RELEASED" and earlier.get("status") != "RELEASED"
+                           else THREAT_RELEASED
+                           if row.get("status") == "RELEASED" and earlier.get("status") != "RELEASED"
                            else None)
             if change_type is None:
                 continue

@@ -7,8 +7,19 @@ the others are snapshot tables (every row again each run, partitioned by the sna
 
 from __future__ import annotations
 
-from kandji_snapshots.snapshots.schema import (BIGINT, BOOLEAN, DOUBLE, JSON, STRING, TIMESTAMP, Array, Type,
-                                               booleans, strings, struct)
+from kandji_snapshots.snapshots.schema import (
+                                               BIGINT,
+                                               BOOLEAN,
+                                               DOUBLE,
+                                               JSON,
+                                               STRING,
+                                               TIMESTAMP,
+                                               Array,
+                                               Type,
+                                               booleans,
+                                               strings,
+                                               struct,
+)
 
 AUDIT_EVENTS: dict[str, Type] = {
     "snapshot_id": STRING,  # the run that stored the event
