@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from aws_helpers import all_keys, manifests, read_rows
 from kandji_fakes import RunClock, run_handler_on
-from test_collector_integration import pipeline  # noqa: F401 (the fixture)
 
 from simulator import Fleet
 
@@ -26,7 +25,7 @@ def stored_events() -> Counter:
     return Counter(row["id"] for row in read_rows(keys))
 
 
-def test_every_audit_event_is_stored_exactly_once_across_runs(pipeline, lambda_context):  # noqa: F811
+def test_every_audit_event_is_stored_exactly_once_across_runs(pipeline, lambda_context):
     fleet = Fleet.generate(6, seed=3)
     sim = pipeline(fleet)
     runs = RunClock()

@@ -8,7 +8,7 @@ from collections import Counter
 
 from aws_helpers import BUCKET, all_keys, manifests, read_rows
 from conftest import load_handler
-from test_pipeline_end_to_end import collect_and_diff, deployment, start  # noqa: F401 (deployment: fixture)
+from handler_pipeline import collect_and_diff, start
 
 from kandji_snapshots.query import local_duckdb
 from simulator import Fleet
@@ -28,7 +28,7 @@ def bucket_as_folder(folder) -> None:
         path.write_bytes(boto3.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
 
-def test_each_alert_worthy_tenant_change_is_published_once(deployment, lambda_context, monkeypatch,  # noqa: F811
+def test_each_alert_worthy_tenant_change_is_published_once(deployment, lambda_context, monkeypatch,
                                                            tmp_path):
     fleet = Fleet.generate(12, seed=5)
     sim = start(fleet, monkeypatch)
@@ -94,7 +94,7 @@ def test_each_alert_worthy_tenant_change_is_published_once(deployment, lambda_co
     assert (released["threat_name"], released["status"]) == ("Pirrit", "RELEASED")
 
 
-def test_a_token_without_tenant_permissions_still_gets_complete_device_snapshots(deployment, lambda_context,  # noqa: F811
+def test_a_token_without_tenant_permissions_still_gets_complete_device_snapshots(deployment, lambda_context,
                                                                                   monkeypatch):
     fleet = Fleet.generate(10, seed=8)
     sim = start(fleet, monkeypatch, permissions={"devices", "details", "apps"})
