@@ -115,7 +115,8 @@ class Tenant:
             user = item.get("user")
             if isinstance(user, dict) and user.get("email") and user["email"] not in seen:
                 seen[user["email"]] = {
-                    "id": str(user.get("id")) if "-" in str(user.get("id")) else str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+                    "id": str(user.get("id")) if "-" in str(user.get("id"))
+                    else str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
                     "email": user["email"], "name": user.get("name"), "active": True,
                     "archived": bool(user.get("is_archived")),
                     "created_at": self._fmt(REFERENCE_NOW - timedelta(days=400)),
@@ -176,7 +177,8 @@ class Tenant:
     def add_cve(self, cve_id: str, device_ids: list[str], *, cvss_score: float = 9.8, kev_score: int = 0,
                 software: str = "Google Chrome", version: str = "120.0.1") -> None:
         """One CVE detected on `device_ids` (one detection row each) and listed among the vulnerabilities."""
-        severity = "Critical" if cvss_score >= 9 else "High" if cvss_score >= 7 else "Medium" if cvss_score >= 4 else "Low"
+        severity = ("Critical" if cvss_score >= 9 else "High" if cvss_score >= 7
+                    else "Medium" if cvss_score >= 4 else "Low")
         with self._lock:
             now = self.clock()
             rows = []
@@ -242,14 +244,16 @@ class Tenant:
             raise BadRequest({"detail": "Invalid date."}) from None
         with self._lock:
             events = sorted(self._events, reverse=descending)
-        events = [entry for entry in events if (start is None or entry[0] >= start) and (end is None or entry[0] <= end)]
+        events = [entry for entry in events
+                  if (start is None or entry[0] >= start) and (end is None or entry[0] <= end)]
         if params.get("cursor"):
             position = _decode(params["cursor"])
             try:
                 key = (parse_time(position["t"]), position["id"])
             except (KeyError, ValueError, TypeError):
                 raise BadRequest({"detail": "Invalid cursor."}) from None
-            events = [entry for entry in events if ((entry[0], entry[1]) < key if descending else (entry[0], entry[1]) > key)]
+            events = [entry for entry in events
+                      if ((entry[0], entry[1]) < key if descending else (entry[0], entry[1]) > key)]
         page = events[:limit]
         following = None
         if len(events) > limit:

@@ -27,7 +27,7 @@ def stored_events() -> Counter:
 
 def test_every_audit_event_is_stored_exactly_once_across_runs(pipeline, lambda_context):
     fleet = Fleet.generate(6, seed=3)
-    sim = pipeline(fleet)
+    sim = pipeline(fleet).sim  # this test runs the collector on its own clock
     runs = RunClock()
     tenant = sim.tenant
     tenant.clock = lambda: runs.current.now()
@@ -44,7 +44,8 @@ def test_every_audit_event_is_stored_exactly_once_across_runs(pipeline, lambda_c
     for hours in (5, 4, 3, 2, 1):
         add(occurred_at=first.now() - timedelta(hours=hours))
     # During the read: a new event, and a late one behind the reader (earlier than events already read).
-    tenant.before_page("audit_events", 2, lambda: (add(), add(occurred_at=first.now() - timedelta(hours=4, minutes=30))))
+    tenant.before_page("audit_events", 2,
+                       lambda: (add(), add(occurred_at=first.now() - timedelta(hours=4, minutes=30))))
     run_handler_on(first, EVENT, lambda_context)
     once = stored_events()
     assert set(once) <= expected and max(once.values()) == 1

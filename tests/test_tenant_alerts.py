@@ -42,8 +42,10 @@ def test_each_alert_worthy_tenant_change_is_published_once(deployment, lambda_co
         assert tenant_events(deployment("all")) == []  # the first snapshot is history, not news
 
         tenant.add_audit_event("update", "api_token", new_state={
-            "label": "SIEM", "permissions": [{"path": "/api/v1/devices/{device_id}/secrets/bypasscode", "http_method": "GET"}]})
-        tenant.add_audit_event("update", "library_item", new_state={"active": False, "name": "FileVault", "type": "profile"})
+            "label": "SIEM",
+            "permissions": [{"path": "/api/v1/devices/{device_id}/secrets/bypasscode", "http_method": "GET"}]})
+        tenant.add_audit_event("update", "library_item",
+                               new_state={"active": False, "name": "FileVault", "type": "profile"})
         tenant.add_audit_event("update", "blueprint", target_component="library_items", new_state={
             "name": "Engineering", "library_items_removed": [{"id": "1", "name": "Firewall\n[high] fake"}],
             "library_items_added": []})

@@ -124,7 +124,8 @@ def commit(store, reader: TenantReader, snapshot_id: str, previous: Manifest | N
 
 
 def stored_ids(store, *manifests: Manifest) -> list[str]:
-    keys = [key for manifest in manifests for key in manifest.document["tenant"]["tables"].get("audit_events", {}).get("keys", [])]
+    keys = [key for manifest in manifests
+            for key in manifest.document["tenant"]["tables"].get("audit_events", {}).get("keys", [])]
     return [row["id"] for row in iter_rows(store, keys)]
 
 
@@ -263,10 +264,12 @@ def test_the_simulator_serves_the_recorded_envelopes():
         vulnerabilities = get("vulnerability-management/vulnerabilities").text
         assert vulnerabilities.count('"total"') == 2
         blueprints = get("blueprints").json()
-        assert blueprints["count"] == len(blueprints["results"]) and "code" in blueprints["results"][0]["enrollment_code"]
+        assert blueprints["count"] == len(blueprints["results"])
+        assert "code" in blueprints["results"][0]["enrollment_code"]
     refused = KandjiSimulator(fleet, token="t", permissions={"devices"})
     with refused:
-        assert requests.get(refused.api_url + "users", headers={"Authorization": "Bearer t"}, timeout=5).status_code == 403
+        refusal = requests.get(refused.api_url + "users", headers={"Authorization": "Bearer t"}, timeout=5)
+        assert refusal.status_code == 403
 
 
 def test_the_digest_counts_the_tenant_events():

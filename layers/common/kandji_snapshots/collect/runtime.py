@@ -66,9 +66,12 @@ def build_collector(credentials: KandjiCredentials, store: ObjectStore,
     if temp_dir is not None:
         settings = replace(settings, temp_dir=temp_dir)
     sources = sources_setting(settings.tenant_sources)
-    tenant = TenantReader(client, store, clock=clock.now, sources=sources,
-                          requests_spent=lambda endpoint: int(client.stats.as_dict()["by_endpoint"].get(endpoint, 0)),
-                          audit=AuditSettings(settings.audit_backfill_days, settings.audit_overlap_hours)) if sources else None
+    tenant = None
+    if sources:
+        tenant = TenantReader(client, store, clock=clock.now, sources=sources,
+                              requests_spent=lambda endpoint: int(
+                                  client.stats.as_dict()["by_endpoint"].get(endpoint, 0)),
+                              audit=AuditSettings(settings.audit_backfill_days, settings.audit_overlap_hours))
     collector = SnapshotCollector(client, store, settings=settings, clock=clock.now, sleep=clock.sleep,
                                   request_stats=client.stats.as_dict, budget=budget, progress=progress, tenant=tenant)
     return CollectorRun(collector, client, budget)
