@@ -142,8 +142,8 @@ def phase_diff(folder: str, max_events: int = 10**9) -> dict:
     differ = build_differ(env, store=LocalObjectStore(folder), publisher=publisher)
     with Timer() as timer:
         result = differ.run(AFTER)
-    return {"seconds": timer.seconds, "cpu": timer.cpu_seconds, "events": result.event_count, "counts": result.counts_by_change_type,
-            "published": len(publisher.messages), "peak_mb": peak_rss_mb()}
+    return {"seconds": timer.seconds, "cpu": timer.cpu_seconds, "events": result.event_count,
+            "counts": result.counts_by_change_type, "published": len(publisher.messages), "peak_mb": peak_rss_mb()}
 
 
 def in_child(phase: str, folder: str, max_events: int = 10**9) -> dict:

@@ -222,8 +222,8 @@ def main() -> None:
 
     print(f"\n{devices:,} devices, hourly snapshots ({args.hours} generated, scaled to 24 a day), "
           f"a year kept; sample of {args.sample} devices from the simulator")
-    print(f"  raw gzip JSON per snapshot: " + ", ".join(f"{t} {raw_snapshot[t] / MB:.1f} MB" for t in SOURCES))
-    print(f"  Parquet per day (16 bucket files per snapshot): "
+    print("  raw gzip JSON per snapshot: " + ", ".join(f"{t} {raw_snapshot[t] / MB:.1f} MB" for t in SOURCES))
+    print("  Parquet per day (16 bucket files per snapshot): "
           + ", ".join(f"{t} {day_parquet[t] / MB:.1f} MB" for t in SOURCES))
     print(f"  a year: raw {sum(raw_day.values()) * 365 / GIB:.0f} GiB, Parquet copy "
           f"{sum(day_parquet.values()) * 365 / GIB:.0f} GiB\n")

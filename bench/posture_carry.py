@@ -66,7 +66,8 @@ def main() -> None:
                          "tables": {"device_posture": writer.close()}})
     macs = sum(fleet.platform(device_id) == "Mac" for device_id in ids)
     print(f"{len(ids):,} devices ({macs:,} Macs), best of {args.repeat}")
-    for label, failing, before in (("no previous snapshot", None, None), ("previous snapshot, all read", None, previous),
+    for label, failing, before in (("no previous snapshot", None, None),
+                                   ("previous snapshot, all read", None, previous),
                                    ("application_firewall failed", "application_firewall", previous)):
         timings = [build_rows(InMemoryPrism(fleet, failing), ids, PreviousPosture(store, before), SECOND)
                    for _ in range(args.repeat)]

@@ -164,7 +164,8 @@ def describe(event: dict) -> str:
     elif event.get("app"):
         app = event["app"]
         before = f"{json.dumps(app.get('previous_version'))} -> " if app.get("previous_version") else ""
-        what = f"app {json.dumps(app.get('app_name'))} ({app.get('bundle_id')}) {before}{json.dumps(app.get('version'))}"
+        what = (f"app {json.dumps(app.get('app_name'))} ({app.get('bundle_id')}) "
+                f"{before}{json.dumps(app.get('version'))}")
     elif event.get("apps") is not None:
         what = f"{len(event['apps'])} apps"
     return (f"{event['change_type']:<15} {event['severity']:<4}  {event.get('platform') or '':<8} "

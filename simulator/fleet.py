@@ -473,7 +473,8 @@ class Fleet:
         if mac:
             details["kandji_agent"] = {
                 "agent_installed": _bool_str(agent_on),
-                "install_date": format_ts(dev.last_enrolled + agent_offset, dev.fmt["agent_install"]) if agent_on else "",
+                "install_date": (format_ts(dev.last_enrolled + agent_offset, dev.fmt["agent_install"])
+                                 if agent_on else ""),
                 "last_check_in": format_ts(dev.checked_in, dev.fmt["agent_check_in"]) if agent_on else "",
                 "agent_version": item["agent_version"],
             }

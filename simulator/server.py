@@ -12,8 +12,8 @@ Request pipeline (first match wins), mirroring a gateway in front of the API:
   8. the endpoint, then `malformed` faults rewrite its body
 
 Quirks of the real API it keeps: Prism pages (apps and posture categories alike) shorter than
-asked with a null cursor while `total` is larger (`prism_page_rows`, `prism_cursors`), and the response headers of each era
-of recorded responses (`headers_era`: 2022 none of the rate-limit headers, 2023 Kong's `via`,
+asked with a null cursor while `total` is larger (`prism_page_rows`, `prism_cursors`), and the response
+headers of each era of recorded responses (`headers_era`: 2022 none of the rate-limit headers, 2023 Kong's `via`,
 2024 the rate-limit set). Its Prism tables are live: `faults.change_during_prism_read` changes the
 fleet between two page requests, so rows move under a client paging by offset.
 

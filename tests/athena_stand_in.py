@@ -35,7 +35,8 @@ class RecordingAthena:
     def get_query_execution(self, QueryExecutionId: str) -> dict[str, Any]:
         request = self.started[int(QueryExecutionId[1:])]
         failed = request["ClientRequestToken"] in self.failing_tokens
-        status = {"State": "FAILED", "StateChangeReason": "stand-in: told to fail"} if failed else {"State": "SUCCEEDED"}
+        status = ({"State": "FAILED", "StateChangeReason": "stand-in: told to fail"} if failed
+                  else {"State": "SUCCEEDED"})
         output = (self.workgroups or {}).get(request.get("WorkGroup"), "s3://results/")
         return {"QueryExecution": {
             "QueryExecutionId": QueryExecutionId, "Query": request["QueryString"], "StatementType": "DML",

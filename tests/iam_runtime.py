@@ -579,8 +579,8 @@ def _start_query(call: Call, keys: KeyLookup) -> list[Request]:
 def _query_on_behalf(sql: str, database: str, results: str, query_id: str, keys: KeyLookup) -> list[Request]:
     """What Athena asks with the caller's permissions to run an `INSERT INTO ... SELECT` (no API call shows it):
     the Glue tables it reads and writes (and their ancestors), the partition it registers, the files it reads
-    (those a `"$path" IN (...)` names, else every file of the partition it lists), the files it writes into the partition the WHERE
-    names, the buckets it locates, the result manifest it writes; KMS for an SSE-KMS bucket."""
+    (those a `"$path" IN (...)` names, else every file of the partition it lists), the files it writes into the
+    partition the WHERE names, the buckets it locates, the result manifest it writes; KMS for an SSE-KMS bucket."""
     statement = sqlglot.parse_one(sql, read="athena")
     if not isinstance(statement, exp.Insert):
         raise NotModelled(f"Athena's on-behalf requests are modelled for INSERT INTO ... SELECT only: {sql[:80]}")

@@ -153,7 +153,8 @@ def glue_tables(template: Mapping[str, Any]) -> dict[str, GlueTable]:
     """Every AWS::Glue::Table of the template by table name, columns parsed from their Hive types."""
     tables: dict[str, GlueTable] = {}
     for logical_id, resource in template.get("Resources", {}).items():
-        if resource.get("Type") != GLUE_TABLE or resource["Properties"]["TableInput"].get("TableType") == "VIRTUAL_VIEW":
+        if (resource.get("Type") != GLUE_TABLE
+                or resource["Properties"]["TableInput"].get("TableType") == "VIRTUAL_VIEW"):
             continue  # views hold no rows: test_athena_template checks their columns
         properties = resource.get("Properties", {})
         table_input = properties["TableInput"]
@@ -384,7 +385,8 @@ class SchemaGuard:
             row = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=reject_constant)
         except ValueError as error:
             return None, [Problem(table, "", f"not valid JSON ({error})", where)]
-        problems = [Problem(table, "", f"duplicate key {key!r} (the JSON SerDes reject or mishandle duplicate keys)", where)
+        problems = [Problem(table, "", f"duplicate key {key!r} (the JSON SerDes reject or mishandle duplicate keys)",
+                            where)
                     for key in duplicates]
         return row, problems + self.check_row(table, row, where)
 

@@ -235,7 +235,8 @@ def all_iam_statements(cfn: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     out = {lid: role_statements(r) for lid, r in resources_of_type(cfn, "AWS::IAM::Role").items()}
     for type_ in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
         for lid, r in resources_of_type(cfn, type_).items():
-            out[lid] = [v for s in as_list(r["Properties"]["PolicyDocument"]["Statement"]) for v in statement_variants(s)]
+            out[lid] = [v for s in as_list(r["Properties"]["PolicyDocument"]["Statement"])
+                        for v in statement_variants(s)]
     return out
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import string
 from types import SimpleNamespace
 
 import boto3
@@ -171,12 +170,14 @@ def test_email_subscribers_get_a_plain_text_alert(subscribers, lambda_context):
     assert json.loads(delivered(message, True, "lambda")) == events[0]
     assert email.startswith("FileVault turned off on Noah\u2019s MacBook Pro (C02ID-001).\n")
     lines = email.splitlines()
-    assert lines[2:5] == ["Severity:  high (device_changed)", "Device:    Noah\u2019s MacBook Pro, serial C02ID-001, Mac",
+    assert lines[2:5] == ["Severity:  high (device_changed)",
+                          "Device:    Noah\u2019s MacBook Pro, serial C02ID-001, Mac",
                           "User:      Ann <ann@example.com>"]  # what a person needs, at the top
     assert lines[6:8] == ["What changed (before -> after):",
                           "  filevault.filevault_enabled: true -> false   [high: FileVault turned off]"]
     for line in (f"Next:      this device's change history in Athena (workgroup {WORKGROUP}, database {DATABASE}): "
-                 "the saved query \"Kandji: change history of one device\" with serial C02ID-001 (its SQL is at the end)",
+                 "the saved query \"Kandji: change history of one device\" with serial C02ID-001 "
+                 "(its SQL is at the end)",
                  f"Snapshot:  {SECOND} (compared with 20261123T100000Z)", "Device id: id-001"):
         assert line in lines, line
     assert lines.index("SELECT") > lines.index("Device id: id-001")
@@ -235,13 +236,15 @@ def test_a_forged_device_or_app_name_is_one_inert_bounded_line_in_email_and_chat
     assert name.endswith("\u2026") and len(name) == NAME_MAX_CHARS  # cut, like every name
     assert len(lines[0]) < 200  # the headline line names the device cut too
     app_email = delivered(app_message, True, "email")
-    assert [line for line in app_email.splitlines() if line.startswith("Severity:")] == ["Severity:  info (app_updated)"]
+    assert [line for line in app_email.splitlines()
+            if line.startswith("Severity:")] == ["Severity:  info (app_updated)"]
     assert "\u202e" not in app_email
 
     [event_card, _] = [json.loads(message["Body"]) for message in subscribers.drain("chat")]
     description = event_card["content"]["description"]
     assert "\u202e" not in json.dumps(event_card, ensure_ascii=False)
-    assert [line for line in description.splitlines() if line.startswith("*User:*")] == ["*User:* `Ann (ann@example.com)`"]
+    assert [line for line in description.splitlines()
+            if line.startswith("*User:*")] == ["*User:* `Ann (ann@example.com)`"]
     assert "](" not in outside_code_spans(description) and "evil.example" not in outside_code_spans(description)
     for text in (event_card["content"]["title"], event_card["metadata"]["summary"]):
         assert "](" not in text and "*" not in text and "\n" not in text

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -120,7 +119,8 @@ def test_check_prices_posture_by_the_rows_each_category_has_and_the_categories_t
     monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
     code, out, _ = check(capsys, sim)
     assert code == 0
-    # device_information: 700 rows in pages of 300 = 3, and 1 proving the end; the five others are refused, one request each.
+    # device_information: 700 rows in pages of 300 = 3, and 1 proving the end;
+    # the five others are refused, one request each.
     # The tenant sources the token may not read cost their one refused request each.
     assert "full run    1,418 requests (2 x 700 devices for details and apps + 3 list pages + 9 for 6 Prism " \
            "posture categories + 6 for the tenant sources)" in out
@@ -537,7 +537,8 @@ def test_query_refuses_parameters_it_would_ignore_or_need(renamed_fleet_folder, 
 def test_query_help_lists_each_querys_parameters(capsys):
     code, out, _ = run(capsys, "query", "--help")
     assert code == 0
-    assert "app_version_spread" in out and "--param bundle_id=...  (required; for example bundle_id=com.google.Chrome)" in out
+    assert "app_version_spread" in out
+    assert "--param bundle_id=...  (required; for example bundle_id=com.google.Chrome)" in out
     assert "--param serial_number=...  (required" in out and "--param days=...  (default 14" in out
 
 

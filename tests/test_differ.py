@@ -693,8 +693,8 @@ def test_a_new_app_inventory_that_only_renumbers_and_restamps_is_compared_withou
     monkeypatch.setattr(differ_module, "_apps_by_identity", spy)
 
     def new_inventory(fleet):
-        for number, app in enumerate(fleet.apps["id-001"]):
-            app.update(app_id=str(9000 + number), creation_date="2026-11-23 11:00:00.123000+00:00",
+        for number, inventory_app in enumerate(fleet.apps["id-001"]):
+            inventory_app.update(app_id=str(9000 + number), creation_date="2026-11-23 11:00:00.123000+00:00",
                        modification_date="2026-11-23 11:00:00.123000+00:00")
 
     assert diff(new_inventory).events == [] and parsed == []

@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import sys
-from pathlib import Path
 
 import boto3
 import pytest

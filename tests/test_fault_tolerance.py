@@ -15,8 +15,6 @@ ends, read timeouts) drive `SnapshotCollector` + `KandjiClient` directly with a 
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 from collections import Counter
 from dataclasses import replace
@@ -34,7 +32,6 @@ from kandji_snapshots.collect import runtime as collector_runtime
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff import runtime as differ_runtime
 from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
-from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.diff.differ import SnapshotIncomplete
 from kandji_snapshots.errors import (DeadlineExceeded, KandjiApiError, KandjiAuthError, KandjiSnapshotsError,
@@ -452,8 +449,8 @@ def test_new_devices_a_budgeted_run_cannot_afford_have_unknown_apps_announced_on
     added = {m["device_id"]: m["apps"] for m in messages if m["change_type"] == "device_added"}
     assert sorted(added) == new
     unread = sorted(device_id for device_id, apps in added.items() if apps is None)  # unknown, not "no apps"
-    assert len(unread) == len(new) - the_manifest(second)["refreshed_devices"] and all(len(added[device_id]) == run.fleet.app_count(device_id)
-                                    for device_id in set(new) - set(unread))
+    assert len(unread) == len(new) - the_manifest(second)["refreshed_devices"]
+    assert all(len(added[device_id]) == run.fleet.app_count(device_id) for device_id in set(new) - set(unread))
     first_read = [m for m in messages if m["change_type"] == "device_apps_first_read"]
     assert [(m["device_id"], m["snapshot_id"]) for m in first_read] == [(device_id, third) for device_id in unread]
     assert all(len(m["apps"]) == run.fleet.app_count(m["device_id"]) > 0 for m in first_read)

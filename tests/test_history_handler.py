@@ -41,7 +41,8 @@ def create_history_tables(glue) -> None:
 @pytest.fixture
 def athena(monkeypatch) -> RecordingAthena:
     recording, real_client = RecordingAthena(), boto3.client
-    monkeypatch.setattr(boto3, "client", lambda name, *a, **k: recording if name == "athena" else real_client(name, *a, **k))
+    monkeypatch.setattr(boto3, "client",
+                        lambda name, *a, **k: recording if name == "athena" else real_client(name, *a, **k))
     return recording
 
 

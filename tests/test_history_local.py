@@ -8,7 +8,6 @@ import gzip
 import random
 import shutil
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,5 +164,6 @@ def test_every_copy_statement_parses_as_athena_sql(table):
 
     from kandji_snapshots.history.tables import insert_sql
 
-    parsed = sqlglot.parse_one(insert_sql(table, "20261123T100000Z", ["s3://bucket/snapshots/x.json.gz"]), read="athena")
+    parsed = sqlglot.parse_one(insert_sql(table, "20261123T100000Z", ["s3://bucket/snapshots/x.json.gz"]),
+                               read="athena")
     assert isinstance(parsed, exp.Insert) and parsed.this.name == table.name

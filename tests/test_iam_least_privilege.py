@@ -199,7 +199,8 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
 # ---------------------------------------------------------------------------
 # The tests
 # ---------------------------------------------------------------------------
-PIPELINE_FUNCTIONS = {"CollectorFunction", "DifferFunction", "DigestFunction", "HistoryFunction"}  # what run_pipeline runs
+# what run_pipeline runs
+PIPELINE_FUNCTIONS = {"CollectorFunction", "DifferFunction", "DigestFunction", "HistoryFunction"}
 
 
 def test_every_function_of_the_template_is_run_under_its_role(cfn) -> None:

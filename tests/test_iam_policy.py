@@ -92,7 +92,8 @@ def test_the_kms_conditions_of_the_bucket_key_grant():
     ({"StringEqualsIfExists": {"k": "a"}}, {}, True),
     ({"StringEqualsIfExists": {"k": "a"}}, {"k": "b"}, False),
     ({"StringEqualsIgnoreCase": {"k": "ABC"}}, {"k": "abc"}, True),
-    ({"ArnLike": {"aws:SourceArn": "arn:aws:events:*:*:rule/x*"}}, {"aws:SourceArn": "arn:aws:events:r:1:rule/xy"}, True),
+    ({"ArnLike": {"aws:SourceArn": "arn:aws:events:*:*:rule/x*"}}, {"aws:SourceArn": "arn:aws:events:r:1:rule/xy"},
+     True),
     ({"ArnNotEquals": {"aws:PrincipalArn": "arn:aws:iam::1:role/a"}}, {"aws:PrincipalArn": "arn:aws:iam::1:role/a"},
      False),
     ({"Bool": {"aws:SecureTransport": "false"}}, {"aws:SecureTransport": "true"}, False),
@@ -222,7 +223,8 @@ def test_an_athena_insert_is_authorized_in_its_workgroup_and_runs_with_the_calle
         "athena:StartQueryExecution on arn:aws:athena:us-east-1:123456789012:workgroup/fleet",
         *(f"glue:GetDatabase on {arn}" for arn in (f"{glue}:catalog", f"{glue}:database/kandji")),
         *(f"glue:GetTable on {arn}" for arn in (f"{glue}:catalog", f"{glue}:database/kandji",
-                                                f"{glue}:table/kandji/devices", f"{glue}:table/kandji/devices_history")),
+                                                f"{glue}:table/kandji/devices",
+                                                f"{glue}:table/kandji/devices_history")),
         *(f"{action} on {arn}" for action in ("glue:GetPartition", "glue:BatchCreatePartition")
           for arn in (f"{glue}:catalog", f"{glue}:database/kandji", f"{glue}:table/kandji/devices_history")),
         f"s3:ListBucket on {BUCKET}",  # the partition the WHERE names
@@ -239,7 +241,8 @@ def test_an_athena_insert_is_authorized_in_its_workgroup_and_runs_with_the_calle
 def test_an_athena_read_without_a_path_list_opens_every_file_of_the_partition():
     requests = requests_of(athena_insert(
         "INSERT INTO devices_history SELECT t.* FROM devices t JOIN committed c ON c.snapshot_id = t.snapshot_id "
-        "WHERE t.dt = '2026-12-07' AND t.snapshot_id = '20261207T050449Z' AND t.\"$path\" IN ('s3://snapshots-bucket/snapshots/devices/p.gz')"), Keys())
+        "WHERE t.dt = '2026-12-07' AND t.snapshot_id = '20261207T050449Z' "
+        "AND t.\"$path\" IN ('s3://snapshots-bucket/snapshots/devices/p.gz')"), Keys())
     reads = {request.resource for request in requests if request.action == "s3:GetObject"}
     assert reads == {f"{BUCKET}/snapshots/devices/p.gz", f"{BUCKET}/snapshots/committed/dt=2026-12-07/*"}
     assert "glue:GetTable on arn:aws:glue:us-east-1:123456789012:table/kandji/committed" in map(str, requests)

@@ -12,9 +12,12 @@ from simulator import Fleet
 from handler_pipeline import the_manifest
 
 SHARED_NAME_PROFILES = [
-    {"name": "Wi-Fi", "uuid": "0F0D", "identifier": "com.example.wifi.office", "payload_types": ["com.apple.wifi.managed"]},
-    {"name": "Wi-Fi", "uuid": "1A2B", "identifier": "com.example.wifi.guest", "payload_types": ["com.apple.wifi.managed"]},
-    {"name": "Passcode", "uuid": "3C4D", "identifier": "com.example.passcode", "payload_types": ["com.apple.mobiledevice.passwordpolicy"]},
+    {"name": "Wi-Fi", "uuid": "0F0D", "identifier": "com.example.wifi.office",
+     "payload_types": ["com.apple.wifi.managed"]},
+    {"name": "Wi-Fi", "uuid": "1A2B", "identifier": "com.example.wifi.guest",
+     "payload_types": ["com.apple.wifi.managed"]},
+    {"name": "Passcode", "uuid": "3C4D", "identifier": "com.example.passcode",
+     "payload_types": ["com.apple.mobiledevice.passwordpolicy"]},
 ]
 
 # A real Mac lists both volumes (kandji-api.md, "Real responses").
@@ -40,12 +43,14 @@ def test_lists_served_in_another_order_publish_nothing_and_keep_rows_byte_identi
         run.sim.raw_values.set(device_id, "list_item", "tags", ["Finance", "Exec", "Remote"])
         run.sim.raw_values.set(device_id, "details", "tags", ["Finance", "Exec", "Remote"])
         run.sim.raw_values.set(device_id, "details", "volumes", REAL_MAC_VOLUMES)
-    before = {device_id: run.sim.raw_values.apply("details", device_id, run.fleet.details(device_id)) for device_id in ids}
+    before = {device_id: run.sim.raw_values.apply("details", device_id, run.fleet.details(device_id))
+              for device_id in ids}
     first = the_manifest(run.collect())
     run.diff(first["snapshot_id"])
 
     run.sim.raw_values.reorder_lists(seed=7)
-    after = {device_id: run.sim.raw_values.apply("details", device_id, run.fleet.details(device_id)) for device_id in ids}
+    after = {device_id: run.sim.raw_values.apply("details", device_id, run.fleet.details(device_id))
+             for device_id in ids}
     moved = {name for device_id in ids for name in ("tags", "installed_profiles", "volumes", "users")
              if before[device_id].get(name) != after[device_id].get(name)}
     assert moved == {"tags", "installed_profiles", "volumes", "users"}  # the second run really sees other orders

@@ -94,4 +94,5 @@ def test_a_category_the_token_may_not_read_costs_its_one_refused_request():
     assert posture_requests(650, probe) == 15
     # At 25 rows a page overlapping by two: 1 + ceil((650 - 25) / 23) = 29 for 650 rows.
     assert posture_requests(650, probe, 25) == 30 + 1 + 1 + 1 + 30 + 30
-    assert posture_requests(650, None) == 24  # not probed: all six, one row per device, each with the page proving its end
+    # not probed: all six, one row per device, each with the page proving its end
+    assert posture_requests(650, None) == 24

@@ -145,8 +145,11 @@ def test_real_shapes_arrive_typed_and_a_check_in_only_rerun_publishes_nothing(de
     prism_apps = snapshot_rows(second, "device_apps")
     served = [row for device_id in sorted(fleet.device_ids())
               for row in app_rows(fleet.apps(device_id), "S", device_id, "T")]
-    shared = lambda rows: [{k: v for k, v in row.items() if k not in ("snapshot_id", "fetched_at", *PER_DEVICE_ONLY)}
-                           for row in rows]
+
+    def shared(rows):
+        return [{k: v for k, v in row.items() if k not in ("snapshot_id", "fetched_at", *PER_DEVICE_ONLY)}
+                for row in rows]
+
     assert shared(prism_apps) == shared(served)
 
 
@@ -193,7 +196,10 @@ def test_a_known_mutation_set_publishes_exactly_those_events(deployment, lambda_
         ("device_changed", os_device, "info"),
     ])
     by_device = {(e["change_type"], e["device_id"]): e for e in events}
-    reasons = lambda event: {c["reason"] for c in event["changes"] if c["severity"] == "high"}
+
+    def reasons(event):
+        return {c["reason"] for c in event["changes"] if c["severity"] == "high"}
+
     assert reasons(by_device[("device_changed", fv)]) == {"FileVault turned off"}
     assert reasons(by_device[("device_changed", phone)]) == {"lost mode enabled"}
     fv_fields = {c["field"] for c in by_device[("device_changed", fv)]["changes"]}

@@ -14,7 +14,7 @@ import logging
 
 import boto3
 
-from aws_helpers import BUCKET, read_object, read_rows
+from aws_helpers import BUCKET, read_rows
 from schema_guard import SchemaGuard
 from simulator import Fleet
 from handler_pipeline import TOKEN, assert_complete, the_manifest
@@ -37,7 +37,7 @@ def poison(sim, device_id: str) -> None:
     values.set(device_id, "details", "mdm.last_check_in", "0001-01-01T00:00:00+01:00")
     values.set(device_id, "details", "brand_new_section", {f"key{HALF_EMOJI}": f"value{HALF_EMOJI}"})
     values.set(device_id, "details", "installed_profiles", [{"name": f"Wi-Fi{HALF_EMOJI}", "uuid": "P1"}])
-    values.set(device_id, "apps", "0.app_name", f"\udc00Notes")
+    values.set(device_id, "apps", "0.app_name", "\udc00Notes")
     values.set(device_id, "apps", "0.creation_date", "9999-12-31 23:59:59 -0500")
 
 

@@ -135,7 +135,10 @@ def test_a_device_unenrolled_mid_read_reports_no_app_removed_on_another_device(d
 def test_of_two_rows_alike_the_unread_one_is_not_taken_for_the_one_read():
     # The same app twice on a device (same name, bundle id and path), one on each side of the first page's end.
     fleet = Fleet.generate(1, seed=16)
-    row = lambda name: {"device_id": "d1", "name": name, "bundle_id": f"com.example.{name}", "path": None}
+
+    def row(name):
+        return {"device_id": "d1", "name": name, "bundle_id": f"com.example.{name}", "path": None}
+
     table = [row("a"), row("b"), row("twice"), row("twice"), row("c")]
     with KandjiSimulator(fleet, token=TOKEN) as sim:
         for offset in (0, 2, 4):  # pages of 3 rows overlapping by 1: offsets 0 then 2, then 4 proves the end

@@ -675,6 +675,11 @@ def _diff(a, b, path=()):
     return [] if a == b else [path]
 
 
+def _without_inventory_fields(apps):
+    """The apps without the fields a new inventory renews (app_id, dates)."""
+    return [{k: v for k, v in a.items() if k not in INVENTORY} for a in apps]
+
+
 def test_check_in_all_changes_only_volatile_fields(small, session):
     fleet, sim = small
     ids = fleet.device_ids()
@@ -703,8 +708,7 @@ def test_check_in_all_changes_only_volatile_fields(small, session):
             assert ("kandji_agent", "last_check_in") in changed
         # A new inventory: new sequential app_ids and dates, the apps themselves unchanged.
         apps = fleet.apps(i)
-        strip = lambda rows: [{k: v for k, v in a.items() if k not in INVENTORY} for a in rows]
-        assert strip(apps) == strip(before_apps[i])
+        assert _without_inventory_fields(apps) == _without_inventory_fields(before_apps[i])
         assert not {a["app_id"] for a in apps} & {a["app_id"] for a in before_apps[i]}
 
 
@@ -743,8 +747,7 @@ def test_apply_demo_changes_reports_what_changed(small, session):
     for i in sorted(ids_before - touched - {changes["removed"]["device_id"]})[:10]:
         assert set(_diff(snapshot[i][1], fleet.details(i))) <= VOLATILE | {
             ("volumes", "[]", "available"), ("volumes", "[]", "percent_used")}
-        strip = lambda rows: [{k: v for k, v in a.items() if k not in INVENTORY} for a in rows]
-        assert strip(fleet.apps(i)) == strip(snapshot[i][2])
+        assert _without_inventory_fields(fleet.apps(i)) == _without_inventory_fields(snapshot[i][2])
 
 
 # ---------------------------------------------------------------------------- server behaviour, stats

@@ -37,6 +37,7 @@ def test_reordered_lists_hold_the_same_items_in_another_order():
         sim.raw_values.reorder_lists(seed=1)
         after = get(sim, f"devices/{device_id}/details").json()
         assert after["installed_profiles"] != before["installed_profiles"]
-        assert sorted(map(json.dumps, after["installed_profiles"])) == sorted(map(json.dumps, before["installed_profiles"]))
+        assert (sorted(map(json.dumps, after["installed_profiles"]))
+                == sorted(map(json.dumps, before["installed_profiles"])))
         sim.raw_values.reorder_lists(None)
         assert get(sim, f"devices/{device_id}/details").json() == before

@@ -70,8 +70,8 @@ def test_cfn_lint_reports_no_errors_or_warnings() -> None:
 def test_sam_transform_succeeds_offline_with_existing_secret(sam: dict[str, Any]) -> None:
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:kandji-AbCdEf"
     cfn = transform_template(sam, {"ExistingSecretArn": arn})
-    assert resources_of_type(cfn, "AWS::Lambda::Function").keys() == {"CollectorFunction", "DifferFunction", "HistoryFunction",
-                                                                      "DigestFunction"}
+    assert resources_of_type(cfn, "AWS::Lambda::Function").keys() == {"CollectorFunction", "DifferFunction",
+                                                                      "HistoryFunction", "DigestFunction"}
     created = resolved_resources(cfn, {"ExistingSecretArn": arn})
     assert "KandjiSecret" not in created, "no secret may be created when an existing one is given"
 
@@ -152,7 +152,8 @@ def test_log_group_with_retention(cfn: dict[str, Any], function_id: str) -> None
 @pytest.mark.parametrize(
     ("function_id", "max_retries"), [("CollectorFunction", 0), ("DifferFunction", None)]
 )
-def test_async_failures_go_to_an_encrypted_queue(cfn: dict[str, Any], function_id: str, max_retries: int | None) -> None:
+def test_async_failures_go_to_an_encrypted_queue(cfn: dict[str, Any], function_id: str,
+                                                 max_retries: int | None) -> None:
     configs = [
         c["Properties"]
         for c in resources_of_type(cfn, "AWS::Lambda::EventInvokeConfig").values()
@@ -178,7 +179,8 @@ def test_async_failures_go_to_an_encrypted_queue(cfn: dict[str, Any], function_i
 # ---------------------------------------------------------------------------
 def test_collector_schedule(cfn: dict[str, Any]) -> None:
     schedules = resources_of_type(cfn, "AWS::Scheduler::Schedule")
-    assert schedules.keys() == {"CollectorFunctionSchedule", "DigestFunctionDaily", "HistoryFunctionHourly"}  # the digest's: test_template_alerts
+    # the digest's: test_template_alerts
+    assert schedules.keys() == {"CollectorFunctionSchedule", "DigestFunctionDaily", "HistoryFunctionHourly"}
     schedule = schedules["CollectorFunctionSchedule"]["Properties"]
     assert schedule["ScheduleExpression"] == {"Fn::If": ["ScheduleEveryMinute", "rate(1 minute)",
                                                          {"Fn::Sub": "rate(${ScheduleIntervalMinutes} minutes)"}]}
@@ -191,7 +193,8 @@ def test_collector_schedule(cfn: dict[str, Any]) -> None:
     dlq_id = assert_sse_queue(cfn, target["DeadLetterConfig"]["Arn"])
     # The scheduler's execution role may invoke exactly the collector and send to exactly its DLQ.
     role = cfn["Resources"][ref_target(target["RoleArn"])]
-    granted = {(a, json.dumps(s["Resource"], sort_keys=True)) for s in role_statements(role) for a in as_list(s["Action"])}
+    granted = {(a, json.dumps(s["Resource"], sort_keys=True))
+               for s in role_statements(role) for a in as_list(s["Action"])}
     assert granted == {
         ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": ["CollectorFunction", "Arn"]})),
         ("sqs:SendMessage", json.dumps({"Fn::GetAtt": [dlq_id, "Arn"]})),

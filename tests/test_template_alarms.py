@@ -259,7 +259,8 @@ def test_freshness_alarm(cfn: dict[str, Any], sam: dict[str, Any]) -> None:
 
 
 def test_every_queue_has_an_alarm(cfn: dict[str, Any]) -> None:
-    watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms(cfn).values() if a["Namespace"] == "AWS/SQS"}
+    watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+               for a in alarms(cfn).values() if a["Namespace"] == "AWS/SQS"}
     assert watched == set(resources_of_type(cfn, "AWS::SQS::Queue"))
 
 

@@ -299,7 +299,8 @@ def test_differ_role_grants_exactly_what_the_differ_uses(cfn: dict[str, Any]) ->
 
 def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete(cfn: dict[str, Any]) -> None:
     """Watched, not assumed: the differ deletes a finished comparison's checkpoint, and releases its claim
-    on a previous snapshot that is no longer committed (its manifest deleted: the incomplete one's remedy). Every key it deletes is one its role may delete."""
+    on a previous snapshot that is no longer committed (its manifest deleted: the incomplete one's remedy).
+    Every key it deletes is one its role may delete."""
     from differ_fixtures import SECOND, FakeFleet
     from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
     from kandji_snapshots.diff.publisher import MemoryPublisher

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kandji_snapshots.snapshots.catalog import Manifest, committed_snapshot_ids, latest_snapshot_id, load_manifest, previous_snapshot_id
+from kandji_snapshots.snapshots.catalog import (Manifest, committed_snapshot_ids, latest_snapshot_id, load_manifest,
+                                                previous_snapshot_id)
 from kandji_snapshots.diff.events import CHANGE_TYPES, EventTally, encode_event
 from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, ChangeRules, parse_ignore_fields
 from kandji_snapshots.cli.console import Console, UsageError
@@ -129,7 +130,8 @@ def describe_event(event: Mapping[str, Any], max_changes: int = 4) -> str:
     app = event.get("app")
     if app:
         name = _cut(app.get("app_name") or app.get("bundle_id") or app.get("path") or "?", NAME_MAX_CHARS)
-        bundle = f" ({_cut(app['bundle_id'], NAME_MAX_CHARS)})" if app.get("bundle_id") and app.get("bundle_id") != name else ""
+        bundle = (f" ({_cut(app['bundle_id'], NAME_MAX_CHARS)})"
+                  if app.get("bundle_id") and app.get("bundle_id") != name else "")
         if event["change_type"] == "app_updated":
             versions = f"{_cut(app.get('previous_version'), 40)} -> {_cut(app.get('version'), 40)}"
         elif event["change_type"] == "app_removed":

@@ -153,6 +153,13 @@ def _common_options() -> argparse.ArgumentParser:
     return parent
 
 
+def _snapshot_source() -> argparse.ArgumentParser:
+    """The SOURCE the commands that read snapshots take: a folder or a bucket."""
+    parent = _Parser(add_help=False, allow_abbrev=False)
+    parent.add_argument("source", metavar="SOURCE", help="a folder written by `collect`, or s3://BUCKET")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -165,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", default=False,
                         help="log the package's debug messages and show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
-    kandji, common = _kandji_options(), _common_options()
+    kandji, common, source = _kandji_options(), _common_options(), _snapshot_source()
 
     def add_command(name: str, handler: Callable[..., int], **options: Any) -> argparse.ArgumentParser:
         command = commands.add_parser(name, allow_abbrev=False, **options)
@@ -202,11 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show the progress bar on stderr even when it is not a terminal")
 
     diff = add_command(
-        "diff", run_diff, parents=[common],
+        "diff", run_diff, parents=[common, source],
         help="the changes between two snapshots, in a folder or in S3 (publishes nothing)",
         description="Print the change events between two committed snapshots, as the differ computes them "
                     "(nothing is published). Default: the latest snapshot against the one before it.")
-    diff.add_argument("source", metavar="SOURCE", help="a folder written by `collect`, or s3://BUCKET")
     diff.add_argument("--from", dest="from_id", metavar="SNAPSHOT_ID",
                       help="the older snapshot (default: the one before --to)")
     diff.add_argument("--to", dest="to_id", metavar="SNAPSHOT_ID", help="the newer snapshot (default: the latest)")
@@ -214,12 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--ignore-fields", metavar="PATTERNS",
                       help=f"more fields to ignore, comma-separated fnmatch patterns (default: ${IGNORE_FIELDS_ENV})")
 
-    backfill = add_command(
-        "backfill-committed", run_backfill, parents=[common],
+    add_command(
+        "backfill-committed", run_backfill, parents=[common, source],
         help="once after an upgrade: record the snapshots committed before in Athena's committed_snapshots",
         description="Write the committed_snapshots row of every committed snapshot (manifest) that has none: "
                     "Athena's views and saved queries read a snapshot only through that row. Safe to repeat.")
-    backfill.add_argument("source", metavar="SOURCE", help="a folder written by `collect`, or s3://BUCKET")
 
     query = add_command(
         "query", run_query, parents=[common],

@@ -34,8 +34,8 @@ from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_r
 from kandji_snapshots.collect.posture import PostureIndex, PostureReader, PreviousPosture
 from kandji_snapshots.collect.prism_apps import PrismAppsIndex
 from kandji_snapshots.collect.tenant_sources import TenantReader, TenantRun
-from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh, previous_fetched_at,
-                      with_snapshot_id)
+from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh,
+                                              previous_fetched_at, with_snapshot_id)
 from kandji_snapshots.snapshots.device_rows import row_keys
 from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.table_io import TableWriter, iter_lines
@@ -275,7 +275,8 @@ class SnapshotCollector:
                                                         carried_from))
             if isinstance(outcome, _Fetched):
                 counts["refreshed"] += 1
-                writers["device_details"].write(details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
+                writers["device_details"].write(
+                    details_row(outcome.details, snapshot_id, device_id, outcome.fetched_at))
             elif previous_details and (isinstance(outcome, _Skipped) or row_keys(previous_details[0])[1] is not None):
                 if isinstance(outcome, _NotFetched):  # a skipped device is counted as skipped
                     counts["carried"] += 1

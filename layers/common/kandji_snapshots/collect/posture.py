@@ -261,7 +261,8 @@ class PostureReader:
             index.add(category, by_device, read)
             log = logger.info if read.status == READ else logger.warning
             log("posture category " + ("read" if read.status == READ else "skipped"),
-                extra={"category": category, **{key: value for key, value in asdict(read).items() if value is not None}})
+                extra={"category": category,
+                       **{key: value for key, value in asdict(read).items() if value is not None}})
         return index
 
     def _read_category(self, category: str, listed: dict[str, str]) -> tuple[dict[str, tuple[Any, ...]], CategoryRead]:

@@ -142,7 +142,8 @@ class Digest:
             lines.append(f"{self.event_count} changes in {len(self.snapshot_ids)} diffed snapshots "
                          f"({self.snapshot_ids[0]} to {self.snapshot_ids[-1]}); {self.high_count} of high severity.")
             lines += ["", "By type:"] + [f"  {name}: {count}" for name, count in self.by_change_type.most_common()]
-            lines += ["", "By severity:"] + [f"  {name}: {self.by_severity.get(name, 0)}" for name in reversed(SEVERITIES)]
+            lines += ["", "By severity:"] + [f"  {name}: {self.by_severity.get(name, 0)}"
+                                             for name in reversed(SEVERITIES)]
             lines += ["", "By platform:"] + [f"  {name}: {count}" for name, count in self.by_platform.most_common()]
         if self.high:
             lines += ["", "High severity:"]

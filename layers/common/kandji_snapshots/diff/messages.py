@@ -250,7 +250,8 @@ def _what_changed(event: dict[str, Any]) -> list[str]:
         return lines
     if change_type.startswith("app_"):
         app = event.get("app") or {}
-        return [f"App:       {inert_name(app.get('app_name'), '(no name)')} ({inert_name(app.get('bundle_id'), 'no bundle id')})",
+        return [f"App:       {inert_name(app.get('app_name'), '(no name)')} "
+                f"({inert_name(app.get('bundle_id'), 'no bundle id')})",
                 f"Version:   {shown(app.get('previous_version'))} -> {shown(app.get('version'))}"]
     apps = event.get("apps")
     count = event.get("app_count", len(apps) if isinstance(apps, list) else None)
@@ -273,12 +274,15 @@ def summary_email(summary: dict[str, Any], context: MessageContext = MessageCont
     if summary.get("suppressed"):
         lines.append(f"Over {summary.get('max_events_per_run')} changes: only this summary was published.")
     lines += ["", f"Every event: {summary.get('changes_uri')}",
-              f"High-severity changes: in {context.athena_place()}, run the saved query \"{HIGH_SEVERITY_QUERY.title}\"."]
+              f"High-severity changes: in {context.athena_place()}, "
+              f"run the saved query \"{HIGH_SEVERITY_QUERY.title}\"."]
     return "\n".join(lines) + "\n"
 
 
 def message_email(event: dict[str, Any], context: MessageContext = MessageContext()) -> str:
-    return summary_email(event, context) if event.get("change_type") == "snapshot_summary" else event_email(event, context)
+    if event.get("change_type") == "snapshot_summary":
+        return summary_email(event, context)
+    return event_email(event, context)
 
 
 # --- chat (Amazon Q Developer in chat applications custom notifications) ------------
@@ -345,14 +349,16 @@ def chat_notification(event: dict[str, Any], context: MessageContext = MessageCo
 
 def _chat_event(event: dict[str, Any]) -> str:
     lines = [f"*Device:* {_literal(event.get('device_name'), '(no name)')} "
-             f"({_literal(event.get('serial_number'), 'no serial')}, {_plain(inert_name(event.get('platform'), 'unknown platform'))})"]
+             f"({_literal(event.get('serial_number'), 'no serial')}, "
+             f"{_plain(inert_name(event.get('platform'), 'unknown platform'))})"]
     lines.append(f"*User:* {_literal(user_label(event, brackets='()'), '(unknown)')}")
     change_type = event.get("change_type", "")
     if change_type == "device_changed":
         changes = _severe_first(event.get("changes") or [])
         for change in changes[:EMAIL_MAX_CHANGES]:
             why = f" ({_plain(change['reason'])})" if change.get("reason") else ""
-            lines.append(f"- {_literal(change.get('field'), '(field)', 200)}: {_literal(shown(change.get('before')), '')} "
+            lines.append(f"- {_literal(change.get('field'), '(field)', 200)}: "
+                         f"{_literal(shown(change.get('before')), '')} "
                          f"-> {_literal(shown(change.get('after')), '')}{why}")
         total = event.get("change_count", len(changes))
         if total > min(len(changes), EMAIL_MAX_CHANGES):
@@ -364,7 +370,8 @@ def _chat_event(event: dict[str, Any]) -> str:
             version = f"{_literal(shown(app.get('previous_version')), '')} -> {version}"
         elif change_type == "app_removed":
             version = _literal(shown(app.get("previous_version") or app.get("version")), "")
-        lines += [f"*App:* {_literal(app.get('app_name'), '(no name)')} ({_literal(app.get('bundle_id'), 'no bundle id')})",
+        lines += [f"*App:* {_literal(app.get('app_name'), '(no name)')} "
+                  f"({_literal(app.get('bundle_id'), 'no bundle id')})",
                   f"*Version:* {version}"]
     else:
         lines += [_plain(line.strip()) for line in _what_changed(event)]
@@ -374,7 +381,8 @@ def _chat_event(event: dict[str, Any]) -> str:
 
 def _chat_summary(summary: dict[str, Any]) -> str:
     if summary.get("first_snapshot"):
-        return f"First snapshot `{summary.get('snapshot_id')}`: {summary.get('device_count')} devices, nothing to compare yet."
+        return (f"First snapshot `{summary.get('snapshot_id')}`: {summary.get('device_count')} devices, "
+                "nothing to compare yet.")
     counts = ", ".join(f"{name} {count}" for name, count in (summary.get("counts") or {}).items() if count) or "none"
     high = (summary.get("severity_counts") or {}).get("high", 0)
     text = (f"*{summary.get('event_count')} changes* on {summary.get('device_count')} devices "

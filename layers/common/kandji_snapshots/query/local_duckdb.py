@@ -180,7 +180,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
 
 
 def print_report(root: str | Path, names: Iterable[str] | None = None, *, out: TextIO | None = None,
-                 limit: int | None = 20, parameters: Mapping[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
+                 limit: int | None = 20,
+                 parameters: Mapping[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Run queries (all by default) and print each as a titled text table; returns the rows.
 
     `parameters` apply to the queries that take them (bundle_id, serial_number, days, at). A query whose
@@ -317,7 +318,8 @@ def parse_parameters(items: Sequence[str], names: Sequence[str] | None) -> dict[
         try:
             known[name].render(value.strip())
         except ValueError as error:
-            raise BadParameters(f"--param {name}={value!r}: {error} (for example {name}={known[name].default}).") from None
+            raise BadParameters(f"--param {name}={value!r}: {error} "
+                                f"(for example {name}={known[name].default}).") from None
         parameters[name] = value.strip() if known[name].strip_value else value
     for query in queries if names else ():
         for parameter in query.parameters:
@@ -335,8 +337,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kandji_snapshots.query.local_duckdb",
-                                     description="Run the saved Athena queries over a local snapshot folder with DuckDB.")
+    parser = argparse.ArgumentParser(
+        prog="python -m kandji_snapshots.query.local_duckdb",
+        description="Run the saved Athena queries over a local snapshot folder with DuckDB.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -26,7 +26,8 @@ TABLE_NAMES = ("devices", "device_details", "device_apps", "device_posture")
 # A snapshot id, `YYYYMMDDTHHMMSSZ` (timeutil.SNAPSHOT_ID_FORMAT): the one pattern every reader matches.
 SNAPSHOT_ID_PATTERN = r"\d{8}T\d{6}Z"
 _SNAPSHOT_ID = re.compile(SNAPSHOT_ID_PATTERN)
-_MANIFEST_KEY = re.compile(rf"^snapshots/manifests/dt=(\d{{4}}-\d{{2}}-\d{{2}})/({SNAPSHOT_ID_PATTERN})/manifest\.json$")
+_MANIFEST_KEY = re.compile(rf"^snapshots/manifests/dt=(\d{{4}}-\d{{2}}-\d{{2}})/"
+                           rf"({SNAPSHOT_ID_PATTERN})/manifest\.json$")
 
 
 def is_snapshot_id(text: str) -> bool:
