@@ -67,7 +67,8 @@ def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None
     categories = len(posture) if posture is not None else len(POSTURE_CATEGORIES)
     lines = [f"{'full run':<12}{total:,} requests (2 x {devices:,} devices for details and apps "
              f"+ {pages:,} list page{'s' if pages != 1 else ''} + {prism_posture:,} for {categories} Prism posture "
-             f"categories{f' + {tenant_sources:,} for the tenant sources' if tenant is not None else ''}), about {format_duration(total / requests_per_second)} at {requests_per_second:g} "
+             f"categories{f' + {tenant_sources:,} for the tenant sources' if tenant is not None else ''}), "
+             f"about {format_duration(total / requests_per_second)} at {requests_per_second:g} "
              "requests/s",
              f"{'':<12}posture counted at Prism's full pages of {PAGE_LIMIT} rows; Prism may serve shorter ones "
              f"(a real tenant served {SHORT_PRISM_PAGE}), and at {SHORT_PRISM_PAGE} rows a page it costs "
