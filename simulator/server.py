@@ -45,6 +45,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .fleet import Fleet
 from .raw_values import RawValues
 from . import prism_categories
+from .params import BadRequest, int_param
+from .tenant import Tenant
 
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -61,6 +63,9 @@ HEADER_ERAS = ("2022", "2023", "2024")
 
 # Permission names a token can hold, one per endpoint family.
 PERMISSIONS = frozenset({"devices", "details", "apps", "prism"}) | prism_categories.PERMISSIONS
+# Tenant-wide sources (simulator/tenant.py): one permission per endpoint, as Kandji grants them.
+TENANT_PERMISSIONS = frozenset({"audit_events", "threats", "detections", "vulnerabilities", "users", "blueprints"})
+PERMISSIONS = PERMISSIONS | TENANT_PERMISSIONS
 
 # Django's production 404 page: what the API answers for unknown paths and unknown devices.
 NOT_FOUND_HTML = (
@@ -81,6 +86,12 @@ _ROUTES = (
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/apps/?$"), "apps", "apps"),
     (re.compile(r"^/api/v1/prism/apps/?$"), "prism_apps", "prism"),
     (re.compile(r"^/api/v1/prism/count/?$"), "prism_count", "prism"),
+    (re.compile(r"^/api/v1/audit/events/?$"), "audit_events", "audit_events"),
+    (re.compile(r"^/api/v1/threat-details/?$"), "threats", "threats"),
+    (re.compile(r"^/api/v1/vulnerability-management/detections/?$"), "detections", "detections"),
+    (re.compile(r"^/api/v1/vulnerability-management/vulnerabilities/?$"), "vulnerabilities", "vulnerabilities"),
+    (re.compile(r"^/api/v1/users/?$"), "users", "users"),
+    (re.compile(r"^/api/v1/blueprints/?$"), "blueprints", "blueprints"),
     # FileVault key, bypass code, unlock PIN, recovery password: a collector must never ask.
     # No token here holds the permission, so these answer 403 (and show in stats).
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/secrets/.*$"), "secrets", "secrets"),
@@ -117,10 +128,7 @@ def _not_found() -> Response:
     return Response(404, NOT_FOUND_HTML, HTML_TYPE)
 
 
-class _BadRequest(Exception):
-    def __init__(self, body: Any):
-        super().__init__(body)
-        self.body = body
+_BadRequest = BadRequest  # raised by the endpoints, answered 400
 
 
 # ---------------------------------------------------------------------------- faults
@@ -508,6 +516,7 @@ class KandjiSimulator:
         self.raw_values = RawValues()  # tests: raw values and reordered lists in served payloads
         self.stats = Stats()
         self.prism = prism_categories.PrismCategories(fleet)  # posture categories: rows and `set`
+        self.tenant = Tenant(fleet)  # audit trail, threats, vulnerabilities, users, blueprints
         self._limiter = _RateLimiter(rate_limit_per_second, rate_limit_per_hour)
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -705,8 +714,11 @@ class KandjiSimulator:
         malformed = self.faults._take("malformed", path, target)
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         try:
-            handler = "_ep_prism_category" if "category" in route_params else f"_ep_{endpoint}"
-            response = getattr(self, handler)(params, path, target, **route_params)
+            if endpoint in TENANT_PERMISSIONS:  # simulator/tenant.py: one permission and stats name per endpoint
+                response = self._ep_tenant(endpoint, params)
+            else:
+                handler = "_ep_prism_category" if "category" in route_params else f"_ep_{endpoint}"
+                response = getattr(self, handler)(params, path, target, **route_params)
         except _BadRequest as bad:
             response = _json(400, bad.body)
         if malformed is not None:
@@ -725,18 +737,7 @@ class KandjiSimulator:
         return Response(200, MAINTENANCE_HTML, HTML_TYPE)
 
     # -- endpoints
-    @staticmethod
-    def _int_param(params: dict[str, str], name: str, default: int, minimum: int) -> int:
-        raw = params.get(name, "")
-        if raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise _BadRequest({name: ["A valid integer is required."]}) from None
-        if value < minimum:
-            raise _BadRequest({name: [f"Ensure this value is greater than or equal to {minimum}."]})
-        return value
+    _int_param = staticmethod(int_param)
 
     def _ep_devices(self, params: dict[str, str], path: str, target: str) -> Response:
         limit = min(self._int_param(params, "limit", MAX_LIMIT, 1), MAX_LIMIT)
@@ -806,6 +807,10 @@ class KandjiSimulator:
         cursor = encode_cursor(following) if self.prism_cursors and rows and following < total else None
         echoed = offset if "offset" in params or "cursor" in params else None  # null when not asked
         return _json(200, {"offset": echoed, "limit": limit, "total": total, "data": rows, "cursor": cursor})
+
+    def _ep_tenant(self, endpoint: str, params: dict[str, str]) -> Response:
+        status, body = self.tenant.page(endpoint, params, self.base_url)
+        return Response(status, body, JSON_TYPE)
 
     def _ep_prism_count(self, params: dict[str, str], path: str, target: str) -> Response:
         category = params.get("category", "")

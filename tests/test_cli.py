@@ -75,14 +75,16 @@ def test_check_with_every_permission_is_ready(simulator, capsys, monkeypatch):
         assert f"present   {permission}" in out
     assert "devices     12 (from /prism/count?category=devices, 1 request)" in out
     assert "of 10,000 requests left this hour" in out
-    assert "38 requests (2 x 12 devices for details and apps + 2 list pages + 12 for 6 Prism posture categories)" \
-        in out
+    assert ("44 requests (2 x 12 devices for details and apps + 2 list pages + 12 for 6 Prism posture categories "
+            "+ 6 for the tenant sources)") in out
+    assert "present   GET /audit/events (Audit log)" in out and "present   GET /blueprints (Blueprints)" in out
     assert "fits in one run" in out and "result      ready" in out
     assert "from KANDJI_API_TOKEN" in out
-    # One request per endpoint and posture category, plus the two Prism counts; a list page of one device only.
+    # One request per endpoint, posture category and tenant source, plus the two Prism counts; a list page of
+    # one device only.
     assert "present   GET /prism/startup_settings (Prism: startup settings)" in out
     assert "to read them" not in out
-    assert sim.stats.requests == 12 and f"this check  {sim.stats.requests} requests" in out
+    assert sim.stats.requests == 18 and f"this check  {sim.stats.requests} requests" in out
     assert sim.stats.by_endpoint["devices"] == 1
 
 
@@ -119,8 +121,10 @@ def test_check_prices_posture_by_the_rows_each_category_has_and_the_categories_t
     assert code == 0
     # device_information: 700 rows in pages of 300 = 3, and 1 proving the end;
     # the five others are refused, one request each.
-    assert "full run    1,412 requests (2 x 700 devices for details and apps + 3 list pages + 9 for 6 Prism " \
-           "posture categories)" in out
+    # The tenant sources the token may not read cost their one refused request each.
+    assert "full run    1,418 requests (2 x 700 devices for details and apps + 3 list pages + 9 for 6 Prism " \
+           "posture categories + 6 for the tenant sources)" in out
+    assert "missing   GET /audit/events (Audit log), about 1 request(s) a run: 403: runs skip this source" in out
     assert "posture counted at Prism's full pages of 300 rows" in out and "at 25 rows a page it costs 37" in out
 
 

@@ -433,8 +433,9 @@ def test_new_devices_a_budgeted_run_cannot_afford_have_unknown_apps_announced_on
     first = run.collect()["snapshot_id"]
     run.diff(first)
     new = sorted(run.fleet.enroll("Mac") for _ in range(6))
-    # The list and the six posture categories (about 8 requests), then details + apps of a few devices.
-    monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "18")
+    # The list, the six posture categories and the six tenant sources (about 14 requests), then details + apps
+    # of a few devices.
+    monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "24")
     second = run.collect()
     assert 0 < the_manifest(second)["refreshed_devices"] < len(new)
     run.diff(second["snapshot_id"])

@@ -130,7 +130,8 @@ class Pipeline:
 def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     """Every function's paths that touch AWS differently, each under its role: the calls each one made.
 
-    Collector: a first and a second snapshot, and a run whose manifest write is refused (it deletes its parts).
+    Collector: a first and a second snapshot, and a run whose manifest write is refused (it deletes its parts,
+    the tenant tables' and audit events' included, and its audit claim).
     Differ: the first snapshot; the second against an incomplete first (it releases its claim); the second
     cut short by the deadline (checkpoint), then finished (checkpoint deleted), publishing to both topics.
     Digest: today's changes (read, not marked sent), and the day before's (over: claimed, then marked).
@@ -140,11 +141,12 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     fleet = Fleet.generate(DEVICES, seed=13, platforms=["Mac"])
     pipeline, s3 = Pipeline(stack, monkeypatch, fleet), boto3.client("s3")
     bucket = pipeline.bucket
-    with pipeline.kandji():
+    with pipeline.kandji() as sim:
         pipeline.collect()
         fleet.set_filevault(fleet.device_ids()[0], False)  # a high change: the chat topic gets it
         fleet.check_in_all()
         pipeline.collect()
+        sim.tenant.add_audit_event()  # the refused run has audit events to delete too (and its audit claim)
         refuse_manifests = {"Version": "2012-10-17", "Statement": [{
             "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
             "Resource": f"arn:aws:s3:::{bucket}/snapshots/manifests/*"}]}

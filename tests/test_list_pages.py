@@ -13,6 +13,7 @@ import pytest
 from kandji_snapshots.cli.check import ApiProbe
 from kandji_snapshots.cli.cost import cost_lines, posture_requests
 from kandji_snapshots.cli.posture_check import CategoryProbe, probe_posture
+from kandji_snapshots.cli.tenant_check import probe_tenant_sources
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.kandji.paging import DeviceListPaginator, PrismPaginator
@@ -60,11 +61,14 @@ def test_the_estimated_prism_requests_are_those_the_client_sends(devices, page_r
     (300, {"devices", "details", "apps", "prism_device_information", "prism_filevault"}),
 ])
 def test_the_run_cost_is_what_a_collector_run_spends(page_rows, permissions):
-    """`check`'s probe, then a whole collector run: its posture requests and its total are the estimate's."""
+    """`check`'s probe, then a whole collector run: its posture requests and its total (tenant sources included)
+    are the estimate's."""
     fleet = Fleet.generate(320, seed=6, apps_per_device=(0, 1))  # two list pages, two Prism pages of 300
     with KandjiSimulator(fleet, token=TOKEN, prism_page_rows=page_rows, permissions=permissions) as sim:
         credentials = parse_secret(TOKEN, fallback_url=sim.api_url, allow_insecure_localhost=True)
-        probe = probe_posture(ApiProbe(simulator_client(sim, TOKEN)).get)
+        api_probe = ApiProbe(simulator_client(sim, TOKEN))
+        probe = probe_posture(api_probe.get)
+        tenant = probe_tenant_sources(api_probe.get, api_probe.host)
         sim.stats.reset()
         run = build_collector(credentials, MemoryObjectStore(),
                               CollectorSettings(requests_per_second=1000, request_budget=None))
@@ -74,7 +78,7 @@ def test_the_run_cost_is_what_a_collector_run_spends(page_rows, permissions):
         total_spent = sim.stats.requests
     assert manifest.document["refreshed_devices"] == len(fleet)  # a full run: nothing carried
     assert posture_requests(len(fleet), probe, page_rows) == posture_spent
-    lines = "\n".join(cost_lines(len(fleet), None, None, None, 45, probe))
+    lines = "\n".join(cost_lines(len(fleet), None, None, None, 45, probe, tenant))
     if page_rows == 300:  # the figure every line is counted at
         assert f"{total_spent:,} requests (2 x 320 devices for details and apps + 2 list pages + " in lines
     else:  # the figure for short pages, named beside it

@@ -67,6 +67,9 @@ class CollectorSettings:
     max_fleet_drop_percent: float = 50.0
     rows_per_part: int = DEFAULT_ROWS_PER_PART
     temp_dir: str | None = None  # where Prism's rows are sorted (Lambda: /tmp)
+    tenant_sources: str = "all"  # comma-separated (collect/tenant_sources.SOURCE_NAMES), "all" or "none"
+    audit_backfill_days: int = 30
+    audit_overlap_hours: int = 24
 
     def __post_init__(self) -> None:
         if self.apps_source not in APPS_SOURCES:
@@ -101,5 +104,9 @@ class CollectorEnvironment:
                 apps_source=(env.get("KANDJI_APPS_SOURCE") or "per-device").strip().lower(),
                 max_fleet_drop_percent=number_setting(env, "KANDJI_MAX_FLEET_DROP_PERCENT", 50.0,
                                                       minimum=0, maximum=100),
+                tenant_sources=(env.get("KANDJI_TENANT_SOURCES") or "all").strip().lower(),
+                audit_backfill_days=int(number_setting(env, "KANDJI_AUDIT_BACKFILL_DAYS", 30, minimum=0, maximum=365)),
+                audit_overlap_hours=int(number_setting(env, "KANDJI_AUDIT_OVERLAP_HOURS", 24,
+                                                       minimum=0, maximum=24 * 30)),
             ),
         )

@@ -21,6 +21,7 @@ from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy, int_header
 from kandji_snapshots.kandji.paging import PAGE_LIMIT
 from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.cli.posture_check import CategoryProbe, posture_lines, probe_posture
+from kandji_snapshots.cli.tenant_check import SourceProbe, probe_tenant_sources, tenant_lines
 from kandji_snapshots.kandji.permissions import PERMISSIONS, permission_for
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.kandji.status_advice import (API_URL_SETTING, NOT_THE_API, PERMISSION_MISSING, REDIRECTED,
@@ -194,6 +195,7 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
     try:
         results = probe_url_and_token(probe, refusals, console)
         posture = probe_posture(probe.get)
+        tenant = probe_tenant_sources(probe.get, probe.host)
     except CheckStopped as stopped:
         console.err(f"error: {stopped}")
         console.out(f"{'this check':<12}{_requests(rate.responses)}")
@@ -201,7 +203,8 @@ def run_check(args: argparse.Namespace, console: Console, environ: Mapping[str, 
     print_permissions(console, results, args.apps_source)
     for line in posture_lines(posture, TOKEN_SETTINGS):
         console.out(line)
-    count, count_note = estimate_run(console, results, posture, probe, refusals, rate, args.max_requests_per_second)
+    count, count_note = estimate_run(console, results, posture, probe, refusals, rate, args.max_requests_per_second,
+                                     tenant)
     console.out(f"{'this check':<12}{_requests(rate.responses)}")
     return print_verdict(console, results, count, count_note, args.apps_source)
 
@@ -248,7 +251,7 @@ def print_permissions(console: Console, results: dict[str, PermissionResult], ap
 
 def estimate_run(console: Console, results: dict[str, PermissionResult], posture: Mapping[str, CategoryProbe],
                  probe: ApiProbe, refusals: Refusals, rate: RateHeaders,
-                 requests_per_second: float) -> tuple[int | None, str]:
+                 requests_per_second: float, tenant: Mapping[str, SourceProbe] | None = None) -> tuple[int | None, str]:
     """Count the devices (and Prism's app rows), then print what a full run costs against the rate limit;
     returns the count (None: unknown) and how it was taken."""
     count, count_note = _device_count(results, probe, refusals)
@@ -258,7 +261,11 @@ def estimate_run(console: Console, results: dict[str, PermissionResult], posture
     else:
         console.out(f"{'devices':<12}unknown ({count_note})")
     console.out(f"{'rate limit':<12}{rate.describe()}")
-    for line in cost_lines(count, app_rows, rate.limit_hour, rate.remaining_hour, requests_per_second, posture):
+    if tenant is not None:
+        for line in tenant_lines(dict(tenant), count, TOKEN_SETTINGS):
+            console.out(line)
+    for line in cost_lines(count, app_rows, rate.limit_hour, rate.remaining_hour, requests_per_second, posture,
+                           tenant):
         console.out(line)
     return count, count_note
 

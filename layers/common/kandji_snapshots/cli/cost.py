@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 
 from kandji_snapshots.cli.posture_check import CategoryProbe
+from kandji_snapshots.cli.tenant_check import SourceProbe, tenant_requests
 from kandji_snapshots.cli.rate_limit import DOCUMENTED_HOURLY_LIMIT
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots.kandji.paging import PAGE_LIMIT, PRISM_OVERLAP, DeviceListPaginator, PrismPaginator
@@ -39,13 +40,17 @@ def posture_requests(devices: int, posture: Mapping[str, CategoryProbe] | None,
     return spent
 
 
-def full_run_requests(devices: int, posture: Mapping[str, CategoryProbe] | None = None) -> int:
-    """A run that refreshes every device: the list and posture, then details and apps per device."""
-    return DeviceListPaginator.requests_for(devices) + posture_requests(devices, posture) + 2 * devices
+def full_run_requests(devices: int, posture: Mapping[str, CategoryProbe] | None = None,
+                      tenant: Mapping[str, SourceProbe] | None = None) -> int:
+    """A run that refreshes every device: the list, posture and the tenant sources (None: not probed, not
+    counted), then details and apps per device."""
+    return (DeviceListPaginator.requests_for(devices) + posture_requests(devices, posture)
+            + (tenant_requests(devices, dict(tenant)) if tenant is not None else 0) + 2 * devices)
 
 
 def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None, remaining_hour: int | None,
-               requests_per_second: float, posture: Mapping[str, CategoryProbe] | None = None) -> list[str]:
+               requests_per_second: float, posture: Mapping[str, CategoryProbe] | None = None,
+               tenant: Mapping[str, SourceProbe] | None = None) -> list[str]:
     """What a full run would cost in requests, against the hourly limit and the collector's default budget.
 
     `posture`: what `check` learnt of each Prism posture category (None: not probed, all six assumed
@@ -54,14 +59,16 @@ def cost_lines(devices: int | None, app_rows: int | None, limit_hour: int | None
         return [f"{'full run':<12}unknown until the devices can be counted"]
     pages = DeviceListPaginator.requests_for(devices)
     prism_posture = posture_requests(devices, posture)
-    total = full_run_requests(devices, posture)
-    first = total - 2 * devices  # the list and posture: spent before any device is refreshed, every run
+    tenant_sources = tenant_requests(devices, dict(tenant)) if tenant is not None else 0
+    total = full_run_requests(devices, posture, tenant)
+    first = total - 2 * devices  # the list, posture and tenant sources: spent before any device is refreshed
     limit = limit_hour or DOCUMENTED_HOURLY_LIMIT
     usable = max(0, min(DEFAULT_REQUEST_BUDGET, limit - DEFAULT_HOURLY_RESERVE))
     categories = len(posture) if posture is not None else len(POSTURE_CATEGORIES)
     lines = [f"{'full run':<12}{total:,} requests (2 x {devices:,} devices for details and apps "
              f"+ {pages:,} list page{'s' if pages != 1 else ''} + {prism_posture:,} for {categories} Prism posture "
-             f"categories), about {format_duration(total / requests_per_second)} at {requests_per_second:g} "
+             f"categories{f' + {tenant_sources:,} for the tenant sources' if tenant is not None else ''}), "
+             f"about {format_duration(total / requests_per_second)} at {requests_per_second:g} "
              "requests/s",
              f"{'':<12}posture counted at Prism's full pages of {PAGE_LIMIT} rows; Prism may serve shorter ones "
              f"(a real tenant served {SHORT_PRISM_PAGE}), and at {SHORT_PRISM_PAGE} rows a page it costs "

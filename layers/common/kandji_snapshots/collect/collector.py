@@ -33,6 +33,7 @@ from kandji_snapshots.snapshots.layout import TABLE_NAMES
 from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, posture_row
 from kandji_snapshots.collect.posture import PostureIndex, PostureReader, PreviousPosture
 from kandji_snapshots.collect.prism_apps import PrismAppsIndex
+from kandji_snapshots.collect.tenant_sources import TenantReader, TenantRun
 from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh,
                                               previous_fetched_at, with_snapshot_id)
 from kandji_snapshots.snapshots.device_rows import row_keys
@@ -81,8 +82,9 @@ class SnapshotCollector:
     def __init__(self, api: KandjiApi, store: ObjectStore, *, settings: CollectorSettings = CollectorSettings(),
                  clock: Callable[[], datetime] = utc_now, request_stats: Callable[[], dict[str, Any]] | None = None,
                  budget: RequestBudget | None = None, sleep: Callable[[float], None] = time.sleep,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, tenant: TenantReader | None = None):
         self._api = api
+        self._tenant = tenant  # the tenant-wide sources (collect/tenant_sources.py); None: devices only
         self._store = store
         self._settings = settings
         self._clock = clock
@@ -98,6 +100,7 @@ class SnapshotCollector:
         writers = {table: TableWriter(self._store, table, snapshot_id,
                                       rows_per_part=self._settings.rows_per_part) for table in TABLE_NAMES}
         committing = False
+        tenant: TenantRun | None = None
         try:
             with ExitStack() as cleanup:
                 devices = sorted(self._api.list_devices(), key=lambda device: str(device["device_id"]))
@@ -108,18 +111,25 @@ class SnapshotCollector:
                     cleanup.enter_context(prism[1])
                 previous = self._previous(snapshot_id)
                 self._check_fleet_drop(devices, previous)
+                if self._tenant is not None:  # before details: the plan below counts what they cost
+                    tenant = self._tenant.read(snapshot_id, previous)
                 refresh = self._plan(devices, previous, requests_per_device=1 if prism else 2)
                 counts = self._write_tables(devices, refresh, previous, prism, snapshot_id, writers, posture)
             tables = {table: writer.close() for table, writer in writers.items()}
             manifest = self._manifest(snapshot_id, correlation_id, started, previous, devices, prism is not None,
                                       counts, tables)
+            if tenant is not None:
+                self._tenant.commit(tenant, snapshot_id)
+                manifest.document["tenant"] = tenant.section()
             committing = True
             write_manifest(self._store, manifest)  # the commit point
         except BaseException:
             if not committing:
                 self._discard(writers)
+                if self._tenant is not None:
+                    self._tenant.discard(tenant)
                 raise
-            if not self._committed_anyway(snapshot_id, writers):
+            if not self._committed_anyway(snapshot_id, writers, tenant):
                 raise
             logger.warning("the manifest write reported an error but the manifest is stored: committed",
                            extra={"snapshot_id": snapshot_id})
@@ -139,7 +149,7 @@ class SnapshotCollector:
         raise SnapshotConflict(f"Snapshot {snapshot_id} is already committed and the clock did not move on. "
                                "Nothing was written; check the system clock.")
 
-    def _committed_anyway(self, snapshot_id: str, writers: dict[str, TableWriter]) -> bool:
+    def _committed_anyway(self, snapshot_id: str, writers: dict[str, TableWriter], tenant: TenantRun | None) -> bool:
         """After a failed manifest write: is it stored after all? Parts are deleted only when surely not."""
         try:
             stored = manifest_exists(self._store, snapshot_id)
@@ -147,6 +157,8 @@ class SnapshotCollector:
             return False  # unknown: keep the parts (orphans are harmless, a manifest without parts is not)
         if not stored:
             self._discard(writers)
+            if self._tenant is not None:
+                self._tenant.discard(tenant)
         return stored
 
     def _manifest(self, snapshot_id: str, correlation_id: str | None, started: datetime,

@@ -15,8 +15,10 @@ from typing import Any
 
 import requests
 
+from kandji_snapshots.collect.audit import AuditSettings
 from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.collect.refresh import RequestBudget
+from kandji_snapshots.collect.tenant_sources import TenantReader, sources_setting
 from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.kandji.client import KandjiClient, RequestStats, RetryPolicy
 from kandji_snapshots.kandji.config import KandjiCredentials, parse_secret
@@ -63,8 +65,15 @@ def build_collector(credentials: KandjiCredentials, store: ObjectStore,
                           clock=clock.monotonic, sleep=clock.sleep, pool_size=settings.max_workers, budget=budget)
     if temp_dir is not None:
         settings = replace(settings, temp_dir=temp_dir)
+    sources = sources_setting(settings.tenant_sources)
+    tenant = None
+    if sources:
+        tenant = TenantReader(client, store, clock=clock.now, sources=sources,
+                              requests_spent=lambda endpoint: int(
+                                  client.stats.as_dict()["by_endpoint"].get(endpoint, 0)),
+                              audit=AuditSettings(settings.audit_backfill_days, settings.audit_overlap_hours))
     collector = SnapshotCollector(client, store, settings=settings, clock=clock.now, sleep=clock.sleep,
-                                  request_stats=client.stats.as_dict, budget=budget, progress=progress)
+                                  request_stats=client.stats.as_dict, budget=budget, progress=progress, tenant=tenant)
     return CollectorRun(collector, client, budget)
 
 

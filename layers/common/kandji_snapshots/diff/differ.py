@@ -22,6 +22,7 @@ already_published (what a diff that takes another's place must not send again).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections import deque
@@ -31,6 +32,7 @@ from typing import Any
 
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_readable_snapshot_id
 from kandji_snapshots.snapshots.committed import record_commit_or_log
+from kandji_snapshots.diff.tenant_changes import TenantChanges
 from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
                             DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally,
                             FieldTally, app_event, app_identity, app_list, device_event, summary_event)
@@ -251,6 +253,7 @@ class DifferSettings:
     message_context: MessageContext = MessageContext()  # where e-mails and chat point readers (Athena)
     # Stop comparing with less time left than this: enough to save the checkpoint (the events so far).
     compare_margin_seconds: float = 30.0
+    tenant_severity: dict[str, str] | None = None  # tenant_changes.severity_table (None: its defaults)
 
 
 @dataclass
@@ -469,7 +472,9 @@ class SnapshotDiffer:
 
         def events() -> Iterator[dict[str, Any]]:
             yield from checkpoint.events()
-            yield from changes_file.write(found, head=checkpoint.head())
+            # The tenant's own events follow the devices' (diff/tenant_changes.py).
+            tenant = TenantChanges(self._store, previous, current, self._settings.tenant_severity)
+            yield from changes_file.write(itertools.chain(found, tenant), head=checkpoint.head())
         return events()
 
     def _paused(self, paused: ComparisonPaused, checkpoint: ComparisonCheckpoint, snapshot_id: str,

@@ -29,6 +29,7 @@ from kandji_snapshots.diff.events import CHANGE_TYPES, SCHEMA_VERSION
 from kandji_snapshots.diff.messages import (HIGH_SEVERITY_QUERY, MessageContext, ascii_text, cut, device_label,
                                             headline, short_user, subject)
 from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, Message, Publisher
+from kandji_snapshots.diff.tenant_changes import TENANT_CHANGE_TYPES
 from kandji_snapshots.diff.rules import HIGH, SEVERITIES, highest
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.snapshots.claims import Claim, ClaimOnce, ClaimStates
@@ -118,6 +119,9 @@ class Digest:
             "last_snapshot_id": self.snapshot_ids[-1] if self.snapshot_ids else None,
             "event_count": self.event_count,
             "counts": {change_type: self.by_change_type.get(change_type, 0) for change_type in CHANGE_TYPES},
+            # The tenant's own events (diff/tenant_changes.py): admin actions, threats, critical CVEs.
+            "tenant_counts": {change_type: self.by_change_type.get(change_type, 0)
+                              for change_type in TENANT_CHANGE_TYPES},
             "severity_counts": {severity: self.by_severity.get(severity, 0) for severity in SEVERITIES},
             "platform_counts": dict(sorted(self.by_platform.items())),
             "high_severity_events": self.high,

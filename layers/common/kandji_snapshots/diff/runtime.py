@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from kandji_snapshots.diff.tenant_changes import SEVERITY_OVERRIDES_ENV, severity_table
 from kandji_snapshots.diff.differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferSettings, SnapshotDiffer
 from kandji_snapshots.diff.digest import DigestRequest, publish_daily_digest
 from kandji_snapshots.diff.messages import MessageContext
@@ -56,7 +57,8 @@ class DifferEnvironment:
                 max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
                                                       minimum=0, maximum=1_000_000)),
                 ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
-                message_context=message_context_from_env(env)),
+                message_context=message_context_from_env(env),
+                tenant_severity=severity_table(env.get(SEVERITY_OVERRIDES_ENV))),
             chat_topic_arn=(env.get("CHAT_TOPIC_ARN") or "").strip(),
         )
 

@@ -25,8 +25,8 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiApiError, MalformedResponse,
                                      RateLimitExhausted)
 from kandji_snapshots.kandji.config import ApiEndpoint, KandjiCredentials, path_segment
-from kandji_snapshots.kandji.paging import (DeviceListMoved, DeviceListPaginator, PageRepeated, Paginator,
-                                            PrismPaginator)
+from kandji_snapshots.kandji.paging import (DeviceListMoved, DeviceListPaginator, NextUrlPaginator, PageRepeated,
+                                            Paginator, PrismPaginator)
 from kandji_snapshots.kandji.permissions import permission_for
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.kandji.status_advice import DEVICE_GONE, advice_for
@@ -160,6 +160,16 @@ class KandjiClient:
         if not re.fullmatch(r"[a-z][a-z_]*", category):
             raise ValueError(f"not a Prism category name: {category!r}")
         return self._prism_rows(f"prism_{category}", f"prism/{category}")
+
+    def read_list(self, endpoint: str, path: str, paginator: Paginator) -> Iterator[dict[str, Any]]:
+        """Every row of a tenant-wide list (collect/tenant_sources.py), paged by `paginator`, or an error."""
+        return self._paged(endpoint, path, paginator, expect=dict)
+
+    def audit_events(self, start_date: str) -> Iterator[dict[str, Any]]:
+        """The audit trail from `start_date` on, oldest first, 500 a page (the most the API serves)."""
+        first = {"limit": 500, "sort_by": "occurred_at", "start_date": start_date}
+        return self.read_list("audit_events", "audit/events",
+                              NextUrlPaginator("audit_events", "audit/events", self.host, first))
 
     def _prism_rows(self, endpoint: str, path: str) -> Iterator[dict[str, Any]]:
         """Every row of a Prism table (paging: PrismPaginator), or an error."""

@@ -17,6 +17,7 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
 from kandji_snapshots.errors import KandjiApiError, MalformedResponse
 
@@ -376,3 +377,97 @@ class _Resync:
         self.back = max(self.overlap + shrunk, self.back + max(1, page_rows // 2))
         self.stepped_back = True
         self.attempt += 1
+
+
+# --- tenant-wide lists: `results` pages chained by a `next` URL, or numbered pages -------------------
+
+def _results(body: Any, where: str, endpoint: str) -> list[dict[str, Any]]:
+    results = body.get("results") if isinstance(body, dict) else None
+    if not isinstance(results, list) or not all(isinstance(row, dict) for row in results):
+        raise MalformedResponse(f"{where} returned no 'results' list of objects.", endpoint=endpoint)
+    return results
+
+
+class NextUrlPaginator:
+    """`{"results": [...], "next": <full URL or null>}` pages: the audit trail, threats, vulnerability
+    detections, users and blueprints.
+
+    `next` is a full URL; only its query is taken, and only when it names this very path on the API's
+    own host (a `next` elsewhere is refused: the token goes to the validated host only). A `next` seen
+    before is a loop and fails the read. When the envelope announces a `count`, a read that ends short
+    of it fails (the rows it did not get would look deleted). `first_params` are the first page's query.
+    """
+
+    def __init__(self, endpoint: str, path: str, host: str, first_params: dict[str, Any] | None = None):
+        self._endpoint = endpoint
+        self._path = "/api/v1/" + path.strip("/")
+        self._where = f"GET {self._path}"
+        self._host = host
+        self._params: dict[str, Any] | None = dict(first_params or {})
+        self._seen: set[str] = set()
+        self._read = 0
+        self._pages = 0
+
+    @staticmethod
+    def requests_for(rows: int, page_rows: int) -> int:
+        """Requests to read `rows` rows when the API serves `page_rows` a page: the last page carries `next: null`."""
+        return max(1, math.ceil(rows / max(1, page_rows)))
+
+    def next_request(self) -> dict[str, Any] | None:
+        return self._params
+
+    def update(self, body: Any) -> list[dict[str, Any]]:
+        rows = _results(body, self._where, self._endpoint)
+        self._read += len(rows)
+        self._pages += 1
+        following = body.get("next")
+        if following in (None, ""):
+            count = body.get("count")
+            if isinstance(count, int) and not isinstance(count, bool) and self._read < count:
+                raise KandjiApiError(f"{self._where} ended after {self._read} of the {count} rows it announced; "
+                                     "nothing of this read is kept, the next run reads it again.",
+                                     endpoint=self._endpoint)
+            self._params = None
+            return rows
+        self._params = self._query_of(str(following))
+        if following in self._seen or self._pages >= MAX_PAGES:
+            raise KandjiApiError(f"{self._where}: paging is looping (a `next` link served twice).",
+                                 endpoint=self._endpoint)
+        self._seen.add(str(following))
+        return rows
+
+    def _query_of(self, url: str) -> dict[str, Any]:
+        split = urlsplit(url)
+        if split.netloc.lower() != self._host.lower() or split.path.rstrip("/") != self._path:
+            raise KandjiApiError(f"{self._where} pointed its next page elsewhere ({split.netloc}{split.path}): "
+                                 "refused, the token is only sent to the validated host and path.",
+                                 endpoint=self._endpoint)
+        return dict(parse_qsl(split.query, keep_blank_values=True))
+
+
+class PageNumberPaginator:
+    """`page`/`size` pages (the vulnerability list): until a page shorter than `size`, or empty.
+
+    Its envelope is parsed leniently: the recorded example holds `total` twice (JSON keeps the last).
+    """
+
+    def __init__(self, endpoint: str, path: str, size: int):
+        self._endpoint = endpoint
+        self._where = f"GET /api/v1/{path}"
+        self._size = size
+        self._page: int | None = 1
+
+    @staticmethod
+    def requests_for(rows: int, size: int) -> int:
+        return rows // max(1, size) + 1  # a full last page needs one more, empty, to prove the end
+
+    def next_request(self) -> dict[str, Any] | None:
+        return None if self._page is None else {"page": self._page, "size": self._size}
+
+    def update(self, body: Any) -> list[dict[str, Any]]:
+        rows = _results(body, self._where, self._endpoint)
+        assert self._page is not None
+        self._page = None if len(rows) < self._size else self._page + 1
+        if self._page is not None and self._page > MAX_PAGES:
+            raise KandjiApiError(f"{self._where}: paging did not end.", endpoint=self._endpoint)
+        return rows

@@ -11,6 +11,13 @@ PERMISSIONS = {
     "details": "GET /devices/{device_id}/details (Device details)",
     "apps": "GET /devices/{device_id}/apps (Device apps)",
     "prism": "GET /prism/apps (Prism: apps)",
+    # Tenant-wide sources (collect/tenant_sources.py), each optional.
+    "audit_events": "GET /audit/events (Audit log)",
+    "threats": "GET /threat-details (Threats)",
+    "detections": "GET /vulnerability-management/detections (Vulnerability detections)",
+    "vulnerabilities": "GET /vulnerability-management/vulnerabilities (Vulnerabilities)",
+    "users": "GET /users (Users)",
+    "blueprints": "GET /blueprints (Blueprints)",
 }
 
 

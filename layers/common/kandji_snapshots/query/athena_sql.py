@@ -37,6 +37,7 @@ from datetime import datetime
 
 from kandji_snapshots.snapshots import schema
 from kandji_snapshots.snapshots.schema import BIGINT, BOOLEAN, STRING, Array, Type, spell, struct
+from kandji_snapshots.snapshots.tenant_schema import TENANT_TABLES
 
 # The change events the differ writes to changes/dt=YYYY-MM-DD/<snapshot_id>.json.gz, one
 # JSON object per line. Fields an event type does not use are absent (read as NULL).
@@ -67,10 +68,11 @@ TABLE_COLUMNS: dict[str, dict[str, Type]] = {
     **schema.TABLES,
     "committed_snapshots": schema.COMMITTED_SNAPSHOTS,
     "changes": CHANGES,
+    **TENANT_TABLES,  # collect/tenant_sources.py (docs/tenant-sources.md)
 }
 # Where each table's files live, below the bucket (Athena) or the local folder (DuckDB).
 TABLE_PREFIXES: dict[str, str] = {
-    **{table: f"snapshots/{table}/" for table in (*schema.TABLES, "committed_snapshots")},
+    **{table: f"snapshots/{table}/" for table in (*schema.TABLES, "committed_snapshots", *TENANT_TABLES)},
     "changes": "changes/",
 }
 PARTITION_KEY = "dt"
@@ -528,6 +530,104 @@ FROM apple_devices
 WHERE by_user OR by_device OR source IS NULL
 ORDER BY status, device_name, serial_number"""),
 )
+
+# --- the tenant-wide tables (collect/tenant_sources.py, docs/tenant-sources.md) ---------------------
+# Committed snapshots only, as everywhere: a tenant table's rows count when committed_snapshots has their
+# snapshot. A snapshot table's latest rows are those of the latest committed snapshot that read the source
+# (of the last three days): a run whose token may not read it leaves the last known rows standing rather
+# than an empty answer. Audit events are partitioned by the day they occurred, stored by a run at or after
+# that day: the snapshot's day is bounded like the event's.
+_DAYS_30 = "CAST(current_date - INTERVAL '30' DAY AS varchar)"
+
+
+def _latest_read(table: str) -> str:
+    return f"""WITH latest AS (
+    SELECT max(r.snapshot_id) AS snapshot_id
+    FROM {table} r
+    JOIN committed_snapshots s ON s.snapshot_id = r.snapshot_id AND s.dt >= {_RECENT}
+    WHERE r.dt >= {_RECENT}
+)"""
+
+
+def _audit_query(name: str, title: str, description: str, columns: str, conditions: str) -> FleetQuery:
+    return FleetQuery(name, title, description, f"""SELECT
+{columns}
+FROM audit_events e
+JOIN committed_snapshots s ON s.snapshot_id = e.snapshot_id AND s.dt >= {_DAYS_30}
+WHERE e.dt >= {_DAYS_30}
+{conditions}
+ORDER BY e.occurred_at DESC, e.id""")
+
+
+TENANT_QUERIES: tuple[FleetQuery, ...] = (
+    _audit_query(
+        "api_token_changes", "Kandji: API token changes of the last 30 days",
+        "API tokens created, changed (their permissions) or deleted in the last 30 days, from the audit trail.",
+        """    e.occurred_at,
+    e.action,
+    json_extract_scalar(e.new_state, '$.label') AS token_label,
+    json_extract(e.new_state, '$.permissions') AS permissions,
+    e.actor_type,
+    e.actor_id,
+    e.target_id,
+    e.id AS event_id""",
+        "  AND e.target_type = 'api_token'"),
+    _audit_query(
+        "library_items_removed_from_blueprints", "Kandji: library items removed from blueprints",
+        "Audit events of the last 30 days that removed library items (profiles, apps, scripts) from a blueprint.",
+        """    e.occurred_at,
+    json_extract_scalar(e.new_state, '$.name') AS blueprint_name,
+    json_extract(e.new_state, '$.library_items_removed') AS library_items_removed,
+    e.actor_type,
+    e.actor_id,
+    e.target_id AS blueprint_id,
+    e.id AS event_id""",
+        """  AND e.target_type = 'blueprint'
+  AND json_array_length(json_extract(e.new_state, '$.library_items_removed')) > 0"""),
+    FleetQuery(
+        "devices_with_critical_cve", "Kandji: devices with a critical CVE",
+        "Devices of the latest committed vulnerability read with a CVE of CVSS 9 or more, or on CISA's KEV list.",
+        _latest_read("vulnerability_detections") + f"""
+SELECT
+    v.device_name,
+    v.device_serial_number,
+    v.cve_id,
+    v.cvss_score,
+    coalesce(k.kev_score, 0) > 0 AS on_kev,
+    v.name AS software,
+    v.version,
+    v.first_detection_date,
+    v.device_id
+FROM vulnerability_detections v
+JOIN latest l ON v.snapshot_id = l.snapshot_id
+LEFT JOIN vulnerabilities k ON k.snapshot_id = v.snapshot_id AND k.cve_id = v.cve_id AND k.dt = v.dt
+    AND k.dt >= {_RECENT}
+WHERE v.dt >= {_RECENT}
+  AND (v.cvss_score >= 9 OR coalesce(k.kev_score, 0) > 0)
+ORDER BY v.cvss_score DESC, v.cve_id, v.device_name, v.device_id"""),
+    FleetQuery(
+        "threats_not_quarantined", "Kandji: threats not quarantined",
+        "Threats of the latest committed threat read whose status is not QUARANTINED (released, allowed, ...), "
+        "with who released them.",
+        _latest_read("threats") + f"""
+SELECT
+    t.threat_name,
+    t.classification,
+    t.status,
+    t.device_name,
+    t.device_serial_number,
+    t.file_path,
+    t.released_by,
+    t.date_of_release,
+    t.detection_date,
+    t.device_id
+FROM threats t
+JOIN latest l ON t.snapshot_id = l.snapshot_id
+WHERE t.dt >= {_RECENT}
+  AND t.status <> 'QUARANTINED'
+ORDER BY t.detection_date DESC, t.device_id, t.threat_name"""),
+)
+QUERIES += TENANT_QUERIES
 
 _BY_NAME = {query.name: query for query in QUERIES}
 

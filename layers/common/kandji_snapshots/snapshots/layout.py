@@ -34,9 +34,15 @@ def is_snapshot_id(text: str) -> bool:
     return _SNAPSHOT_ID.fullmatch(text) is not None
 
 
-def table_part_key(table: str, snapshot_id: str, part: int | None) -> str:
+def table_part_key(table: str, snapshot_id: str, part: int | None, day: str | None = None) -> str:
+    """`day`: the partition when it is not the snapshot's (audit events go by the day they occurred)."""
     suffix = "" if part is None else f"-{part:05d}"
-    return f"{SNAPSHOT_PREFIX}{table}/dt={partition_date(snapshot_id)}/{snapshot_id}{suffix}.json.gz"
+    return f"{SNAPSHOT_PREFIX}{table}/dt={day or partition_date(snapshot_id)}/{snapshot_id}{suffix}.json.gz"
+
+
+def audit_claim_key(base_snapshot_id: str | None, attempt: int) -> str:
+    """Which run continued the audit trail from `base_snapshot_id`'s state (`first`: none yet); created once."""
+    return f"{SNAPSHOT_PREFIX}_audit/continued/{base_snapshot_id or 'first'}.{attempt}.json"
 
 
 def manifest_key(snapshot_id: str) -> str:

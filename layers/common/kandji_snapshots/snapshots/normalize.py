@@ -126,6 +126,11 @@ def _row(raw: dict[str, Any], columns: dict[str, Type], fixed: dict[str, Any]) -
     return row
 
 
+def source_row(raw: dict[str, Any], columns: dict[str, Type], snapshot_id: str) -> dict[str, Any]:
+    """A row of a tenant-wide table (snapshots/tenant_schema.py), coerced like the device tables."""
+    return _row(raw, columns, {"snapshot_id": snapshot_id})
+
+
 def device_row(raw: dict[str, Any], snapshot_id: str) -> dict[str, Any]:
     raw = in_canonical_order(raw, SET_LIKE_LISTS["devices"])
     return _row(raw, schema.DEVICES, {"snapshot_id": snapshot_id, "device_id": str(raw["device_id"])})

@@ -23,7 +23,8 @@ DEFAULT_ROWS_PER_PART = 100_000
 
 class TableWriter:
     def __init__(self, store: ObjectStore, table: str, snapshot_id: str, *,
-                 rows_per_part: int = DEFAULT_ROWS_PER_PART):
+                 rows_per_part: int = DEFAULT_ROWS_PER_PART, day: str | None = None):
+        self._day = day  # the partition, when it is not the snapshot's day
         self._store = store
         self._table = table
         self._snapshot_id = snapshot_id
@@ -65,9 +66,9 @@ class TableWriter:
             self._held = body
         else:
             if self._held is not None:
-                self._put(table_part_key(self._table, self._snapshot_id, 0), self._held)
+                self._put(table_part_key(self._table, self._snapshot_id, 0, self._day), self._held)
                 self._held = None
-            self._put(table_part_key(self._table, self._snapshot_id, self._parts), body)
+            self._put(table_part_key(self._table, self._snapshot_id, self._parts, self._day), body)
         self._parts += 1
 
     def _put(self, key: str, body: bytes) -> None:
@@ -89,7 +90,7 @@ class TableWriter:
                 self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb", mtime=0)
             self._finish_part()
         if self._held is not None:
-            self._put(table_part_key(self._table, self._snapshot_id, None), self._held)
+            self._put(table_part_key(self._table, self._snapshot_id, None, self._day), self._held)
             self._held = None
         return {"rows": self.rows, "keys": list(self.keys)}
 
