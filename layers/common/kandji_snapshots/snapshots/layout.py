@@ -34,6 +34,11 @@ def table_part_key(table: str, snapshot_id: str, part: int | None) -> str:
     return f"{SNAPSHOT_PREFIX}{table}/dt={partition_date(snapshot_id)}/{snapshot_id}{suffix}.json.gz"
 
 
+def fingerprints_key(snapshot_id: str) -> str:
+    """The snapshot's per-device fingerprints (diff/fingerprints.py), listed in its manifest."""
+    return f"{SNAPSHOT_PREFIX}fingerprints/dt={partition_date(snapshot_id)}/{snapshot_id}.tsv.gz"
+
+
 def manifest_key(snapshot_id: str) -> str:
     return f"{MANIFEST_PREFIX}dt={partition_date(snapshot_id)}/{snapshot_id}/manifest.json"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kandji_snapshots.snapshots.layout import table_part_key
@@ -23,8 +23,10 @@ DEFAULT_ROWS_PER_PART = 100_000
 
 class TableWriter:
     def __init__(self, store: ObjectStore, table: str, snapshot_id: str, *,
-                 rows_per_part: int = DEFAULT_ROWS_PER_PART):
+                 rows_per_part: int = DEFAULT_ROWS_PER_PART,
+                 on_line: Callable[[bytes, str], None] | None = None):
         self._store = store
+        self._on_line = on_line  # sees every row written (the collector's fingerprints)
         self._table = table
         self._snapshot_id = snapshot_id
         self._rows_per_part = rows_per_part
@@ -46,6 +48,8 @@ class TableWriter:
             raise AssertionError(f"{self._table} rows out of device_id order: {device_id} after "
                                  f"{self.last_device_id}")
         self.last_device_id = device_id
+        if self._on_line is not None:
+            self._on_line(line, device_id)
         if self._gzip is None:
             self._buffer = io.BytesIO()
             self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb", compresslevel=6, mtime=0)
