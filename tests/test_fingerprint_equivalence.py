@@ -25,6 +25,7 @@ from kandji_snapshots.diff.differ import diff_snapshots
 from kandji_snapshots.diff.field_changes import VolatileValues
 from kandji_snapshots.diff.rules import ChangeRules
 from kandji_snapshots.snapshots.catalog import load_manifest, write_manifest
+from kandji_snapshots.snapshots import table_io
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
 
@@ -138,8 +139,11 @@ def test_check_in_noise_only_reads_no_device_and_finds_what_the_full_comparison_
     assert fast == full == b"" and read == []
 
 
-def test_the_known_mutation_set_gives_the_same_events_byte_for_byte():
-    # Parts of 7 rows: a device's apps rows straddle parts, as they do at 100,000 rows per part.
+@pytest.mark.parametrize("member_bytes", [1, 2000, table_io.MEMBER_BYTES])
+def test_the_known_mutation_set_gives_the_same_events_byte_for_byte(monkeypatch, member_bytes):
+    # Parts of 7 rows: a device's apps rows straddle parts, as they do at 100,000 rows per part; gzip
+    # members of one device each, of a few devices, and (at this fleet's size) of a whole part.
+    monkeypatch.setattr(table_io, "MEMBER_BYTES", member_bytes)
     store = snapshots(mac_fleet(32), known_mutations, rows_per_part=7)
     fast, full, read = both_paths(store)
     assert fast == full and full.count(b"\n") >= 20  # every mutation that is a change was found

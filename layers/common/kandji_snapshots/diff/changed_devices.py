@@ -1,8 +1,9 @@
 """The devices worth comparing, found by their fingerprints: the others are never parsed.
 
 Both snapshots' fingerprint indexes (diff/fingerprints.py) are merge-joined by device_id. A device
-in both with equal fingerprints in every table is skipped at the byte level: its rows' lengths
-(from the index) are decompressed past, never split into lines nor parsed. A device whose
+in both with equal fingerprints in every table is skipped unread: the index says where each device's
+rows are (a gzip member of a part, table_io.MEMBER_BYTES), and only the members of devices that are
+read get inflated; the rest is not decompressed, split nor parsed. A device whose
 fingerprints differ, or that only one snapshot has, is read and paired as `merge_by_device` would
 pair it, so the comparison decides what it means exactly as without the shortcut.
 
@@ -17,107 +18,122 @@ import zlib
 from collections.abc import Iterator
 
 from kandji_snapshots.diff.device_pairs import DevicePair
-from kandji_snapshots.diff.fingerprints import FINGERPRINTED_TABLES, FingerprintSettings, IndexEntry, read_index
+from kandji_snapshots.diff.fingerprints import (FINGERPRINTED_TABLES, FingerprintSettings, IndexEntry, Location,
+                                                read_index)
 from kandji_snapshots.diff.rules import ChangeRules
 from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, row_head
 from kandji_snapshots.snapshots.storage import ObjectStore
 
-_COMPRESSED_CHUNK = 1 << 18
+_COMPRESSED_CHUNK = 1 << 16
 
 
-class TableBytes:
-    """A table's parts as one uncompressed byte stream, read forward: taken, or skipped unsplit."""
+class TableMembers:
+    """A table's parts read forward, one gzip member at a time: only the members a read device is in
+    are inflated; the compressed bytes before them are skipped (sought past where the store allows)."""
 
     def __init__(self, store: ObjectStore, keys: list[str]):
         self._store = store
-        self._keys = iter(keys)
+        self._keys = keys
+        self._part = -1
         self._stream = None
-        self._inflate = None
-        self._pending = b""  # decompressed; consumed up to _position
-        self._position = 0
-        self._skip = 0  # bytes to drop before the next take: skips add up, dropped in one go
+        self._position = 0  # where `_buffer` starts in the part
+        self._buffer = b""  # compressed bytes read, not yet inflated
+        self._member: tuple[int, int] | None = None  # (part, start) of the member in `_data`
+        self._data = b""
 
-    def _next_chunk(self) -> bytes | None:
-        """The next decompressed bytes; None at the end of the last part."""
-        while True:
-            if self._stream is None:
-                key = next(self._keys, None)
-                if key is None:
-                    return None
-                self._stream, self._inflate = self._store.open(key), zlib.decompressobj(wbits=31)
-            chunk = self._stream.read(_COMPRESSED_CHUNK)
-            data = self._inflate.decompress(chunk) if chunk else self._inflate.flush()
-            if not chunk:
-                self._stream.close()
-                self._stream = None
-            if data:
-                return data
+    def _open(self, part: int) -> None:
+        if part >= len(self._keys):
+            raise SnapshotFormatError("the fingerprint index points past the table's last part")
+        if self._stream is not None:
+            self._stream.close()
+        self._part, self._stream = part, self._store.open(self._keys[part])
+        self._position, self._buffer = 0, b""
 
-    def _refill(self) -> None:
-        chunk = self._next_chunk()
-        if chunk is None:
-            raise SnapshotFormatError("a table is shorter than its fingerprint index says")
-        self._pending, self._position = chunk, 0
+    def _seek(self, part: int, start: int) -> None:
+        if part != self._part:
+            if part < self._part:
+                raise SnapshotFormatError("the fingerprint index is not in table order")
+            self._open(part)
+        ahead = start - self._position
+        if ahead < 0:
+            raise SnapshotFormatError("the fingerprint index is not in table order")
+        if ahead <= len(self._buffer):
+            self._buffer = self._buffer[ahead:]
+        else:
+            beyond = ahead - len(self._buffer)
+            if self._stream.seekable():
+                self._stream.seek(beyond, 1)
+            else:  # a network stream: the bytes go by, uninflated
+                while beyond > 0:
+                    skipped = len(self._stream.read(min(beyond, 1 << 20)))
+                    if not skipped:
+                        raise SnapshotFormatError("the fingerprint index points past the end of a part")
+                    beyond -= skipped
+            self._buffer = b""
+        self._position = start
 
-    def skip(self, length: int) -> None:
-        self._skip += length
+    def _inflate(self) -> None:
+        """The member at the current position into `_data`."""
+        start = self._position
+        inflate = zlib.decompressobj(wbits=31)  # one member: it stops at the member's trailer
+        pieces = []
+        while not inflate.eof:
+            if not self._buffer:
+                self._buffer = self._stream.read(_COMPRESSED_CHUNK)
+                if not self._buffer:
+                    raise SnapshotFormatError("a table part ends inside a gzip member")
+            pieces.append(inflate.decompress(self._buffer))
+            used = len(self._buffer) - len(inflate.unused_data)
+            self._position += used
+            self._buffer = inflate.unused_data
+        self._member, self._data = (self._part, start), b"".join(pieces)
 
-    def take(self, length: int) -> bytes:
-        while self._skip:
-            available = len(self._pending) - self._position
-            if not available:
-                self._refill()
-                continue
-            dropped = min(self._skip, available)
-            self._position += dropped
-            self._skip -= dropped
-        end = self._position + length
-        if end <= len(self._pending):
-            taken = self._pending[self._position:end]
-            self._position = end
-            return taken
-        parts = [self._pending[self._position:]]
-        needed = length - len(parts[0])
+    def _next_member(self) -> None:
+        """The member after the current one: in this part, or the first of the next part."""
+        if not self._buffer:
+            self._buffer = self._stream.read(_COMPRESSED_CHUNK)
+        if not self._buffer:
+            self._open(self._part + 1)
+        self._inflate()
+
+    def take(self, location: Location) -> bytes:
+        """A device's rows: from its member, and on into the next ones when a part ended inside them."""
+        if self._member != (location.part, location.member):
+            self._seek(location.part, location.member)
+            self._inflate()
+        pieces = [self._data[location.offset:location.offset + location.length]]
+        needed = location.length - len(pieces[0])
         while needed > 0:
-            self._refill()
-            part = self._pending[:needed]
-            parts.append(part)
-            self._position = len(part)
-            needed -= len(part)
-        return b"".join(parts)
+            self._next_member()
+            pieces.append(self._data[:needed])
+            needed -= len(pieces[-1])
+        return b"".join(pieces)
 
-    def finish(self) -> None:
-        """Checks that the index accounted for every byte of the table."""
-        self.take(0)
-        if self._position < len(self._pending) or self._next_chunk() is not None:
-            raise SnapshotFormatError("a table holds rows its fingerprint index does not list")
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
 
 
 class _IndexedSnapshot:
-    """One snapshot's four tables, read device by device as its fingerprint index lays them out."""
+    """One snapshot's four tables, read device by device where its fingerprint index says."""
 
     def __init__(self, store: ObjectStore, manifest: Manifest):
         tables = manifest.document["tables"]
-        self._tables = [TableBytes(store, list(tables[table]["keys"])) if table in tables else None
+        self._tables = [TableMembers(store, list(tables[table]["keys"])) if table in tables else None
                         for table in FINGERPRINTED_TABLES]
 
-    def skip(self, entry: IndexEntry) -> None:
-        for table, length in zip(self._tables, entry.lengths):
-            if table is not None:
-                table.skip(length)
-
     def rows(self, entry: IndexEntry) -> DeviceRows:
-        lines = [table.take(length).splitlines(keepends=True) if table is not None else []
-                 for table, length in zip(self._tables, entry.lengths)]
+        lines = [table.take(location).splitlines(keepends=True) if table is not None and location else []
+                 for table, location in zip(self._tables, entry.locations())]
         if len(lines[0]) != 1 or any(row_head(line, False)[0] != entry.device_id for group in lines for line in group):
             raise SnapshotFormatError(f"the fingerprint index does not match the tables at device {entry.device_id!r}")
         return DeviceRows.from_lines(lines[0][0], *lines[1:])
 
-    def finish(self) -> None:
+    def close(self) -> None:
         for table in self._tables:
             if table is not None:
-                table.finish()
+                table.close()
 
 
 def changed_device_pairs(store: ObjectStore, previous: Manifest, current: Manifest,
@@ -142,11 +158,8 @@ def _pairs(store: ObjectStore, previous: Manifest, current: Manifest) -> Iterato
             yield DevicePair(new.device_id, None, after.rows(new))
             new = next(new_index, None)
         else:
-            if old.hashes == new.hashes:
-                before.skip(old)
-                after.skip(new)
-            else:
+            if old.hashes != new.hashes:
                 yield DevicePair(new.device_id, before.rows(old), after.rows(new))
             old, new = next(old_index, None), next(new_index, None)
-    before.finish()
-    after.finish()
+    before.close()
+    after.close()

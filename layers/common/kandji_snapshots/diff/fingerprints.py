@@ -4,11 +4,13 @@ The collector computes them while it writes the rows (`FingerprintRecorder`, fed
 and stores them beside the snapshot: one gzip text object (layout.fingerprints_key), one line per
 device in device_id order, listed in the manifest (`fingerprints`) and so committed with it:
 
-    <device_id> TAB <devices> TAB <device_details> TAB <device_apps> TAB <device_posture> LF
+    <device_id> TAB <4 hashes, space-separated> TAB <4 locations, space-separated> LF
 
-each table's field `<bytes>:<hash>`: how many (uncompressed) bytes the device's rows take in that
-table, which lets the differ skip them without splitting lines (diff/changed_devices.py), and the
-hash of what the comparison looks at, cut with the differ's own functions (one definition):
+in table order (devices, device_details, device_apps, device_posture). A location says where the
+device's rows are: `<part>.<member>.<offset>.<bytes>` (table_io.RowLocation of its first row, and
+how many uncompressed bytes its rows take), `-` when it has none; the differ reads them without
+inflating the rest of the table (diff/changed_devices.py). Each hash is of what the comparison
+looks at, cut with the differ's own functions (one definition):
 
 - devices, device_details: the row after its per-snapshot prefix, check-in noise cut by the
   differ's `VolatileValues` for the table and ignore settings; equal cut bytes are the differ's
@@ -41,8 +43,9 @@ from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.snapshots.device_rows import DeviceRows, row_head
 from kandji_snapshots.snapshots.layout import fingerprints_key
 from kandji_snapshots.snapshots.storage import ObjectStore
+from kandji_snapshots.snapshots.table_io import RowLocation
 
-# Raised whenever what is hashed, or how, changes: fingerprints of another format are not compared.
+# Raised whenever what is hashed, or how, or the index's layout changes: fingerprints of another format are not compared.
 FINGERPRINT_FORMAT = 1
 FINGERPRINTED_TABLES = ("devices", "device_details", "device_apps", "device_posture")
 _CUT_TABLES = ("devices", "device_details", "device_posture")
@@ -115,12 +118,26 @@ def _hash(parts: list[bytes]) -> str:
 
 
 @dataclass(frozen=True)
+class Location:
+    """Where one device's rows of one table are (see the module docstring)."""
+
+    part: int
+    member: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
 class IndexEntry:
-    """One device's line of the index: per table, its rows' byte length and hash."""
+    """One device's line of the index; the locations are parsed only for a device that is read."""
 
     device_id: bytes
-    lengths: tuple[int, ...]
-    hashes: tuple[str, ...]
+    hashes: bytes
+    raw_locations: bytes
+
+    def locations(self) -> list[Location | None]:
+        return [None if text == b"-" else Location(*map(int, text.split(b".")))
+                for text in self.raw_locations.split(b" ")]
 
 
 class FingerprintRecorder:
@@ -135,17 +152,21 @@ class FingerprintRecorder:
         self._fingerprints = DeviceFingerprints(rules)
         self._device_id: str | None = None
         self._lines: dict[str, list[bytes]] = {table: [] for table in FINGERPRINTED_TABLES}
+        self._starts: dict[str, RowLocation] = {}
         self._buffer = io.BytesIO()  # the index, compressed as it grows: memory stays flat
         self._out = gzip.GzipFile(fileobj=self._buffer, mode="wb", compresslevel=6, mtime=0)
         self.devices = 0
         self._written: list[str] = []
 
-    def on_line(self, table: str) -> Callable[[bytes, str], None]:
-        def seen(line: bytes, device_id: str) -> None:
+    def on_line(self, table: str) -> Callable[[bytes, str, RowLocation], None]:
+        def seen(line: bytes, device_id: str, location: RowLocation) -> None:
             if device_id != self._device_id:
                 self._finish_device()
                 self._device_id = device_id
-            self._lines[table].append(line)
+            lines = self._lines[table]
+            if not lines:
+                self._starts[table] = location
+            lines.append(line)
         return seen
 
     def _finish_device(self) -> None:
@@ -156,11 +177,14 @@ class FingerprintRecorder:
             raise AssertionError(f"device {self._device_id} has {len(lines['devices'])} devices rows")
         rows = DeviceRows.from_lines(lines["devices"][0], lines["device_details"], lines["device_apps"],
                                      lines["device_posture"])
-        hashes = self._fingerprints.of(rows)
-        fields = [f"{sum(map(len, lines[table]))}:{digest}" for table, digest in zip(FINGERPRINTED_TABLES, hashes)]
-        self._out.write("\t".join([self._device_id, *fields]).encode() + b"\n")
+        hashes = " ".join(self._fingerprints.of(rows))
+        locations = " ".join(
+            ".".join(map(str, (*self._starts[table], sum(map(len, lines[table]))))) if lines[table] else "-"
+            for table in FINGERPRINTED_TABLES)
+        self._out.write(f"{self._device_id}\t{hashes}\t{locations}\n".encode())
         self.devices += 1
         self._lines = {table: [] for table in FINGERPRINTED_TABLES}
+        self._starts = {}
 
     def write(self, store: ObjectStore, snapshot_id: str) -> dict[str, Any]:
         """Stores the index; returns the manifest's `fingerprints` record."""
@@ -173,17 +197,14 @@ class FingerprintRecorder:
         return {"key": key, "format": self.settings.format, "ignored_fields": list(self.settings.ignored_fields),
                 "settings_digest": self.settings.digest, "devices": self.devices}
 
-
     def abort(self) -> list[str]:
         """The run failed: the key of the index if it may have been written, to delete (as TableWriter.abort)."""
         return list(self._written)
 
 
 def read_index(store: ObjectStore, manifest: Manifest) -> Iterator[IndexEntry]:
-    """A snapshot's fingerprint index, in device_id order."""
-    body = gzip.decompress(store.get(manifest.document["fingerprints"]["key"]))
-    for line in body.splitlines():
-        device_id, *fields = line.split(b"\t")
-        pairs = [field.split(b":", 1) for field in fields]
-        yield IndexEntry(device_id, tuple(int(length) for length, _ in pairs),
-                         tuple(digest.decode() for _, digest in pairs))
+    """A snapshot's fingerprint index, in device_id order, streamed."""
+    with gzip.GzipFile(fileobj=store.open(manifest.document["fingerprints"]["key"]), mode="rb") as stream:
+        for line in io.BufferedReader(stream, buffer_size=1 << 20):
+            device_id, hashes, locations = line.rstrip(b"\n").split(b"\t")
+            yield IndexEntry(device_id, hashes, locations)
