@@ -22,7 +22,7 @@ DEFAULT_ROWS_PER_PART = 100_000
 # A part is a series of gzip members (one gzip file to every reader: Athena, DuckDB, Python's gzip),
 # each started at a device's first row once the one before holds this many uncompressed bytes. A
 # reader that knows where a device's rows are (the fingerprint index) inflates only their member.
-MEMBER_BYTES = 32 * 1024
+MEMBER_BYTES = 128 * 1024
 
 
 class RowLocation(NamedTuple):
