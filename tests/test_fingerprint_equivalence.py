@@ -247,3 +247,21 @@ def test_a_filevault_fact_moved_by_when_the_sources_spoke_is_not_skipped():
     hand_snapshot(store, SECOND, off, "2026-11-23T10:30:00Z", (carried[0], "2026-11-23T11:00:05Z", carried[2]))
     fast, full, read = both_paths(store)
     assert fast == full and b"FileVault turned off" in full and read == [b"id-000"]
+
+
+def test_an_index_that_does_not_match_the_tables_falls_back_to_every_device(caplog):
+    """id-001 changed; its index line says its rows are where id-000's are: the check on the rows' device
+    ids catches it, and the devices from there on are compared in full. Same events; nothing lost."""
+    import gzip
+
+    store = snapshots(mac_fleet(8), setter("devices", "id-001", "os_version", "14.4.1"))
+    key = load_manifest(store, SECOND).document["fingerprints"]["key"]
+    lines = gzip.decompress(store.get(key)).splitlines(keepends=True)
+    first, second = lines[0].split(b"\t"), lines[1].split(b"\t")
+    lines[1] = b"\t".join([second[0], second[1], first[2]])
+    store.put(key, gzip.compress(b"".join(lines)))
+    previous, current = load_manifest(store, FIRST), load_manifest(store, SECOND)
+    fast = list(diff_snapshots(store, previous, current, use_fingerprints=True))
+    assert fast == list(diff_snapshots(store, previous, current, use_fingerprints=False))
+    assert [event["changes"][0]["after"] for event in fast] == ["14.4.1"]
+    assert "fingerprint index unusable" in caplog.text

@@ -14,10 +14,11 @@ the differ does not share (see FingerprintSettings.safe_for). The caller then co
 
 from __future__ import annotations
 
+import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from kandji_snapshots.diff.device_pairs import DevicePair
+from kandji_snapshots.diff.device_pairs import DevicePair, after_checkpoint
 from kandji_snapshots.diff.fingerprints import (FINGERPRINTED_TABLES, FingerprintSettings, IndexEntry, Location,
                                                 read_index)
 from kandji_snapshots.diff.rules import ChangeRules
@@ -26,6 +27,9 @@ from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatErr
 from kandji_snapshots.snapshots.storage import ObjectStore
 
 _COMPRESSED_CHUNK = 1 << 16
+# What a damaged index or table part raises while the fingerprinted pairs are read.
+UNREADABLE_INDEX = (SnapshotFormatError, OSError, EOFError, ValueError, zlib.error)
+logger = logging.getLogger(__name__)
 
 
 class TableMembers:
@@ -144,6 +148,21 @@ def changed_device_pairs(store: ObjectStore, previous: Manifest, current: Manife
     if settings[0] is None or settings[0] != settings[1] or not settings[0].safe_for(rules):
         return None
     return _pairs(store, previous, current)
+
+
+def with_fallback(fingerprinted: Iterator[DevicePair], every_device: Callable[[], Iterator[DevicePair]],
+                  compared_through: bytes | None, snapshot_id: str) -> Iterator[DevicePair]:
+    """The fingerprinted pairs; should the index turn out unreadable or not match the tables, every device
+    past the last pair taken, compared in full: a bad index costs time, never a change, and never blocks."""
+    try:
+        for pair in fingerprinted:
+            yield pair
+            compared_through = pair.device_id
+    except UNREADABLE_INDEX as error:
+        logger.warning("fingerprint index unusable: comparing every device",
+                       extra={"snapshot_id": snapshot_id, "error": str(error)[:300],
+                              "after_device": compared_through.decode(errors="replace") if compared_through else None})
+        yield from after_checkpoint(every_device(), compared_through)
 
 
 def _pairs(store: ObjectStore, previous: Manifest, current: Manifest) -> Iterator[DevicePair]:

@@ -38,7 +38,7 @@ from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatErr
 from kandji_snapshots.diff.progress import ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers
 from kandji_snapshots.diff.transitions import Transition, TransitionClaims
 from kandji_snapshots.diff.already_published import AlreadyPublished
-from kandji_snapshots.diff.changed_devices import changed_device_pairs
+from kandji_snapshots.diff.changed_devices import changed_device_pairs, with_fallback
 from kandji_snapshots.diff.device_pairs import DevicePair, after_checkpoint, merge_by_device, pause_at_deadline
 from kandji_snapshots.diff.posture_changes import PostureComparison
 from kandji_snapshots.diff.unread_devices import UnreadDevices
@@ -96,11 +96,13 @@ class SnapshotComparison:
         """Both snapshots' devices side by side, past the checkpoint, pausing when the time runs short."""
         # Devices whose fingerprints are all equal are left out unread (diff/changed_devices.py), when
         # both snapshots have fingerprints cut as this comparison cuts; else every device is paired.
-        pairs = (changed_device_pairs(self._store, self._previous, self._current, self._rules)
-                 if self._use_fingerprints else None)
-        if pairs is None:
-            pairs = merge_by_device(iter_device_rows(self._store, self._previous),
-                                    iter_device_rows(self._store, self._current))
+        def every_device() -> Iterator[DevicePair]:
+            return merge_by_device(iter_device_rows(self._store, self._previous),
+                                   iter_device_rows(self._store, self._current))
+        fingerprinted = (changed_device_pairs(self._store, self._previous, self._current, self._rules)
+                         if self._use_fingerprints else None)
+        pairs = every_device() if fingerprinted is None else with_fallback(
+            fingerprinted, every_device, self._resume_after, self._current.snapshot_id)
         pairs = after_checkpoint(pairs, self._resume_after)
         if self._should_stop is not None:
             pairs = pause_at_deadline(pairs, self._should_stop, self._resume_after)
