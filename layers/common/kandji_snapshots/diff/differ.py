@@ -5,7 +5,10 @@ tables of both snapshots, one device's rows at a time. Rows are compared as raw
 bytes after their per-snapshot prefix (`snapshot_id`, `fetched_at`); only rows
 whose bytes differ are parsed. Check-in noise (rules.DEFAULT_IGNORED_FIELDS) is
 cut out of the raw bytes first when that is provably safe, so a fleet that only
-checked in again costs no JSON parsing at all.
+checked in again costs no JSON parsing at all. Before that, when both snapshots carry
+fingerprints cut as this comparison cuts (diff/fingerprints.py, written by the collector), only the
+devices whose fingerprints differ, or that one snapshot lacks, are read at all
+(diff/changed_devices.py); the events are the same either way (tests/test_fingerprint_equivalence.py).
 
 Running (`SnapshotDiffer.run`) writes every event to the changes file first, then
 publishes them in batches, then a `snapshot_summary`. Progress markers under
