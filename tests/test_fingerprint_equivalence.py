@@ -265,3 +265,19 @@ def test_an_index_that_does_not_match_the_tables_falls_back_to_every_device(capl
     assert fast == list(diff_snapshots(store, previous, current, use_fingerprints=False))
     assert [event["changes"][0]["after"] for event in fast] == ["14.4.1"]
     assert "fingerprint index unusable" in caplog.text
+
+
+def test_a_mass_change_noticed_midway_goes_on_in_full_with_the_same_events(monkeypatch, caplog):
+    from kandji_snapshots.diff import changed_devices
+
+    monkeypatch.setattr(changed_devices, "SAMPLE_DEVICES", 6)
+    caplog.set_level("INFO", logger="kandji_snapshots")
+
+    def most(fleet):
+        for device_id in list(fleet.devices)[2:]:
+            fleet.devices[device_id]["os_version"] = "15.1"
+    store = snapshots(mac_fleet(20), most, rows_per_part=11)
+    previous, current = load_manifest(store, FIRST), load_manifest(store, SECOND)
+    fast = list(diff_snapshots(store, previous, current, use_fingerprints=True))
+    assert fast == list(diff_snapshots(store, previous, current, use_fingerprints=False)) and len(fast) == 18
+    assert "most devices changed" in caplog.text

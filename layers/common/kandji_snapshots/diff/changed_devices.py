@@ -30,6 +30,13 @@ _COMPRESSED_CHUNK = 1 << 16
 # What a damaged index or table part raises while the fingerprinted pairs are read.
 UNREADABLE_INDEX = (SnapshotFormatError, OSError, EOFError, ValueError, zlib.error)
 logger = logging.getLogger(__name__)
+# After this many devices in both snapshots, if more than half of them changed (a mass update), the
+# rest is compared in full: reading member by member would cost more than streaming every device.
+SAMPLE_DEVICES = 2000
+
+
+class MostlyChanged(Exception):
+    """Most devices changed: the fingerprints would save nothing."""
 
 
 class TableMembers:
@@ -158,6 +165,9 @@ def with_fallback(fingerprinted: Iterator[DevicePair], every_device: Callable[[]
         for pair in fingerprinted:
             yield pair
             compared_through = pair.device_id
+    except MostlyChanged:
+        logger.info("most devices changed: comparing every device", extra={"snapshot_id": snapshot_id})
+        yield from after_checkpoint(every_device(), compared_through)
     except UNREADABLE_INDEX as error:
         logger.warning("fingerprint index unusable: comparing every device",
                        extra={"snapshot_id": snapshot_id, "error": str(error)[:300],
@@ -169,6 +179,7 @@ def _pairs(store: ObjectStore, previous: Manifest, current: Manifest) -> Iterato
     before, after = _IndexedSnapshot(store, previous), _IndexedSnapshot(store, current)
     old_index, new_index = read_index(store, previous), read_index(store, current)
     old, new = next(old_index, None), next(new_index, None)
+    both = changed = 0  # devices in both snapshots so far, and how many of them changed
     while old is not None or new is not None:
         if new is None or (old is not None and old.device_id < new.device_id):
             yield DevicePair(old.device_id, before.rows(old), None)
@@ -177,7 +188,11 @@ def _pairs(store: ObjectStore, previous: Manifest, current: Manifest) -> Iterato
             yield DevicePair(new.device_id, None, after.rows(new))
             new = next(new_index, None)
         else:
-            if old.hashes != new.hashes:
+            differs = old.hashes != new.hashes
+            both, changed = both + 1, changed + differs
+            if both == SAMPLE_DEVICES and changed * 2 > both:
+                raise MostlyChanged()
+            if differs:
                 yield DevicePair(new.device_id, before.rows(old), after.rows(new))
             old, new = next(old_index, None), next(new_index, None)
     before.close()
