@@ -7,6 +7,8 @@ read get inflated; the rest is not decompressed, split nor parsed. A device whos
 fingerprints differ, or that only one snapshot has, is read and paired as `merge_by_device` would
 pair it, so the comparison decides what it means exactly as without the shortcut.
 
+When more than half of the first SAMPLE_DEVICES devices changed (a mass update), the rest is compared
+in full (`with_fallback`): reading member by member would cost more than streaming every device.
 `changed_device_pairs` returns None when the shortcut cannot be trusted: a snapshot without
 fingerprints (written before them), fingerprints of another format, or cut with ignore settings
 the differ does not share (see FingerprintSettings.safe_for). The caller then compares every device.
