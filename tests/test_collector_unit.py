@@ -65,7 +65,7 @@ def test_manifest_is_the_last_object_written():
             super().put(key, body, **kwargs)
 
     manifest, store = collect(fleet(), store=RecordingStore())
-    assert store.order[-1].endswith("/manifest.json") and len(store.order) == 5  # four tables, then it
+    assert store.order[-1].endswith("/manifest.json") and len(store.order) == 6  # four tables, fingerprints, then it
 
 
 def test_device_unenrolled_mid_run_is_skipped_and_recorded():

@@ -41,7 +41,7 @@ from template_model import ALLOWED_MANAGED_POLICIES
 
 TOKEN = "kst-iam-token"
 FEATURES = {"ChatNotifications": "Enabled", "DailyDigest": "Enabled"}  # every optional function and grant
-DEVICES = 20  # more than one deadline check (every 16 devices): the differ pauses and resumes
+DEVICES = 20  # more than one deadline check (every 16 devices compared): the differ pauses and resumes
 
 # (function, action, resource as template.yaml writes it) -> why the code never uses it.
 KNOWN_UNUSED = {
@@ -143,7 +143,8 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     bucket = pipeline.bucket
     with pipeline.kandji() as sim:
         pipeline.collect()
-        fleet.set_filevault(fleet.device_ids()[0], False)  # a high change: the chat topic gets it
+        for device_id in fleet.device_ids():  # high changes (the chat topic gets them) on every device: all
+            fleet.set_filevault(device_id, False)  # compared, not skipped by their fingerprints
         fleet.check_in_all()
         pipeline.collect()
         sim.tenant.add_audit_event()  # the refused run has audit events to delete too (and its audit claim)

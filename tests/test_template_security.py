@@ -269,7 +269,8 @@ def test_collector_role_grants_exactly_what_the_collector_uses(cfn: dict[str, An
         ("s3:ListBucket", _arn("SnapshotBucket")),
         *(("s3:DeleteObject", _sub(f"arn:${{AWS::Partition}}:s3:::${{SnapshotBucket}}/snapshots/{table}/*"))
           for table in ("devices", "device_details", "device_apps", "device_posture", "audit_events", "threats",
-                        "vulnerability_detections", "vulnerabilities", "users", "blueprints", "_audit/continued")),
+                        "vulnerability_detections", "vulnerabilities", "users", "blueprints", "_audit/continued",
+                        "fingerprints")),
         ("sqs:SendMessage", _arn("CollectorFailureQueue")),  # SAM: the OnFailure destination
     }
     assert _grants(cfn, "CollectorFunctionRole", {}) == expected

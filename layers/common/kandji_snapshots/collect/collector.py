@@ -39,6 +39,8 @@ from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, Req
 from kandji_snapshots.snapshots.device_rows import row_keys
 from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.table_io import TableWriter, iter_lines
+from kandji_snapshots.diff.fingerprints import FingerprintRecorder
+from kandji_snapshots.diff.rules import ChangeRules
 from kandji_snapshots.snapshots.storage import ObjectStore
 from kandji_snapshots.snapshots.timeutil import format_timestamp, partition_date, snapshot_id_for, utc_now
 
@@ -82,9 +84,12 @@ class SnapshotCollector:
     def __init__(self, api: KandjiApi, store: ObjectStore, *, settings: CollectorSettings = CollectorSettings(),
                  clock: Callable[[], datetime] = utc_now, request_stats: Callable[[], dict[str, Any]] | None = None,
                  budget: RequestBudget | None = None, sleep: Callable[[float], None] = time.sleep,
-                 progress: Callable[[int, int], None] | None = None, tenant: TenantReader | None = None):
+                 progress: Callable[[int, int], None] | None = None, tenant: TenantReader | None = None,
+                 change_rules: ChangeRules | None = None):
         self._api = api
         self._tenant = tenant  # the tenant-wide sources (collect/tenant_sources.py); None: devices only
+        # The differ's ignore settings, to fingerprint each device as it compares them (diff/fingerprints.py).
+        self._change_rules = change_rules or ChangeRules()
         self._store = store
         self._settings = settings
         self._clock = clock
@@ -97,8 +102,9 @@ class SnapshotCollector:
 
     def collect(self, correlation_id: str | None = None) -> Manifest:
         started, snapshot_id = self._new_snapshot_id()
-        writers = {table: TableWriter(self._store, table, snapshot_id,
-                                      rows_per_part=self._settings.rows_per_part) for table in TABLE_NAMES}
+        fingerprints = FingerprintRecorder(self._change_rules)
+        writers = {table: TableWriter(self._store, table, snapshot_id, rows_per_part=self._settings.rows_per_part,
+                                      on_line=fingerprints.on_line(table)) for table in TABLE_NAMES}
         committing = False
         tenant: TenantRun | None = None
         try:
@@ -116,6 +122,7 @@ class SnapshotCollector:
                 refresh = self._plan(devices, previous, requests_per_device=1 if prism else 2)
                 counts = self._write_tables(devices, refresh, previous, prism, snapshot_id, writers, posture)
             tables = {table: writer.close() for table, writer in writers.items()}
+            counts["fingerprints"] = fingerprints.write(self._store, snapshot_id)
             manifest = self._manifest(snapshot_id, correlation_id, started, previous, devices, prism is not None,
                                       counts, tables)
             if tenant is not None:
@@ -125,11 +132,11 @@ class SnapshotCollector:
             write_manifest(self._store, manifest)  # the commit point
         except BaseException:
             if not committing:
-                self._discard(writers)
+                self._discard([*writers.values(), fingerprints])
                 if self._tenant is not None:
                     self._tenant.discard(tenant)
                 raise
-            if not self._committed_anyway(snapshot_id, writers, tenant):
+            if not self._committed_anyway(snapshot_id, [*writers.values(), fingerprints], tenant):
                 raise
             logger.warning("the manifest write reported an error but the manifest is stored: committed",
                            extra={"snapshot_id": snapshot_id})
@@ -149,7 +156,8 @@ class SnapshotCollector:
         raise SnapshotConflict(f"Snapshot {snapshot_id} is already committed and the clock did not move on. "
                                "Nothing was written; check the system clock.")
 
-    def _committed_anyway(self, snapshot_id: str, writers: dict[str, TableWriter], tenant: TenantRun | None) -> bool:
+    def _committed_anyway(self, snapshot_id: str, writers: list[TableWriter | FingerprintRecorder],
+                          tenant: TenantRun | None) -> bool:
         """After a failed manifest write: is it stored after all? Parts are deleted only when surely not."""
         try:
             stored = manifest_exists(self._store, snapshot_id)
@@ -186,6 +194,7 @@ class SnapshotCollector:
             "request_budget": self._budget.per_run if self._budget else None,
             "tables": tables,
             "posture": counts["posture"],
+            "fingerprints": counts["fingerprints"],
             "requests": self._request_stats(),
         })
 
@@ -338,9 +347,9 @@ class SnapshotCollector:
                 for _, future in pending:
                     future.cancel()
 
-    def _discard(self, writers: dict[str, TableWriter]) -> None:
+    def _discard(self, writers: list[TableWriter | FingerprintRecorder]) -> None:
         """Best effort: remove the parts of a snapshot that will never be committed."""
-        keys = [key for writer in writers.values() for key in writer.abort()]
+        keys = [key for writer in writers for key in writer.abort()]
         if not keys:
             return
         try:

@@ -5,7 +5,10 @@ tables of both snapshots, one device's rows at a time. Rows are compared as raw
 bytes after their per-snapshot prefix (`snapshot_id`, `fetched_at`); only rows
 whose bytes differ are parsed. Check-in noise (rules.DEFAULT_IGNORED_FIELDS) is
 cut out of the raw bytes first when that is provably safe, so a fleet that only
-checked in again costs no JSON parsing at all.
+checked in again costs no JSON parsing at all. Before that, when both snapshots carry
+fingerprints cut as this comparison cuts (diff/fingerprints.py, written by the collector), only the
+devices whose fingerprints differ, or that one snapshot lacks, are read at all
+(diff/changed_devices.py); the events are the same either way (tests/test_fingerprint_equivalence.py).
 
 Running (`SnapshotDiffer.run`) writes every event to the changes file first, then
 publishes them in batches, then a `snapshot_summary`. Progress markers under
@@ -41,11 +44,12 @@ from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatErr
 from kandji_snapshots.diff.progress import ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers
 from kandji_snapshots.diff.transitions import Transition, TransitionClaims
 from kandji_snapshots.diff.already_published import AlreadyPublished
+from kandji_snapshots.diff.changed_devices import changed_device_pairs, with_fallback
 from kandji_snapshots.diff.device_pairs import DevicePair, after_checkpoint, merge_by_device, pause_at_deadline
 from kandji_snapshots.diff.posture_changes import PostureComparison
 from kandji_snapshots.diff.unread_devices import UnreadDevices
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
-from kandji_snapshots.diff.field_changes import VolatileValues, field_changes
+from kandji_snapshots.diff.field_changes import _INVENTORY_NOISE, VolatileValues, field_changes, without_inventory_noise  # noqa: F401 (tests)
 from kandji_snapshots.snapshots.layout import manifest_key
 from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.publisher import Publisher, PublishError, event_message, plan_batches
@@ -78,10 +82,12 @@ class SnapshotComparison:
     """The events between two snapshots, in order: device_id, change type, app identity."""
 
     def __init__(self, store: ObjectStore, previous: Manifest, current: Manifest, rules: ChangeRules, *,
-                 resume_after: bytes | None = None, should_stop: Callable[[], bool] | None = None):
+                 resume_after: bytes | None = None, should_stop: Callable[[], bool] | None = None,
+                 use_fingerprints: bool = True):
         # resume_after: devices up to this id were compared by an earlier attempt (checkpoint), skip them.
         # should_stop: asked every few devices; True raises ComparisonPaused at a device boundary.
         self._resume_after = resume_after
+        self._use_fingerprints = use_fingerprints  # off: every device compared (benchmarks, equivalence tests)
         self._should_stop = should_stop
         self._store = store
         self._previous = previous
@@ -94,8 +100,15 @@ class SnapshotComparison:
 
     def _pairs(self) -> Iterator[DevicePair]:
         """Both snapshots' devices side by side, past the checkpoint, pausing when the time runs short."""
-        pairs = merge_by_device(iter_device_rows(self._store, self._previous),
-                                iter_device_rows(self._store, self._current))
+        # Devices whose fingerprints are all equal are left out unread (diff/changed_devices.py), when
+        # both snapshots have fingerprints cut as this comparison cuts; else every device is paired.
+        def every_device() -> Iterator[DevicePair]:
+            return merge_by_device(iter_device_rows(self._store, self._previous),
+                                   iter_device_rows(self._store, self._current))
+        fingerprinted = (changed_device_pairs(self._store, self._previous, self._current, self._rules)
+                         if self._use_fingerprints else None)
+        pairs = every_device() if fingerprinted is None else with_fallback(
+            fingerprinted, every_device, self._resume_after, self._current.snapshot_id)
         pairs = after_checkpoint(pairs, self._resume_after)
         if self._should_stop is not None:
             pairs = pause_at_deadline(pairs, self._should_stop, self._resume_after)
@@ -201,24 +214,6 @@ class SnapshotComparison:
         return [event for _, _, event in events]
 
 
-_INVENTORY_NOISE = VolatileValues(("app_id", "creation_date", "modification_date"))
-# An app row's body is encoded in schema order with every column: `"app_id":…,"app_name":…,…,
-# "creation_date":…,"modification_date":…,"path":…`. So the three are cut by slicing between the keys
-# around them, which costs a third of the key-by-key cut. `,"key":` is always a key: a quote inside a
-# value is escaped. A body of any other shape (say, an older column order) is cut key by key.
-_AFTER_APP_ID, _DATES, _AFTER_DATES = b',"app_name":', b',"creation_date":', b',"path":'
-
-
-def without_inventory_noise(body: bytes) -> bytes:
-    """An app row's body without the values Kandji renumbers and restamps at every inventory."""
-    name = body.find(_AFTER_APP_ID)
-    dates = body.find(_DATES, name)
-    after = body.find(_AFTER_DATES, dates)
-    if 0 < name < dates < after and body.startswith(b'"app_id":'):
-        return body[name:dates] + body[after:]
-    return _INVENTORY_NOISE.strip(body, 0)
-
-
 def _known_apps(rows: DeviceRows) -> list[dict[str, Any]] | None:
     """The device's apps, or None when they were never read (unknown, not "no apps")."""
     return app_list(json.loads(line) for line in rows.apps) if rows.apps_known() else None
@@ -239,8 +234,9 @@ def _apps_by_identity(lines: Iterable[bytes]) -> dict[tuple[str, str, str], dict
 
 
 def diff_snapshots(store: ObjectStore, previous: Manifest, current: Manifest,
-                   rules: ChangeRules | None = None) -> Iterator[dict[str, Any]]:
-    return iter(SnapshotComparison(store, previous, current, rules or ChangeRules()))
+                   rules: ChangeRules | None = None, *, use_fingerprints: bool = True) -> Iterator[dict[str, Any]]:
+    return iter(SnapshotComparison(store, previous, current, rules or ChangeRules(),
+                                   use_fingerprints=use_fingerprints))
 
 
 # --- the run: changes file, publishing, progress markers ------------------------
@@ -254,6 +250,8 @@ class DifferSettings:
     # Stop comparing with less time left than this: enough to save the checkpoint (the events so far).
     compare_margin_seconds: float = 30.0
     tenant_severity: dict[str, str] | None = None  # tenant_changes.severity_table (None: its defaults)
+    # Skip the devices whose fingerprints are equal (diff/changed_devices.py); off compares every device.
+    use_fingerprints: bool = True
 
 
 @dataclass
@@ -464,7 +462,8 @@ class SnapshotDiffer:
         margin = self._settings.compare_margin_seconds
         comparison = SnapshotComparison(self._store, previous, current, self._rules,
                                         resume_after=checkpoint.after_device,
-                                        should_stop=None if time_left is None else lambda: time_left() < margin)
+                                        should_stop=None if time_left is None else lambda: time_left() < margin,
+                                        use_fingerprints=self._settings.use_fingerprints)
 
         found: Iterable[dict[str, Any]] = comparison
         if transition.replaces is not None:  # a snapshot no longer committed diffed against `previous` first

@@ -147,6 +147,13 @@ class DeviceRows:
             self._parsed = json.loads(self.device)
         return self._parsed
 
+    @classmethod
+    def from_lines(cls, device: bytes, details: list[bytes], apps: list[bytes], posture: list[bytes]) -> "DeviceRows":
+        """One device's rows read some other way than iter_device_rows (diff/changed_devices.py)."""
+        device_id, head = row_head(device, False)
+        return cls(device_id, device, head, details, _shared_prefix(details), apps, _shared_prefix(apps),
+                   posture=posture)
+
     def details_known(self) -> bool:
         """False for a device the collector listed but never fetched (details written with fetched_at null)."""
         if not self.details:
@@ -167,6 +174,14 @@ class DeviceRows:
             skip = len(self.apps_prefix)
             return [line[skip:] for line in self.apps]
         return [line[row_head(line, True)[1]:] for line in self.apps]
+
+
+def _shared_prefix(lines: list[bytes]) -> bytes | None:
+    """The per-snapshot prefix all `lines` share (details/apps rows), None if they do not share one."""
+    if not lines:
+        return None
+    prefix = lines[0][:row_head(lines[0], True)[1]]
+    return prefix if all(line.startswith(prefix) for line in lines) else None
 
 
 def iter_device_rows(store: ObjectStore, manifest: Manifest) -> Iterator[DeviceRows]:

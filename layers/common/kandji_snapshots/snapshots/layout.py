@@ -45,6 +45,11 @@ def audit_claim_key(base_snapshot_id: str | None, attempt: int) -> str:
     return f"{SNAPSHOT_PREFIX}_audit/continued/{base_snapshot_id or 'first'}.{attempt}.json"
 
 
+def fingerprints_key(snapshot_id: str) -> str:
+    """The snapshot's per-device fingerprints (diff/fingerprints.py), listed in its manifest."""
+    return f"{SNAPSHOT_PREFIX}fingerprints/dt={partition_date(snapshot_id)}/{snapshot_id}.tsv.gz"
+
+
 def manifest_key(snapshot_id: str) -> str:
     return f"{MANIFEST_PREFIX}dt={partition_date(snapshot_id)}/{snapshot_id}/manifest.json"
 

@@ -11,21 +11,35 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 from kandji_snapshots.snapshots.layout import table_part_key
 from kandji_snapshots.snapshots.normalize import encode_row
 from kandji_snapshots.snapshots.storage import ObjectStore
 
 DEFAULT_ROWS_PER_PART = 100_000
+# A part is a series of gzip members (one gzip file to every reader: Athena, DuckDB, Python's gzip),
+# each started at a device's first row once the one before holds this many uncompressed bytes. A
+# reader that knows where a device's rows are (the fingerprint index) inflates only their member.
+MEMBER_BYTES = 128 * 1024
+
+
+class RowLocation(NamedTuple):
+    """Where a row starts: part number, the byte its gzip member starts at, its offset in the member."""
+
+    part: int
+    member: int
+    offset: int
 
 
 class TableWriter:
     def __init__(self, store: ObjectStore, table: str, snapshot_id: str, *,
-                 rows_per_part: int = DEFAULT_ROWS_PER_PART, day: str | None = None):
+                 rows_per_part: int = DEFAULT_ROWS_PER_PART, day: str | None = None,
+                 on_line: Callable[[bytes, str, RowLocation], None] | None = None):
         self._day = day  # the partition, when it is not the snapshot's day
         self._store = store
+        self._on_line = on_line  # sees every row written (the collector's fingerprints)
         self._table = table
         self._snapshot_id = snapshot_id
         self._rows_per_part = rows_per_part
@@ -33,6 +47,8 @@ class TableWriter:
         self._buffer: io.BytesIO | None = None
         self._gzip: gzip.GzipFile | None = None
         self._rows_in_part = 0
+        self._member_start = 0  # where the current gzip member starts in the part
+        self._member_bytes = 0  # uncompressed bytes in it so far
         self._parts = 0
         self.rows = 0
         self.keys: list[str] = []
@@ -46,15 +62,27 @@ class TableWriter:
         if self.last_device_id is not None and device_id < self.last_device_id:
             raise AssertionError(f"{self._table} rows out of device_id order: {device_id} after "
                                  f"{self.last_device_id}")
+        new_device = device_id != self.last_device_id
         self.last_device_id = device_id
         if self._gzip is None:
             self._buffer = io.BytesIO()
-            self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb", compresslevel=6, mtime=0)
+            self._start_member()
+        elif new_device and self._member_bytes >= MEMBER_BYTES:
+            self._gzip.close()  # the member's trailer; the part goes on with the next member
+            self._start_member()
+        if self._on_line is not None:
+            self._on_line(line, device_id, RowLocation(self._parts, self._member_start, self._member_bytes))
         self._gzip.write(line)
+        self._member_bytes += len(line)
         self._rows_in_part += 1
         self.rows += 1
         if self._rows_in_part >= self._rows_per_part:
             self._finish_part()
+
+    def _start_member(self) -> None:
+        assert self._buffer is not None
+        self._member_start, self._member_bytes = self._buffer.tell(), 0
+        self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb", compresslevel=6, mtime=0)
 
     def _finish_part(self) -> None:
         assert self._gzip is not None and self._buffer is not None
