@@ -24,8 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.sam_artifacts import (FUNCTIONS, lambda_environment, lambda_sys_path, python313,  # noqa: E402
-                                   runtime_packages, sam_build)
+from scripts.sam_artifacts import FUNCTIONS, lambda_environment, lambda_sys_path, python313, runtime_packages, sam_build  # noqa: E402
 
 PROBE = """
 import json, sys, time

@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "layers" / "common"), str(ROOT)]
 
-from kandji_snapshots.kandji.config import parse_secret  # noqa: E402
 from kandji_snapshots.collect.runtime import CollectorRun, build_collector  # noqa: E402
+from kandji_snapshots.kandji.config import parse_secret  # noqa: E402
 from kandji_snapshots.settings import CollectorSettings  # noqa: E402
 from kandji_snapshots.snapshots.timeutil import SystemClock  # noqa: E402
 

@@ -41,8 +41,8 @@ from kandji_snapshots.diff.rules import ChangeRules
 from kandji_snapshots.snapshots.catalog import MANIFEST_SCHEMA_VERSION, Manifest, write_manifest
 from kandji_snapshots.snapshots.layout import TABLE_NAMES
 from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, encode_row
-from kandji_snapshots.snapshots.table_io import TableWriter, iter_lines
 from kandji_snapshots.snapshots.storage import LocalObjectStore
+from kandji_snapshots.snapshots.table_io import TableWriter, iter_lines
 
 BEFORE, AFTER = "20261123T100000Z", "20261123T110000Z"
 DIFFER_MEMORY_MB, ONE_VCPU_MB = 1024, 1769  # template.yaml's DifferFunction; Lambda's memory per vCPU
@@ -142,8 +142,8 @@ def phase_read(folder: str) -> dict:
 
 
 def phase_diff(folder: str, max_events: int = 10**9, use_fingerprints: bool = True) -> dict:
-    from kandji_snapshots.diff.publisher import MemoryPublisher
     from kandji_snapshots.diff.differ import DifferSettings
+    from kandji_snapshots.diff.publisher import MemoryPublisher
     from kandji_snapshots.diff.runtime import DifferEnvironment, build_differ
 
     publisher = MemoryPublisher()

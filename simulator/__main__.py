@@ -12,7 +12,6 @@ import threading
 from . import Fleet, KandjiSimulator
 from .server import HEADER_ERAS, PRISM_PAGE_ROWS
 
-
 EXAMPLE_TOKEN = "simulator-example-token-0123456789"
 
 

@@ -42,10 +42,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .fleet import Fleet
-from .raw_values import RawValues
 from . import prism_categories
+from .fleet import Fleet
 from .params import BadRequest, int_param
+from .raw_values import RawValues
 from .tenant import Tenant
 
 JSON_TYPE = "application/json"

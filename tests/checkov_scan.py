@@ -15,8 +15,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from tests.cfn_yaml import load_template
 from template_model import ROOT, TEMPLATE_PATH, transform_template
+
+from tests.cfn_yaml import load_template
 
 # Runs checkov's own entry point with every socket refusing to connect, and reports any attempt.
 _CHECKOV_BOOTSTRAP = textwrap.dedent(

@@ -112,8 +112,9 @@ def aws(moto_endpoint, monkeypatch):
 @pytest.fixture(scope="session")
 def sam() -> dict:
     """template.yaml as written (SAM), intrinsic tags as their Fn:: forms."""
-    from tests.cfn_yaml import load_template
     from template_model import TEMPLATE_PATH
+
+    from tests.cfn_yaml import load_template
 
     return load_template(TEMPLATE_PATH)
 

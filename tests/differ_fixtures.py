@@ -16,11 +16,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kandji_fakes import StepClock
-from kandji_snapshots.snapshots.catalog import Manifest
+
 from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
-from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
 from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher, Message, PublishError
+from kandji_snapshots.errors import DeviceNotFound, KandjiAuthError
+from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.snapshots.layout import changes_key
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, ObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows

@@ -13,11 +13,19 @@ from pathlib import Path
 
 import boto3
 import pytest
-
-from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, manifests, read_rows, \
-    subscribe_queue
+from aws_helpers import (
+    BUCKET,
+    all_keys,
+    create_bucket,
+    create_secret,
+    drain_queue,
+    manifests,
+    read_rows,
+    subscribe_queue,
+)
 from conftest import FakeLambdaContext, load_handler
 from kandji_fakes import RunClock, run_handler_on
+
 from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.snapshots.layout import manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore

@@ -30,11 +30,9 @@ import botocore.loaders
 import botocore.session
 import requests
 import sqlglot
-from sqlglot import exp
-
 from athena_stand_in import RecordingAthena
-from iam_policy import (CannotJudge, Grant, Request, as_list, evaluate, evaluate_resource_policy, grant_used_by,
-                        grants)
+from iam_policy import CannotJudge, Grant, Request, as_list, evaluate, evaluate_resource_policy, grant_used_by, grants
+from sqlglot import exp
 from template_model import parameter_values, resolved_resources
 
 ACCOUNT = "123456789012"  # moto's default account

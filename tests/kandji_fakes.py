@@ -136,6 +136,7 @@ class RunClock:
 def run_handler_on(clock, event: dict, context) -> dict:
     """The collector Lambda's handler, with its run on `clock` instead of the system's."""
     from conftest import load_handler
+
     from kandji_snapshots.collect import runtime
 
     handler = load_handler("collector")

@@ -466,7 +466,9 @@ def _stray_files(root: Path) -> Iterator[str]:
         key = path.relative_to(root).as_posix()
         if not path.is_file() or path.name.endswith(".partial") or "/dt=" not in key:
             continue
-        if key.startswith(("snapshots/manifests/", "changes/_published/")):
+        # Beside the tables, not under any Glue table's location: the manifests, the differ's progress and the
+        # fingerprint indexes (diff/fingerprints.py).
+        if key.startswith(("snapshots/manifests/", "changes/_published/", "snapshots/fingerprints/")):
             continue
         if not _DATA_KEY.match(key):
             yield key

@@ -13,22 +13,28 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
-from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
-from moto.sns.models import sns_backends
-
 from aws_helpers import BUCKET, drain_queue, read_object, subscribe_queue
 from conftest import load_handler
 from differ_fixtures import FakeFleet
 from handler_pipeline import manifest_event
-from kandji_snapshots.diff.messages import (SUBJECT_MAX_CHARS, MessageContext, ascii_text, device_history_sql,
-                                            event_email, event_subject, subject)
-from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, ChatPublisher, MemoryPublisher, PublishError,
-                                             event_message)
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sns.models import sns_backends
+from sns_messages import SECRET_LOOKING, check_subject, delivered
+
+from kandji_snapshots.diff.messages import (
+    SUBJECT_MAX_CHARS,
+    MessageContext,
+    ascii_text,
+    device_history_sql,
+    event_email,
+    event_subject,
+    subject,
+)
+from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, ChatPublisher, MemoryPublisher, PublishError, event_message
 from kandji_snapshots.inert_text import NAME_MAX_CHARS
 from kandji_snapshots.snapshots.layout import changes_key, manifest_key
 from kandji_snapshots.snapshots.storage import S3ObjectStore
-from sns_messages import SECRET_LOOKING, check_subject, delivered
 
 REGION = "us-east-1"
 WORKGROUP, DATABASE = "kandji-snapshots-fleet", "kandji_snapshots"

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from kandji_snapshots.kandji.config import parse_secret, validate_api_url
 from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.kandji.config import parse_secret, validate_api_url
 
 
 @pytest.mark.parametrize("url, root", [

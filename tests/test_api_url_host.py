@@ -13,9 +13,9 @@ import threading
 
 import pytest
 import requests
-
 from aws_helpers import BUCKET, create_bucket, create_secret
 from conftest import FakeLambdaContext, load_handler
+
 from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.kandji.client import KandjiClient
 from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url

@@ -11,19 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import boto3
-
+import pytest
 from aws_helpers import BUCKET, all_keys, manifests
 from conftest import load_handler
+from handler_pipeline import SCHEDULER_EVENT, collect_and_diff, start
+
 from kandji_snapshots.collect import collector as collector_module
-from kandji_snapshots.query import athena_sql
-from kandji_snapshots.query import local_duckdb
+from kandji_snapshots.query import athena_sql, local_duckdb
 from kandji_snapshots.snapshots import layout
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from simulator import Fleet
-from handler_pipeline import SCHEDULER_EVENT, collect_and_diff, start
 
 
 def download(root: Path) -> Path:

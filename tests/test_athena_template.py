@@ -17,18 +17,18 @@ from typing import Any
 import pytest
 import sqlglot
 from sqlglot import exp
-
-from kandji_snapshots.history.queries import HISTORY_QUERIES
-from kandji_snapshots.history.tables import HISTORY_TABLES
-from kandji_snapshots.query import athena_sql
-from kandji_snapshots.snapshots import layout
-from kandji_snapshots.snapshots.timeutil import partition_date
 from template_model import (
     as_list,
     resolved_resources,
     resources_of_type,
     transform_template,
 )
+
+from kandji_snapshots.history.queries import HISTORY_QUERIES
+from kandji_snapshots.history.tables import HISTORY_TABLES
+from kandji_snapshots.query import athena_sql
+from kandji_snapshots.snapshots import layout
+from kandji_snapshots.snapshots.timeutil import partition_date
 
 TABLES = ("devices", "device_details", "device_apps", "device_posture", "committed_snapshots", "changes",
           "audit_events", "threats", "vulnerability_detections", "vulnerabilities", "users", "blueprints")

@@ -6,9 +6,17 @@ import json
 
 import pytest
 
-from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifest, committed_snapshot_ids,
-                                                latest_snapshot_id, load_manifest, load_manifest_key,
-                                                manifest_exists, previous_snapshot_id, write_manifest)
+from kandji_snapshots.snapshots.catalog import (
+    MANIFEST_SCHEMA_VERSION,
+    Manifest,
+    committed_snapshot_ids,
+    latest_snapshot_id,
+    load_manifest,
+    load_manifest_key,
+    manifest_exists,
+    previous_snapshot_id,
+    write_manifest,
+)
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
 

@@ -11,13 +11,13 @@ from dataclasses import replace
 
 import boto3
 import pytest
-
 from aws_helpers import BUCKET
+from handler_pipeline import snapshot_keys
+
 from kandji_snapshots.collect import runtime as collector_runtime
 from kandji_snapshots.errors import SnapshotWriteError
 from kandji_snapshots.snapshots.storage import S3ObjectStore
 from simulator import Fleet
-from handler_pipeline import snapshot_keys
 
 
 class StubS3:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from aws_helpers import create_secret
 from kandji_fakes import simulator_client
+
 from kandji_snapshots.cli import main as cli
-from kandji_snapshots.kandji.config import EXPECTED_FORM
 from kandji_snapshots.cli.progress import ProgressBar
 from kandji_snapshots.errors import KandjiApiError
+from kandji_snapshots.kandji.config import EXPECTED_FORM
 from simulator import Fleet, KandjiSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -472,6 +472,7 @@ TERMINAL_ACTIVE = ("\x1b", "\x07", "\x9b", "\u202e")
 @pytest.fixture
 def renamed_fleet_folder(tmp_path):
     from differ_fixtures import FakeFleet
+
     from kandji_snapshots.snapshots.storage import LocalObjectStore
 
     store = LocalObjectStore(tmp_path)
@@ -567,8 +568,8 @@ def test_a_legacy_eu_tenant_url_is_accepted(capsys, monkeypatch, tmp_path):
     assert code == 2 and "No API token" in err and "not a Kandji tenant API host" not in err
     token_file = tmp_path / "token"
     token_file.write_text(json.dumps({"api_url": "https://acme.clients.eu.kandji.io", "api_token": TOKEN}))
-    from kandji_snapshots.cli.credentials import resolve_credentials
     from kandji_snapshots.cli.console import Console
+    from kandji_snapshots.cli.credentials import resolve_credentials
     args = cli.build_parser().parse_args(["check", "--token-file", str(token_file)])
     credentials, _ = resolve_credentials(args, Console(), {})
     assert credentials.endpoint.api_root == "https://acme.clients.eu.kandji.io/api/v1/"

@@ -8,13 +8,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, manifests, read_rows
 from conftest import load_handler
 from kandji_fakes import FakeClock, run_handler_on
+
 from kandji_snapshots.collect import runtime as collector_runtime
-from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiAuthError, KandjiSnapshotsError,
-                                     RateLimitExhausted)
+from kandji_snapshots.errors import (
+    ConfigurationError,
+    DeadlineExceeded,
+    KandjiAuthError,
+    KandjiSnapshotsError,
+    RateLimitExhausted,
+)
 from kandji_snapshots.kandji.paging import PrismPaginator
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from simulator import Fleet, KandjiSimulator

@@ -4,13 +4,13 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from kandji_fakes import FakeKandjiApi, StepClock, auth_error, device
 
-from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError, SnapshotWriteError
-from kandji_snapshots.snapshots.table_io import iter_rows
+from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
-from kandji_fakes import FakeKandjiApi, StepClock, auth_error, device
+from kandji_snapshots.snapshots.table_io import iter_rows
 
 IDS = [f"id-{index:03d}" for index in (5, 1, 3, 2, 4)]
 

@@ -4,6 +4,7 @@ budget, and the run reads the injected clock (snapshot id from its `now`, deadli
 from __future__ import annotations
 
 from kandji_fakes import FakeClock
+
 from kandji_snapshots.collect.runtime import WRITE_MARGIN_SECONDS, build_collector
 from kandji_snapshots.kandji.config import parse_secret
 from kandji_snapshots.settings import CollectorSettings

@@ -7,6 +7,8 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from local_pipeline import TOKEN, collect_with_simulator
+
 from kandji_snapshots.cli.main import main
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
@@ -15,7 +17,6 @@ from kandji_snapshots.snapshots.catalog import Manifest, write_manifest
 from kandji_snapshots.snapshots.layout import committed_key
 from kandji_snapshots.snapshots.storage import LocalObjectStore, MemoryObjectStore
 from simulator import Fleet, KandjiSimulator
-from local_pipeline import TOKEN, collect_with_simulator
 
 
 def manifest(snapshot_id: str, previous: str | None = None) -> Manifest:

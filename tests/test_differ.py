@@ -7,21 +7,27 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-
 from differ_fixtures import FIRST, SECOND, FakeFleet, FlakyPublisher, Run, app, default_apps, diff
 from kandji_fakes import StepClock
-from kandji_snapshots.snapshots.catalog import load_manifest
-from kandji_snapshots.diff.events import app_identity
+
 from kandji_snapshots.collect.collector import SnapshotCollector
-from kandji_snapshots.diff.differ import (_INVENTORY_NOISE, SnapshotDiffer, SnapshotNotCommitted,
-                                         diff_snapshots, without_inventory_noise)
-from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix
-from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, MemoryPublisher, PublishError
 from kandji_snapshots.collect.refresh import RequestBudget
+from kandji_snapshots.diff.differ import (
+    _INVENTORY_NOISE,
+    SnapshotDiffer,
+    SnapshotNotCommitted,
+    diff_snapshots,
+    without_inventory_noise,
+)
+from kandji_snapshots.diff.events import app_identity
+from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, MemoryPublisher, PublishError
+from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.snapshots.device_rows import row_head
+from kandji_snapshots.snapshots.layout import changes_key, published_marker_prefix
 from kandji_snapshots.snapshots.normalize import app_rows, encode_row
-from kandji_snapshots.snapshots.table_io import iter_rows
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
+from kandji_snapshots.snapshots.table_io import iter_rows
+
 
 def only_event(run: Run) -> dict:
     assert len(run.events) == 1, run.events

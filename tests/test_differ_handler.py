@@ -8,11 +8,11 @@ import re
 
 import boto3
 import pytest
-
 from aws_helpers import BUCKET, drain_queue, subscribe_queue
 from conftest import FakeLambdaContext, load_handler
 from differ_fixtures import FakeFleet, Run
 from handler_pipeline import manifest_event
+
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.runtime import DifferEnvironment, UnexpectedTrigger, snapshot_id_from_trigger
 from kandji_snapshots.errors import ConfigurationError, DeadlineExceeded, KandjiSnapshotsError

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import pytest
-
-from kandji_snapshots.diff.rules import (DEFAULT_IGNORED_FIELDS, HIGH, INFO, SEVERITY_RULES, ChangeRules,
-                                         build_downgraded, downgraded, highest, lost_mode_enabled,
-                                         parse_ignore_fields, version_key)
-from kandji_snapshots.diff.differ import VolatileValues, field_changes, row_head
-from kandji_snapshots.snapshots.normalize import details_row, device_row, encode_row
 from differ_fixtures import details_payload, device_item
+
+from kandji_snapshots.diff.differ import VolatileValues, field_changes, row_head
+from kandji_snapshots.diff.rules import (
+    DEFAULT_IGNORED_FIELDS,
+    HIGH,
+    INFO,
+    SEVERITY_RULES,
+    ChangeRules,
+    build_downgraded,
+    downgraded,
+    highest,
+    lost_mode_enabled,
+    parse_ignore_fields,
+    version_key,
+)
+from kandji_snapshots.snapshots.normalize import details_row, device_row, encode_row
 
 
 def test_check_in_fields_are_ignored_by_default():

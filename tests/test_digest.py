@@ -8,18 +8,25 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
-
 from aws_helpers import drain_queue, read_object, subscribe_queue
 from conftest import load_handler
 from differ_fixtures import FakeFleet
+from sns_messages import check_subject, delivered
+
 from kandji_snapshots.diff.differ import SnapshotDiffer
-from kandji_snapshots.diff.digest import (BadDigestDay, BadDigestRequest, DigestMarker, DigestRequest,
-                                         build_digest, digest_day, publish_daily_digest)
+from kandji_snapshots.diff.digest import (
+    BadDigestDay,
+    BadDigestRequest,
+    DigestMarker,
+    DigestRequest,
+    build_digest,
+    digest_day,
+    publish_daily_digest,
+)
 from kandji_snapshots.diff.publisher import MemoryPublisher, PublishError
 from kandji_snapshots.diff.runtime import run_digest
 from kandji_snapshots.snapshots.layout import digest_marker_key
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
-from sns_messages import check_subject, delivered
 
 BUCKET = "kandji-snapshots-digest-test"
 DAY = "2026-11-23"

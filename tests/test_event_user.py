@@ -7,6 +7,7 @@ row of the current snapshot, or of the previous one for a removed device, and ne
 from __future__ import annotations
 
 from differ_fixtures import SECOND, FakeFleet, app, diff
+
 from kandji_snapshots.diff.events import event_user
 from kandji_snapshots.diff.messages import chat_notification, event_email, event_subject, user_label
 

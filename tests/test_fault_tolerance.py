@@ -23,23 +23,29 @@ from pathlib import Path
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
-
 from aws_helpers import BUCKET, all_keys, create_bucket, read_rows
+from botocore.exceptions import ClientError
 from conftest import FakeLambdaContext
 from handler_pipeline import TOKEN, Pipeline, assert_complete, committed_ids, snapshot_keys, the_manifest
+
 from kandji_snapshots.collect import runtime as collector_runtime
+from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.diff import runtime as differ_runtime
-from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
-from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.diff.differ import SnapshotIncomplete
-from kandji_snapshots.errors import (DeadlineExceeded, KandjiApiError, KandjiAuthError, KandjiSnapshotsError,
-                                     RateLimitExhausted, SnapshotWriteError)
-from kandji_snapshots.kandji.client import RetryPolicy
-from kandji_snapshots.snapshots.layout import manifest_key, published_marker_prefix
 from kandji_snapshots.diff.publisher import PublishError, SnsPublisher
+from kandji_snapshots.errors import (
+    DeadlineExceeded,
+    KandjiApiError,
+    KandjiAuthError,
+    KandjiSnapshotsError,
+    RateLimitExhausted,
+    SnapshotWriteError,
+)
+from kandji_snapshots.kandji.client import RetryPolicy
+from kandji_snapshots.kandji.config import KandjiCredentials, validate_api_url
 from kandji_snapshots.settings import CollectorSettings
+from kandji_snapshots.snapshots.layout import manifest_key, published_marker_prefix
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 from simulator import Fleet, KandjiSimulator
 from simulator.server import MAINTENANCE_HTML

@@ -15,17 +15,17 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-
 from differ_fixtures import FIRST, SECOND, FakeFleet, app
 from kandji_fakes import StepClock
+
 from kandji_snapshots.collect.collector import CollectorSettings, SnapshotCollector
 from kandji_snapshots.diff import fingerprints
 from kandji_snapshots.diff.changed_devices import changed_device_pairs
 from kandji_snapshots.diff.differ import diff_snapshots
 from kandji_snapshots.diff.field_changes import VolatileValues
 from kandji_snapshots.diff.rules import ChangeRules
-from kandji_snapshots.snapshots.catalog import load_manifest, write_manifest
 from kandji_snapshots.snapshots import table_io
+from kandji_snapshots.snapshots.catalog import load_manifest, write_manifest
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
 
@@ -208,6 +208,7 @@ def hand_snapshot(store, snapshot_id: str, details: dict, details_fetched_at: st
                   posture_row_args: tuple | None = None) -> None:
     """One device's snapshot, fingerprinted as the collector does (TableWriter feeding the recorder)."""
     from differ_fixtures import device_item
+
     from kandji_snapshots.diff.fingerprints import FingerprintRecorder
     from kandji_snapshots.snapshots.catalog import MANIFEST_SCHEMA_VERSION, Manifest
     from kandji_snapshots.snapshots.layout import TABLE_NAMES

@@ -9,8 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kandji_snapshots.history.copier import (CopySettings, HistoryCopier, HistoryCopyFailed, QueryState,
-                                             QueryStatus)
+from kandji_snapshots.history.copier import CopySettings, HistoryCopier, HistoryCopyFailed, QueryState, QueryStatus
 from kandji_snapshots.history.runtime import BadHistoryRequest, run_history_copy
 from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.snapshots.catalog import Manifest, write_manifest

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from athena_stand_in import RecordingAthena
 from aws_helpers import BUCKET, all_keys, create_bucket, manifests
 from conftest import load_handler
+from handler_pipeline import start
+
 from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.snapshots.layout import table_part_key
 from simulator import Fleet
-from handler_pipeline import start
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULER_EVENT = json.loads((ROOT / "events" / "scheduler_event.json").read_text())

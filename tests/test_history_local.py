@@ -11,13 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from local_pipeline import Pipeline, run_pipeline
 
 from kandji_snapshots.history import local_copy
 from kandji_snapshots.history.queries import HISTORY_QUERIES
 from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.snapshots.layout import history_partition_prefix, table_part_key
 from kandji_snapshots.snapshots.timeutil import snapshot_id_for, snapshot_time
-from local_pipeline import Pipeline, run_pipeline
 
 DEVICES = 240  # enough app rows per snapshot for several row groups (DuckDB cuts them at 2,048 rows at least)
 

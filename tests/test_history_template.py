@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from template_model import as_list, function_role, props, resources_of_type, role_statements
 
 from kandji_snapshots.history.queries import HISTORY_QUERIES
-from kandji_snapshots.history.tables import BUCKET_COUNT, BUCKET_COLUMN, HISTORY_TABLES, PARTITION_KEYS
+from kandji_snapshots.history.tables import BUCKET_COLUMN, BUCKET_COUNT, HISTORY_TABLES, PARTITION_KEYS
 from kandji_snapshots.snapshots.layout import HISTORY_PREFIX, history_table_prefix
-from template_model import as_list, function_role, props, resources_of_type, role_statements
 
 SUB = "Fn::Sub"
 

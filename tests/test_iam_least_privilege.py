@@ -28,16 +28,16 @@ from datetime import date, timedelta
 
 import boto3
 import pytest
-
 from aws_helpers import manifests
 from conftest import FakeLambdaContext, load_handler
+from handler_pipeline import manifest_event
 from iam_runtime import Call, MotoStack, Verdict, function_roles, judge, judged_requests, moto_refusals
+from template_model import ALLOWED_MANAGED_POLICIES
+
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError, SnapshotWriteError
 from kandji_snapshots.history.tables import HISTORY_TABLES
 from kandji_snapshots.snapshots.layout import history_partition_prefix, manifest_key
 from simulator import Fleet, KandjiSimulator
-from handler_pipeline import manifest_event
-from template_model import ALLOWED_MANAGED_POLICIES
 
 TOKEN = "kst-iam-token"
 FEATURES = {"ChatNotifications": "Enabled", "DailyDigest": "Enabled"}  # every optional function and grant
@@ -186,10 +186,11 @@ def run_pipeline(stack: MotoStack, monkeypatch) -> dict[str, list[Call]]:
     # The remedy the differ's error gives for a part lost for good: delete the manifest of the snapshot that
     # lost it. The next snapshot's retry releases its claim on it and takes over the claim that one held.
     with pipeline.kandji():
+        fleet.set_filevault(fleet.device_ids()[0], True)  # a change, so the diff reads that device's details
         fleet.check_in_all()
         pipeline.collect()
     third = max(manifests(bucket), key=lambda manifest: manifest["snapshot_id"])
-    s3.delete_object(Bucket=bucket, Key=second["tables"]["device_apps"]["keys"][0])
+    s3.delete_object(Bucket=bucket, Key=second["tables"]["device_details"]["keys"][0])
     with pytest.raises(KandjiSnapshotsError):
         pipeline.diff(third)
     s3.delete_object(Bucket=bucket, Key=manifest_key(second["snapshot_id"]))

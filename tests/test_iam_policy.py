@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import pytest
-
-from iam_policy import (CannotJudge, Grant, Request, evaluate, evaluate_resource_policy, grant_used_by, grants,
-                        matches)
+from iam_policy import CannotJudge, Grant, Request, evaluate, evaluate_resource_policy, grant_used_by, grants, matches
 from iam_runtime import Call, NotModelled, requests_of
 
 BUCKET = "arn:aws:s3:::snapshots-bucket"

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 
 from aws_helpers import read_object
-from simulator import Fleet
 from handler_pipeline import the_manifest
+
+from simulator import Fleet
 
 SHARED_NAME_PROFILES = [
     {"name": "Wi-Fi", "uuid": "0F0D", "identifier": "com.example.wifi.office",

@@ -9,6 +9,7 @@ through a whole collector run.
 from __future__ import annotations
 
 import pytest
+from kandji_fakes import simulator_client
 
 from kandji_snapshots.cli.check import ApiProbe
 from kandji_snapshots.cli.cost import cost_lines, posture_requests
@@ -16,11 +17,10 @@ from kandji_snapshots.cli.posture_check import CategoryProbe, probe_posture
 from kandji_snapshots.cli.tenant_check import probe_tenant_sources
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots.collect.runtime import build_collector
-from kandji_snapshots.kandji.paging import DeviceListPaginator, PrismPaginator
 from kandji_snapshots.kandji.config import parse_secret
+from kandji_snapshots.kandji.paging import DeviceListPaginator, PrismPaginator
 from kandji_snapshots.settings import CollectorSettings
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
-from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
 
 TOKEN = "kst-list-pages-7f3a9c"

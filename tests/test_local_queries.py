@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_pipeline import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
 
-from kandji_snapshots.query import athena_sql
-from kandji_snapshots.query import local_duckdb
+from kandji_snapshots.query import athena_sql, local_duckdb
 from kandji_snapshots.snapshots.storage import LocalObjectStore
 from kandji_snapshots.snapshots.timeutil import parse_timestamp
 from simulator import Fleet, KandjiSimulator
-from local_pipeline import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
 
 CHROME = "com.google.Chrome"
 

@@ -10,8 +10,13 @@ from typing import Any
 import pytest
 
 from kandji_snapshots.errors import KandjiApiError, MalformedResponse
-from kandji_snapshots.kandji.paging import (PAGE_LIMIT, DeviceListMoved, DeviceListPaginator, PageRepeated,
-                                            PrismPaginator)
+from kandji_snapshots.kandji.paging import (
+    PAGE_LIMIT,
+    DeviceListMoved,
+    DeviceListPaginator,
+    PageRepeated,
+    PrismPaginator,
+)
 
 
 def read(paginator: DeviceListPaginator | PrismPaginator,

@@ -10,6 +10,7 @@ import json
 from aws_helpers import create_secret, manifests, read_rows
 from conftest import load_handler
 from handler_pipeline import TOKEN, collect_and_diff, start
+
 from kandji_snapshots.snapshots.normalize import app_rows
 from simulator import Fleet, KandjiSimulator
 

@@ -13,12 +13,12 @@ import json
 import logging
 
 import boto3
-
 from aws_helpers import BUCKET, read_rows
-from schema_guard import SchemaGuard
-from simulator import Fleet
 from handler_pipeline import TOKEN, assert_complete, the_manifest
+from schema_guard import SchemaGuard
 from template_model import TEMPLATE_PATH
+
+from simulator import Fleet
 
 HALF_EMOJI = "\ud83d"  # served as the JSON text "\ud83d", as a truncated emoji is
 

@@ -9,24 +9,24 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from aws_helpers import read_rows
 from differ_fixtures import FakeFleet, diff
+from handler_pipeline import collect_and_diff, start
+from kandji_fakes import simulator_client
+
 from kandji_snapshots.collect.posture import FAILED, POSTURE_CATEGORIES, PostureReader
-from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
 from kandji_snapshots.collect.refresh import BudgetExhausted
-from kandji_snapshots.diff.posture_changes import FileVaultSource, filevault_fact, reconcile_filevault
-from kandji_snapshots.kandji.permissions import prism_permission
 from kandji_snapshots.diff.differ import SnapshotDiffer
+from kandji_snapshots.diff.posture_changes import FileVaultSource, filevault_fact, reconcile_filevault
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.diff.rules import FILEVAULT_FIELDS
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
 from kandji_snapshots.kandji.paging import PrismPaginator
+from kandji_snapshots.kandji.permissions import prism_permission
+from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
-from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
-from handler_pipeline import collect_and_diff, start
 
 TOKEN = "sim-token"
 
@@ -588,9 +588,10 @@ def test_a_token_without_prism_permissions_still_gets_complete_snapshots(deploym
 def test_the_posture_queries_find_the_firewall_off_sip_disabled_and_what_changed(tmp_path):
     from datetime import datetime, timedelta, timezone
 
+    from local_pipeline import collect_with_simulator
+
     from kandji_snapshots.query import local_duckdb
     from kandji_snapshots.snapshots.storage import LocalObjectStore
-    from local_pipeline import collect_with_simulator
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     fleet = Fleet.generate(30, seed=33)

@@ -9,8 +9,9 @@ observed. Each test runs a few Macs through the collector and differ handlers on
 from __future__ import annotations
 
 from aws_helpers import read_rows
-from simulator import Fleet
 from handler_pipeline import the_manifest
+
+from simulator import Fleet
 
 FILEVAULT_FIELDS = ("posture.filevault.status", "filevault.filevault_enabled")
 

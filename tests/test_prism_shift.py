@@ -9,14 +9,14 @@ read twice; a shift it cannot match fails the read, and nothing half read is com
 from __future__ import annotations
 
 import pytest
-
 from aws_helpers import all_keys, manifests
+from handler_pipeline import collect_and_diff, start
+from kandji_fakes import simulator_client
+
 from kandji_snapshots.collect.posture import FAILED, READ, PostureReader
 from kandji_snapshots.errors import KandjiApiError
 from kandji_snapshots.kandji.paging import PrismPaginator
-from kandji_fakes import simulator_client
 from simulator import Fleet, KandjiSimulator
-from handler_pipeline import collect_and_diff, start
 
 TOKEN = "kst-prism-shift-5e6f7a"
 

@@ -7,11 +7,18 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
+from aws_helpers import drain_queue, subscribe_queue
 from moto import mock_aws
 
-from aws_helpers import drain_queue, subscribe_queue
-from kandji_snapshots.diff.publisher import (MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, Message, PublishError, SnsPublisher,
-                                        event_message, plan_batches)
+from kandji_snapshots.diff.publisher import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
+    Message,
+    PublishError,
+    SnsPublisher,
+    event_message,
+    plan_batches,
+)
 
 REGION = "us-east-1"
 CHANGES_URI = "s3://bucket/changes/dt=2026-11-23/20261123T110000Z.json.gz"

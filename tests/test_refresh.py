@@ -1,14 +1,19 @@
 """Request budget and rolling refresh: never overspend, never drop a device, carry rows unchanged."""
 
 import pytest
+from kandji_fakes import FakeKandjiApi, StepClock, device
 
 from kandji_snapshots.collect.collector import SnapshotCollector
+from kandji_snapshots.collect.refresh import (
+    BudgetExhausted,
+    PreviousRows,
+    RequestBudget,
+    plan_refresh,
+    with_snapshot_id,
+)
 from kandji_snapshots.snapshots.device_rows import SnapshotFormatError, row_keys
-from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh,
-                                      with_snapshot_id)
-from kandji_snapshots.snapshots.table_io import iter_lines, iter_rows
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
-from kandji_fakes import FakeKandjiApi, StepClock, device
+from kandji_snapshots.snapshots.table_io import iter_lines, iter_rows
 
 
 def test_budget_never_hands_out_more_than_the_cap():

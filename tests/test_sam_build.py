@@ -16,11 +16,22 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from aws_helpers import BUCKET, create_bucket, create_secret, drain_queue, manifests, subscribe_queue
-from scripts.sam_artifacts import (FUNCTIONS, LAYER, ROOT, MissingTool, lambda_environment, lambda_sys_path,
-                                   python313, runtime_packages, sam_build, sam_cli, sam_validate)
 from session_once import shared_folder
+
+from scripts.sam_artifacts import (
+    FUNCTIONS,
+    LAYER,
+    ROOT,
+    MissingTool,
+    lambda_environment,
+    lambda_sys_path,
+    python313,
+    runtime_packages,
+    sam_build,
+    sam_cli,
+    sam_validate,
+)
 from simulator import Fleet, KandjiSimulator
 
 pytestmark = pytest.mark.sam_build

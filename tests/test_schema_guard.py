@@ -17,21 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from kandji_snapshots.history.tables import HISTORY_TABLES
-from kandji_snapshots.query import athena_sql
-from kandji_snapshots.snapshots import schema
 import schema_guard
-from kandji_snapshots.snapshots.catalog import Manifest
+from local_pipeline import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
+from schema_guard import Problem, SchemaGuard, SchemaViolation, parse_hive_type
+from template_model import TEMPLATE_PATH
+
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
+from kandji_snapshots.history.tables import HISTORY_TABLES
+from kandji_snapshots.query import athena_sql
 from kandji_snapshots.settings import CollectorSettings
-from schema_guard import Problem, SchemaGuard, SchemaViolation, parse_hive_type
-from kandji_snapshots.snapshots.table_io import iter_rows
+from kandji_snapshots.snapshots import schema
+from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.snapshots.storage import LocalObjectStore
+from kandji_snapshots.snapshots.table_io import iter_rows
 from simulator import Fleet, KandjiSimulator
-from local_pipeline import TOKEN, Pipeline, change_events, collect_with_simulator, run_pipeline
-from template_model import TEMPLATE_PATH
 
 PLATFORMS = {"Mac", "iPhone", "iPad", "AppleTV", "Windows", "Android"}
 

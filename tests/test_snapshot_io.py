@@ -4,8 +4,8 @@ import json
 import pytest
 
 from kandji_snapshots.snapshots.layout import table_part_key
-from kandji_snapshots.snapshots.table_io import TableWriter, iter_rows
 from kandji_snapshots.snapshots.storage import LocalObjectStore, MemoryObjectStore
+from kandji_snapshots.snapshots.table_io import TableWriter, iter_rows
 
 SNAPSHOT = "20261123T100000Z"
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from template_model import (
     ALLOWED_MANAGED_POLICIES,
     TEMPLATE_PATH,
@@ -32,7 +31,6 @@ from template_model import (
     role_statements,
     transform_template,
 )
-
 
 # Inline Allow statements may use Resource "*" only if ALL their actions are in this set.
 GLUE_CATALOG = {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog"}

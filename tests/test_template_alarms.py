@@ -15,10 +15,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
-from kandji_snapshots import metrics as run_metrics
-from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
 from template_model import (
     PSEUDO_PARAMETERS,
     evaluate_conditions,
@@ -27,6 +23,10 @@ from template_model import (
     resolved_resources,
     resources_of_type,
 )
+
+from kandji_snapshots import metrics as run_metrics
+from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
+from kandji_snapshots.errors import KandjiAuthError, RateLimitExhausted
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_SOURCES = [ROOT / "layers/common/kandji_snapshots/metrics.py"]

@@ -6,9 +6,15 @@ import json
 from typing import Any
 
 import pytest
-
-from template_model import (KMS_KEY, as_list, function_role, props, resolved_resources, role_statements,
-                            snapshot_key_grants)
+from template_model import (
+    KMS_KEY,
+    as_list,
+    function_role,
+    props,
+    resolved_resources,
+    role_statements,
+    snapshot_key_grants,
+)
 
 CHAT = {"ChatNotifications": "Enabled"}
 DIGEST = {"DailyDigest": "Enabled"}

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from checkov_scan import pinned_checkov_version, run_checkov
-from tests.cfn_yaml import load_template
 from template_model import (
     KMS_KEY,
     TEMPLATE_PATH,
@@ -32,6 +30,8 @@ from template_model import (
     snapshot_key_grants,
     transform_template,
 )
+
+from tests.cfn_yaml import load_template
 
 # (check id, resource as checkov names it without the type) -> skipped in both scans unless noted.
 # The reasons live next to the resources in template.yaml; this list only pins which skips exist.
@@ -303,6 +303,7 @@ def test_the_differ_deletes_only_under_the_prefixes_its_role_may_delete(cfn: dic
     on a previous snapshot that is no longer committed (its manifest deleted: the incomplete one's remedy).
     Every key it deletes is one its role may delete."""
     from differ_fixtures import SECOND, FakeFleet
+
     from kandji_snapshots.diff.differ import DifferSettings, SnapshotDiffer
     from kandji_snapshots.diff.publisher import MemoryPublisher
     from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError

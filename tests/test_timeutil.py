@@ -7,8 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kandji_snapshots.snapshots.timeutil import (format_timestamp, normalize_timestamp, parse_timestamp,
-                                                 snapshot_id_for, snapshot_time, utc_now)
+from kandji_snapshots.snapshots.timeutil import (
+    format_timestamp,
+    normalize_timestamp,
+    parse_timestamp,
+    snapshot_id_for,
+    snapshot_time,
+    utc_now,
+)
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from aws_helpers import BUCKET, create_bucket, create_secret, manifests
 from conftest import FakeLambdaContext, load_handler
+
 from kandji_snapshots.cli import main as cli
 from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.kandji.config import parse_secret, validate_token

@@ -24,10 +24,10 @@ from pathlib import Path
 import boto3
 import pytest
 import urllib3
-
 from aws_helpers import BUCKET, all_keys, create_bucket, create_secret, drain_queue, subscribe_queue
-from kandji_fakes import RunClock, run_handler_on
 from conftest import FakeLambdaContext, load_handler
+from kandji_fakes import RunClock, run_handler_on
+
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
 from kandji_snapshots.snapshots.layout import manifest_key
 from simulator import Fleet, KandjiSimulator

@@ -12,20 +12,25 @@ from typing import Any
 import requests
 
 from kandji_snapshots.cli.console import Console, for_terminal
-from kandji_snapshots.kandji.config import path_segment
 from kandji_snapshots.cli.cost import cost_lines
 from kandji_snapshots.cli.credentials import other_region, resolve_credentials
+from kandji_snapshots.cli.posture_check import CategoryProbe, posture_lines, probe_posture
+from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.cli.rate_limit import RateHeaders
+from kandji_snapshots.cli.tenant_check import SourceProbe, probe_tenant_sources, tenant_lines
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.kandji.client import KandjiClient, RetryPolicy, int_header, rate_limit_wait
+from kandji_snapshots.kandji.config import path_segment
 from kandji_snapshots.kandji.paging import PAGE_LIMIT
-from kandji_snapshots.cli.progress import format_duration
-from kandji_snapshots.cli.posture_check import CategoryProbe, posture_lines, probe_posture
-from kandji_snapshots.cli.tenant_check import SourceProbe, probe_tenant_sources, tenant_lines
 from kandji_snapshots.kandji.permissions import PERMISSIONS, permission_for
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
-from kandji_snapshots.kandji.status_advice import (API_URL_SETTING, NOT_THE_API, PERMISSION_MISSING, REDIRECTED,
-                                                   TOKEN_REFUSED)
+from kandji_snapshots.kandji.status_advice import (
+    API_URL_SETTING,
+    NOT_THE_API,
+    PERMISSION_MISSING,
+    REDIRECTED,
+    TOKEN_REFUSED,
+)
 
 PLACEHOLDER_DEVICE_ID = "00000000-0000-0000-0000-000000000000"
 TOKEN_SETTINGS = "Kandji > Settings > Access > API Token > Manage API Permissions"

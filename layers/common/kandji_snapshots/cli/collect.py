@@ -12,15 +12,15 @@ from typing import TextIO
 
 import requests
 
-from kandji_snapshots.kandji.config import LOCAL_HOSTS
-from kandji_snapshots.snapshots.catalog import Manifest, latest_snapshot_id, load_manifest
 from kandji_snapshots.cli.console import LOG_HANDLER, PROG, Console, UsageError
 from kandji_snapshots.cli.credentials import resolve_credentials
+from kandji_snapshots.cli.progress import ProgressBar, format_duration
 from kandji_snapshots.cli.rate_limit import RateHeaders
 from kandji_snapshots.collect.runtime import build_collector
 from kandji_snapshots.errors import ConfigurationError
-from kandji_snapshots.cli.progress import ProgressBar, format_duration
+from kandji_snapshots.kandji.config import LOCAL_HOSTS
 from kandji_snapshots.settings import CollectorSettings
+from kandji_snapshots.snapshots.catalog import Manifest, latest_snapshot_id, load_manifest
 from kandji_snapshots.snapshots.storage import LocalObjectStore, ObjectNotFound, ObjectStore
 
 

@@ -11,11 +11,11 @@ import math
 from collections.abc import Mapping
 
 from kandji_snapshots.cli.posture_check import CategoryProbe
-from kandji_snapshots.cli.tenant_check import SourceProbe, tenant_requests
+from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.cli.rate_limit import DOCUMENTED_HOURLY_LIMIT
+from kandji_snapshots.cli.tenant_check import SourceProbe, tenant_requests
 from kandji_snapshots.collect.posture import POSTURE_CATEGORIES
 from kandji_snapshots.kandji.paging import PAGE_LIMIT, PRISM_OVERLAP, DeviceListPaginator, PrismPaginator
-from kandji_snapshots.cli.progress import format_duration
 from kandji_snapshots.settings import DEFAULT_HOURLY_RESERVE, DEFAULT_REQUEST_BUDGET
 
 # The shortest Prism page seen from a real tenant (/work/shared/kandji-api.md, "Prism paging"): pages can

@@ -15,10 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kandji_snapshots.kandji.config import (EXPECTED_FORM, LOCAL_HOSTS, KandjiCredentials, parse_secret,
-                                            strip_invisible_edges, validate_api_url)
 from kandji_snapshots.cli.console import Console, UsageError
 from kandji_snapshots.errors import ConfigurationError
+from kandji_snapshots.kandji.config import (
+    EXPECTED_FORM,
+    LOCAL_HOSTS,
+    KandjiCredentials,
+    parse_secret,
+    strip_invisible_edges,
+    validate_api_url,
+)
 from kandji_snapshots.settings import API_URL_ENV, INSECURE_LOCALHOST_ENV, flag_setting
 
 TOKEN_ENV = "KANDJI_API_TOKEN"

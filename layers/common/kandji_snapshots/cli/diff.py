@@ -9,14 +9,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kandji_snapshots.snapshots.catalog import (Manifest, committed_snapshot_ids, latest_snapshot_id, load_manifest,
-                                                previous_snapshot_id)
-from kandji_snapshots.diff.events import CHANGE_TYPES, EventTally, encode_event
-from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, ChangeRules, parse_ignore_fields
 from kandji_snapshots.cli.console import Console, UsageError
 from kandji_snapshots.diff.differ import diff_snapshots
+from kandji_snapshots.diff.events import CHANGE_TYPES, EventTally, encode_event
+from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, ChangeRules, parse_ignore_fields
 from kandji_snapshots.errors import ConfigurationError
 from kandji_snapshots.inert_text import NAME_MAX_CHARS, one_line
+from kandji_snapshots.snapshots.catalog import (
+    Manifest,
+    committed_snapshot_ids,
+    latest_snapshot_id,
+    load_manifest,
+    previous_snapshot_id,
+)
 from kandji_snapshots.snapshots.layout import MANIFEST_PREFIX, is_snapshot_id
 from kandji_snapshots.snapshots.storage import LocalObjectStore, ObjectNotFound, ObjectStore, S3ObjectStore
 

@@ -44,8 +44,15 @@ from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV
 from kandji_snapshots.errors import ConfigurationError, KandjiSnapshotsError
 from kandji_snapshots.kandji.config import EXPECTED_FORM
 from kandji_snapshots.query import local_duckdb
-from kandji_snapshots.settings import (API_URL_ENV, APPS_SOURCES, DEFAULT_HOURLY_RESERVE, DEFAULT_MAX_WORKERS,
-                                       DEFAULT_REQUEST_BUDGET, DEFAULT_REQUESTS_PER_SECOND, INSECURE_LOCALHOST_ENV)
+from kandji_snapshots.settings import (
+    API_URL_ENV,
+    APPS_SOURCES,
+    DEFAULT_HOURLY_RESERVE,
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_REQUEST_BUDGET,
+    DEFAULT_REQUESTS_PER_SECOND,
+    INSECURE_LOCALHOST_ENV,
+)
 
 # cost_lines stays importable from here, where it was before the split.
 __all__ = ["build_parser", "cost_lines", "main"]

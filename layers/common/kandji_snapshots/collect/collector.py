@@ -17,31 +17,42 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from kandji_snapshots import __version__
-from kandji_snapshots.snapshots.catalog import (MANIFEST_SCHEMA_VERSION, Manifest, load_manifest, manifest_exists,
-                                               previous_readable_snapshot_id,
-                      write_manifest)
-from kandji_snapshots.snapshots.committed import record_commit_or_log
-from kandji_snapshots.errors import DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
-from kandji_snapshots.snapshots.layout import TABLE_NAMES
-from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, posture_row
 from kandji_snapshots.collect.posture import PostureIndex, PostureReader, PreviousPosture
 from kandji_snapshots.collect.prism_apps import PrismAppsIndex
+from kandji_snapshots.collect.refresh import (
+    BudgetExhausted,
+    PreviousRows,
+    RequestBudget,
+    plan_refresh,
+    previous_fetched_at,
+    with_snapshot_id,
+)
 from kandji_snapshots.collect.tenant_sources import TenantReader, TenantRun
-from kandji_snapshots.collect.refresh import (BudgetExhausted, PreviousRows, RequestBudget, plan_refresh,
-                                              previous_fetched_at, with_snapshot_id)
-from kandji_snapshots.snapshots.device_rows import row_keys
-from kandji_snapshots.settings import CollectorSettings
-from kandji_snapshots.snapshots.table_io import TableWriter, iter_lines
 from kandji_snapshots.diff.fingerprints import FingerprintRecorder
 from kandji_snapshots.diff.rules import ChangeRules
+from kandji_snapshots.errors import DeviceNotFound, KandjiApiError, KandjiAuthError, SnapshotConflict
+from kandji_snapshots.settings import CollectorSettings
+from kandji_snapshots.snapshots.catalog import (
+    MANIFEST_SCHEMA_VERSION,
+    Manifest,
+    load_manifest,
+    manifest_exists,
+    previous_readable_snapshot_id,
+    write_manifest,
+)
+from kandji_snapshots.snapshots.committed import record_commit_or_log
+from kandji_snapshots.snapshots.device_rows import row_keys
+from kandji_snapshots.snapshots.layout import TABLE_NAMES
+from kandji_snapshots.snapshots.normalize import app_rows, details_row, device_row, posture_row
 from kandji_snapshots.snapshots.storage import ObjectStore
+from kandji_snapshots.snapshots.table_io import TableWriter, iter_lines
 from kandji_snapshots.snapshots.timeutil import format_timestamp, partition_date, snapshot_id_for, utc_now
 
 logger = logging.getLogger(__name__)

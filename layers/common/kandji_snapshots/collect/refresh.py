@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.snapshots.device_groups import DeviceGroups
 from kandji_snapshots.snapshots.device_rows import row_head, row_keys
-from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.snapshots.table_io import iter_lines
 from kandji_snapshots.snapshots.storage import ObjectStore
+from kandji_snapshots.snapshots.table_io import iter_lines
 from kandji_snapshots.snapshots.timeutil import normalize_timestamp
 
 

@@ -21,8 +21,13 @@ import zlib
 from collections.abc import Callable, Iterator
 
 from kandji_snapshots.diff.device_pairs import DevicePair, after_checkpoint
-from kandji_snapshots.diff.fingerprints import (FINGERPRINTED_TABLES, FingerprintSettings, IndexEntry, Location,
-                                                read_index)
+from kandji_snapshots.diff.fingerprints import (
+    FINGERPRINTED_TABLES,
+    FingerprintSettings,
+    IndexEntry,
+    Location,
+    read_index,
+)
 from kandji_snapshots.diff.rules import ChangeRules
 from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, row_head

@@ -33,26 +33,41 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_readable_snapshot_id
-from kandji_snapshots.snapshots.committed import record_commit_or_log
-from kandji_snapshots.diff.tenant_changes import TenantChanges
-from kandji_snapshots.diff.events import (APP_INSTALLED, APP_REMOVED, APP_UPDATED, CHANGE_TYPE_RANK, DEVICE_ADDED,
-                            DEVICE_APPS_FIRST_READ, DEVICE_CHANGED, DEVICE_REMOVED, SNAPSHOT_SUMMARY, EventTally,
-                            FieldTally, app_event, app_identity, app_list, device_event, summary_event)
-from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRules, highest, repeats_device_list
-from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
-from kandji_snapshots.diff.progress import ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers
-from kandji_snapshots.diff.transitions import Transition, TransitionClaims
 from kandji_snapshots.diff.already_published import AlreadyPublished
 from kandji_snapshots.diff.changed_devices import changed_device_pairs, with_fallback
 from kandji_snapshots.diff.device_pairs import DevicePair, after_checkpoint, merge_by_device, pause_at_deadline
+from kandji_snapshots.diff.events import (
+    APP_INSTALLED,
+    APP_REMOVED,
+    APP_UPDATED,
+    CHANGE_TYPE_RANK,
+    DEVICE_ADDED,
+    DEVICE_APPS_FIRST_READ,
+    DEVICE_CHANGED,
+    DEVICE_REMOVED,
+    SNAPSHOT_SUMMARY,
+    EventTally,
+    FieldTally,
+    app_event,
+    app_identity,
+    app_list,
+    device_event,
+    summary_event,
+)
+from kandji_snapshots.diff.field_changes import _INVENTORY_NOISE, VolatileValues, field_changes, without_inventory_noise  # noqa: F401 (tests)
+from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.posture_changes import PostureComparison
+from kandji_snapshots.diff.progress import ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers
+from kandji_snapshots.diff.publisher import Publisher, PublishError, event_message, plan_batches
+from kandji_snapshots.diff.rules import HIGH, IGNORE_FIELDS_ENV, INFO, ChangeRules, highest, repeats_device_list
+from kandji_snapshots.diff.tenant_changes import TenantChanges
+from kandji_snapshots.diff.transitions import Transition, TransitionClaims
 from kandji_snapshots.diff.unread_devices import UnreadDevices
 from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
-from kandji_snapshots.diff.field_changes import _INVENTORY_NOISE, VolatileValues, field_changes, without_inventory_noise  # noqa: F401 (tests)
+from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_readable_snapshot_id
+from kandji_snapshots.snapshots.committed import record_commit_or_log
+from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
 from kandji_snapshots.snapshots.layout import manifest_key
-from kandji_snapshots.diff.messages import MessageContext
-from kandji_snapshots.diff.publisher import Publisher, PublishError, event_message, plan_batches
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
 from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 

@@ -26,11 +26,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from kandji_snapshots.diff.events import CHANGE_TYPES, SCHEMA_VERSION
-from kandji_snapshots.diff.messages import (HIGH_SEVERITY_QUERY, MessageContext, ascii_text, cut, device_label,
-                                            headline, short_user, subject)
+from kandji_snapshots.diff.messages import (
+    HIGH_SEVERITY_QUERY,
+    MessageContext,
+    ascii_text,
+    cut,
+    device_label,
+    headline,
+    short_user,
+    subject,
+)
 from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, Message, Publisher
-from kandji_snapshots.diff.tenant_changes import TENANT_CHANGE_TYPES
 from kandji_snapshots.diff.rules import HIGH, SEVERITIES, highest
+from kandji_snapshots.diff.tenant_changes import TENANT_CHANGE_TYPES
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.snapshots.claims import Claim, ClaimOnce, ClaimStates
 from kandji_snapshots.snapshots.layout import CHANGES_PREFIX, digest_marker_key

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from kandji_snapshots.snapshots import schema
 from kandji_snapshots.diff.rules import ChangeRules
+from kandji_snapshots.snapshots import schema
 from kandji_snapshots.snapshots.schema import Array, Scalar, Struct, Type
 
 # Columns that describe the snapshot, not the device: never compared.

@@ -45,7 +45,8 @@ from kandji_snapshots.snapshots.layout import fingerprints_key
 from kandji_snapshots.snapshots.storage import ObjectStore
 from kandji_snapshots.snapshots.table_io import RowLocation
 
-# Raised whenever what is hashed, or how, or the index's layout changes: fingerprints of another format are not compared.
+# Raised whenever what is hashed, or how, or the index's layout changes: fingerprints of another format
+# are not compared.
 FINGERPRINT_FORMAT = 1
 FINGERPRINTED_TABLES = ("devices", "device_details", "device_apps", "device_posture")
 _CUT_TABLES = ("devices", "device_details", "device_posture")

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kandji_snapshots.diff.events import encode_event, shrink_event
-from kandji_snapshots.diff.messages import (MessageContext, chat_notification, event_subject, message_email,
-                                            wants_chat)
+from kandji_snapshots.diff.messages import MessageContext, chat_notification, event_subject, message_email, wants_chat
 from kandji_snapshots.errors import KandjiSnapshotsError
 
 MAX_BATCH_ENTRIES = 10

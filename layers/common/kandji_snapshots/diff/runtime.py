@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from kandji_snapshots.diff.tenant_changes import SEVERITY_OVERRIDES_ENV, severity_table
 from kandji_snapshots.diff.differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferSettings, SnapshotDiffer
 from kandji_snapshots.diff.digest import DigestRequest, publish_daily_digest
 from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.publisher import ChatPublisher, Publisher, SnsPublisher
 from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, parse_ignore_fields
+from kandji_snapshots.diff.tenant_changes import SEVERITY_OVERRIDES_ENV, severity_table
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.settings import number_setting, required_setting, snapshot_bucket
 from kandji_snapshots.snapshots.layout import snapshot_id_from_manifest_key

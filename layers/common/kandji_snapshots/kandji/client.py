@@ -22,11 +22,22 @@ from typing import Any, Protocol
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from kandji_snapshots.errors import (ConfigurationError, DeadlineExceeded, KandjiApiError, MalformedResponse,
-                                     RateLimitExhausted)
+from kandji_snapshots.errors import (
+    ConfigurationError,
+    DeadlineExceeded,
+    KandjiApiError,
+    MalformedResponse,
+    RateLimitExhausted,
+)
 from kandji_snapshots.kandji.config import ApiEndpoint, KandjiCredentials, path_segment
-from kandji_snapshots.kandji.paging import (DeviceListMoved, DeviceListPaginator, NextUrlPaginator, PageRepeated,
-                                            Paginator, PrismPaginator)
+from kandji_snapshots.kandji.paging import (
+    DeviceListMoved,
+    DeviceListPaginator,
+    NextUrlPaginator,
+    PageRepeated,
+    Paginator,
+    PrismPaginator,
+)
 from kandji_snapshots.kandji.permissions import permission_for
 from kandji_snapshots.kandji.rate_limiter import RateLimiter
 from kandji_snapshots.kandji.status_advice import DEVICE_GONE, advice_for

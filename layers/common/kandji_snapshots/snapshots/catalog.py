@@ -9,8 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.snapshots.layout import (MANIFEST_PREFIX, manifest_day_prefix, manifest_key,
-                                               snapshot_id_from_manifest_key)
+from kandji_snapshots.snapshots.layout import (
+    MANIFEST_PREFIX,
+    manifest_day_prefix,
+    manifest_key,
+    snapshot_id_from_manifest_key,
+)
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
 from kandji_snapshots.snapshots.timeutil import snapshot_time
 

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.errors import KandjiSnapshotsError
-from kandji_snapshots.snapshots.table_io import iter_lines
+from kandji_snapshots.snapshots.catalog import Manifest
 from kandji_snapshots.snapshots.storage import ObjectStore
+from kandji_snapshots.snapshots.table_io import iter_lines
 
 logger = logging.getLogger(__name__)
 
