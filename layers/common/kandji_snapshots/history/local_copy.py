@@ -33,24 +33,12 @@ ROW_GROUP_ROWS = 2048  # about one bucket's share (1/16) of a 20,000-device snap
 STAGING = f"{HISTORY_PREFIX}_staging/"
 
 
-def athena_to_duckdb(sql: str) -> str:
-    """Athena's text as DuckDB runs it (sqlglot). from_iso8601_timestamp stays a call, to local_duckdb's macro
-    (a UTC TIMESTAMP, as the other local queries return), not sqlglot's cast to TIMESTAMPTZ."""
-    import sqlglot
-    from sqlglot import exp
-
-    tree = sqlglot.parse_one(sql, read="athena").transform(
-        lambda node: exp.Anonymous(this="from_iso8601_timestamp", expressions=[node.this])
-        if isinstance(node, exp.FromISO8601Timestamp) else node)
-    return tree.sql(dialect="duckdb")
-
-
 def copy_sql(table: HistoryTable, snapshot_id: str, target: str | Path, *, row_group_rows: int = ROW_GROUP_ROWS,
              extra_partition: str | None = None) -> str:
     """DuckDB's COPY of one snapshot into `target` (hive partitions), from the same SELECT Athena runs.
     `extra_partition` (an SQL expression) splits each partition further: the benchmark's stand-in for
     Athena's bucket files."""
-    select = athena_to_duckdb(select_sql(table, snapshot_id))
+    select = local_duckdb.translate(select_sql(table, snapshot_id))
     keys = list(PARTITION_KEYS)
     if extra_partition:
         select = f"SELECT *, {extra_partition} AS bucket FROM ({select}) ORDER BY device_id"
@@ -111,4 +99,4 @@ def run_history_query(root_or_connection: Any, query: str | HistoryQuery, **valu
     """One saved history question (Athena's text, translated) over a folder or an open connection."""
     query = history_query(query) if isinstance(query, str) else query
     con = connect(root_or_connection) if isinstance(root_or_connection, (str, Path)) else root_or_connection
-    return local_duckdb.query_rows(con, athena_to_duckdb(query.sql(**values)))
+    return local_duckdb.query_rows(con, local_duckdb.translate(query.sql(**values)))
