@@ -12,14 +12,9 @@ from kandji_fakes import StepClock
 
 from kandji_snapshots.collect.collector import SnapshotCollector
 from kandji_snapshots.collect.refresh import RequestBudget
-from kandji_snapshots.diff.differ import (
-    _INVENTORY_NOISE,
-    SnapshotDiffer,
-    SnapshotNotCommitted,
-    diff_snapshots,
-    without_inventory_noise,
-)
+from kandji_snapshots.diff.differ import SnapshotDiffer, SnapshotNotCommitted, diff_snapshots
 from kandji_snapshots.diff.events import app_identity
+from kandji_snapshots.diff.field_changes import _INVENTORY_NOISE, without_inventory_noise
 from kandji_snapshots.diff.publisher import MAX_BATCH_BYTES, MemoryPublisher, PublishError
 from kandji_snapshots.snapshots.catalog import load_manifest
 from kandji_snapshots.snapshots.device_rows import row_head

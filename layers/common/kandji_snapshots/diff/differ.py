@@ -54,7 +54,7 @@ from kandji_snapshots.diff.events import (
     device_event,
     summary_event,
 )
-from kandji_snapshots.diff.field_changes import _INVENTORY_NOISE, VolatileValues, field_changes, without_inventory_noise  # noqa: F401 (tests)
+from kandji_snapshots.diff.field_changes import VolatileValues, field_changes, without_inventory_noise
 from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.posture_changes import PostureComparison
 from kandji_snapshots.diff.progress import ChangesFile, ComparisonCheckpoint, ComparisonPaused, ProgressMarkers
