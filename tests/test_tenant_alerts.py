@@ -8,11 +8,15 @@ import gzip
 import json
 from collections import Counter
 
+import boto3
+import pytest
 from aws_helpers import BUCKET, all_keys, manifests, read_rows
 from conftest import load_handler
-from handler_pipeline import collect_and_diff, start
+from handler_pipeline import collect_and_diff, start, the_manifest
 
+from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.query import local_duckdb
+from kandji_snapshots.snapshots.layout import manifest_key
 from simulator import Fleet
 
 
@@ -130,3 +134,33 @@ def test_a_token_without_tenant_permissions_still_gets_complete_device_snapshots
                                        "users", "blueprints")}
     assert "GET /audit/events (Audit log)" in manifest["tenant"]["missing_permissions"]
     assert manifest["tenant"]["tables"] == {}
+
+
+def test_following_the_advice_for_a_lost_part_sends_no_tenant_alert_twice(pipeline):
+    """B published a new threat and a critical CVE; then a part of B is lost, so C is diffed against A as
+    the errors advise. The threat and CVE B announced are not announced again; what is new in C is."""
+    fleet = Fleet.generate(3, seed=11)
+    run = pipeline(fleet)
+    devices = fleet.device_ids()
+    a = run.collect()["snapshot_id"]
+    run.diff(a)
+    run.sim.tenant.add_threat(devices[0], "Pirrit")
+    run.sim.tenant.add_cve("CVE-2024-9999", devices[:2], cvss_score=9.8)
+    b = run.collect()
+    run.diff(b["snapshot_id"])
+    announced_by_b = [(event["change_type"], event["snapshot_id"]) for event in tenant_events(run.received())]
+    assert sorted(announced_by_b) == [("critical_cve_detected", b["snapshot_id"]),
+                                      ("tenant_summary", b["snapshot_id"]), ("threat_detected", b["snapshot_id"])]
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=the_manifest(b)["tables"]["device_apps"]["keys"][0])
+
+    run.sim.tenant.add_threat(devices[1], "Adload")
+    fleet.install_app(devices[2], "Zoom", "us.zoom.xos", "6.0.0")  # C reads the apps B lost, so finds the loss
+    c = run.collect()["snapshot_id"]
+    with pytest.raises(KandjiSnapshotsError, match=f"delete .*{manifest_key(b['snapshot_id'])}"):
+        run.diff(c)
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=manifest_key(b["snapshot_id"]))  # as the error says
+    assert run.diff(c)["previous_snapshot_id"] == a
+
+    announced_by_c = tenant_events(run.published_once())[len(announced_by_b):]
+    assert [(event["change_type"], (event.get("threat") or {}).get("threat_name")) for event in announced_by_c] == \
+        [("threat_detected", "Adload"), ("tenant_summary", None)]  # C's summary: what C read, always sent

@@ -6,11 +6,14 @@ change. What B published stands (its changes file is kept, its events went out u
 C drops every change B reported with the same outcome, and sends only what is new.
 
 A change is the same when it is about the same device, of the same type, and ends the same: a field's
-`after` value, an app's identity and version, a device added or removed.
+`after` value, an app's identity and version, a device added or removed. A tenant event (a threat, a
+critical CVE, an admin action) is the same when everything it says but its ids and severity is; the
+tenant summary counts what the run that replaces B read, so it is always sent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -18,9 +21,11 @@ from typing import Any
 from kandji_snapshots.diff.events import DEVICE_CHANGED
 from kandji_snapshots.diff.progress import ChangesFile
 from kandji_snapshots.diff.rules import highest
+from kandji_snapshots.diff.tenant_changes import TENANT_PLATFORM, TENANT_SUMMARY
 from kandji_snapshots.snapshots.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
+_PER_RUN = frozenset({"event_id", "snapshot_id", "previous_snapshot_id", "severity"})  # differ by run, or by setting
 
 
 def _change_key(change: dict[str, Any]) -> str:
@@ -28,6 +33,9 @@ def _change_key(change: dict[str, Any]) -> str:
 
 
 def _event_key(event: dict[str, Any]) -> str:
+    if event.get("platform") == TENANT_PLATFORM:  # a threat, CVE or admin action: the same when it says the same
+        return json.dumps({name: value for name, value in event.items() if name not in _PER_RUN},
+                          sort_keys=True, default=str)
     app = event.get("app") or {}
     return repr((event.get("change_type"), event.get("device_id"), app.get("bundle_id"), app.get("app_name"),
                  app.get("path"), app.get("version")))
@@ -63,7 +71,7 @@ class AlreadyPublished:
                 if len(changes) < len(event["changes"]):
                     dropped += 1
                     event = {**event, "changes": changes, "severity": highest(c["severity"] for c in changes)}
-            elif _event_key(event) in self._events:
+            elif event.get("change_type") != TENANT_SUMMARY and _event_key(event) in self._events:
                 dropped += 1
                 continue
             yield event

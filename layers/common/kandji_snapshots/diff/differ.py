@@ -480,15 +480,15 @@ class SnapshotDiffer:
                                         should_stop=None if time_left is None else lambda: time_left() < margin,
                                         use_fingerprints=self._settings.use_fingerprints)
 
-        found: Iterable[dict[str, Any]] = comparison
+        # The tenant's own events follow the devices' (diff/tenant_changes.py).
+        tenant = TenantChanges(self._store, previous, current, self._settings.tenant_severity)
+        found: Iterable[dict[str, Any]] = itertools.chain(comparison, tenant)
         if transition.replaces is not None:  # a snapshot no longer committed diffed against `previous` first
-            found = AlreadyPublished.by(self._store, transition.replaces).remove_from(comparison)
+            found = AlreadyPublished.by(self._store, transition.replaces).remove_from(found)
 
         def events() -> Iterator[dict[str, Any]]:
             yield from checkpoint.events()
-            # The tenant's own events follow the devices' (diff/tenant_changes.py).
-            tenant = TenantChanges(self._store, previous, current, self._settings.tenant_severity)
-            yield from changes_file.write(itertools.chain(found, tenant), head=checkpoint.head())
+            yield from changes_file.write(found, head=checkpoint.head())
         return events()
 
     def _paused(self, paused: ComparisonPaused, checkpoint: ComparisonCheckpoint, snapshot_id: str,
