@@ -17,85 +17,92 @@ DEFAULT_PLATFORM_MIX = {"Mac": 0.50, "iPhone": 0.18, "iPad": 0.14, "AppleTV": 0.
 
 class Model(NamedTuple):
     model: str  # marketing name, as the list item's `model`
-    model_name: str  # hardware_overview.model_name (Mac only)
-    model_identifier: str
-    processor: str  # "" off Mac
-    cores: str
-    memory: str
+    model_identifier: str  # "" where the platform reports none (Windows, Android)
     capacity_gb: float  # boot volume size
+    # Mac only (hardware_overview): "" elsewhere.
+    model_name: str = ""
+    processor: str = ""
+    cores: str = ""
+    memory: str = ""
 
 
 MODELS = {
     "Mac": (
-        Model("MacBook Pro (14-inch, 2021)", "MacBook Pro", "MacBookPro18,3", "Apple M1 Pro", "8", "16 GB", 494.38),
-        Model("MacBook Pro (16-inch, 2019)", "MacBook Pro", "MacBookPro16,1", "8-Core Intel Core i9", "8", "32 GB",
-              499.96),
-        Model("MacBook Air (M1, 2020)", "MacBook Air", "MacBookAir10,1", "Apple M1", "8", "8 GB", 245.11),
-        Model("MacBook Air (15-inch, M2, 2023)", "MacBook Air", "Mac14,15", "Apple M2", "8", "16 GB", 494.38),
-        Model("MacBook Pro (14-inch, M3, Nov 2023)", "MacBook Pro", "Mac15,3", "Apple M3", "8", "16 GB", 994.66),
-        Model("iMac (24-inch, M1, 2021)", "iMac", "iMac21,1", "Apple M1", "8", "8 GB", 245.11),
-        Model("Mac mini (2023)", "Mac mini", "Mac14,3", "Apple M2", "8", "16 GB", 494.38),
-        Model("Mac Studio (2022)", "Mac Studio", "Mac13,1", "Apple M1 Max", "10", "32 GB", 994.66),
+        Model("MacBook Pro (14-inch, 2021)", "MacBookPro18,3", 494.38, "MacBook Pro", "Apple M1 Pro", "8", "16 GB"),
+        Model("MacBook Pro (16-inch, 2019)", "MacBookPro16,1", 499.96, "MacBook Pro", "8-Core Intel Core i9", "8",
+              "32 GB"),
+        Model("MacBook Air (M1, 2020)", "MacBookAir10,1", 245.11, "MacBook Air", "Apple M1", "8", "8 GB"),
+        Model("MacBook Air (15-inch, M2, 2023)", "Mac14,15", 494.38, "MacBook Air", "Apple M2", "8", "16 GB"),
+        Model("MacBook Pro (14-inch, M3, Nov 2023)", "Mac15,3", 994.66, "MacBook Pro", "Apple M3", "8", "16 GB"),
+        Model("iMac (24-inch, M1, 2021)", "iMac21,1", 245.11, "iMac", "Apple M1", "8", "8 GB"),
+        Model("Mac mini (2023)", "Mac14,3", 494.38, "Mac mini", "Apple M2", "8", "16 GB"),
+        Model("Mac Studio (2022)", "Mac13,1", 994.66, "Mac Studio", "Apple M1 Max", "10", "32 GB"),
     ),
     "iPhone": (
-        Model("iPhone 13", "", "iPhone14,5", "", "", "", 128.0),
-        Model("iPhone 14 Pro", "", "iPhone15,2", "", "", "", 256.0),
-        Model("iPhone 15", "", "iPhone15,4", "", "", "", 128.0),
-        Model("iPhone SE (3rd generation)", "", "iPhone14,6", "", "", "", 64.0),
+        Model("iPhone 13", "iPhone14,5", 128.0),
+        Model("iPhone 14 Pro", "iPhone15,2", 256.0),
+        Model("iPhone 15", "iPhone15,4", 128.0),
+        Model("iPhone SE (3rd generation)", "iPhone14,6", 64.0),
     ),
     "iPad": (
-        Model("iPad (9th generation)", "", "iPad12,1", "", "", "", 64.0),
-        Model("iPad Air (5th generation)", "", "iPad13,16", "", "", "", 256.0),
-        Model("iPad Pro (11-inch) (4th generation)", "", "iPad14,3", "", "", "", 128.0),
+        Model("iPad (9th generation)", "iPad12,1", 64.0),
+        Model("iPad Air (5th generation)", "iPad13,16", 256.0),
+        Model("iPad Pro (11-inch) (4th generation)", "iPad14,3", 128.0),
     ),
     "AppleTV": (
-        Model("Apple TV 4K (3rd generation)", "", "AppleTV14,1", "", "", "", 64.0),
-        Model("Apple TV 4K (2nd generation)", "", "AppleTV11,1", "", "", "", 32.0),
+        Model("Apple TV 4K (3rd generation)", "AppleTV14,1", 64.0),
+        Model("Apple TV 4K (2nd generation)", "AppleTV11,1", 32.0),
     ),
     "Windows": (
-        Model("Latitude 7440", "", "", "", "", "", 512.0),
-        Model("ThinkPad X1 Carbon Gen 11", "", "", "", "", "", 512.0),
-        Model("Surface Laptop 5", "", "", "", "", "", 256.0),
+        Model("Latitude 7440", "", 512.0),
+        Model("ThinkPad X1 Carbon Gen 11", "", 512.0),
+        Model("Surface Laptop 5", "", 256.0),
     ),
     "Android": (
-        Model("Pixel 8", "", "", "", "", "", 128.0),
-        Model("Galaxy S23", "", "", "", "", "", 256.0),
+        Model("Pixel 8", "", 128.0),
+        Model("Galaxy S23", "", 256.0),
     ),
 }
 
-# (os_version, build, supplemental_build_version, supplemental_os_version_extra)
+class OSVersion(NamedTuple):
+    os_version: str
+    build: str = ""  # "" off Apple
+    supplemental_build_version: str = ""  # a Rapid Security Response (Apple), the installed update (Windows)
+    supplemental_os_version_extra: str = ""  # a Rapid Security Response's letter
+
+
 OS_VERSIONS = {
     "Mac": (
-        ("14.5", "23F79", "", ""),
-        ("14.6.1", "23G93", "", ""),
-        ("13.6.7", "22G720", "", ""),
-        ("13.4.1", "22F82", "22F770820d", "(c)"),  # a Rapid Security Response
-        ("12.7.5", "21H1222", "", ""),
+        OSVersion("14.5", "23F79"),
+        OSVersion("14.6.1", "23G93"),
+        OSVersion("13.6.7", "22G720"),
+        OSVersion("13.4.1", "22F82", "22F770820d", "(c)"),  # a Rapid Security Response
+        OSVersion("12.7.5", "21H1222"),
     ),
     "iPhone": (
-        ("17.5.1", "21F90", "", ""),
-        ("17.6", "21G80", "", ""),
-        ("16.7.8", "20H343", "", ""),
-        ("16.5.1", "20F75", "20F770750d", "(c)"),
+        OSVersion("17.5.1", "21F90"),
+        OSVersion("17.6", "21G80"),
+        OSVersion("16.7.8", "20H343"),
+        OSVersion("16.5.1", "20F75", "20F770750d", "(c)"),
     ),
     "iPad": (
-        ("17.5.1", "21F90", "", ""),
-        ("17.6", "21G80", "", ""),
-        ("16.7.8", "20H343", "", ""),
+        OSVersion("17.5.1", "21F90"),
+        OSVersion("17.6", "21G80"),
+        OSVersion("16.7.8", "20H343"),
     ),
     "AppleTV": (
-        ("17.5", "21L569", "", ""),
-        ("17.6", "21M71", "", ""),
+        OSVersion("17.5", "21L569"),
+        OSVersion("17.6", "21M71"),
     ),
     # Windows reports the kernel version; its updates show in supplemental_build_version.
     "Windows": (
-        ("10.0.22631", "", "22631.3737", ""),
-        ("10.0.22631", "", "22631.3880", ""),
-        ("10.0.19045", "", "19045.4529", ""),
+        OSVersion("10.0.22631", supplemental_build_version="22631.3737"),
+        OSVersion("10.0.22631", supplemental_build_version="22631.3880"),
+        OSVersion("10.0.19045", supplemental_build_version="19045.4529"),
     ),
     "Android": (
-        ("14", "", "AP2A.240605.024", ""),
-        ("13", "", "TQ3A.230901.001", ""),
+        OSVersion("14", supplemental_build_version="AP2A.240605.024"),
+        OSVersion("13", supplemental_build_version="TQ3A.230901.001"),
     ),
 }
 

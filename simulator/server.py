@@ -46,6 +46,7 @@ from . import prism_categories
 from .fleet import Fleet
 from .params import BadRequest, int_param
 from .raw_values import RawValues
+from .tenant import PATHS as TENANT_PATHS
 from .tenant import Tenant
 
 JSON_TYPE = "application/json"
@@ -64,7 +65,7 @@ HEADER_ERAS = ("2022", "2023", "2024")
 # Permission names a token can hold, one per endpoint family.
 PERMISSIONS = frozenset({"devices", "details", "apps", "prism"}) | prism_categories.PERMISSIONS
 # Tenant-wide sources (simulator/tenant.py): one permission per endpoint, as Kandji grants them.
-TENANT_PERMISSIONS = frozenset({"audit_events", "threats", "detections", "vulnerabilities", "users", "blueprints"})
+TENANT_PERMISSIONS = frozenset(TENANT_PATHS)
 PERMISSIONS = PERMISSIONS | TENANT_PERMISSIONS
 
 # Django's production 404 page: what the API answers for unknown paths and unknown devices.
@@ -86,12 +87,8 @@ _ROUTES = (
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/apps/?$"), "apps", "apps"),
     (re.compile(r"^/api/v1/prism/apps/?$"), "prism_apps", "prism"),
     (re.compile(r"^/api/v1/prism/count/?$"), "prism_count", "prism"),
-    (re.compile(r"^/api/v1/audit/events/?$"), "audit_events", "audit_events"),
-    (re.compile(r"^/api/v1/threat-details/?$"), "threats", "threats"),
-    (re.compile(r"^/api/v1/vulnerability-management/detections/?$"), "detections", "detections"),
-    (re.compile(r"^/api/v1/vulnerability-management/vulnerabilities/?$"), "vulnerabilities", "vulnerabilities"),
-    (re.compile(r"^/api/v1/users/?$"), "users", "users"),
-    (re.compile(r"^/api/v1/blueprints/?$"), "blueprints", "blueprints"),
+    # Tenant-wide sources (simulator/tenant.py): each its own stats name and permission.
+    *((re.compile(rf"^/api/v1/{re.escape(path)}/?$"), source, source) for source, path in TENANT_PATHS.items()),
     # FileVault key, bypass code, unlock PIN, recovery password: a collector must never ask.
     # No token here holds the permission, so these answer 403 (and show in stats).
     (re.compile(r"^/api/v1/devices/(?P<device_id>[^/]+)/secrets/.*$"), "secrets", "secrets"),

@@ -39,6 +39,17 @@ VULNERABILITIES_MAX_SIZE = 50
 USERS_PAGE = 100
 OFFSET_MAX_LIMIT = 300
 
+# Each source's path below /api/v1/, by its name (the token's permission and the stats' endpoint name): the
+# server routes by it and the `next` links point back at it.
+PATHS = {
+    "audit_events": "audit/events",
+    "threats": "threat-details",
+    "detections": "vulnerability-management/detections",
+    "vulnerabilities": "vulnerability-management/vulnerabilities",
+    "users": "users",
+    "blueprints": "blueprints",
+}
+
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -228,8 +239,8 @@ class Tenant:
         return 200, serve(params, base_url)
 
     @staticmethod
-    def _next(base_url: str, path: str, params: dict[str, Any]) -> str:
-        return f"{base_url}/api/v1/{path}?{urlencode(params)}"
+    def _next(base_url: str, endpoint: str, params: dict[str, Any]) -> str:
+        return f"{base_url}/api/v1/{PATHS[endpoint]}?{urlencode(params)}"
 
     def _page_audit_events(self, params: dict[str, str], base_url: str) -> bytes:
         limit = min(_int(params, "limit", AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT), self.audit_page_rows)
@@ -261,22 +272,22 @@ class Tenant:
             query = {key: value for key, value in params.items() if key != "cursor"}
             query.update({"limit": limit, "sort_by": sort_by,
                           "cursor": _encode({"t": last[0].isoformat(), "id": last[1]})})
-            following = self._next(base_url, "audit/events", query)
+            following = self._next(base_url, "audit_events", query)
         return json.dumps({"results": [entry[2] for entry in page], "previous": None, "next": following}).encode()
 
-    def _offset_page(self, rows: list[dict[str, Any]], params: dict[str, str], base_url: str, path: str,
+    def _offset_page(self, rows: list[dict[str, Any]], params: dict[str, str], base_url: str, endpoint: str,
                      ) -> tuple[list[dict[str, Any]], str | None]:
         limit = _int(params, "limit", OFFSET_MAX_LIMIT, OFFSET_MAX_LIMIT)
         offset = _int(params, "offset", 0, 10**9, minimum=0)
         page = rows[offset:offset + limit]
-        following = (self._next(base_url, path, {"limit": limit, "offset": offset + limit})
+        following = (self._next(base_url, endpoint, {"limit": limit, "offset": offset + limit})
                      if offset + limit < len(rows) else None)
         return page, following
 
     def _page_threats(self, params: dict[str, str], base_url: str) -> bytes:
         with self._lock:
             threats = list(self.threats)
-        page, following = self._offset_page(threats, params, base_url, "threat-details")
+        page, following = self._offset_page(threats, params, base_url, "threats")
         return json.dumps({"count": len(threats), "next": following, "previous": None,
                            "malware_count": sum(t["classification"] == "MALWARE" for t in threats),
                            "pup_count": sum(t["classification"] == "PUP" for t in threats),
@@ -292,10 +303,10 @@ class Tenant:
         page, following = self._offset_page(blueprints, params, base_url, "blueprints")
         return json.dumps({"count": len(blueprints), "next": following, "previous": None, "results": page}).encode()
 
-    def _cursor_page(self, rows: list[dict[str, Any]], start: int, size: int, base_url: str, path: str,
+    def _cursor_page(self, rows: list[dict[str, Any]], start: int, size: int, base_url: str, endpoint: str,
                      cursor_name: str, extra: dict[str, Any]) -> bytes:
         page = rows[start:start + size]
-        following = (self._next(base_url, path, {**extra, cursor_name: _encode({"position": start + size})})
+        following = (self._next(base_url, endpoint, {**extra, cursor_name: _encode({"position": start + size})})
                      if start + size < len(rows) else None)
         return json.dumps({"next": following, "previous": None, "results": page}).encode()
 
@@ -312,8 +323,8 @@ class Tenant:
         size = _int(params, "size", DETECTIONS_MAX_SIZE, DETECTIONS_MAX_SIZE)
         with self._lock:
             rows = list(self.detections)
-        return self._cursor_page(rows, self._position(params, "after"), size, base_url,
-                                 "vulnerability-management/detections", "after", {"size": size})
+        return self._cursor_page(rows, self._position(params, "after"), size, base_url, "detections", "after",
+                                 {"size": size})
 
     def _page_users(self, params: dict[str, str], base_url: str) -> bytes:
         with self._lock:

@@ -139,11 +139,12 @@ def _parse(tokens: list[str], position: int, text: str) -> tuple[Type, int]:
 
 @dataclass(frozen=True)
 class GlueTable:
-    logical_id: str
-    name: str
+    """What the template declares of a table's rows: its columns and partition keys (parsed from their Hive
+    types) and the SerDe that reads its files."""
+
     columns: dict[str, Type]
     partition_keys: dict[str, Type]
-    properties: dict[str, Any] = field(repr=False)  # the resource's Properties, as written
+    serde: str  # StorageDescriptor.SerdeInfo.SerializationLibrary
 
     def hive_columns(self) -> dict[str, str]:
         return {name: kind.hive() for name, kind in self.columns.items()}
@@ -152,17 +153,18 @@ class GlueTable:
 def glue_tables(template: Mapping[str, Any]) -> dict[str, GlueTable]:
     """Every AWS::Glue::Table of the template by table name, columns parsed from their Hive types."""
     tables: dict[str, GlueTable] = {}
+    declared_by: dict[str, str] = {}  # table name -> the logical id declaring it
     for logical_id, resource in template.get("Resources", {}).items():
         if (resource.get("Type") != GLUE_TABLE
                 or resource["Properties"]["TableInput"].get("TableType") == "VIRTUAL_VIEW"):
             continue  # views hold no rows: test_athena_template checks their columns
-        properties = resource.get("Properties", {})
-        table_input = properties["TableInput"]
+        table_input = resource["Properties"]["TableInput"]
         name = table_input["Name"]
         if not isinstance(name, str):
             raise ValueError(f"{logical_id}: the guard needs a literal TableInput.Name, found {name!r}")
-        if name in tables:
-            raise ValueError(f"two Glue tables named {name!r}: {tables[name].logical_id} and {logical_id}")
+        if name in declared_by:
+            raise ValueError(f"two Glue tables named {name!r}: {declared_by[name]} and {logical_id}")
+        declared_by[name] = logical_id
 
         def parse(items: Iterable[Mapping[str, Any]], what: str) -> dict[str, Type]:
             parsed: dict[str, Type] = {}
@@ -176,11 +178,11 @@ def glue_tables(template: Mapping[str, Any]) -> dict[str, GlueTable]:
                     raise ValueError(f"{logical_id}: {what} {column!r}: {error}") from None
             return parsed
 
+        storage = table_input["StorageDescriptor"]
         tables[name] = GlueTable(
-            logical_id=logical_id, name=name,
-            columns=parse(table_input["StorageDescriptor"]["Columns"], "column"),
+            columns=parse(storage["Columns"], "column"),
             partition_keys=parse(table_input.get("PartitionKeys", []), "partition key"),
-            properties=properties)
+            serde=storage["SerdeInfo"]["SerializationLibrary"])
     return tables
 
 

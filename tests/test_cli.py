@@ -59,16 +59,24 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def check(capsys, sim: KandjiSimulator, *extra: str) -> tuple[int, str, str]:
-    return run(capsys, "check", "--url", sim.base_url, "--allow-insecure-localhost", *extra)
+@pytest.fixture
+def check(capsys, monkeypatch):
+    """Runs `check` on a simulator as an operator would: the token in KANDJI_API_TOKEN (`token`; None when the test
+    gives it another way), plain http to the simulator on 127.0.0.1 allowed."""
+
+    def run_check(sim: KandjiSimulator, *extra: str, token: str | None = TOKEN) -> tuple[int, str, str]:
+        if token is not None:
+            monkeypatch.setenv("KANDJI_API_TOKEN", token)
+        return run(capsys, "check", "--url", sim.base_url, "--allow-insecure-localhost", *extra)
+
+    return run_check
 
 
 # --- check ------------------------------------------------------------------------------------------
 
-def test_check_with_every_permission_is_ready(simulator, capsys, monkeypatch):
+def test_check_with_every_permission_is_ready(simulator, check):
     sim = simulator(12)
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, out, err = check(capsys, sim)
+    code, out, err = check(sim)
     assert code == 0, err
     for permission in ("GET /devices (Device list)", "GET /devices/{device_id}/details (Device details)",
                        "GET /devices/{device_id}/apps (Device apps)", "GET /prism/apps (Prism: apps)"):
@@ -88,10 +96,9 @@ def test_check_with_every_permission_is_ready(simulator, capsys, monkeypatch):
     assert sim.stats.by_endpoint["devices"] == 1
 
 
-def test_check_names_a_missing_permission_and_counts_by_paging(simulator, capsys, monkeypatch):
+def test_check_names_a_missing_permission_and_counts_by_paging(simulator, check):
     sim = simulator(12, permissions={"devices", "details"})
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, out, err = check(capsys, sim)
+    code, out, err = check(sim)
     assert code == 1
     assert "MISSING   GET /devices/{device_id}/apps (Device apps): 403 Forbidden" in out
     assert "missing   GET /prism/apps (Prism: apps) (optional)" in out
@@ -104,20 +111,17 @@ def test_check_names_a_missing_permission_and_counts_by_paging(simulator, capsys
     assert "to read them, add GET /prism/device_information (Prism: device information), " in out
 
 
-def test_check_without_posture_permissions_is_still_ready(simulator, capsys, monkeypatch):
+def test_check_without_posture_permissions_is_still_ready(simulator, check):
     sim = simulator(12, permissions={"devices", "details", "apps", "prism", "prism_filevault"})
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, out, _ = check(capsys, sim)
+    code, out, _ = check(sim)
     assert code == 0 and "result      ready" in out
     assert "present   GET /prism/filevault (Prism: filevault)" in out
     assert "missing   GET /prism/startup_settings (Prism: startup settings): 403: runs skip this category" in out
 
 
-def test_check_prices_posture_by_the_rows_each_category_has_and_the_categories_the_token_may_read(
-        simulator, capsys, monkeypatch):
+def test_check_prices_posture_by_the_rows_each_category_has_and_the_categories_the_token_may_read(simulator, check):
     sim = simulator(700, permissions={"devices", "details", "apps", "prism", "prism_device_information"})
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, out, _ = check(capsys, sim)
+    code, out, _ = check(sim)
     assert code == 0
     # device_information: 700 rows in pages of 300 = 3, and 1 proving the end;
     # the five others are refused, one request each.
@@ -128,18 +132,16 @@ def test_check_prices_posture_by_the_rows_each_category_has_and_the_categories_t
     assert "posture counted at Prism's full pages of 300 rows" in out and "at 25 rows a page it costs 37" in out
 
 
-def test_check_with_prism_as_apps_source_needs_prism_not_device_apps(simulator, capsys, monkeypatch):
+def test_check_with_prism_as_apps_source_needs_prism_not_device_apps(simulator, check):
     sim = simulator(12, permissions={"devices", "details", "prism"})
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, out, _ = check(capsys, sim, "--apps-source", "prism")
+    code, out, _ = check(sim, "--apps-source", "prism")
     assert code == 0 and "missing   GET /devices/{device_id}/apps (Device apps) (optional)" in out
     assert "requests with --apps-source prism" in out
 
 
-def test_check_with_a_wrong_token_says_401_and_stops(simulator, capsys, monkeypatch):
+def test_check_with_a_wrong_token_says_401_and_stops(simulator, check):
     sim = simulator(12)
-    monkeypatch.setenv("KANDJI_API_TOKEN", "not-the-token")
-    code, out, err = check(capsys, sim)
+    code, out, err = check(sim, token="not-the-token")
     assert code == 1
     assert "error: GET /api/v1/devices answered 401 Unauthorized: the API token is wrong, revoked or expired" in err
     assert "Traceback" not in err and "not-the-token" not in out + err
@@ -181,22 +183,22 @@ def test_check_refuses_a_bad_url_form_before_any_request(simulator, capsys, monk
     assert sim.stats.requests == 0
 
 
-def test_check_reads_the_token_from_a_file(simulator, capsys, tmp_path):
+def test_check_reads_the_token_from_a_file(simulator, tmp_path, check):
     sim = simulator(5)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    code, out, err = check(capsys, sim, "--token-file", str(token_file))
+    code, out, err = check(sim, "--token-file", str(token_file), token=None)
     assert code == 0 and f"from file {token_file}" in out and err == ""
     assert sim.tokens_seen == {f"Bearer {TOKEN}"}
 
 
-def test_check_reads_the_token_from_a_prompt(simulator, capsys, monkeypatch):
+def test_check_reads_the_token_from_a_prompt(simulator, monkeypatch, check):
     sim = simulator(5)
     asked = []
     monkeypatch.setattr("getpass.getpass", lambda prompt: asked.append(prompt) or TOKEN)
     monkeypatch.setattr("sys.stdin", type("Terminal", (io.StringIO,), {"isatty": lambda self: True})())
-    code, out, _ = check(capsys, sim)
+    code, out, _ = check(sim, token=None)
     assert code == 0 and asked and "from prompt" in out
 
 
@@ -219,38 +221,34 @@ def test_no_token_anywhere_is_a_usage_error(capsys, monkeypatch):
     assert code == 2 and "No API token" in err and "KANDJI_API_TOKEN" in err
 
 
-def test_check_reports_an_exhausted_rate_limit(simulator, capsys, monkeypatch):
+def test_check_reports_an_exhausted_rate_limit(simulator, check):
     sim = simulator(5)
     sim.hour_used = 10_000  # other integrations spent the hour
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, _, err = check(capsys, sim)
+    code, _, err = check(sim)
     assert code == 1 and "answered 429 Too Many Requests (0 requests left this hour" in err
     assert "rate limit is spent" in err
 
 
-def test_check_says_when_the_api_does_not_report_its_limit(simulator, capsys, monkeypatch):
+def test_check_says_when_the_api_does_not_report_its_limit(simulator, check):
     sim = simulator(5, send_rate_limit_headers=False)
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, out, _ = check(capsys, sim)
+    code, out, _ = check(sim)
     assert code == 0 and "rate limit  not reported by the API" in out
 
 
-def test_check_names_the_missing_permission_as_a_cause_of_a_401(simulator, capsys, monkeypatch):
+def test_check_names_the_missing_permission_as_a_cause_of_a_401(simulator, check):
     """Kandji answers 401 to a token stripped of its permissions: `check` says so, as the collector does."""
     sim = simulator(5, permissions=set())
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, _, err = check(capsys, sim)
+    code, _, err = check(sim)
     assert code == 1
     assert "answered 401 Unauthorized: the API token is wrong, revoked or expired, or it lacks the permission " \
            "GET /devices (Device list) (Kandji answers 401 for both)" in err
     assert "create a new token and pass it with --token-file, --secret-id or KANDJI_API_TOKEN" in err
 
 
-def test_check_and_the_collector_give_a_redirect_the_same_cause_and_fix(simulator, capsys, monkeypatch):
+def test_check_and_the_collector_give_a_redirect_the_same_cause_and_fix(simulator, check):
     sim = simulator(5)
     sim.faults.fail(r"/devices$", status=302, headers={"Location": "https://login.example/"}, times=None)
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, _, err = check(capsys, sim)
+    code, _, err = check(sim)
     client = simulator_client(sim, TOKEN)
     with pytest.raises(KandjiApiError) as collector:
         client.list_devices()
@@ -260,11 +258,10 @@ def test_check_and_the_collector_give_a_redirect_the_same_cause_and_fix(simulato
     assert str(collector.value) == f"GET /api/v1/devices answered a 302 redirect: {advice}"
 
 
-def test_check_explains_a_404_as_a_wrong_tenant_or_region(simulator, capsys, monkeypatch):
+def test_check_explains_a_404_as_a_wrong_tenant_or_region(simulator, check):
     sim = simulator(5)
     sim.faults.fail(r"/devices$", status=404, body="<h1>Not Found</h1>", times=None)
-    monkeypatch.setenv("KANDJI_API_TOKEN", TOKEN)
-    code, _, err = check(capsys, sim)
+    code, _, err = check(sim)
     assert code == 1 and "answered 404 Not Found on 127.0.0.1" in err and "api.eu.kandji.io" in err
 
 

@@ -263,7 +263,3 @@ TABLES: dict[str, dict[str, Type]] = {
     "device_posture": DEVICE_POSTURE,
 }
 
-
-def hive_columns(table: str) -> dict[str, str]:
-    """Column name -> Hive type, as the Glue table must declare it."""
-    return {name: kind.hive() for name, kind in TABLES[table].items()}
