@@ -23,8 +23,8 @@ from kandji_snapshots.diff.digest import (
     digest_day,
     publish_daily_digest,
 )
+from kandji_snapshots.diff.digest_runtime import run_digest
 from kandji_snapshots.diff.publisher import MemoryPublisher, PublishError
-from kandji_snapshots.diff.runtime import run_digest
 from kandji_snapshots.snapshots.layout import digest_marker_key
 from kandji_snapshots.snapshots.storage import MemoryObjectStore, S3ObjectStore
 

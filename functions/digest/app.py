@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from kandji_snapshots.diff.runtime import run_digest
+from kandji_snapshots.diff.digest_runtime import run_digest
 
 if TYPE_CHECKING:  # type hints only: not imported at cold start
     from aws_lambda_powertools.utilities.typing import LambdaContext

@@ -40,6 +40,7 @@ from kandji_snapshots.snapshots.table_io import TableWriter
 from kandji_snapshots.snapshots.tenant_schema import (
     AUDIT_EVENTS,
     BLUEPRINTS,
+    ROW_IDENTITY,
     THREATS,
     USERS,
     VULNERABILITIES,
@@ -75,7 +76,7 @@ class SnapshotSource:
     endpoint: str  # the permission key (kandji/permissions.py) and the request counter's name
     path: str
     columns: dict[str, Type]
-    key: tuple[str, ...]  # what a row is about: compared run to run by it (diff/tenant_changes.py)
+    key: tuple[str, ...]  # what a row is about (tenant_schema.ROW_IDENTITY)
     page_rows: int  # rows a page holds, for the cost estimate
     paginator: Callable[[str], Paginator]  # host -> a fresh paginator
     sanitize: Callable[[dict[str, Any]], dict[str, Any]] = lambda row: row
@@ -87,20 +88,19 @@ class SnapshotSource:
 
 
 SNAPSHOT_SOURCES: tuple[SnapshotSource, ...] = (
-    SnapshotSource("threats", "threats", "threat-details", THREATS,
-                   ("device_id", "file_hash", "threat_name"), 300,
+    SnapshotSource("threats", "threats", "threat-details", THREATS, ROW_IDENTITY["threats"], 300,
                    lambda host: NextUrlPaginator("threats", "threat-details", host, {"limit": 300, "offset": 0})),
     SnapshotSource("vulnerability_detections", "detections", "vulnerability-management/detections",
-                   VULNERABILITY_DETECTIONS, ("device_id", "cve_id", "name", "path", "version"), 300,
+                   VULNERABILITY_DETECTIONS, ROW_IDENTITY["vulnerability_detections"], 300,
                    lambda host: NextUrlPaginator("detections", "vulnerability-management/detections", host,
                                                  {"size": 300})),
     SnapshotSource("vulnerabilities", "vulnerabilities", "vulnerability-management/vulnerabilities",
-                   VULNERABILITIES, ("cve_id",), 50,
+                   VULNERABILITIES, ROW_IDENTITY["vulnerabilities"], 50,
                    lambda host: PageNumberPaginator("vulnerabilities", "vulnerability-management/vulnerabilities",
                                                     50)),
-    SnapshotSource("users", "users", "users", USERS, ("id",), 100,
+    SnapshotSource("users", "users", "users", USERS, ROW_IDENTITY["users"], 100,
                    lambda host: NextUrlPaginator("users", "users", host)),
-    SnapshotSource("blueprints", "blueprints", "blueprints", BLUEPRINTS, ("id",), 300,
+    SnapshotSource("blueprints", "blueprints", "blueprints", BLUEPRINTS, ROW_IDENTITY["blueprints"], 300,
                    lambda host: NextUrlPaginator("blueprints", "blueprints", host, {"limit": 300, "offset": 0}),
                    _without_enrollment_code),
 )
@@ -160,12 +160,6 @@ class TenantRun:
             "tables": self.tables,
             "audit": audit,
         }
-
-
-def tenant_table_keys(manifest: Manifest, table: str) -> list[str] | None:
-    """The keys of a tenant table in a manifest, or None when the source was not read in that run."""
-    tables = (manifest.document.get("tenant") or {}).get("tables") or {}
-    return list(tables[table]["keys"]) if table in tables else None
 
 
 class TenantReader:

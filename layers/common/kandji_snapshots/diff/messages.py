@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,12 @@ class MessageContext:
 
     athena_workgroup: str = ""
     athena_database: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "MessageContext":
+        """ATHENA_WORKGROUP and ATHENA_DATABASE (optional), as the differ and the digest are deployed."""
+        return cls(athena_workgroup=(env.get("ATHENA_WORKGROUP") or "").strip(),
+                   athena_database=(env.get("ATHENA_DATABASE") or "").strip())
 
     def athena_place(self) -> str:
         parts = [f"workgroup {self.athena_workgroup}" if self.athena_workgroup else "",

@@ -1,4 +1,4 @@
-"""Builds a differ and reads its trigger, and runs the daily digest: the one place that wires their adapters.
+"""Builds a differ and reads its trigger: the one place that wires the differ's adapters.
 
 Environment:
     SNAPSHOT_BUCKET      the bucket holding snapshots and changes (required)
@@ -7,10 +7,10 @@ Environment:
     DIFF_IGNORE_FIELDS   comma-separated fnmatch patterns, added to rules.DEFAULT_IGNORED_FIELDS
     CHAT_TOPIC_ARN       optional: SNS topic for chat notifications (high-severity events and summaries)
     ATHENA_WORKGROUP, ATHENA_DATABASE  optional: named in e-mails and chat messages (where to query)
-    DIGEST_TOPIC_ARN     the SNS topic the daily digest goes to (required by the digest only)
 AWS endpoints come from boto3's own configuration (AWS_ENDPOINT_URL for local runs and tests). The store,
 the publisher and the clock are passed in by whoever does not want S3, SNS or the real time (benchmarks,
-tests); boto3 is imported only when they are not.
+tests); boto3 is imported only when they are not. The daily digest is wired apart (diff/digest_runtime.py):
+each Lambda imports only what it runs, at every cold start.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote
 
 from kandji_snapshots.diff.differ import DEFAULT_MAX_EVENTS_PER_RUN, DifferSettings, SnapshotDiffer
-from kandji_snapshots.diff.digest import DigestRequest, publish_daily_digest
 from kandji_snapshots.diff.messages import MessageContext
 from kandji_snapshots.diff.publisher import ChatPublisher, Publisher, SnsPublisher
 from kandji_snapshots.diff.rules import IGNORE_FIELDS_ENV, parse_ignore_fields
@@ -57,7 +55,7 @@ class DifferEnvironment:
                 max_events_per_run=int(number_setting(env, "MAX_EVENTS_PER_RUN", DEFAULT_MAX_EVENTS_PER_RUN,
                                                       minimum=0, maximum=1_000_000)),
                 ignore_fields=parse_ignore_fields(env.get(IGNORE_FIELDS_ENV)),
-                message_context=message_context_from_env(env),
+                message_context=MessageContext.from_env(env),
                 tenant_severity=severity_table(env.get(SEVERITY_OVERRIDES_ENV))),
             chat_topic_arn=(env.get("CHAT_TOPIC_ARN") or "").strip(),
         )
@@ -77,29 +75,6 @@ def build_differ(env: DifferEnvironment, *, store: ObjectStore | None = None, pu
                 publisher = ChatPublisher(publisher, SnsPublisher(sns, env.chat_topic_arn),
                                           env.settings.message_context)
     return SnapshotDiffer(store, publisher, settings=env.settings, clock=clock)
-
-
-def run_digest(event: Mapping[str, Any] | None, lease_seconds: float, *, env: Mapping[str, str] | None = None,
-               store: ObjectStore | None = None, publisher: Publisher | None = None,
-               clock: Clock = SystemClock) -> dict[str, Any]:
-    """The daily digest the event asks for ({} for yesterday, {"day": ..., "force": ...}), on S3 and the
-    digest topic unless a store and a publisher are given. The claim on the day lasts `lease_seconds`."""
-    env = os.environ if env is None else env
-    now = clock.now()
-    request = DigestRequest.from_event(event, now)
-    if store is None or publisher is None:
-        import boto3
-
-        store = store or S3ObjectStore(boto3.client("s3"), snapshot_bucket(env))
-        publisher = publisher or SnsPublisher(
-            boto3.client("sns"), required_setting(env, "DIGEST_TOPIC_ARN", "the SNS topic for the daily digest"))
-    return publish_daily_digest(store, publisher, request, message_context_from_env(env), now=now,
-                                lease_seconds=lease_seconds)
-
-
-def message_context_from_env(env: Mapping[str, str]) -> MessageContext:
-    return MessageContext(athena_workgroup=(env.get("ATHENA_WORKGROUP") or "").strip(),
-                          athena_database=(env.get("ATHENA_DATABASE") or "").strip())
 
 
 def snapshot_id_from_trigger(bucket: str | None, key: str | None, expected_bucket: str) -> str:

@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from kandji_snapshots.collect.tenant_sources import SNAPSHOT_SOURCES, tenant_table_keys
 from kandji_snapshots.diff.events import SCHEMA_VERSION, event_id
 from kandji_snapshots.diff.rules import HIGH, INFO, SEVERITIES
 from kandji_snapshots.errors import ConfigurationError
@@ -32,6 +31,7 @@ from kandji_snapshots.inert_text import one_line
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, manifest_exists
 from kandji_snapshots.snapshots.storage import ObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
+from kandji_snapshots.snapshots.tenant_schema import ROW_IDENTITY
 
 TENANT_PLATFORM = "tenant"  # the `platform` filter attribute of tenant events
 SEVERITY_OVERRIDES_ENV = "TENANT_SEVERITY_OVERRIDES"
@@ -148,7 +148,7 @@ class TenantChanges:
                 "platform": TENANT_PLATFORM, **payload}
 
     def _rows(self, manifest: Manifest, table: str) -> list[dict[str, Any]] | None:
-        keys = tenant_table_keys(manifest, table)
+        keys = manifest.tenant_table_keys(table)
         return None if keys is None else list(iter_rows(self._store, keys))
 
     def _last_read(self, table: str) -> list[dict[str, Any]] | None:
@@ -199,7 +199,7 @@ class TenantChanges:
         before = self._last_read("threats") if current is not None else None
         if current is None or before is None:  # unknown on either side: nothing to compare
             return
-        key = next(source.key for source in SNAPSHOT_SOURCES if source.name == "threats")
+        key = ROW_IDENTITY["threats"]
         known = {tuple(row.get(name) for name in key): row for row in before}
         for row in current:
             identity = tuple(row.get(name) for name in key)

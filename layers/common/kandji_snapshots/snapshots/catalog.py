@@ -40,6 +40,11 @@ class Manifest:
     def table_rows(self, table: str) -> int:
         return int(self.document["tables"][table]["rows"])
 
+    def tenant_table_keys(self, table: str) -> list[str] | None:
+        """The keys of a tenant-wide table, or None when its source was not read in that run (unknown)."""
+        tables = (self.document.get("tenant") or {}).get("tables") or {}
+        return list(tables[table]["keys"]) if table in tables else None
+
     @property
     def skipped_device_ids(self) -> set[str]:
         """Devices listed but not read (404) and absent from the tables: unknown in this snapshot.

@@ -103,3 +103,13 @@ TENANT_TABLES: dict[str, dict[str, Type]] = {
     "users": USERS,
     "blueprints": BLUEPRINTS,
 }
+
+# What a row of each snapshot table is about: the collector orders a table's rows by it
+# (collect/tenant_sources.py) and the differ compares them run to run by it (diff/tenant_changes.py).
+ROW_IDENTITY: dict[str, tuple[str, ...]] = {
+    "threats": ("device_id", "file_hash", "threat_name"),
+    "vulnerability_detections": ("device_id", "cve_id", "name", "path", "version"),
+    "vulnerabilities": ("cve_id",),
+    "users": ("id",),
+    "blueprints": ("id",),
+}
