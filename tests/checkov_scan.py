@@ -83,7 +83,10 @@ def run_checkov(files: dict[str, Path], workdir: Path) -> dict[str, dict[str, An
     assert completed.returncode in (0, 1), f"checkov crashed ({completed.returncode}):\n{completed.stderr[-4000:]}"
     report = json.loads(completed.stdout)
     assert isinstance(report, dict) and report["check_type"] == "cloudformation", report
-    return {name: _report_of_one_file(report, path) for name, path in files.items()}
+    reports = {name: _report_of_one_file(report, path) for name, path in files.items()}
+    for count in ("passed", "failed", "skipped", "parsing_errors"):  # no result lost in the split
+        assert sum(one["summary"][count] for one in reports.values()) == report["summary"][count], count
+    return reports
 
 
 def _report_of_one_file(report: dict[str, Any], path: Path) -> dict[str, Any]:
