@@ -219,6 +219,11 @@ RESOURCE_POLICIES = {
 }
 
 
+# One loader of botocore's service models for every stack of the test process: a new loader parses S3's model
+# (and the others) again, a second or more of CPU each time.
+_SERVICE_MODELS = botocore.loaders.create_loader()
+
+
 class MotoStack:
     """The resources the functions' roles and environments name, created in moto, and the roles resolved."""
 
@@ -229,7 +234,6 @@ class MotoStack:
         self.physical: dict[str, dict[str, str]] = {}
         self._credentials: dict[str, dict[str, str]] = {}
         self._clients: dict[str, Any] = {}
-        self._loader = botocore.loaders.create_loader()
         self.athena = RecordingAthena(workgroups={})  # answers the roles' Athena calls (docs/iam.md)
         self.keys = KeyLookup(self.client, self.athena.workgroups)
         self._policies = self._resource_policies_by_target()
@@ -363,7 +367,7 @@ class MotoStack:
         """A session with no credentials resolved yet (it reads the role's from the environment), sharing one
         loader of service models: a new loader parses S3's model again, seconds per handler run."""
         session = botocore.session.get_session()
-        session.register_component("data_loader", self._loader)
+        session.register_component("data_loader", _SERVICE_MODELS)
         self.athena.serve(session)
         return boto3.Session(botocore_session=session)
 
@@ -715,7 +719,7 @@ def judge(role: FunctionRole, requests: list[tuple[str, Request]], refused_by_mo
     pairs = role.grant_pairs(parameters)
     principal = role_arn(role.role_id)
     for call, request in requests:
-        request = Request(request.action, request.resource, {**principal_context(principal), **request.context})
+        request = _made_by(principal, request)
         decision = evaluate(role.statements, request)
         judged.append(request)
         reason = None if decision.allowed else "no statement of the role allows it"
@@ -726,6 +730,19 @@ def judge(role: FunctionRole, requests: list[tuple[str, Request]], refused_by_mo
         used |= {written for resolved, written in pairs if grant_used_by(resolved, role.statements, request, decision)}
     unused = [written for _, written in pairs if written not in used]
     return Verdict(role.function_id, denied, list(refused_by_moto), unused, judged)
+
+
+def first_refused(role: FunctionRole, requests: list[tuple[str, Request]]) -> tuple[str, Request] | None:
+    """The first (call, request) no statement of the role allows: `judge(role, requests).denied`'s first entry,
+    without the rest of the verdict (the unused grants cost most of a judgement, and the test that removes each
+    grant in turn asks only whether something is refused)."""
+    principal = role_arn(role.role_id)
+    return next(((call, request) for call, request in requests
+                 if not evaluate(role.statements, _made_by(principal, request)).allowed), None)
+
+
+def _made_by(principal_arn: str, request: Request) -> Request:
+    return Request(request.action, request.resource, {**principal_context(principal_arn), **request.context})
 
 
 def principal_context(principal_arn: str) -> dict[str, str]:
@@ -744,5 +761,5 @@ def _refused_by_resource_policies(stack: MotoStack, request: Request, principal:
     return None
 
 
-__all__ = ["CannotJudge", "Call", "FunctionRole", "MotoStack", "NotModelled", "Verdict", "function_roles", "judge",
-           "judged_requests", "moto_refusals", "requests_of"]
+__all__ = ["CannotJudge", "Call", "FunctionRole", "MotoStack", "NotModelled", "Verdict", "first_refused",
+           "function_roles", "judge", "judged_requests", "moto_refusals", "requests_of"]

@@ -12,15 +12,13 @@ fails the test), with --skip-download and BC_SKIP_MAPPING=TRUE (no platform poli
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import pytest
-from checkov_scan import pinned_checkov_version, run_checkov
+from checkov_scan import LOG_BUCKET, RESOLVED_BUCKETS, pinned_checkov_version
 from template_model import (
     KMS_KEY,
     TEMPLATE_PATH,
@@ -64,11 +62,10 @@ EXPECTED_SKIPS = {
 }
 MIN_REASON_LENGTH = 120  # a sentence saying why, not "not needed"
 
-LOG_BUCKET = "central-s3-access-logs-123456789012"
 
 def test_checkov_runs_once_per_session(checkov_reports: dict[str, dict[str, Any]], request, tmp_path_factory) -> None:
-    """test_template_alarms.py reads the same reports: the scan (two checkov runs) is not repeated for it,
-    nor on another xdist worker."""
+    """test_template_alarms.py reads the same reports: the scan (one checkov run over every variant) is not
+    repeated for it, nor on another xdist worker."""
     from session_once import times_produced
 
     [definition] = request._fixturemanager.getfixturedefs("checkov_reports", request.node)
@@ -147,25 +144,20 @@ def test_every_skip_has_a_specific_reason_next_to_its_resource() -> None:
     assert "DifferFailureQueue" in skips[("CKV_AWS_116", "DifferFunction")]
 
 
-def _without_skips(resources: dict[str, Any], logical_id: str, check_ids: set[str]) -> None:
-    skips = resources[logical_id].setdefault("Metadata", {}).setdefault("checkov", {}).setdefault("skip", [])
-    skips[:] = [s for s in skips if s["id"] not in check_ids]
-
-
-@pytest.mark.parametrize("overrides", [{}, {"SnapshotBucketKmsKeyArn": KMS_KEY, "AccessLogBucketName": LOG_BUCKET}],
-                         ids=["defaults", "kms-and-access-logs"])
-def test_the_bucket_skips_are_only_about_the_condition(tmp_path: Path, overrides: dict[str, str]) -> None:
-    """Resolved for concrete parameters, the snapshot bucket passes CKV_AWS_19 (and CKV_AWS_18 with logs) unskipped."""
-    cfn = transform_template(load_template(TEMPLATE_PATH))
-    resources = copy.deepcopy(resolved_resources(cfn, overrides))
-    unskipped = {"CKV_AWS_19", "CKV_AWS_18"} if "AccessLogBucketName" in overrides else {"CKV_AWS_19"}
-    _without_skips(resources, "SnapshotBucket", unskipped)
-    path = tmp_path / "resolved.json"
-    path.write_text(json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources}), encoding="utf-8")
-    report = run_checkov(path, tmp_path)
+@pytest.mark.parametrize("variant", sorted(RESOLVED_BUCKETS))
+def test_the_bucket_skips_are_only_about_the_condition(checkov_reports: dict[str, dict[str, Any]],
+                                                       variant: str) -> None:
+    """Resolved for concrete parameters, the snapshot bucket passes CKV_AWS_19 (and CKV_AWS_18 with logs) unskipped
+    (checkov_scan.RESOLVED_BUCKETS: scanned with the others, in the session's one checkov run)."""
+    overrides, unskipped = RESOLVED_BUCKETS[variant]
+    assert unskipped == ({"CKV_AWS_19", "CKV_AWS_18"} if "AccessLogBucketName" in overrides else {"CKV_AWS_19"})
+    report = checkov_reports[variant]
+    assert report["summary"]["parsing_errors"] == 0
     assert failed_summary(report) == []
     passed = {(c["check_id"], _resource_name(c)) for c in report["results"]["passed_checks"]}
     assert {(check_id, "SnapshotBucket") for check_id in unskipped} <= passed
+    skipped = {(c["check_id"], _resource_name(c)) for c in report["results"]["skipped_checks"]}
+    assert not {(check_id, "SnapshotBucket") for check_id in unskipped} & skipped
 
 
 # ---------------------------------------------------------------------------
