@@ -5,12 +5,16 @@ Shared by tests/test_sam_build.py (runs the built handlers) and bench/cold_start
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,10 +66,20 @@ def sam_cli() -> str:
                       "(or set SAM_CLI=/path/to/sam)")
 
 
+@functools.cache
+def _sam_config_dir() -> str:
+    """A SAM CLI configuration folder whose last version check is now. After each command, sam asks pypi.org
+    for a newer version of itself (once a week, 5 s timeout) unless its configuration says it just did: the
+    tests and benchmarks must not reach the internet, and the pinned version is the one they run."""
+    folder = tempfile.mkdtemp(prefix="kandji-snapshots-sam-config-")
+    Path(folder, "metadata.json").write_text(json.dumps({"lastVersionCheck": time.time()}))
+    return folder
+
+
 def sam_environment(python: str) -> dict[str, str]:
-    """sam (and the layer's Makefile) find this Python 3.13 first on PATH; no telemetry."""
+    """sam (and the layer's Makefile) find this Python 3.13 first on PATH; no telemetry, no version check."""
     return {**os.environ, "PATH": os.path.dirname(python) + os.pathsep + os.environ.get("PATH", ""),
-            "PYTHON313": python, "SAM_CLI_TELEMETRY": "0"}
+            "PYTHON313": python, "SAM_CLI_TELEMETRY": "0", "__SAM_CLI_APP_DIR": _sam_config_dir()}
 
 
 def sam_validate(python: str) -> subprocess.CompletedProcess:
