@@ -258,11 +258,11 @@ def test_a_token_without_any_permission_gets_401_and_the_message_names_both_caus
 @pytest.mark.parametrize("era", ["2022", "2023", "2024"])
 def test_responses_of_every_header_era_give_a_complete_snapshot(pipeline, lambda_context, shared_clock, era):
     """2022: no rate-limit headers, x-total-count and `link: <None>`; 2023: Kong's via; 2024: the set."""
-    fleet = Fleet.generate(150, seed=3)
+    fleet = Fleet.generate(60, seed=3)  # 120 requests and more: over 50 in the fake clock's first second
     sim = pipeline(fleet, headers_era=era, rate_limit_per_second=50)
     run_handler_on(shared_clock, EVENT, lambda_context)  # 1000/s asked of a 50/s tenant: 429s, with or without headers
     [manifest] = manifests()
-    assert manifest["device_count"] == 150 and manifest["tables"]["device_details"]["rows"] == 150
+    assert manifest["device_count"] == 60 and manifest["tables"]["device_details"]["rows"] == 60
     assert sim.stats.by_endpoint.get("secrets", 0) == 0  # never asked for a secret
     if era != "2024":  # nothing but a 429 tells these eras' client that the second's 50 are spent
         assert sim.stats.rate_limited > 0
@@ -351,7 +351,7 @@ def shared_columns(rows):
     {"prism_cursors": True},  # the vendor's newer script pages by cursor
 ], ids=["offset-null-cursor", "cursor"])
 def test_prism_apps_give_the_same_rows_as_per_device(pipeline, lambda_context, monkeypatch, simulator_options):
-    fleet = Fleet.generate(120, seed=8)
+    fleet = Fleet.generate(40, seed=8)  # some 800 app rows: dozens of Prism pages
     sim = pipeline(fleet, env={"KANDJI_APPS_SOURCE": "prism"}, **simulator_options)
     run_collector(lambda_context)
     [manifest] = manifests()

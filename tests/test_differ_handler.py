@@ -248,10 +248,11 @@ class SteppingContext(FakeLambdaContext):
 
 
 def test_a_comparison_cut_short_by_the_deadline_goes_on_where_it_stopped(deployed, monkeypatch):
-    """Each attempt has ~4 deadline checks before the 30 s margin: about 64 of 200 devices."""
+    """Each attempt has ~4 deadline checks before the 30 s margin: about 64 of 100 devices, then the rest.
+    Attempt after attempt, each going further, on the in-memory store: test_differ_checkpoint.py."""
     monkeypatch.setenv("MAX_EVENTS_PER_RUN", "1000")
     store = S3ObjectStore(boto3.client("s3"), BUCKET)
-    fleet = FakeFleet.of(200)
+    fleet = FakeFleet.of(100)
     fleet.collect(store, hour=10)
     fleet.check_in()
     for item in fleet.devices.values():
@@ -273,15 +274,15 @@ def test_a_comparison_cut_short_by_the_deadline_goes_on_where_it_stopped(deploye
             checkpoint = json.loads(store.get(f"changes/_published/{SECOND}/comparison.json"))
             checkpoints.append((checkpoint["after_device"], checkpoint["events"]))
             assert list(store.list_keys(changes_key(SECOND))) == []  # no changes file until the comparison ends
-    assert len(checkpoints) >= 2 and checkpoints == sorted(checkpoints)
+    assert len(checkpoints) >= 1 and checkpoints == sorted(checkpoints)
     assert len({after for after, _ in checkpoints}) == len(checkpoints)  # every attempt got further
-    assert result["events"] == 200 and not result["suppressed"]
+    assert result["events"] == 100 and not result["suppressed"]
     bodies = [json.loads(message["Body"]) for message in deployed()]
-    assert sorted(body.get("device_id", "~") for body in bodies) == [f"id-{n:03d}" for n in range(200)] + ["~"]
-    assert len({body["event_id"] for body in bodies}) == 201
+    assert sorted(body.get("device_id", "~") for body in bodies) == [f"id-{n:03d}" for n in range(100)] + ["~"]
+    assert len({body["event_id"] for body in bodies}) == 101
     # The changes file holds the events in device order, as an uninterrupted run writes them.
     changes = [json.loads(line) for line in gzip.decompress(store.get(changes_key(SECOND))).splitlines()]
-    assert [event["device_id"] for event in changes] == [f"id-{n:03d}" for n in range(200)]
+    assert [event["device_id"] for event in changes] == [f"id-{n:03d}" for n in range(100)]
     assert [key for key in store.list_keys(f"changes/_published/{SECOND}/") if "comparison" in key] == []
 
 
