@@ -189,5 +189,8 @@ def test_a_filevault_flip_prism_published_is_not_published_again_when_the_detail
     for device_id in (flip, back):
         assert filevault_changes(second, device_id) == [("posture.filevault.status", True, False, "high")]
         assert filevault_changes(third, device_id) == []  # the same flip, already published
+    # The details read again: each flipped Mac's event says what else they caught up with, nothing high.
+    assert {e["device_id"] for e in third if e["change_type"] == "device_changed"} >= {flip, back}
+    assert not any(change.get("severity") == "high" for event in third for change in event.get("changes", []))
     assert filevault_changes(fourth, back) == [("filevault.filevault_enabled", False, True, "info")]
     assert filevault_changes(fourth, flip) == []

@@ -505,9 +505,6 @@ def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_ever
         collect_and_diff(lambda_context)
         second = latest_manifest()
         events = deployment("all")
-        monkeypatch.setenv("KANDJI_REQUEST_BUDGET", "8000")  # details catch up with FileVault
-        collect_and_diff(lambda_context)
-        third = deployment("all")
     finally:
         sim.stop()
     for manifest in (first, second):
@@ -522,8 +519,7 @@ def test_with_a_budget_short_of_the_fleet_posture_still_covers_every_device_ever
     assert set(changed) == set(firewall_off) | set(filevault_off)
     assert high_reasons(list(changed.values())) == {
         **{d: {"firewall turned off"} for d in firewall_off}, **{d: {"FileVault turned off"} for d in filevault_off}}
-    assert not any(change.get("severity") == "high" for event in third for change in event.get("changes", []))
-    assert {event["device_id"] for event in third if event["change_type"] == "device_changed"} >= set(filevault_off)
+    # The details catching up with FileVault in a later run publish nothing high: test_fleet_rules.py.
 
 
 def test_a_token_without_prism_permissions_still_gets_complete_snapshots(deployment, lambda_context,
