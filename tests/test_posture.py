@@ -300,6 +300,7 @@ def test_a_device_missing_from_a_category_read_is_unknown_there_and_a_finding_on
     _, events = run(12)  # the row is there and no longer gives the XProtect version: the rule's finding
     assert [(c["field"], c["before"], c["after"], c["severity"]) for e in events for c in e["changes"]] == [
         ("posture.gatekeeper_and_xprotect.xprotect_version", "5283", None, "high")]
+    assert high_reasons(events) == {"id-001": {"XProtect disabled"}}
 
 
 def test_a_filevault_row_without_a_status_is_unknown_and_stale_details_saying_off_invent_nothing():
