@@ -6,6 +6,7 @@ test_pipeline_end_to_end.py and test_posture.py."""
 
 from __future__ import annotations
 
+from demo_changes import assert_exactly_the_demo_changes
 from fleet_api import FleetApi
 from real_shapes import assert_prism_rows_are_the_served_ones, assert_typed, real_shapes_fleet
 
@@ -56,34 +57,7 @@ def test_on_a_fleet_of_every_platform_exactly_the_changes_made_are_published_onc
 
     made = fleet.apply_demo_changes()  # six changes on six devices, and every device checks in
     events = runs.run()
-    changes = changes_of(events)
-    found = {(e["change_type"], e["device_id"], e["severity"]) for e in changes}
-    assert found == {
-        ("device_added", made["enrolled"]["device_id"], "info"),
-        ("device_removed", made["removed"]["device_id"], "high"),
-        ("device_changed", made["os_updated"]["device_id"], "info"),
-        ("app_installed", made["app_installed"]["device_id"], "info"),
-        ("app_updated", made["app_updated"]["device_id"], "info"),
-        ("device_changed", made["filevault_disabled"]["device_id"], "high"),
-    }
-    assert len(changes) == len(found) == len({e["event_id"] for e in changes})  # none duplicated
-    by_type = {(e["change_type"], e["device_id"]): e for e in changes}
-    os_event = by_type[("device_changed", made["os_updated"]["device_id"])]
-    assert {"field": "os_version", "before": made["os_updated"]["before"],
-            "after": made["os_updated"]["after"]}.items() <= next(
-        c for c in os_event["changes"] if c["field"] == "os_version").items()
-    fv_event = by_type[("device_changed", made["filevault_disabled"]["device_id"])]
-    assert any(c["field"] == "filevault.filevault_enabled" and c["before"] is True and c["after"] is False
-               for c in fv_event["changes"])
-    updated = by_type[("app_updated", made["app_updated"]["device_id"])]["app"]
-    assert (updated["bundle_id"], updated["previous_version"], updated["version"]) == (
-        made["app_updated"]["bundle_id"], made["app_updated"]["before"], made["app_updated"]["after"])
-    assert by_type[("app_installed", made["app_installed"]["device_id"])]["app"]["bundle_id"] == \
-        "com.example.demo-tool"
-    added = by_type[("device_added", made["enrolled"]["device_id"])]
-    assert len(added["apps"]) == fleet.app_count(made["enrolled"]["device_id"])
-    [summary] = [e for e in events if e["change_type"] == "snapshot_summary"]
-    assert summary["event_count"] == 6 and summary["suppressed"] is False
+    assert_exactly_the_demo_changes(events, made, fleet)
     assert runs.diff() == []  # the same snapshot diffed again (a redelivered trigger): nothing twice
 
     fleet.check_in_all()  # only check-ins, disk use, lost devices' locations, app inventory

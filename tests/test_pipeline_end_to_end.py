@@ -11,6 +11,7 @@ import json
 
 from aws_helpers import create_secret, manifests, read_rows
 from conftest import load_handler
+from demo_changes import assert_exactly_the_demo_changes
 from handler_pipeline import TOKEN, collect_and_diff, start
 from real_shapes import assert_prism_rows_are_the_served_ones, assert_typed, real_shapes_fleet
 
@@ -35,34 +36,7 @@ def test_subscribers_receive_exactly_the_fleet_changes(deployment, lambda_contex
     finally:
         sim.stop()
 
-    changes = [e for e in events if e["change_type"] != "snapshot_summary"]
-    found = {(e["change_type"], e["device_id"], e["severity"]) for e in changes}
-    assert found == {
-        ("device_added", made["enrolled"]["device_id"], "info"),
-        ("device_removed", made["removed"]["device_id"], "high"),
-        ("device_changed", made["os_updated"]["device_id"], "info"),
-        ("app_installed", made["app_installed"]["device_id"], "info"),
-        ("app_updated", made["app_updated"]["device_id"], "info"),
-        ("device_changed", made["filevault_disabled"]["device_id"], "high"),
-    }
-    assert len(changes) == len(found) == len({e["event_id"] for e in changes})  # none duplicated
-    by_type = {(e["change_type"], e["device_id"]): e for e in changes}
-    os_event = by_type[("device_changed", made["os_updated"]["device_id"])]
-    assert {"field": "os_version", "before": made["os_updated"]["before"],
-            "after": made["os_updated"]["after"]}.items() <= next(
-        c for c in os_event["changes"] if c["field"] == "os_version").items()
-    fv_event = by_type[("device_changed", made["filevault_disabled"]["device_id"])]
-    assert any(c["field"] == "filevault.filevault_enabled" and c["before"] is True and c["after"] is False
-               for c in fv_event["changes"])
-    updated = by_type[("app_updated", made["app_updated"]["device_id"])]["app"]
-    assert (updated["bundle_id"], updated["previous_version"], updated["version"]) == (
-        made["app_updated"]["bundle_id"], made["app_updated"]["before"], made["app_updated"]["after"])
-    assert by_type[("app_installed", made["app_installed"]["device_id"])]["app"]["bundle_id"] == \
-        "com.example.demo-tool"
-    added = by_type[("device_added", made["enrolled"]["device_id"])]
-    assert len(added["apps"]) == fleet.app_count(made["enrolled"]["device_id"])
-    [summary] = [e for e in events if e["change_type"] == "snapshot_summary"]
-    assert summary["event_count"] == 6 and summary["suppressed"] is False
+    assert_exactly_the_demo_changes(events, made, fleet)
     # The filtered subscriber got the two high events and the (high) summary, nothing else.
     assert sorted(e["change_type"] for e in high) == ["device_changed", "device_removed", "snapshot_summary"]
     assert redelivered == []
