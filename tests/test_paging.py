@@ -93,6 +93,27 @@ def test_a_page_that_only_repeats_devices_listed_is_asked_again_then_fails():
         paginator.update(repeated)
 
 
+class RepeatingDeviceList(DeviceList):
+    """Answers the `repeats` requests after the first with the first page again (a server repeating itself)."""
+
+    def __init__(self, rows: list[dict[str, Any]], repeats: int):
+        super().__init__(rows)
+        self.repeats = repeats
+
+    def __call__(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.requests >= 1 and self.repeats:
+            self.repeats -= 1
+            return super().__call__({**params, "offset": 0})
+        return super().__call__(params)
+
+
+def test_a_repeated_page_asked_again_lets_the_list_go_on_to_its_end_with_every_device_once():
+    fleet = devices(1_000)
+    rows, asked = read(DeviceListPaginator(max_repeats=3), RepeatingDeviceList(list(fleet), repeats=2))
+    assert rows == fleet  # each device once, in order: the repeated page added nothing
+    assert [params["offset"] for params in asked] == [0, 299, 299, 299, 598, 897]
+
+
 def test_a_device_list_item_without_a_device_id_is_refused():
     paginator = DeviceListPaginator(max_repeats=3)
     paginator.next_request()
