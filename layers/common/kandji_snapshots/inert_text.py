@@ -29,8 +29,19 @@ def is_unsafe(char: str) -> bool:
 def one_line(value: Any, limit: int | None = NAME_MAX_CHARS) -> str:
     """`value` as one inert line: every unsafe character (line breaks, tabs and escapes included) becomes a
     space, runs of whitespace become one, and the text is cut to `limit` characters, ending in `…`."""
-    text = "".join(" " if char.isspace() or is_unsafe(char) else char for char in str(value))
-    text = " ".join(text.split())
+    kept: list[str] = []
+    space_due = False  # a space before the next character kept: never leading, never trailing, never two
+    for char in str(value):
+        if char.isspace() or is_unsafe(char):
+            space_due = bool(kept)
+            continue
+        if space_due:
+            kept.append(" ")
+            space_due = False
+        kept.append(char)
+        if limit is not None and len(kept) > limit:  # it will be cut: the rest of a long name is never scanned
+            break
+    text = "".join(kept)
     if limit is not None and len(text) > limit:
         text = text[: max(0, limit - len(ELLIPSIS))].rstrip() + ELLIPSIS
     return text
