@@ -67,7 +67,7 @@ from kandji_snapshots.errors import DeadlineExceeded, KandjiSnapshotsError
 from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, previous_readable_snapshot_id
 from kandji_snapshots.snapshots.committed import record_commit_or_log
 from kandji_snapshots.snapshots.device_rows import DeviceRows, SnapshotFormatError, iter_device_rows, row_head
-from kandji_snapshots.snapshots.layout import committed_key, manifest_key
+from kandji_snapshots.snapshots.layout import manifest_key
 from kandji_snapshots.snapshots.storage import ObjectNotFound, ObjectStore
 from kandji_snapshots.snapshots.timeutil import Clock, SystemClock
 
@@ -433,8 +433,7 @@ class SnapshotDiffer:
             f"Snapshot {snapshot_id} cannot be diffed: {location}/{key} is listed in the manifest of snapshot "
             f"{owner} but does not exist (deleted by hand or by a lifecycle rule?). Nothing was published. "
             f"Restore the object (the bucket keeps noncurrent versions) and invoke the differ again for "
-            f"{snapshot_id}. If it cannot be restored, delete {location}/{manifest_key(owner)} and "
-            f"{location}/{committed_key(owner)} (its committed-snapshots row, which Athena reads) so that snapshot "
+            f"{snapshot_id}. If it cannot be restored, delete {location}/{manifest_key(owner)} so that snapshot "
             f"no longer counts, {then}. Delete nothing under changes/.")
 
     def _check_time(self, time_left: Callable[[], float] | None, snapshot_id: str, published: int, total: int,

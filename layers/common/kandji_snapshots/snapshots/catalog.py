@@ -11,7 +11,6 @@ from typing import Any
 from kandji_snapshots.errors import KandjiSnapshotsError
 from kandji_snapshots.snapshots.layout import (
     MANIFEST_PREFIX,
-    committed_key,
     manifest_day_prefix,
     manifest_key,
     snapshot_id_from_manifest_key,
@@ -98,10 +97,8 @@ def previous_readable_snapshot_id(store: ObjectStore, snapshot_id: str) -> str |
         except UnreadableManifest as error:
             logger.warning(f"snapshot {candidate} is passed over: {error}. If a newer kandji-snapshots wrote it, "
                            f"deploy that version again; if it was cut short, restore its earlier version from the "
-                           f"bucket's noncurrent versions, or delete {manifest_key(candidate)} and "
-                           f"{committed_key(candidate)} (its committed-snapshots row, which Athena reads) so the "
-                           "snapshot no longer counts",
-                           extra={"snapshot_id": candidate, "manifest_key": manifest_key(candidate)})
+                           f"bucket's noncurrent versions, or delete {manifest_key(candidate)} so the snapshot no "
+                           "longer counts", extra={"snapshot_id": candidate, "manifest_key": manifest_key(candidate)})
         candidate = previous_snapshot_id(store, candidate)
     return None
 
