@@ -43,8 +43,9 @@ local: $(STAMP) ## run the whole pipeline on this machine (simulator + moto), no
 # They write bytecode even where PYTHONDONTWRITEBYTECODE is set: otherwise each worker and each
 # subprocess (checkov, cfn-lint, sam, the built handlers' runs) compiles every module it imports again.
 # Twice the 2 cores of the project's machines: the end-to-end tests also wait on loopback HTTP and on
-# subprocesses (checkov, sam build). Measured on a fresh clone, 1,187 tests: 203 s of pytest on 3 workers,
-# 178 s on 4. `make test TEST_WORKERS=0` runs them in this one process.
+# subprocesses (checkov, sam build). Measured on a fresh clone: 1,187 tests, 203 s of pytest on 3 workers
+# against 178 s on 4 (docs/development.md has the latest figure). `make test TEST_WORKERS=0` runs them in
+# this one process.
 TEST_WORKERS ?= 4
 
 test: $(STAMP) $(SAM_STAMP) ## ruff, then the test suite in parallel, random order (also sam validate and sam build)

@@ -5,6 +5,7 @@ Shared by tests/test_sam_build.py (runs the built handlers) and bench/cold_start
 
 from __future__ import annotations
 
+import atexit
 import functools
 import glob
 import importlib.util
@@ -72,6 +73,7 @@ def _sam_config_dir() -> str:
     for a newer version of itself (once a week, 5 s timeout) unless its configuration says it just did: the
     tests and benchmarks must not reach the internet, and the pinned version is the one they run."""
     folder = tempfile.mkdtemp(prefix="kandji-snapshots-sam-config-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     Path(folder, "metadata.json").write_text(json.dumps({"lastVersionCheck": time.time()}))
     return folder
 
