@@ -40,7 +40,9 @@ def test_a_firewall_turned_off_while_its_category_failed_is_published_when_it_is
     run.sim.faults.fail(r"/prism/application_firewall", status=500, times=None)  # the whole run
     run.sim.prism.set(mac, "application_firewall", status=False)
     second = run.collect()
-    assert the_manifest(second)["posture"]["categories"]["application_firewall"]["status"] == "failed"
+    failed = the_manifest(second)["posture"]["categories"]["application_firewall"]
+    assert failed["status"] == "failed" and "500" in failed["error"]
+    assert "Nothing was committed" not in failed["error"]  # it was: the category is carried, the run commits
     carried = posture_row(second, mac)
     assert carried["application_firewall"]["status"] is True  # what the last read said, marked as such
     assert carried["carried_from"]["application_firewall"] == the_manifest(first)["finished_at"]

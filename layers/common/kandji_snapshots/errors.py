@@ -16,10 +16,14 @@ class ConfigurationError(KandjiSnapshotsError):
 class KandjiApiError(KandjiSnapshotsError):
     """The Kandji API answered in a way the collector cannot work with."""
 
-    def __init__(self, message: str, *, status: int | None = None, endpoint: str | None = None):
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str | None = None,
+                 cause: str | None = None):
         super().__init__(message)
         self.status = status
         self.endpoint = endpoint
+        # What went wrong without what it means for the run ("Nothing was committed"): a caller that goes
+        # on without this read (a posture category, carried from its last read) says what it means itself.
+        self.cause = cause or message
 
 
 class KandjiAuthError(KandjiApiError):

@@ -282,5 +282,5 @@ class PostureReader:
         except KandjiApiError as error:
             if error.status in (400, 404):
                 return {}, CategoryRead(UNAVAILABLE, error=f"{error.status}: not available on this tenant")
-            return {}, CategoryRead(FAILED, error=str(error))
+            return {}, CategoryRead(FAILED, error=error.cause)
         return by_device, CategoryRead(READ, rows=rows, devices=len(by_device))

@@ -219,9 +219,9 @@ class KandjiClient:
                         f"{rate_limited_attempts} tries: the tenant's rate limit is spent, possibly by other "
                         "integrations. Nothing was committed; the next scheduled run will try again.") from None
                 if exhausted:
-                    raise KandjiApiError(
-                        f"GET /api/v1/{path} failed after retries: {retry.reason}. Nothing "
-                        "was committed; the next scheduled run will try again.", endpoint=endpoint) from None
+                    cause = f"GET /api/v1/{path} failed after retries: {retry.reason}"
+                    raise KandjiApiError(f"{cause}. Nothing was committed; the next scheduled run will try again.",
+                                         endpoint=endpoint, cause=cause) from None
                 self.stats.count("retries")
                 logger.warning("retrying Kandji request", extra={"endpoint": endpoint, "reason": retry.reason})
                 if retry.rate_limited:
