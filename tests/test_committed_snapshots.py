@@ -13,15 +13,21 @@ from kandji_snapshots.cli.main import main
 from kandji_snapshots.diff.differ import SnapshotDiffer
 from kandji_snapshots.diff.publisher import MemoryPublisher
 from kandji_snapshots.snapshots import committed, schema
-from kandji_snapshots.snapshots.catalog import Manifest, write_manifest
+from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, write_manifest
 from kandji_snapshots.snapshots.layout import committed_key
 from kandji_snapshots.snapshots.storage import LocalObjectStore, MemoryObjectStore
 from simulator import Fleet, KandjiSimulator
 
 
 def manifest(snapshot_id: str, previous: str | None = None) -> Manifest:
+    # The tenant tables in the collector's order (audit trail first), not sorted; users was read and empty,
+    # vulnerabilities was forbidden (no table).
+    tenant = {"sources": {"audit_events": {"status": "read"}, "threats": {"status": "read", "rows": 2},
+                          "vulnerabilities": {"status": "forbidden"}, "users": {"status": "read", "rows": 0}},
+              "tables": {"audit_events": {"rows": 0, "keys": []}, "threats": {"rows": 2, "keys": ["t"]},
+                         "users": {"rows": 0, "keys": ["u"]}}}
     return Manifest({"schema_version": 1, "snapshot_id": snapshot_id, "finished_at": "2026-11-23T10:16:02.5Z",
-                     "previous_snapshot_id": previous, "device_count": 7, "tables": {}})
+                     "previous_snapshot_id": previous, "device_count": 7, "tables": {}, "tenant": tenant})
 
 
 def is_recorded(store, snapshot_id: str) -> bool:
@@ -39,15 +45,19 @@ def test_the_row_comes_from_the_manifest_alone_and_is_written_once() -> None:
     body = store.get(committed_key(first.snapshot_id))
     assert rows(store, first.snapshot_id) == [{"snapshot_id": "20261123T101500Z",
                                                "committed_at": "2026-11-23T10:16:02.5Z",
-                                               "previous_snapshot_id": "20261123T091500Z", "device_count": 7}]
+                                               "previous_snapshot_id": "20261123T091500Z", "device_count": 7,
+                                               "tenant_sources_read": ["audit_events", "threats", "users"]}]
     assert list(rows(store, first.snapshot_id)[0]) == list(schema.COMMITTED_SNAPSHOTS)
-    # The other writer (the differ) computes the same bytes, and writes nothing.
-    assert committed.record_commit(MemoryObjectStore(), first) is True
+    # The other writer (the differ) computes the same bytes from the stored manifest, and writes nothing.
     other = MemoryObjectStore()
-    committed.record_commit(other, first)
+    write_manifest(other, first)
+    assert committed.record_commit(other, load_manifest(other, first.snapshot_id)) is True
     assert other.get(committed_key(first.snapshot_id)) == body
     assert committed.record_commit(store, first) is False
     assert store.get(committed_key(first.snapshot_id)) == body
+    # A run that read no tenant source (KANDJI_TENANT_SOURCES=none: no tenant section) lists none.
+    devices_only = Manifest({key: value for key, value in first.document.items() if key != "tenant"})
+    assert committed.committed_row(devices_only)["tenant_sources_read"] == []
 
 
 def test_backfill_records_every_committed_snapshot_without_a_row(tmp_path: Path, capsys) -> None:

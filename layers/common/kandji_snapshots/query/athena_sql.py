@@ -533,19 +533,28 @@ ORDER BY status, device_name, serial_number"""),
 
 # --- the tenant-wide tables (collect/tenant_sources.py, docs/tenant-sources.md) ---------------------
 # Committed snapshots only, as everywhere: a tenant table's rows count when committed_snapshots has their
-# snapshot. A snapshot table's latest rows are those of the latest committed snapshot that read the source
-# (of the last three days): a run whose token may not read it leaves the last known rows standing rather
-# than an empty answer. Audit events are partitioned by the day they occurred, stored by a run at or after
-# that day: the snapshot's day is bounded like the event's.
+# snapshot. A snapshot table's latest rows are those of the latest committed snapshot (of the last three days)
+# whose row lists the source in `tenant_sources_read`: a read that found nothing is the latest read, and its
+# answer is empty (no threat left); a run whose token may not read the source, or whose read failed, does not
+# list it, and leaves the last known rows standing. The latest read is taken from committed_snapshots, never
+# from the table's rows: an empty read leaves no row to find.
+# Rows written before the column existed (NULL) keep the rule of their time: such a snapshot read the source
+# when it has rows in the table (an empty read of that time passes for no read). That matters only until the
+# first snapshot recorded by this version reads the source (it is newer), and three days at most. Counting
+# those snapshots as not having read would answer empty meanwhile: "no threat", unknown taken for false.
+# Audit events are partitioned by the day they occurred, stored by a run at or after that day: the snapshot's
+# day is bounded like the event's.
 _DAYS_30 = "CAST(current_date - INTERVAL '30' DAY AS varchar)"
 
 
 def _latest_read(table: str) -> str:
     return f"""WITH latest AS (
-    SELECT max(r.snapshot_id) AS snapshot_id
-    FROM {table} r
-    JOIN committed_snapshots s ON s.snapshot_id = r.snapshot_id AND s.dt >= {_RECENT}
-    WHERE r.dt >= {_RECENT}
+    SELECT max(s.snapshot_id) AS snapshot_id
+    FROM committed_snapshots s
+    WHERE s.dt >= {_RECENT}
+      AND (contains(s.tenant_sources_read, '{table}')
+           OR (s.tenant_sources_read IS NULL
+               AND s.snapshot_id IN (SELECT r.snapshot_id FROM {table} r WHERE r.dt >= {_RECENT})))
 )"""
 
 

@@ -44,6 +44,10 @@ class Manifest:
         tables = (self.document.get("tenant") or {}).get("tables") or {}
         return list(tables[table]["keys"]) if table in tables else None
 
+    def tenant_tables_read(self) -> list[str]:
+        """The tenant-wide tables whose source this run read (zero rows or more), sorted; the others are unknown."""
+        return sorted((self.document.get("tenant") or {}).get("tables") or {})
+
     @property
     def skipped_device_ids(self) -> set[str]:
         """Devices listed but not read (404) and absent from the tables: unknown in this snapshot.

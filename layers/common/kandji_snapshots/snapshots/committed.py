@@ -38,6 +38,9 @@ def committed_row(manifest: Manifest) -> dict[str, Any]:
         "committed_at": document.get("finished_at"),
         "previous_snapshot_id": document.get("previous_snapshot_id"),
         "device_count": document.get("device_count"),
+        # Sorted: the collector's manifest and the one the differ loads (stored with sorted keys) give the
+        # same bytes. A source read empty is listed (its answer is empty); one not read is not (unknown).
+        "tenant_sources_read": manifest.tenant_tables_read(),
     }
 
 

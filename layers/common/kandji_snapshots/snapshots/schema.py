@@ -254,6 +254,9 @@ COMMITTED_SNAPSHOTS: dict[str, Type] = {
     "committed_at": TIMESTAMP,  # when the run finished and wrote its manifest (the manifest's finished_at)
     "previous_snapshot_id": STRING,
     "device_count": BIGINT,
+    # The tenant-wide tables (tenant_schema.TENANT_TABLES) whose source the run read, zero rows or more: a
+    # table's latest rows are those of the latest snapshot listing it. NULL in rows written before it existed.
+    "tenant_sources_read": Array(STRING),
 }
 
 TABLES: dict[str, dict[str, Type]] = {
