@@ -20,12 +20,13 @@ from simulator import Fleet, KandjiSimulator
 
 
 def manifest(snapshot_id: str, previous: str | None = None) -> Manifest:
-    # The tenant tables in the collector's order (audit trail first), not sorted; users was read and empty,
-    # vulnerabilities was forbidden (no table).
+    # The tenant tables in the collector's order (collect/tenant_sources.SOURCE_NAMES), not sorted: detections
+    # were read and empty, vulnerabilities forbidden (no table).
     tenant = {"sources": {"audit_events": {"status": "read"}, "threats": {"status": "read", "rows": 2},
-                          "vulnerabilities": {"status": "forbidden"}, "users": {"status": "read", "rows": 0}},
+                          "vulnerability_detections": {"status": "read", "rows": 0},
+                          "vulnerabilities": {"status": "forbidden"}, "users": {"status": "read", "rows": 1}},
               "tables": {"audit_events": {"rows": 0, "keys": []}, "threats": {"rows": 2, "keys": ["t"]},
-                         "users": {"rows": 0, "keys": ["u"]}}}
+                         "vulnerability_detections": {"rows": 0, "keys": ["v"]}, "users": {"rows": 1, "keys": ["u"]}}}
     return Manifest({"schema_version": 1, "snapshot_id": snapshot_id, "finished_at": "2026-11-23T10:16:02.5Z",
                      "previous_snapshot_id": previous, "device_count": 7, "tables": {}, "tenant": tenant})
 
@@ -46,7 +47,8 @@ def test_the_row_comes_from_the_manifest_alone_and_is_written_once() -> None:
     assert rows(store, first.snapshot_id) == [{"snapshot_id": "20261123T101500Z",
                                                "committed_at": "2026-11-23T10:16:02.5Z",
                                                "previous_snapshot_id": "20261123T091500Z", "device_count": 7,
-                                               "tenant_sources_read": ["audit_events", "threats", "users"]}]
+                                               "tenant_sources_read": ["audit_events", "threats", "users",
+                                                                       "vulnerability_detections"]}]
     assert list(rows(store, first.snapshot_id)[0]) == list(schema.COMMITTED_SNAPSHOTS)
     # The other writer (the differ) computes the same bytes from the stored manifest, and writes nothing.
     other = MemoryObjectStore()
