@@ -100,7 +100,8 @@ def test_a_read_that_finds_nothing_empties_the_answer_and_a_forbidden_read_chang
     # Every threat resolved, the CVE patched: read, and empty. The answer is empty, not the last rows.
     api.rows = {"threats": [], "detections": [], "vulnerabilities": []}
     emptied = tenant.collect()
-    assert emptied.tenant_table_keys("threats") is not None, "an empty read is a read"
+    assert emptied.document["tenant"]["tables"]["threats"]["rows"] == 0
+    assert len(emptied.tenant_table_keys("threats")) == 1, "an empty read is a read: one empty part"
     assert tenant.committed_row(emptied)["tenant_sources_read"] == sorted(SOURCES)
     assert tenant.answers() == ([], [])
 
