@@ -151,14 +151,15 @@ class TenantChanges:
         keys = manifest.tenant_table_keys(table)
         return None if keys is None else list(iter_rows(self._store, keys))
 
-    def _last_read(self, table: str) -> list[dict[str, Any]] | None:
-        """The rows of `table` in the latest earlier snapshot that read it; None when none did (unknown)."""
+    def _last_read(self, table: str, *, also_read: tuple[str, ...] = ()) -> list[dict[str, Any]] | None:
+        """The rows of `table` in the latest earlier snapshot that read it (and the `also_read` tables); None
+        when none did (unknown)."""
         manifest = self._previous
         for _ in range(MAX_SNAPSHOTS_BACK):
             if manifest is None:
                 return None
             rows = self._rows(manifest, table)
-            if rows is not None:
+            if rows is not None and all(manifest.tenant_table_keys(other) is not None for other in also_read):
                 return rows
             before = manifest.document.get("previous_snapshot_id")
             manifest = load_manifest(self._store, before) if before and manifest_exists(self._store, before) else None
@@ -218,26 +219,37 @@ class TenantChanges:
                                   "date_of_release")})
 
     def _cves(self) -> Iterator[dict[str, Any]]:
+        """A CVE is critical by its CVSS score (the detections say it) or by CISA's KEV list (the
+        vulnerabilities table says it). Each is new against the last read that could tell: by score, the last
+        detections read; by KEV, the last run that read both. A run that could not read the KEV list alerts on
+        scores only (KEV unknown: None), and a KEV CVE it could not judge is alerted by the next run that reads
+        both."""
         current = self._rows(self._current, "vulnerability_detections")
         before = self._last_read("vulnerability_detections") if current is not None else None
         if current is None or before is None:
             return
-        seen = {row.get("cve_id") for row in before}
-        kev = {row.get("cve_id"): row for row in self._rows(self._current, "vulnerabilities") or []}
-        new: dict[str, list[dict[str, Any]]] = {}
+        by_cve: dict[str, list[dict[str, Any]]] = {}
         for row in current:
-            if row.get("cve_id") not in seen:
-                new.setdefault(str(row.get("cve_id")), []).append(row)
-        self._summary["new_cves"] = len(new)
-        for cve_id, rows in sorted(new.items()):
+            by_cve.setdefault(str(row.get("cve_id")), []).append(row)
+        seen = {str(row.get("cve_id")) for row in before}
+        self._summary["new_cves"] = len(by_cve.keys() - seen)
+        kev_rows = self._rows(self._current, "vulnerabilities")
+        kev_before = (self._last_read("vulnerability_detections", also_read=("vulnerabilities",))
+                      if kev_rows is not None else None)
+        kev = {str(row.get("cve_id")): row for row in kev_rows or []}
+        seen_by_kev = {str(row.get("cve_id")) for row in kev_before or []}
+        for cve_id, rows in sorted(by_cve.items()):
             score = max((row.get("cvss_score") or 0.0) for row in rows)
             on_kev = (kev.get(cve_id) or {}).get("kev_score") or 0
-            if score < CRITICAL_CVSS and not on_kev:
+            new_by_score = cve_id not in seen and score >= CRITICAL_CVSS
+            new_by_kev = kev_before is not None and cve_id not in seen_by_kev and on_kev and score < CRITICAL_CVSS
+            if not (new_by_score or new_by_kev):
                 continue
             devices = sorted({(row.get("device_id"), bounded(row.get("device_name"))) for row in rows},
                              key=lambda item: str(item[0]))
             yield self._event(CRITICAL_CVE_DETECTED, cve_id, subject_name=bounded(cve_id),
-                              cve={"cve_id": bounded(cve_id), "cvss_score": score, "kev": bool(on_kev),
+                              cve={"cve_id": bounded(cve_id), "cvss_score": score,
+                                   "kev": bool(on_kev) if kev_rows is not None else None,  # None: not read
                                    "software": sorted({bounded(row.get("name")) or "" for row in rows})[:20],
                                    "cve_link": bounded(rows[0].get("cve_link"), 300),
                                    "device_count": len(devices),
