@@ -325,6 +325,39 @@ def test_a_filevault_row_without_a_status_is_unknown_and_stale_details_saying_of
     assert fact_changes(run(13)[1]) == {}  # the details catch up with what Prism said: not again
 
 
+def test_a_filevault_status_prism_never_gave_is_unknown_not_off():
+    """Unknown is not false: a Prism FileVault row whose status is null, with no earlier status to carry,
+    says nothing; the details' "on" stays the fact, no "FileVault turned off" is invented, and the details
+    seeing it off later is the one high change."""
+    store, fleet, run = posture_runs(1)
+    prism_row = fleet.posture["filevault"].pop("id-000")  # no Prism row yet: the details (on) are the fact
+    run(9)
+    fleet.posture["filevault"]["id-000"] = {**prism_row, "status": None}  # a row, but no status in it
+    second, events = run(10)
+    assert events == []
+    assert row_of(store, second, "id-000")["filevault"]["status"] is None  # nothing known to carry
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False
+    _, events = run(11)
+    assert fact_changes(events) == {"id-000": [("filevault.filevault_enabled", True, False, "high")]}
+
+
+def test_a_carried_category_keeps_its_unknown_columns_and_its_read_again_publishes_nothing():
+    """A category not read this run keeps what its last read said, the columns the schema does not know
+    (kept in `extra`) included: read again unchanged, it is no change."""
+    store, fleet, run = posture_runs(1)
+    fleet.posture["filevault"]["id-000"]["unheard_of"] = "x"
+    fleet.posture["application_firewall"]["id-000"]["unheard_of"] = "y"  # another category's, read every run
+    run(9)
+    fleet.posture_errors["filevault"] = KandjiApiError("500", status=500)
+    second, events = run(10)
+    assert events == []
+    row = row_of(store, second, "id-000")
+    assert json.loads(row["extra"]) == {"filevault.unheard_of": "x", "application_firewall.unheard_of": "y"}
+    assert row["filevault"]["status"] is True and row["carried_from"]["filevault"] is not None
+    fleet.posture_errors.clear()
+    assert run(11)[1] == []
+
+
 def test_a_previous_row_is_parsed_only_for_a_category_it_holds_and_its_column_is_found_by_its_first_key():
     from kandji_snapshots.collect.posture import _is_null_column
     from kandji_snapshots.snapshots.normalize import encode_row, posture_row
