@@ -83,3 +83,15 @@ def test_a_new_device_never_read_is_added_when_read_and_one_gone_before_its_read
     assert (removed["device_name"], removed["serial_number"], removed["platform"], removed.get("apps")) == (
         "Gone Mac", "C02GONE", "Mac", None)
     assert run(13)[1] == []  # once
+
+
+def test_filevault_the_details_stop_reporting_is_unknown_not_a_change_without_prism():
+    """Unknown is not false, with the details as the only FileVault source (no Prism posture): a
+    `filevault_enabled` gone null is no change; reported off again, it is no news either."""
+    fleet = FakeFleet.of(2)
+    _, run = runs(fleet)
+    run(10)
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = None
+    assert run(11)[1] == []
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = True
+    assert run(12)[1] == []
