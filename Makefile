@@ -61,7 +61,7 @@ bench: $(STAMP) $(SAM_STAMP) ## run every benchmark (docs/performance.md), a few
 mutate: $(STAMP) ## mutation testing of a few domain modules (slow, low priority)
 	rm -rf .mutmut && mkdir -p .mutmut/src
 	cp -r layers/common/kandji_snapshots .mutmut/src/
-	cp -r tests simulator setup.cfg pytest.ini .mutmut/
+	cp -r tests simulator events functions setup.cfg pytest.ini .mutmut/
 	cd .mutmut && nice -n 19 ../$(BIN)/mutmut run && ../$(BIN)/mutmut results
 
 clean: ## remove the virtualenvs, local-data/ and caches

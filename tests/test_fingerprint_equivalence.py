@@ -25,7 +25,7 @@ from kandji_snapshots.diff.differ import diff_snapshots
 from kandji_snapshots.diff.field_changes import VolatileValues
 from kandji_snapshots.diff.rules import ChangeRules
 from kandji_snapshots.snapshots import table_io
-from kandji_snapshots.snapshots.catalog import load_manifest, write_manifest
+from kandji_snapshots.snapshots.catalog import Manifest, load_manifest, write_manifest
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 
 
@@ -282,3 +282,14 @@ def test_a_mass_change_noticed_midway_goes_on_in_full_with_the_same_events(monke
     fast = list(diff_snapshots(store, previous, current, use_fingerprints=True))
     assert fast == list(diff_snapshots(store, previous, current, use_fingerprints=False)) and len(fast) == 18
     assert "most devices changed" in caplog.text
+
+
+def test_a_fingerprints_record_whose_settings_do_not_match_its_digest_is_not_trusted():
+    """The record's settings are used only when its digest vouches for them: a record edited or written
+    otherwise (ignored fields that are not the ones it was cut with) means no fingerprints, so rows are compared."""
+    settings = fingerprints.FingerprintSettings(fingerprints.FINGERPRINT_FORMAT, ("general.time_since_boot",))
+    record = {"format": settings.format, "ignored_fields": list(settings.ignored_fields),
+              "settings_digest": settings.digest}
+    assert fingerprints.FingerprintSettings.of_manifest(Manifest({"fingerprints": record})) == settings
+    widened = {**record, "ignored_fields": ["general.time_since_boot", "filevault.*"]}
+    assert fingerprints.FingerprintSettings.of_manifest(Manifest({"fingerprints": widened})) is None

@@ -23,6 +23,7 @@ from kandji_snapshots.diff.rules import FILEVAULT_FIELDS
 from kandji_snapshots.errors import KandjiApiError, KandjiAuthError
 from kandji_snapshots.kandji.paging import PrismPaginator
 from kandji_snapshots.kandji.permissions import prism_permission
+from kandji_snapshots.snapshots.catalog import write_manifest
 from kandji_snapshots.snapshots.schema import POSTURE_CATEGORY_COLUMNS
 from kandji_snapshots.snapshots.storage import MemoryObjectStore
 from kandji_snapshots.snapshots.table_io import iter_rows
@@ -256,6 +257,8 @@ def row_of(store, manifest, device_id: str) -> dict:
     (lambda fleet: fleet.posture_errors.update(application_firewall=KandjiApiError("500", status=500)), "failed"),
     (lambda fleet: fleet.posture_errors.update(application_firewall=KandjiApiError("404", status=404)),
      "unavailable"),
+    (lambda fleet: fleet.posture_errors.update(application_firewall=KandjiApiError("400", status=400)),
+     "unavailable"),
     (lambda fleet: fleet.posture_errors.update(application_firewall=BudgetExhausted("spent")), "no_budget"),
 ])
 def test_a_category_unread_for_runs_is_carried_marked_and_the_change_made_meanwhile_published_on_its_read(
@@ -269,6 +272,7 @@ def test_a_category_unread_for_runs_is_carried_marked_and_the_change_made_meanwh
     assert events == []  # unknown: nothing reported...
     assert second.document["posture"]["categories"]["application_firewall"]["status"] == status
     assert second.document["posture"]["categories"]["application_firewall"]["carried"] == 3
+    assert second.document["posture"]["categories"]["application_firewall"]["error"]  # says why
     row = row_of(store, second, "id-001")  # ...and the last read is kept, marked with when it was read
     assert row["application_firewall"]["status"] is True
     assert row["carried_from"]["application_firewall"] == first.document["finished_at"]  # known as of then
@@ -323,6 +327,136 @@ def test_a_filevault_row_without_a_status_is_unknown_and_stale_details_saying_of
     fleet.details["id-000"]["filevault"]["filevault_enabled"] = True
     set_posture(fleet, "id-000", filevault=True)
     assert fact_changes(run(13)[1]) == {}  # the details catch up with what Prism said: not again
+
+
+def test_a_filevault_status_prism_never_gave_is_unknown_not_off():
+    """Unknown is not false: a Prism FileVault row whose status is null, with no earlier status to carry,
+    says nothing; the details' "on" stays the fact, no "FileVault turned off" is invented, and the details
+    seeing it off later is the one high change."""
+    store, fleet, run = posture_runs(1)
+    prism_row = fleet.posture["filevault"].pop("id-000")  # no Prism row yet: the details (on) are the fact
+    run(9)
+    fleet.posture["filevault"]["id-000"] = {**prism_row, "status": None}  # a row, but no status in it
+    second, events = run(10)
+    assert events == []
+    assert row_of(store, second, "id-000")["filevault"]["status"] is None  # nothing known to carry
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False
+    third, events = run(11)
+    assert fact_changes(events) == {"id-000": [("filevault.filevault_enabled", True, False, "high")]}
+    assert row_of(store, third, "id-000")["carried_from"] is None  # a row that said nothing is not carried
+    assert "carried" not in third.document["posture"]["categories"]["filevault"]
+
+
+def test_a_carried_category_keeps_its_unknown_columns_and_its_read_again_publishes_nothing():
+    """A category not read this run keeps what its last read said, the columns the schema does not know
+    (kept in `extra`) included: read again unchanged, it is no change."""
+    store, fleet, run = posture_runs(1)
+    fleet.posture["filevault"]["id-000"]["unheard_of"] = "x"
+    fleet.posture["application_firewall"]["id-000"]["unheard_of"] = "y"  # another category's, read every run
+    run(9)
+    fleet.posture_errors["filevault"] = KandjiApiError("500", status=500)
+    second, events = run(10)
+    assert events == []
+    row = row_of(store, second, "id-000")
+    assert json.loads(row["extra"]) == {"filevault.unheard_of": "x", "application_firewall.unheard_of": "y"}
+    assert row["filevault"]["status"] is True and row["carried_from"]["filevault"] is not None
+    fleet.posture_errors.clear()
+    assert run(11)[1] == []
+
+
+def test_an_unknown_column_of_a_category_read_on_both_sides_is_compared_and_of_one_never_read_is_not():
+    """Columns the schema does not know (kept in `extra`) are compared like the others, only for the
+    categories both snapshots know: a category never read before says nothing yet."""
+    store, fleet, run = posture_runs(1)
+    fleet.posture["filevault"]["id-000"]["unheard_of"] = "x"
+    firewall = fleet.posture.pop("application_firewall")  # not read: forbidden
+    run(9)
+    fleet.posture["filevault"]["id-000"]["unheard_of"] = "y"
+    fleet.posture["application_firewall"] = firewall
+    firewall["id-000"]["unheard_of"] = "z"  # read for the first time: nothing to compare with
+    _, events = run(10)
+    assert [(c["field"], c["before"], c["after"], c["severity"]) for e in events for c in e["changes"]] == [
+        ("posture.extra.filevault.unheard_of", "x", "y", "info")]
+
+
+def test_a_device_no_source_says_anything_of_filevault_for_still_has_its_posture_changes_reported():
+    store, fleet, run = posture_runs(1)
+    del fleet.details["id-000"]["filevault"]  # neither the details...
+    del fleet.posture["filevault"]["id-000"]  # ...nor Prism know FileVault for it (not a Mac, say)
+    run(9)
+    set_posture(fleet, "id-000", firewall=False)
+    del fleet.posture["filevault"]["id-000"]
+    _, events = run(10)
+    assert high_reasons(events) == {"id-000": {"firewall turned off"}} and fact_changes(events) == {}
+
+
+def test_a_device_missing_from_the_first_category_keeps_the_categories_after_it():
+    store, fleet, run = posture_runs(2)
+    del fleet.posture[POSTURE_CATEGORIES[0]]["id-000"]  # no row, nothing earlier to carry
+    fleet.posture["device_information"]["id-001"].update(mdm_enabled=True, agent_installed=True)
+    fleet.posture["filevault"]["id-001"]["device__family"] = "Mac"  # the device's own column: not the category's
+    first, _ = run(9)
+    row = row_of(store, first, "id-000")
+    assert row[POSTURE_CATEGORIES[0]] is None
+    assert all(row[category] is not None for category in POSTURE_CATEGORIES[1:])
+    other = row_of(store, first, "id-001")
+    assert other["device_information"]["device_family"] == "Mac"
+    assert not {"mdm_enabled", "agent_installed"} & set(other["device_information"])  # the devices table's
+    assert "mdm_enabled" not in (other["extra"] or "") and "agent_installed" not in (other["extra"] or "")
+    assert "device_family" not in other["filevault"] and "filevault.device_family" not in (other["extra"] or "")
+    assert first.document["posture"]["fetched_at"].startswith("2026-11-23T09")  # when the categories were read
+
+
+def test_once_the_budget_is_spent_every_later_category_is_skipped_as_no_budget_and_carried():
+    store, fleet, run = posture_runs(1)
+    run(9)
+    set_posture(fleet, "id-000", sip=False)  # changed while unread: published when read again
+    fleet.posture_errors[POSTURE_CATEGORIES[0]] = BudgetExhausted("the budget is spent")
+    second, events = run(10)
+    assert events == []
+    categories = second.document["posture"]["categories"]
+    assert categories[POSTURE_CATEGORIES[0]]["error"] == "the budget is spent"
+    assert all(categories[name]["status"] == "no_budget" and categories[name]["error"]
+               for name in POSTURE_CATEGORIES)
+    assert row_of(store, second, "id-000")["startup_settings"]["sip"] is True
+    fleet.posture_errors.clear()
+    _, events = run(11)
+    assert high_reasons(events) == {"id-000": {"SIP disabled"}}
+
+
+def test_a_filevault_off_seen_by_the_details_while_prism_fails_is_reported_once_while_prism_still_fails():
+    """Prism's carried word is known as of the run that read it, not of later runs: details re-read later are
+    newer, so the fact stays "off" across runs that do not re-read the details (no flip-flop, no repeat)."""
+    store, fleet, run = posture_runs(1)
+    run(9)
+    fleet.posture_errors["filevault"] = KandjiApiError("500", status=500)
+    fleet.details["id-000"]["filevault"]["filevault_enabled"] = False
+    _, events = run(10)
+    assert fact_changes(events) == {"id-000": [("filevault.filevault_enabled", True, False, "high")]}
+    fleet.unenrolled.add("id-000")  # the details are not re-read: carried
+    assert run(11)[1] == []
+    fleet.unenrolled.clear()  # read again, still off
+    assert run(12)[1] == []
+
+
+def test_a_filevault_change_catching_up_keeps_the_changes_after_it_and_a_demoted_change_loses_its_reason():
+    catch_up = {"field": DETAILS, "before": True, "after": False, "severity": "high", "reason": "FileVault turned off"}
+    escrow = {"field": "posture.filevault.key_escrowed", "before": True, "after": False, "severity": "info"}
+    assert reconcile_filevault([catch_up, escrow], False, False) == [escrow]
+    prism = {"field": PRISM, "before": True, "after": False, "severity": "high", "reason": "FileVault turned off"}
+    assert reconcile_filevault([catch_up, prism], True, False) == [
+        {"field": DETAILS, "before": True, "after": False, "severity": "info"}, prism]
+
+
+def test_a_snapshot_written_before_posture_existed_makes_posture_unknown_not_changed():
+    store, fleet, run = posture_runs(1)
+    first, _ = run(9)
+    del first.document["tables"]["device_posture"]  # as an older version wrote it
+    write_manifest(store, first)
+    set_posture(fleet, "id-000", firewall=False)
+    fleet.details["id-000"]["general"]["device_name"] = "Renamed"
+    _, events = run(10)
+    assert [change["field"] for event in events for change in event["changes"]] == ["general.device_name"]
 
 
 def test_a_previous_row_is_parsed_only_for_a_category_it_holds_and_its_column_is_found_by_its_first_key():

@@ -58,3 +58,40 @@ def test_one_os_downgrade_is_reported_once_when_the_details_are_read_a_run_later
     _, later = run(12)  # the details are read again: general.os_version catches up
     assert [(e["snapshot_id"], e["severity"], [change["field"] for change in e["changes"]])
             for e in events + later] == [(second.snapshot_id, "high", ["os_version"])]
+
+
+def test_a_new_device_never_read_is_added_when_read_and_one_gone_before_its_read_is_removed_as_last_known():
+    """A device first listed in a run that could not read it (404, nothing to carry) is unknown there: not
+    added then, added by the run that reads it. One unlisted before any read is removed with what the
+    manifest kept of it (its name and serial; its apps unknown), once."""
+    fleet = FakeFleet.of(3)
+    _, run = runs(fleet)
+    run(10)
+    fleet.add("id-005", device_name="Gone Mac", serial_number="C02GONE")
+    fleet.add("id-008")
+    fleet.unenrolled.update({"id-005", "id-008"})
+    second, events = run(11)
+    assert sorted((item["device_id"], item["carried"]) for item in second.document["skipped_devices"]) == [
+        ("id-005", False), ("id-008", False)]
+    assert events == []
+    fleet.unenrolled.clear()
+    fleet.remove("id-005")  # unenrolled for good: the 404 was its unenrolment
+    _, events = run(12)
+    assert [(e["change_type"], e["device_id"]) for e in events] == [("device_removed", "id-005"),
+                                                                  ("device_added", "id-008")]
+    removed = events[0]
+    assert (removed["device_name"], removed["serial_number"], removed["platform"], removed.get("apps")) == (
+        "Gone Mac", "C02GONE", "Mac", None)
+    assert run(13)[1] == []  # once
+
+
+def test_filevault_the_details_stop_reporting_is_unknown_not_a_change_without_prism():
+    """Unknown is not false, with the details as the only FileVault source (no Prism posture): a
+    `filevault_enabled` gone null is no change; reported off again, it is no news either."""
+    fleet = FakeFleet.of(2)
+    _, run = runs(fleet)
+    run(10)
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = None
+    assert run(11)[1] == []
+    fleet.details["id-001"]["filevault"]["filevault_enabled"] = True
+    assert run(12)[1] == []
