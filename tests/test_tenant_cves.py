@@ -59,3 +59,18 @@ def test_a_kev_cve_first_seen_with_both_read_is_alerted_at_once_and_once(tmp_pat
     api.forbidden = set()
     third = tenant.collect()
     assert cve_alerts(tenant, second, third) == {}  # judged by the first run already
+
+
+def test_a_kev_list_read_for_the_first_time_alerts_on_new_detections_not_on_history(tmp_path: Path):
+    tenant = Tenant(tmp_path)
+    api = tenant.api
+    api.forbidden = {"vulnerabilities"}
+    api.rows["detections"] = [detection("CVE-2024-5555", 6.1)]
+    api.rows["vulnerabilities"] = [{"cve_id": "CVE-2024-5555", "cvss_score": 6.1, "kev_score": 1},
+                                   {"cve_id": "CVE-2024-7777", "cvss_score": 6.1, "kev_score": 1}]
+    before = tenant.collect()  # the token may not read the KEV list yet
+
+    api.forbidden = set()
+    api.rows["detections"].append(detection("CVE-2024-7777", 6.1, "d2"))
+    first_kev_read = tenant.collect()
+    assert cve_alerts(tenant, before, first_kev_read) == {"CVE-2024-7777": True}  # 5555 is history

@@ -221,9 +221,10 @@ class TenantChanges:
     def _cves(self) -> Iterator[dict[str, Any]]:
         """A CVE is critical by its CVSS score (the detections say it) or by CISA's KEV list (the
         vulnerabilities table says it). Each is new against the last read that could tell: by score, the last
-        detections read; by KEV, the last run that read both. A run that could not read the KEV list alerts on
-        scores only (KEV unknown: None), and a KEV CVE it could not judge is alerted by the next run that reads
-        both."""
+        detections read; by KEV, the last run that read both (before any did, the last detections read: a KEV
+        list read for the first time alerts on new detections, not on history). A run that could not read the
+        KEV list alerts on scores only (KEV unknown: None), and a KEV CVE it could not judge is alerted by the
+        next run that reads both."""
         current = self._rows(self._current, "vulnerability_detections")
         before = self._last_read("vulnerability_detections") if current is not None else None
         if current is None or before is None:
@@ -234,15 +235,17 @@ class TenantChanges:
         seen = {str(row.get("cve_id")) for row in before}
         self._summary["new_cves"] = len(by_cve.keys() - seen)
         kev_rows = self._rows(self._current, "vulnerabilities")
-        kev_before = (self._last_read("vulnerability_detections", also_read=("vulnerabilities",))
-                      if kev_rows is not None else None)
+        seen_by_kev = seen
+        if kev_rows is not None:
+            kev_before = self._last_read("vulnerability_detections", also_read=("vulnerabilities",))
+            if kev_before is not None:
+                seen_by_kev = {str(row.get("cve_id")) for row in kev_before}
         kev = {str(row.get("cve_id")): row for row in kev_rows or []}
-        seen_by_kev = {str(row.get("cve_id")) for row in kev_before or []}
         for cve_id, rows in sorted(by_cve.items()):
             score = max((row.get("cvss_score") or 0.0) for row in rows)
             on_kev = (kev.get(cve_id) or {}).get("kev_score") or 0
             new_by_score = cve_id not in seen and score >= CRITICAL_CVSS
-            new_by_kev = kev_before is not None and cve_id not in seen_by_kev and on_kev and score < CRITICAL_CVSS
+            new_by_kev = cve_id not in seen_by_kev and on_kev and score < CRITICAL_CVSS
             if not (new_by_score or new_by_kev):
                 continue
             devices = sorted({(row.get("device_id"), bounded(row.get("device_name"))) for row in rows},
