@@ -151,19 +151,22 @@ class TenantChanges:
         keys = manifest.tenant_table_keys(table)
         return None if keys is None else list(iter_rows(self._store, keys))
 
-    def _last_read(self, table: str, *, also_read: tuple[str, ...] = ()) -> list[dict[str, Any]] | None:
-        """The rows of `table` in the latest earlier snapshot that read it (and the `also_read` tables); None
-        when none did (unknown)."""
+    def _last_reader(self, *tables: str) -> Manifest | None:
+        """The latest earlier snapshot that read every one of `tables`; None when none did (unknown)."""
         manifest = self._previous
         for _ in range(MAX_SNAPSHOTS_BACK):
             if manifest is None:
                 return None
-            rows = self._rows(manifest, table)
-            if rows is not None and all(manifest.tenant_table_keys(other) is not None for other in also_read):
-                return rows
+            if all(manifest.tenant_table_keys(table) is not None for table in tables):
+                return manifest
             before = manifest.document.get("previous_snapshot_id")
             manifest = load_manifest(self._store, before) if before and manifest_exists(self._store, before) else None
         return None
+
+    def _last_read(self, table: str) -> list[dict[str, Any]] | None:
+        """The rows of `table` in the latest earlier snapshot that read it; None when none did (unknown)."""
+        reader = self._last_reader(table)
+        return None if reader is None else self._rows(reader, table)
 
     # -- the sources ------------------------------------------------------------------------------------
 
@@ -226,9 +229,10 @@ class TenantChanges:
         KEV list alerts on scores only (KEV unknown: None), and a KEV CVE it could not judge is alerted by the
         next run that reads both."""
         current = self._rows(self._current, "vulnerability_detections")
-        before = self._last_read("vulnerability_detections") if current is not None else None
-        if current is None or before is None:
+        reader = self._last_reader("vulnerability_detections") if current is not None else None
+        if current is None or reader is None:
             return
+        before = self._rows(reader, "vulnerability_detections") or []
         by_cve: dict[str, list[dict[str, Any]]] = {}
         for row in current:
             by_cve.setdefault(str(row.get("cve_id")), []).append(row)
@@ -237,9 +241,10 @@ class TenantChanges:
         kev_rows = self._rows(self._current, "vulnerabilities")
         seen_by_kev = seen
         if kev_rows is not None:
-            kev_before = self._last_read("vulnerability_detections", also_read=("vulnerabilities",))
-            if kev_before is not None:
-                seen_by_kev = {str(row.get("cve_id")) for row in kev_before}
+            kev_reader = self._last_reader("vulnerability_detections", "vulnerabilities")
+            if kev_reader is not None and kev_reader.snapshot_id != reader.snapshot_id:  # else: the same rows
+                seen_by_kev = {str(row.get("cve_id")) for row in self._rows(kev_reader, "vulnerability_detections")
+                               or []}
         kev = {str(row.get("cve_id")): row for row in kev_rows or []}
         for cve_id, rows in sorted(by_cve.items()):
             score = max((row.get("cvss_score") or 0.0) for row in rows)
