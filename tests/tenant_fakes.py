@@ -47,11 +47,15 @@ def threat(device_id: str, name: str, status: str) -> dict[str, Any]:
             "file_hash": f"hash-{name}", "detection_date": "2026-11-23T08:00:00Z"}
 
 
+def detection(device_id: str, cve_id: str, score: float | None) -> dict[str, Any]:
+    """A vulnerability detection row: a CVE of `score` in Safari on a device."""
+    return {"device_id": device_id, "device_name": f"Mac {device_id}", "cve_id": cve_id, "cvss_score": score,
+            "name": "Safari", "path": "/Applications/Safari.app", "version": "17.0", "cve_link": f"https://x/{cve_id}"}
+
+
 def critical_cve(device_id: str, cve_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A detection of a CVSS 9.8 CVE on a device, and the CVE's own row."""
-    return ({"device_id": device_id, "device_name": f"Mac {device_id}", "cve_id": cve_id, "cvss_score": 9.8,
-             "name": "Chrome", "version": "1.0"},
-            {"cve_id": cve_id, "cvss_score": 9.8, "kev_score": 0})
+    return detection(device_id, cve_id, 9.8), {"cve_id": cve_id, "cvss_score": 9.8, "kev_score": 0}
 
 
 class Tenant:

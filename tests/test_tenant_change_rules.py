@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from tenant_fakes import detection
 
 from kandji_snapshots.diff.events import SCHEMA_VERSION, event_id
 from kandji_snapshots.diff.rules import HIGH, INFO
@@ -45,11 +46,6 @@ def snapshot(store: MemoryObjectStore, snapshot_id: str, previous: Manifest | No
 def threat(device_id: str, name: str, status: str = "QUARANTINED") -> dict[str, Any]:
     return {"device_id": device_id, "file_hash": f"hash-{name}", "threat_name": name, "status": status,
             "device_name": f"Mac {device_id}", "classification": "MALWARE"}
-
-
-def detection(device_id: str, cve_id: str, score: float) -> dict[str, Any]:
-    return {"device_id": device_id, "device_name": f"Mac {device_id}", "cve_id": cve_id, "cvss_score": score,
-            "name": "Safari", "path": "/Applications/Safari.app", "version": "17.0", "cve_link": f"https://x/{cve_id}"}
 
 
 def alerts(store, previous: Manifest | None, current: Manifest, **kwargs) -> list[tuple[str, str]]:

@@ -9,14 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tenant_fakes import Tenant
+from tenant_fakes import Tenant, detection
 
 from kandji_snapshots.diff.tenant_changes import CRITICAL_CVE_DETECTED, TenantChanges
-
-
-def detection(cve_id: str, score: float, device_id: str = "d1") -> dict[str, Any]:
-    return {"device_id": device_id, "device_name": f"Mac {device_id}", "cve_id": cve_id, "cvss_score": score,
-            "name": "Chrome", "version": "1.0"}
 
 
 def cve_alerts(tenant: Tenant, previous, current) -> dict[str, Any]:
@@ -30,7 +25,7 @@ def test_a_kev_cve_seen_while_the_kev_list_was_unreadable_is_alerted_when_it_is_
     baseline = tenant.collect()  # both read, nothing detected
 
     api.forbidden = {"vulnerabilities"}
-    api.rows["detections"] = [detection("CVE-2024-9999", 9.8), detection("CVE-2024-5555", 6.1)]
+    api.rows["detections"] = [detection("d1", "CVE-2024-9999", 9.8), detection("d1", "CVE-2024-5555", 6.1)]
     api.rows["vulnerabilities"] = [{"cve_id": "CVE-2024-5555", "cvss_score": 6.1, "kev_score": 1},
                                    {"cve_id": "CVE-2024-9999", "cvss_score": 9.8, "kev_score": 0}]
     unjudged = tenant.collect()
@@ -48,7 +43,7 @@ def test_a_kev_cve_first_seen_with_both_read_is_alerted_at_once_and_once(tmp_pat
     tenant = Tenant(tmp_path)
     api = tenant.api
     baseline = tenant.collect()
-    api.rows["detections"] = [detection("CVE-2024-5555", 6.1), detection("CVE-2024-4444", 6.1)]
+    api.rows["detections"] = [detection("d1", "CVE-2024-5555", 6.1), detection("d1", "CVE-2024-4444", 6.1)]
     api.rows["vulnerabilities"] = [{"cve_id": "CVE-2024-5555", "cvss_score": 6.1, "kev_score": 1},
                                    {"cve_id": "CVE-2024-4444", "cvss_score": 6.1, "kev_score": 0}]
     first = tenant.collect()
@@ -65,12 +60,12 @@ def test_a_kev_list_read_for_the_first_time_alerts_on_new_detections_not_on_hist
     tenant = Tenant(tmp_path)
     api = tenant.api
     api.forbidden = {"vulnerabilities"}
-    api.rows["detections"] = [detection("CVE-2024-5555", 6.1)]
+    api.rows["detections"] = [detection("d1", "CVE-2024-5555", 6.1)]
     api.rows["vulnerabilities"] = [{"cve_id": "CVE-2024-5555", "cvss_score": 6.1, "kev_score": 1},
                                    {"cve_id": "CVE-2024-7777", "cvss_score": 6.1, "kev_score": 1}]
     before = tenant.collect()  # the token may not read the KEV list yet
 
     api.forbidden = set()
-    api.rows["detections"].append(detection("CVE-2024-7777", 6.1, "d2"))
+    api.rows["detections"].append(detection("d2", "CVE-2024-7777", 6.1))
     first_kev_read = tenant.collect()
     assert cve_alerts(tenant, before, first_kev_read) == {"CVE-2024-7777": True}  # 5555 is history
